@@ -1,0 +1,57 @@
+"""jupyter_compute: run a script or notebook on any compute target, from a notebook cell.
+
+::
+
+    from jupyter_compute import submit, Run
+
+    run = submit("train.py", target="local", arguments=["--lr", "0.01"])
+    for line in run.follow():
+        print(line, end="")
+    Run.get(run.id).metrics()
+
+Attributes load on first use, so ``import jupyter_compute.tracking`` inside a
+training script (and the CLI's start-up) pays only for what it touches.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ComputeError",
+    "Run",
+    "RunSpec",
+    "RunStatus",
+    "attach",
+    "detach",
+    "get_target",
+    "runs",
+    "submit",
+    "targets",
+]
+
+_WHERE = {
+    "ComputeError": "jupyter_compute.exceptions",
+    "Run": "jupyter_compute.runs",
+    "RunSpec": "jupyter_compute.runspec",
+    "RunStatus": "jupyter_compute.protocol",
+    "attach": "jupyter_compute.api",
+    "detach": "jupyter_compute.api",
+    "get_target": "jupyter_compute.api",
+    "runs": "jupyter_compute.api",
+    "submit": "jupyter_compute.api",
+    "targets": "jupyter_compute.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'jupyter_compute' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

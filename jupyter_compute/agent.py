@@ -1,0 +1,379 @@
+"""The agent: what runs ON the target and owns one run from start to end.
+
+::
+
+    python -m jupyter_compute.agent RUN_DIR      # or: python agent.py RUN_DIR
+
+It reads ``spec.json`` from the run folder, materializes the snapshot into
+``workdir/``, prepares the interpreter, runs ``python -u script args`` (a list,
+never a shell) in a process group of its own, appends stdout and stderr to
+``output.log``, enforces the run's maximum duration, obeys ``cancel`` and writes
+every status transition to ``status.json``. It is detached from the client, so
+the client (a kernel, a CLI, an SSH session) may go away at any time.
+
+Standard library only: this file travels to every target with ``protocol.py``
+and ``tracking.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+if __package__ in (None, ""):  # run as a plain file: python /path/to/agent.py RUN_DIR
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jupyter_compute import protocol  # noqa: E402
+from jupyter_compute.protocol import RunStatus  # noqa: E402
+
+POLL_SECONDS = 0.05
+ERROR_TAIL_LINES = 20
+
+
+class Agent:
+    """Runs one run folder to a terminal status; see the module docstring."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = os.path.abspath(run_dir)
+        self.spec: dict[str, Any] = protocol.read_json(self._p(protocol.SPEC)) or {}
+        self.status: dict[str, Any] = protocol.read_json(self._p(protocol.STATUS)) or {}
+        self.log_fd = os.open(self._p(protocol.LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                              0o644)
+        self.stderr_tail: collections.deque[bytes] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        self.stop = threading.Event()  # cancel requested (file or SIGTERM)
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.run_dir, name)
+
+    # -- status and log ------------------------------------------------------------
+
+    def set_status(self, status: RunStatus, **fields: Any) -> None:
+        now = protocol.utcnow()
+        self.status.update(fields, status=status.value, updated=now)
+        self.status.setdefault("history", []).append([status.value, now])
+        protocol.write_json_atomic(self._p(protocol.STATUS), self.status)
+
+    def say(self, message: str) -> None:
+        """An agent line in the run's log, where the user looks."""
+        os.write(self.log_fd, f"[agent] {message}\n".encode())
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> RunStatus:
+        self.set_status(RunStatus.PREPARING, agent=protocol.process_identity(os.getpid()))
+        threading.Thread(target=self._heartbeat, daemon=True).start()
+        try:
+            workdir = self.materialize()
+            python = self.interpreter()
+            argv = [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+        except Exception as exc:  # noqa: BLE001 - any preparation failure ends the run
+            self.say(f"preparation failed: {exc}")
+            self.set_status(RunStatus.FAILED, ended=protocol.utcnow(), exit_code=None,
+                            error=f"preparation failed: {exc}")
+            return RunStatus.FAILED
+        if self._cancel_requested():
+            self.set_status(RunStatus.CANCELED, ended=protocol.utcnow(),
+                            error="canceled before it started")
+            return RunStatus.CANCELED
+        return self.execute(argv, workdir)
+
+    def execute(self, argv: list[str], workdir: str) -> RunStatus:
+        env = self.environment()
+        try:
+            # A session of its own: killpg reaches the script and all it starts.
+            self.child = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                                          stdout=self.log_fd, stderr=subprocess.PIPE,
+                                          start_new_session=True)
+        except OSError as exc:
+            self.say(f"could not start {argv[0]}: {exc}")
+            self.set_status(RunStatus.FAILED, ended=protocol.utcnow(),
+                            error=f"could not start {argv[0]}: {exc.strerror or exc}")
+            return RunStatus.FAILED
+        pump = threading.Thread(target=self._pump_stderr, daemon=True)
+        pump.start()
+        self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
+                        script=protocol.process_identity(self.child.pid))
+
+        ended_by = self._supervise()
+        returncode = self.child.wait()
+        pump.join(timeout=5)
+        leftovers = self.end_leftovers(self.child.pid)
+        if leftovers:
+            self.say(f"ended {leftovers} leftover process{'es' if leftovers > 1 else ''} "
+                     "the script left behind")
+        self.collect_outputs(workdir)
+        exit_code = returncode if returncode >= 0 else 128 - returncode
+        ended = protocol.utcnow()
+        if ended_by is not None:
+            status, why = ended_by
+            self.say(why)
+            self.set_status(status, ended=ended, exit_code=exit_code, error=why)
+            return status
+        if returncode == 0:
+            self.set_status(RunStatus.COMPLETED, ended=ended, exit_code=0, error=None)
+            return RunStatus.COMPLETED
+        tail = b"".join(self.stderr_tail).decode(errors="replace").rstrip()
+        if returncode < 0:
+            tail = (tail + "\n" if tail else "") + f"killed by {signal.Signals(-returncode).name}"
+        self.set_status(RunStatus.FAILED, ended=ended, exit_code=exit_code,
+                        error=tail or f"exited with code {exit_code}")
+        return RunStatus.FAILED
+
+    def _supervise(self) -> tuple[RunStatus, str] | None:
+        """Wait for the script; stop it on cancel or timeout and say why."""
+        assert self.child is not None
+        limit = self.spec.get("max_run_duration_seconds")
+        deadline = time.monotonic() + float(limit) if limit else None
+        while self.child.poll() is None:
+            if self._cancel_requested():
+                self.terminate_group(self.child.pid)
+                return RunStatus.CANCELED, "canceled by request"
+            if deadline is not None and time.monotonic() >= deadline:
+                self.terminate_group(self.child.pid)
+                return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
+            self.stop.wait(POLL_SECONDS)
+        return None
+
+    def _cancel_requested(self) -> bool:
+        return self.stop.is_set() or os.path.exists(self._p(protocol.CANCEL))
+
+    def terminate_group(self, pgid: int) -> None:
+        """SIGTERM the script's process group, SIGKILL whatever is left after the grace."""
+        assert self.child is not None
+        grace = float(self.spec.get("cancel_grace_seconds", 3))
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.say(f"still running {grace:g}s after SIGTERM; sending SIGKILL")
+        _signal_group(pgid, signal.SIGKILL)
+
+    def end_leftovers(self, pgid: int) -> int:
+        """End processes the script left behind: its group, and any that escaped it
+        (setsid, daemons) but still carry this run's id in their environment."""
+        procs = _run_processes(pgid, self.spec["run_id"])
+        if not procs:
+            return 0
+        for pid in procs:
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + float(self.spec.get("cancel_grace_seconds", 3))
+        while time.monotonic() < deadline and _run_processes(pgid, self.spec["run_id"]):
+            time.sleep(POLL_SECONDS)
+        for pid in _run_processes(pgid, self.spec["run_id"]):
+            _kill(pid, signal.SIGKILL)
+        return len(procs)
+
+    # -- preparation -------------------------------------------------------------------
+
+    def materialize(self) -> str:
+        """Copy the manifest's files out of the blob store into ``workdir/``."""
+        manifest = protocol.read_json(self._p(self.spec.get("manifest", protocol.MANIFEST)))
+        if manifest is None:
+            raise RuntimeError("the snapshot's manifest is missing from the run folder")
+        blobs = os.path.join(self.run_dir, self.spec.get("blobs", "blobs"))
+        workdir = self._p(protocol.WORKDIR)
+        os.makedirs(workdir, exist_ok=True)
+        materialize(manifest["files"], blobs, workdir)
+        outputs = self._p(protocol.OUTPUTS)
+        os.makedirs(outputs, exist_ok=True)
+        link = os.path.join(workdir, protocol.OUTPUTS)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join("..", protocol.OUTPUTS), link)
+        return workdir
+
+    def interpreter(self) -> str:
+        """The Python that runs the script: given, built from requirements, or ours."""
+        python = self.spec.get("interpreter") or sys.executable
+        requirements = self.spec.get("requirements")
+        if not requirements:
+            return python
+        req_path = os.path.join(self._p(protocol.WORKDIR), requirements)
+        with open(req_path, "rb") as f:
+            key = hashlib.sha256(f.read() + python.encode()).hexdigest()[:16]
+        env_dir = os.path.join(self.spec.get("env_root") or self._p("envs"), key)
+        venv_python = os.path.join(env_dir, "bin", "python")
+        if os.path.exists(os.path.join(env_dir, ".complete")):
+            self.say(f"reusing environment {env_dir}")
+            return venv_python
+        import fcntl
+
+        os.makedirs(os.path.dirname(env_dir), exist_ok=True)
+        with open(env_dir + ".lock", "w") as lock:  # one builder per environment
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(os.path.join(env_dir, ".complete")):
+                self.say(f"building environment {env_dir} from {requirements}")
+                for cmd in ([python, "-m", "venv", "--clear", env_dir],
+                            [venv_python, "-m", "pip", "install", "-r", req_path]):
+                    rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=self.log_fd,
+                                         stderr=self.log_fd)
+                    if rc:
+                        raise RuntimeError(f"{' '.join(cmd[:4])} … exited {rc}; see the log")
+                open(os.path.join(env_dir, ".complete"), "w").close()
+        return venv_python
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (self.spec.get("environment_variables") or {})
+                    .items()})
+        env[protocol.ENV_RUN_ID] = self.spec["run_id"]
+        env[protocol.ENV_RUN_DIR] = self.run_dir
+        env["PYTHONUNBUFFERED"] = "1"
+        extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
+        if extra:
+            env["PYTHONPATH"] = os.pathsep.join(extra + [env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep)
+        return env
+
+    def collect_outputs(self, workdir: str) -> None:
+        """If the script replaced the ``outputs`` link with a folder, keep its files."""
+        local = os.path.join(workdir, protocol.OUTPUTS)
+        if os.path.isdir(local) and not os.path.islink(local):
+            dest = self._p(protocol.OUTPUTS)
+            for name in os.listdir(local):
+                shutil.move(os.path.join(local, name), os.path.join(dest, name))
+
+    # -- threads -----------------------------------------------------------------------
+
+    def _pump_stderr(self) -> None:
+        assert self.child is not None and self.child.stderr is not None
+        fd = self.child.stderr.fileno()
+        partial = b""
+        while chunk := os.read(fd, 65536):
+            os.write(self.log_fd, chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            self.stderr_tail.extend(line + b"\n" for line in lines)
+        if partial:
+            self.stderr_tail.append(partial)
+
+    def _heartbeat(self) -> None:
+        path = self._p(protocol.HEARTBEAT)
+        while True:
+            with open(path, "a"):
+                os.utime(path)
+            time.sleep(protocol.HEARTBEAT_SECONDS)
+
+
+def materialize(files: dict[str, list[Any]], blobs: str, dest: str) -> None:
+    """Write ``files`` (path → [sha256, size, mode]) from ``blobs`` into ``dest``.
+
+    A path can never land outside ``dest``: absolute paths and ``..`` are refused,
+    regular files are written before any symlink exists, and a symlink may only
+    point inside ``dest``.
+    """
+    root = os.path.realpath(dest)
+    links = []
+    made: set[str] = set()
+    for rel, (digest, _size, mode) in files.items():
+        target = _safe_join(root, rel)
+        if stat.S_ISLNK(mode):
+            links.append((rel, target, digest))
+            continue
+        parent = os.path.dirname(target)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        shutil.copyfile(os.path.join(blobs, "sha256", digest[:2], digest), target)
+        os.chmod(target, mode & 0o777)
+    for rel, target, digest in links:
+        with open(os.path.join(blobs, "sha256", digest[:2], digest), encoding="utf-8") as f:
+            pointee = f.read()
+        resolved = os.path.normpath(os.path.join(os.path.dirname(target), pointee))
+        if os.path.isabs(pointee) or not resolved.startswith(root + os.sep):
+            raise ValueError(f"refusing symlink {rel} -> {pointee}: it points outside the run")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):
+            os.unlink(target)
+        os.symlink(pointee, target)
+
+
+def _safe_join(root: str, rel: str) -> str:
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"refusing path {rel!r} in the snapshot: it would leave the run folder")
+    return os.path.join(root, *parts)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_processes(pgid: int, run_id: str) -> list[int]:
+    """Live (non-zombie) processes in group ``pgid`` or carrying ``run_id`` in their env."""
+    marker = f"{protocol.ENV_RUN_ID}={run_id}\0".encode()
+    me = os.getpid()
+    found = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:  # no /proc (macOS): the process group is all we can reach
+        try:
+            os.killpg(pgid, 0)
+            return [-pgid]
+        except OSError:
+            return []
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                raw = f.read()
+            fields = raw[raw.rindex(b")") + 2:].split()
+            if fields[0] == b"Z":
+                continue
+            if int(fields[2]) == pgid:
+                found.append(pid)
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read():
+                    found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m jupyter_compute.agent RUN_DIR``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m jupyter_compute.agent RUN_DIR", file=sys.stderr)
+        return 2
+    return run_agent(args[0])
+
+
+def run_agent(run_dir: str) -> int:
+    """Run the agent for ``run_dir`` in this process; 0 if the run Completed."""
+    agent = Agent(run_dir)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may drop
+    try:
+        final = agent.run()
+    except BaseException as exc:  # the run must never stay Running: record why it died
+        agent.say(f"agent crashed: {exc!r}")
+        if agent.child is not None:
+            _signal_group(agent.child.pid, signal.SIGKILL)
+        agent.set_status(RunStatus.FAILED, ended=protocol.utcnow(), error=f"agent crashed: {exc!r}")
+        return 1
+    return 0 if final is RunStatus.COMPLETED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""``jupyter-compute`` (and ``jupyter compute``): the command line over the same API.
+
+Every command parses, calls ``jupyter_compute.api`` or a ``Run``, and prints.
+Errors are one line on stderr; usage and configuration errors exit 2. The names
+and the ``--json`` shapes are a contract other tools rely on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from jupyter_compute.exceptions import ComputeError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from jupyter_compute.runs import Run
+
+PROG = "jupyter-compute"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not a usage wall
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from jupyter_compute.workspace import init
+
+    ws, written = init(args.dir)
+    for path in written:
+        _out(f"wrote {path}")
+    _out(f"workspace ready: {ws.dir}")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    target = api.attach(args.name, args.type, workspace=args.workspace, replace=args.replace,
+                        **_kind_flags(args.type, args.options))
+    _out(f"attached {target.name} ({target.kind})")
+    return 0
+
+
+def _kind_flags(kind: str, raw: list[str]) -> dict[str, Any]:
+    """``--min-nodes 2 --keep-container`` → ``{"min_nodes": "2", "keep_container": True}``
+    (each kind declares its options, so plugins get flags for free)."""
+    from jupyter_compute.targets import target_class
+
+    declared = target_class(kind).options
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(raw):
+        flag = raw[i]
+        if not flag.startswith("--"):
+            raise UsageError(f"unexpected argument {flag!r}; options look like --name VALUE")
+        key, _, value = flag[2:].partition("=")
+        key = key.replace("-", "_")
+        if declared.get(key, (None,))[0] is bool:
+            options[key] = value.lower() not in ("0", "false", "no") if value else True
+        elif value:
+            options[key] = value
+        elif i + 1 < len(raw):
+            options[key] = raw[i + 1]
+            i += 1
+        else:
+            raise UsageError(f"{flag} needs a value")
+        i += 1
+    return options
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    api.detach(args.name, workspace=args.workspace)
+    _out(f"detached {args.name}")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    found = api.targets(args.workspace)
+    if args.json:
+        _out(json.dumps([{"name": n, **c} for n, c in found.items()], indent=1))
+        return 0
+    rows = [(n, c["type"], " ".join(f"{k}={v}" for k, v in c.items() if k != "type"))
+            for n, c in found.items()]
+    _table(("NAME", "TYPE", "OPTIONS"), rows)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
+                     arguments=args.args or None, source_dir=args.source_dir,
+                     workspace=args.workspace, python=args.python,
+                     max_run_duration_seconds=args.max_duration)
+    snap = run.record.snapshot
+    _err(f"submitted {run.id} to {run.record.target}: {snap['files']} files "
+         f"({_size(snap['bytes'])}), {snap['new_files']} new ({_size(snap['new_bytes'])})")
+    if args.wait:
+        return _stream(run)
+    _out(run.id)
+    return 0
+
+
+def _stream(run: Run) -> int:
+    """Print the run's log as it grows; exit code 0 only if it Completed."""
+    try:
+        for line in run.follow():
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        _err(f"\nstopped following; {run.id} goes on. Follow it again with "
+             f"'{PROG} logs -f {run.id}', stop it with '{PROG} cancel {run.id}'")
+        return 130
+    status = run.status()
+    _out(f"run {run.id} {status.value}")
+    if status.value != "Completed":
+        if run.record.error:
+            _err(f"error: {run.record.error}")
+        return 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    found = api.runs(limit=args.limit, status=args.status, workspace=args.workspace)
+    if args.json:
+        _out(json.dumps([r.to_dict() for r in found], indent=1))
+        return 0
+    rows = []
+    for run in found:
+        d = run.to_dict()
+        rows.append((d["id"], d["target"], d["status"], d["created"][:19].replace("T", " "),
+                     _duration(d["started"], d["ended"])))
+    _table(("ID", "TARGET", "STATUS", "CREATED (UTC)", "DURATION"), rows)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = _get(args)
+    d = run.to_dict()
+    if args.json:
+        _out(json.dumps(d, indent=1))
+        return 0
+    for key in ("id", "name", "target", "status", "exit_code", "created", "started", "ended",
+                "script", "arguments", "source_dir"):
+        _out(f"{key + ':':<12} {d[key] if d[key] is not None else '-'}")
+    s = d["snapshot"]
+    _out(f"{'snapshot:':<12} {s['id'][:12]} {s['files']} files ({_size(s['bytes'])}), "
+         f"{s['new_files']} new ({_size(s['new_bytes'])})")
+    g = d["git"]
+    if g.get("commit"):
+        _out(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
+             f"{' (dirty)' if g['dirty'] else ''}")
+    if d["error"]:
+        _out(f"{'error:':<12} {d['error']}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    run = _get(args)
+    if args.follow:
+        return _stream(run)
+    sys.stdout.write(run.log())
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    run = _get(args)
+    metrics = {name: [{"value": r["value"], "step": r["step"], "time": r["time"]} for r in recs]
+               for name, recs in run.metrics().items()}
+    if args.json:
+        _out(json.dumps(metrics, indent=1))
+        return 0
+    rows = [(name, len(recs), json.dumps(recs[-1]["value"])[:60]) for name, recs in
+            metrics.items()]
+    _table(("METRIC", "COUNT", "LAST"), rows)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    run = _get(args)
+    status = run.cancel()
+    if status.is_terminal():
+        _out(f"run {run.id} already ended {status.value}")
+        return 0
+    grace = float((run.record.spec or {}).get("cancel_grace_seconds", 3))
+    status = run.wait(timeout=grace + 5)
+    _out(f"run {run.id} {status.value}")
+    return 0 if status.is_terminal() else 1
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from jupyter_compute import snapshot
+
+    if args.list:
+        for path in snapshot.list_files(args.dir):
+            _out(path)
+        return 0
+    from jupyter_compute.workspace import find
+
+    ws = find(start=args.dir, explicit=args.workspace)
+    snap = snapshot.take_snapshot(args.dir, ws.dir)
+    for warning in snap.warnings:
+        _err(f"warning: {warning}")
+    s = snap.stats
+    _out(f"snapshot {snap.id}: {s.files} files ({_size(s.bytes)}), {s.new_files} new "
+         f"({_size(s.new_bytes)})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    folder = demo_folder()
+    _err(f"demo: running {folder / 'train.py'} on the local target")
+    run = api.submit("train.py", source_dir=folder, name="demo", workspace=args.workspace,
+                     arguments=["--epochs", "5"])
+    code = _stream(run)
+    if code == 0:
+        metrics = run.metrics()
+        if "accuracy" in metrics:
+            _out(f"final accuracy {metrics['accuracy'][-1]['value']:.3f}; outputs: "
+                 + ", ".join(p.name for p in run.outputs()))
+    return code
+
+
+def demo_folder() -> Path:
+    """The example that ``demo`` runs: ``notebooks/`` of a checkout, or the packaged copy."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "examples", here.parent / "notebooks"):
+        if (folder / "train.py").is_file():
+            return folder
+    raise ComputeError("the demo example (train.py) is not installed with this package")
+
+
+# -- plumbing ----------------------------------------------------------------------------
+
+
+def _get(args: argparse.Namespace) -> Run:
+    from jupyter_compute.runs import Run
+
+    return Run.get(args.run, args.workspace)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [tuple(map(str, header))] + [tuple("-" if c is None else str(c) for c in r)
+                                         for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        _out("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _duration(started: str | None, ended: str | None) -> str:
+    if not started:
+        return "-"
+    from datetime import datetime, timezone
+
+    end = datetime.fromisoformat(ended) if ended else datetime.now(timezone.utc)
+    secs = (end - datetime.fromisoformat(started)).total_seconds()
+    return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.1f}m"
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", metavar="PATH",
+                        help="workspace folder (default: found walking up; "
+                             "$JUPYTER_COMPUTE_WORKSPACE)")
+    parser = _Parser(prog=PROG, description="Run scripts on compute targets and follow them.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "create .jupyter_compute/ with commented templates")
+    p.add_argument("dir", nargs="?", default=".", help="folder to put it in (default: here)")
+
+    p = add("attach", cmd_attach, "attach a compute target to the workspace")
+    p.add_argument("name")
+    p.add_argument("--type", required=True, metavar="KIND", help="local, ssh, docker, ray, …")
+    p.add_argument("--replace", action="store_true", help="replace a target of the same name")
+    p.epilog = "Other --OPTION VALUE pairs are the kind's options, e.g. --python PATH."
+
+    p = add("detach", cmd_detach, "remove a target from the workspace")
+    p.add_argument("name")
+
+    p = add("targets", cmd_targets, "list attached targets")
+    p.add_argument("--json", action="store_true")
+
+    p = add("submit", cmd_submit, "snapshot the source folder and run a script on a target")
+    p.add_argument("path", nargs="?",
+                   help="script, relative to the source directory (default: run.yml's)")
+    p.add_argument("--target", "-t", help="target name (default: local)")
+    p.add_argument("--name", "-n", help="run name (default: the script's name)")
+    p.add_argument("--config", "-c", metavar="RUN_YML", help="run configuration file")
+    p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
+    p.add_argument("--python", metavar="PATH", help="interpreter on the target")
+    p.add_argument("--max-duration", type=float, metavar="SECONDS",
+                   help="max_run_duration_seconds: TimedOut after this long")
+    p.add_argument("--wait", "-w", action="store_true",
+                   help="stream the logs; exit 0 only if the run Completed")
+    p.add_argument("args", nargs="*", metavar="-- ARGS", help="arguments for the script")
+
+    p = add("runs", cmd_runs, "list recent runs, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--status", help="only runs in this status, e.g. Failed")
+    p.add_argument("--json", action="store_true")
+
+    for name, func, help in (("show", cmd_show, "show one run"),
+                             ("logs", cmd_logs, "print a run's log"),
+                             ("metrics", cmd_metrics, "print a run's metrics"),
+                             ("cancel", cmd_cancel, "stop a run")):
+        p = add(name, func, help)
+        p.add_argument("run", metavar="RUN", help="run id (a unique suffix is enough)")
+        if name in ("show", "metrics"):
+            p.add_argument("--json", action="store_true")
+        if name == "logs":
+            p.add_argument("-f", "--follow", action="store_true",
+                           help="follow until the run ends")
+
+    p = add("snapshot", cmd_snapshot, "snapshot a folder, or list what would be sent")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--list", action="store_true", help="print the paths that would be sent")
+
+    add("demo", cmd_demo, "run the example training script on the local target")
+    return parser
+
+
+def _version() -> str:
+    from jupyter_compute import __version__
+
+    return f"{PROG} {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" belongs to the script, verbatim (argparse would try to
+    # match it against positionals it has already filled).
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    # attach passes the kind's own options through (each kind declares them).
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) != "attach":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.options = extra
+    if passthrough:
+        if not hasattr(args, "args"):
+            parser.error(f"'{args.command}' takes no script arguments after '--'")
+        args.args = [*args.args, *passthrough]
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError) as exc:
+        _err(f"{PROG} {args.command}: error: {exc}")
+        return 2
+    except ComputeError as exc:
+        _err(f"{PROG} {args.command}: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""YAML configuration: ``run.yml`` (a run configuration) and ``targets.yml``.
+
+Keys follow Azure ML's runconfig in snake_case, and the camelCase spellings of an
+Azure file (``maxRunDurationSeconds``, ``environmentVariables``, ``nodeCount``,
+``environment.python.interpreterPath``, ``environment.docker.baseImage``) are
+accepted too, so an existing file works as it is. Every error names the file, the
+line and the key, and suggests the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_compute.exceptions import ConfigError
+
+RUN_KEYS = {
+    "script": str, "arguments": list, "target": str, "name": str,
+    "source_directory": str, "environment": dict, "environment_variables": dict,
+    "max_run_duration_seconds": (int, float), "node_count": int,
+    "snapshot_max_mb": (int, float), "snapshot_max_files": int,
+    "cancel_grace_seconds": (int, float),
+}
+ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "docker_image": str,
+                    "docker": dict, "name": str}
+_AZURE_ALIASES = {
+    "maxRunDurationSeconds": "max_run_duration_seconds", "nodeCount": "node_count",
+    "environmentVariables": "environment_variables", "sourceDirectory": "source_directory",
+}
+
+
+@dataclass
+class RunConfig:
+    """A run configuration, from ``run.yml`` or from arguments; None means "not set"."""
+
+    script: str | None = None
+    arguments: list[str] = field(default_factory=list)
+    target: str | None = None
+    name: str | None = None
+    source_directory: str | None = None
+    python: str | None = None            # interpreter path; None = the current one
+    requirements: str | None = None      # requirements file inside the snapshot
+    docker_image: str | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    max_run_duration_seconds: float | None = None
+    node_count: int = 1
+    snapshot_max_mb: float | None = None
+    snapshot_max_files: int | None = None
+    cancel_grace_seconds: float = 3.0
+
+
+class _Located:
+    """A parsed YAML document that remembers the line of every key."""
+
+    def __init__(self, path: Path) -> None:
+        import yaml
+
+        self.path = path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"malformed YAML: {problem}", path=path,
+                              line=mark.line + 1 if mark else None) from None
+        self.lines: dict[tuple[str, ...], int] = {}
+        if node is not None:
+            self._index(node, ())
+        if self.data is None:
+            self.data = {}
+
+    def _index(self, node: Any, prefix: tuple[str, ...]) -> None:
+        import yaml
+
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                where = prefix + (str(key.value),)
+                self.lines[where] = key.start_mark.line + 1
+                self._index(value, where)
+
+    def line(self, *keys: str) -> int | None:
+        return self.lines.get(keys)
+
+    def error(self, message: str, *keys: str) -> ConfigError:
+        return ConfigError(message, path=self.path, line=self.line(*keys),
+                           key=keys[-1] if keys else None)
+
+
+def check_keys(doc: _Located, mapping: Any, allowed: dict[str, Any], *where: str,
+               what: str = "key") -> None:
+    """Refuse unknown keys and values of the wrong type, naming the closest key."""
+    if not isinstance(mapping, dict):
+        raise doc.error(f"expected a mapping of {what}s, got {type(mapping).__name__}", *where)
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise doc.error(unknown(what, str(key), allowed), *where, str(key))
+        types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        # YAML's `yes` is a bool, and bool is an int to Python: refuse it for numbers.
+        if value is not None and (not isinstance(value, types)
+                                  or isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            raise doc.error(f"{key!r} must be a {names}, got {value!r}", *where, str(key))
+
+
+def unknown(what: str, name: str, valid: Any) -> str:
+    """``unknown key 'scirpt' — did you mean 'script'? valid: …``"""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r}{hint} (valid: {', '.join(valid)})"
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a ``run.yml``; raise ``ConfigError`` with file:line on anything wrong."""
+    doc = _Located(Path(path))
+    raw = {_AZURE_ALIASES.get(k, k): v for k, v in doc.data.items()} \
+        if isinstance(doc.data, dict) else doc.data
+    check_keys(doc, raw, RUN_KEYS)
+    cfg = RunConfig()
+    for key, value in raw.items():
+        if key in ("environment", "arguments") or value is None:
+            continue
+        setattr(cfg, key, value)
+    cfg.arguments = [str(a) for a in raw.get("arguments") or []]
+    cfg.environment_variables = {str(k): str(v) for k, v in
+                                 (raw.get("environment_variables") or {}).items()}
+    env = raw.get("environment") or {}
+    env = {_AZURE_ALIASES.get(k, k): v for k, v in env.items()} if isinstance(env, dict) else env
+    check_keys(doc, env, {**ENVIRONMENT_KEYS, "environment_variables": dict}, "environment")
+    python = env.get("python")
+    if isinstance(python, dict):  # Azure: environment.python.interpreterPath
+        python = python.get("interpreterPath") or python.get("interpreter_path")
+    cfg.python = python
+    cfg.requirements = env.get("requirements")
+    docker = env.get("docker") or {}
+    cfg.docker_image = env.get("docker_image") or docker.get("baseImage") or docker.get(
+        "base_image")
+    cfg.environment_variables.update({str(k): str(v) for k, v in
+                                      (env.get("environment_variables") or {}).items()})
+    return cfg
+
+
+def load_targets(path: Path, kinds_options: Any) -> dict[str, dict[str, Any]]:
+    """Read ``targets.yml``: ``{targets: {name: {type: kind, ...options}}}``.
+
+    ``kinds_options(kind)`` returns the option names a kind accepts (or raises for
+    an unknown kind with the installed kinds listed).
+    """
+    if not path.exists():
+        return {}
+    doc = _Located(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error("expected a mapping with a 'targets' key")
+    check_keys(doc, doc.data, {"targets": dict})
+    targets = doc.data.get("targets") or {}
+    for name, body in targets.items():
+        if not isinstance(body, dict) or "type" not in body:
+            raise doc.error(f"target {name!r} needs a 'type' (local, ssh, docker, ray)",
+                            "targets", str(name))
+        try:
+            allowed = kinds_options(body["type"])
+        except ConfigError as exc:
+            raise doc.error(str(exc), "targets", str(name), "type") from None
+        check_keys(doc, body, {"type": str, **allowed}, "targets", str(name),
+                   what=f"option for {body['type']} target")
+    return targets
+
+
+def dump_targets(path: Path, targets: dict[str, dict[str, Any]]) -> None:
+    """Write ``targets.yml`` atomically, keeping its explanatory header."""
+    import os
+
+    import yaml
+
+    body = yaml.safe_dump({"targets": targets}, sort_keys=False, default_flow_style=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(TARGETS_HEADER + body, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+TARGETS_HEADER = """\
+# Compute targets attached to this workspace. Edit here or use
+#   jupyter-compute attach NAME --type KIND [options]   (or %compute attach in a notebook)
+# No secrets belong here: keys are paths and passwords are names of environment variables.
+# The 'local' target always exists, attached or not.
+"""
+
+TEMPLATES = {
+    "targets.yml": TARGETS_HEADER + """\
+targets:
+  local:
+    type: local
+    # python: /usr/bin/python3        # interpreter for runs; default: the current one
+""",
+    "run.yml": """\
+# A run configuration, close to Azure ML's runconfig. Used only when passed:
+#   jupyter-compute submit --config .jupyter_compute/run.yml
+# Command-line flags override what is set here.
+script: train.py                    # relative to the source directory
+arguments: []                       # e.g. [--lr, 0.01, --epochs, 3]
+target: local                       # a name from targets.yml
+# name: my-experiment
+# source_directory: .               # the folder that is snapshotted
+environment:
+  # python: /usr/bin/python3        # a given interpreter; omit for the current one
+  # requirements: requirements.txt  # build (and cache) a virtualenv from this file
+  # docker_image: python-base:3.11  # for docker targets
+environment_variables: {}
+max_run_duration_seconds: null      # TimedOut after this long
+node_count: 1
+# snapshot_max_mb: 300
+# snapshot_max_files: 2000          # changed (new) files per snapshot
+# cancel_grace_seconds: 3           # SIGTERM, then SIGKILL after this long
+""",
+    "sweep.yml": """\
+# A HyperDrive-compatible sweep:  %sweep train.py --target local --config sweep.yml
+sampling:
+    type: random # Supported options: Random, Grid, Bayesian
+    parameter_space:
+    - name: --penalty
+      expression: choice
+      values: [0.5, 1, 1.5]
+policy:
+    type: BanditPolicy
+    evaluation_interval: 1
+    slack_factor: 0.2
+primary_metric_name: Accuracy
+primary_metric_goal: Maximize
+max_total_runs: 8
+max_concurrent_runs: 2
+max_duration_minutes: 100
+""",
+}

@@ -1,0 +1,174 @@
+"""The run folder's protocol: file names, the status enum, record formats.
+
+This module travels to every target with ``agent.py`` and ``tracking.py``, so it
+uses the standard library only and must import in well under a millisecond.
+Everything that writes or reads a run folder — the agent on the target, the
+tracking API inside the script, the client's ``Run`` handle — goes through the
+names and helpers here, so the format is written down once::
+
+    runs/<run-id>/
+      spec.json       what to run (client → agent)
+      manifest.json   the snapshot to materialize (path → [sha256, size, mode])
+      status.json     lifecycle record, replaced atomically by the agent
+      heartbeat       touched by the agent every few seconds (its mtime is the beat)
+      output.log      stdout and stderr of the script, plus "[agent]" lines
+      metrics.jsonl   one JSON record per line, appended by the tracking API
+      cancel          present when someone asked the run to stop
+      outputs/        artifacts; the script's ./outputs points here
+      workdir/        the materialized snapshot; the script's working directory
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import os
+import socket
+from typing import Any
+
+SPEC = "spec.json"
+MANIFEST = "manifest.json"
+STATUS = "status.json"
+HEARTBEAT = "heartbeat"
+LOG = "output.log"
+METRICS = "metrics.jsonl"
+CANCEL = "cancel"
+OUTPUTS = "outputs"
+WORKDIR = "workdir"
+
+#: Environment variables the agent gives the script (read by ``tracking``).
+ENV_RUN_ID = "JUPYTER_COMPUTE_RUN_ID"
+ENV_RUN_DIR = "JUPYTER_COMPUTE_RUN_DIR"
+
+HEARTBEAT_SECONDS = 2.0
+#: A beat older than this means the agent is gone (used where no pid check is possible).
+HEARTBEAT_TIMEOUT = 15.0
+#: A run the agent never picked up is lost after this long.
+START_TIMEOUT = 60.0
+
+
+class RunStatus(str, enum.Enum):
+    """Where a run is in its life: ``Queued → Preparing → Running → <terminal>``."""
+
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    TIMED_OUT = "TimedOut"
+
+    def is_terminal(self) -> bool:
+        """True once the run can no longer change (``Completed``, ``Failed``, …)."""
+        return self in _TERMINAL
+
+    def __str__(self) -> str:  # "Completed", never "RunStatus.COMPLETED"
+        return self.value
+
+
+_TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT}
+
+
+def utcnow() -> str:
+    """ISO-8601 UTC with microseconds: ``2026-11-26T09:31:02.123456+00:00``."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when it does not exist (yet)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def metric_record(name: str, value: Any, step: int | None = None, kind: str = "scalar",
+                  time: float | None = None) -> str:
+    """One line of ``metrics.jsonl``: ``{"name", "value", "step", "time", "kind"}``.
+
+    ``kind`` is ``scalar``, ``list``, ``row`` or ``image`` (value: path in outputs/)
+    or ``tag`` (value: the tag's value).
+    """
+    import time as _time
+
+    rec = {"name": name, "value": value, "step": step, "kind": kind,
+           "time": _time.time() if time is None else time}
+    return json.dumps(rec, default=str) + "\n"
+
+
+def parse_metrics(data: bytes, tags: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Group ``metrics.jsonl`` records by name: ``{name: [{value, step, time, kind}]}``.
+
+    Tags are left out, or are all that is returned with ``tags=True``. A torn last
+    line (the script is still writing it) is skipped.
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if (rec.get("kind") == "tag") == tags:
+            out.setdefault(rec.pop("name"), []).append(rec)
+    return out
+
+
+# -- who is alive --------------------------------------------------------------------
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """What identifies process ``pid`` across pid reuse: pid, start time, boot, host."""
+    return {"pid": pid, "start_ticks": _start_ticks(pid), "boot_id": _boot_id(),
+            "host": socket.gethostname()}
+
+
+def process_alive(ident: dict[str, Any]) -> bool | None:
+    """Whether the process in ``ident`` still runs here: True, False, or None (unknown).
+
+    None means this machine cannot tell (another host, no /proc); the caller then
+    falls back to the heartbeat.
+    """
+    pid = ident.get("pid")
+    if not pid or ident.get("host") != socket.gethostname():
+        return None
+    boot = _boot_id()
+    if boot is None or ident.get("boot_id") != boot:
+        return None if boot is None else False
+    state = _proc_stat(pid)
+    if state is None:
+        return False
+    # A zombie has exited; PID 1 here is slow to reap, so treat 'Z' as gone.
+    return state[0] != "Z" and state[1] == ident.get("start_ticks")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
+    return fields[0], int(fields[19])
+
+
+def _start_ticks(pid: int) -> int | None:
+    st = _proc_stat(pid)
+    return st[1] if st else None
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None

@@ -1,0 +1,162 @@
+"""``Run``: a handle on one run, from the process that submitted it or any other.
+
+::
+
+    from jupyter_compute import Run, submit
+
+    run = submit("train.py", target="local", arguments=["--lr", "0.01"])
+    for line in run.follow():          # every log line, up to the terminal state
+        print(line, end="")
+    run.status()                       # RunStatus.COMPLETED
+    run.metrics()["loss"][-1]          # {"value": 0.12, "step": 99, "time": …}
+
+    Run.get("20261126-0931-train-7f3a")  # reattach from any process, any time
+
+Everything is read from the run folder on the target through the target's
+``read``; what the agent reports is mirrored into the workspace's store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jupyter_compute import protocol
+from jupyter_compute.exceptions import RunFailedError
+from jupyter_compute.protocol import RunStatus
+
+if TYPE_CHECKING:
+    from jupyter_compute.store import RunRecord
+    from jupyter_compute.targets.base import ComputeTarget
+    from jupyter_compute.workspace import Workspace
+
+#: Poll quickly at first (a person waits on short runs), then ease off a little.
+FAST_POLL, SLOW_POLL, FAST_PERIOD = 0.01, 0.05, 5.0
+_MIRRORED = ("status", "started", "ended", "exit_code", "error")
+
+
+class Run:
+    """One run: its status, log, metrics and outputs, wherever it executes."""
+
+    def __init__(self, record: RunRecord, workspace: Workspace,
+                 target: ComputeTarget | None = None) -> None:
+        self.record = record
+        self.workspace = workspace
+        self._target = target
+        self.offset = 0  # how far ``follow`` has read the log, in bytes
+
+    @classmethod
+    def get(cls, run_id: str, workspace: Workspace | str | Path | None = None) -> Run:
+        """Reattach to run ``run_id`` (a unique suffix of the id is enough)."""
+        from jupyter_compute import workspace as ws_mod
+
+        ws = workspace if isinstance(workspace, ws_mod.Workspace) else \
+            ws_mod.find(explicit=workspace, create=False)
+        return cls(ws.store.get(run_id), ws)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def target(self) -> ComputeTarget:
+        if self._target is None:
+            from jupyter_compute.api import get_target
+
+            self._target = get_target(self.record.target, self.workspace)
+        return self._target
+
+    # -- status ----------------------------------------------------------------------
+
+    def status(self) -> RunStatus:
+        """The current status, read from the target (and mirrored into the store)."""
+        if RunStatus(self.record.status).is_terminal():
+            return RunStatus(self.record.status)
+        st = self.target.status(self.id)
+        changed = {k: st.get(k) for k in _MIRRORED if st.get(k) != getattr(self.record, k)}
+        if changed:
+            self.workspace.store.update(self.id, **changed)
+            for key, value in changed.items():
+                setattr(self.record, key, value)
+        return RunStatus(self.record.status)
+
+    def wait(self, timeout: float | None = None, raise_on_failure: bool = False) -> RunStatus:
+        """Block until the run ends (or ``timeout`` seconds pass); return its status."""
+        start = time.monotonic()
+        while not (status := self.status()).is_terminal():
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                return status
+            time.sleep(FAST_POLL if waited < FAST_PERIOD else SLOW_POLL)
+        if raise_on_failure and status is not RunStatus.COMPLETED:
+            raise RunFailedError(self.id, status.value, self.record.error or "")
+        return status
+
+    # -- log -------------------------------------------------------------------------
+
+    def read_log(self, offset: int = 0) -> bytes:
+        """The log's bytes from ``offset`` on, as they are now."""
+        return self.target.tail(self.id, offset)
+
+    def log(self) -> str:
+        """The whole log so far, as text."""
+        return self.read_log().decode(errors="replace")
+
+    def follow(self, offset: int | None = None) -> Iterator[str]:
+        """Yield log lines (with their newline) from byte ``offset`` until the run ends.
+
+        ``self.offset`` always points just past the last line yielded, so a follower
+        that stops can resume there without losing or repeating a line.
+        """
+        if offset is not None:
+            self.offset = offset
+        start = time.monotonic()
+        while True:
+            done = self.status().is_terminal()  # read before the log: the log is then final
+            data = self.read_log(self.offset)
+            end = data.rfind(b"\n") + 1 if not done else len(data)
+            for line in data[:end].splitlines(keepends=True):
+                self.offset += len(line)  # before yielding: the consumer may stop here
+                yield line.decode(errors="replace")
+            if done:
+                return
+            if not end:
+                waited = time.monotonic() - start
+                time.sleep(FAST_POLL if waited < FAST_PERIOD else SLOW_POLL)
+
+    # -- results ---------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, list[dict[str, Any]]]:
+        """Logged metrics: ``{name: [{"value", "step", "time", "kind"}, …]}``."""
+        return protocol.parse_metrics(self.target.read(self.id, protocol.METRICS))
+
+    def tags(self) -> dict[str, Any]:
+        """Tags set with ``run.tag(name, value)``; the last value of each wins."""
+        found = protocol.parse_metrics(self.target.read(self.id, protocol.METRICS), tags=True)
+        return {name: recs[-1]["value"] for name, recs in found.items()}
+
+    def outputs(self) -> list[Path]:
+        """The files in the run's ``outputs/`` (fetched to this machine first if needed)."""
+        folder = self.target.outputs_dir(self.id)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def cancel(self) -> RunStatus:
+        """Ask the run to stop; returns at once (``wait()`` to see it Canceled)."""
+        self.target.cancel(self.id)
+        return self.status()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git."""
+        self.status()
+        return self.record.to_dict()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.record.status} on {self.record.target}>"
