@@ -49,6 +49,7 @@ class Agent:
                               0o644)
         self.stderr_tail: collections.deque[bytes] = collections.deque(maxlen=ERROR_TAIL_LINES)
         self.stop = threading.Event()  # cancel requested (file or SIGTERM)
+        self.wake = threading.Event()  # the script exited, or stop was set
         self.child: subprocess.Popen[bytes] | None = None
 
     def _p(self, name: str) -> str:
@@ -100,6 +101,8 @@ class Agent:
             return RunStatus.FAILED
         pump = threading.Thread(target=self._pump_stderr, daemon=True)
         pump.start()
+        threading.Thread(target=lambda: (self.child.wait(), self.wake.set()),  # type: ignore
+                         daemon=True).start()
         self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
                         script=protocol.process_identity(self.child.pid))
 
@@ -140,7 +143,7 @@ class Agent:
             if deadline is not None and time.monotonic() >= deadline:
                 self.terminate_group(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
-            self.stop.wait(POLL_SECONDS)
+            self.wake.wait(POLL_SECONDS)  # wakes at once when the script exits
         return None
 
     def _cancel_requested(self) -> bool:
@@ -362,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
 def run_agent(run_dir: str) -> int:
     """Run the agent for ``run_dir`` in this process; 0 if the run Completed."""
     agent = Agent(run_dir)
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: (agent.stop.set(), agent.wake.set()))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may drop
     try:
         final = agent.run()
     except BaseException as exc:  # the run must never stay Running: record why it died
-        agent.say(f"agent crashed: {exc!r}")
+        import traceback
+
+        agent.say(f"agent crashed: {exc!r}\n{traceback.format_exc()}")
         if agent.child is not None:
             _signal_group(agent.child.pid, signal.SIGKILL)
         agent.set_status(RunStatus.FAILED, ended=protocol.utcnow(), error=f"agent crashed: {exc!r}")

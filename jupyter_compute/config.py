@@ -68,6 +68,9 @@ class _Located:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            if context and cmark is not None and mark is not None and cmark.line != mark.line:
+                problem += f" ({context} started on line {cmark.line + 1})"
             raise ConfigError(f"malformed YAML: {problem}", path=path,
                               line=mark.line + 1 if mark else None) from None
         self.lines: dict[tuple[str, ...], int] = {}

@@ -90,6 +90,8 @@ class RunStore:
                                        check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout = 60000")
+            # In WAL mode NORMAL never corrupts; it only skips an fsync per commit.
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise ComputeError(f"run store {self.path} is unusable ({exc}); move it aside "

@@ -8,6 +8,7 @@ stop the run.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -131,17 +132,24 @@ class LocalTarget(ComputeTarget):
         return folder
 
 
+_forked: list[int] = []
+
+
 def _fork_agent(run_dir: str) -> None:
-    """Run the agent in a grandchild of this process, detached (double fork)."""
+    """Run the agent in a forked child of this process, in a session of its own."""
+    for pid in list(_forked):  # reap agents forked earlier that have ended
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            _forked.remove(pid)
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0)  # the middle process exits at once; nothing is left to reap
+        _forked.append(pid)
         return
     code = 1
     try:
+        # The parent's objects (its SQLite connection, files) must never be finalized
+        # here: that would touch fds this process closes and reuses below.
+        gc.freeze()
         os.setsid()
-        if os.fork():
-            os._exit(0)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # never hold the caller's pipes open
             os.dup2(devnull, fd)
