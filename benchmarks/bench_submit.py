@@ -53,7 +53,8 @@ def main() -> None:
     def api() -> None:
         assert submit("hello.py").wait() is RunStatus.COMPLETED
 
-    results = {"bare python": timed(bare, args.repeat), "CLI submit --wait": timed(cli, args.repeat),
+    results = {"bare python": timed(bare, args.repeat),
+               "CLI submit --wait": timed(cli, args.repeat),
                "API submit + wait": timed(api, args.repeat)}
     base = statistics.median(results["bare python"])
     print(f"{'':<20} {'median':>9} {'p90':>9} {'overhead':>9} {'ratio':>6}   ({args.repeat} runs)")

@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from jupyter_compute.exceptions import ComputeError, ConfigError, UsageError
 
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from jupyter_compute.runs import Run
 
 PROG = "jupyter-compute"
@@ -295,7 +296,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--workspace", metavar="PATH",
                         help="workspace folder (default: found walking up; "
                              "$JUPYTER_COMPUTE_WORKSPACE)")

@@ -20,7 +20,10 @@ Library errors (paramiko, docker, ray, sqlite) are translated at the boundary wi
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ComputeError",

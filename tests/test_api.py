@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import jupyter_compute
 from jupyter_compute import Run, RunStatus, submit

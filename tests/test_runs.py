@@ -144,7 +144,7 @@ def test_concurrent_submits_are_all_recorded(project: Project) -> None:
                               cwd=project.root, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(20)]
     results = [p.communicate(timeout=120) for p in procs]
-    for proc, (stdout, stderr) in zip(procs, results):
+    for proc, (_, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr
         assert "locked" not in stderr
     ids = {stdout.strip().splitlines()[-1] for stdout, _ in results}
