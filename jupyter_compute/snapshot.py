@@ -1,0 +1,988 @@
+"""Snapshots of a source folder, stored content-addressed in the workspace.
+
+A run ships a snapshot: the files of its source folder that ``git`` would consider
+(ignore files honoured exactly as git does), each stored once in a sha256 blob store
+and listed in a manifest::
+
+    <ws>/blobs/sha256/ab/abcdef...   exact file bytes (symlinks: the link text)
+    <ws>/blobs/tmp/                  large files being streamed in
+    <ws>/snapshots/<id>.json         manifest: path -> [sha256, size, mode], parent, git
+    <ws>/cache/<key>.pickle          per source folder: last snapshot, stat cache and
+                                     compiled ignore rules (key = sha256 of the
+                                     folder's real path)
+
+Everything is written to a unique temporary name and moved into place with
+``os.replace``, so many processes can snapshot into one workspace at once and a
+reader never sees half a blob, manifest or cache.
+
+Example::
+
+    >>> snap = take_snapshot("~/project", "~/project/.jupyter_compute")
+    >>> snap.stats.new_files, snap.manifest_path
+    (3, '/home/me/project/.jupyter_compute/snapshots/9f2c....json')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import itertools
+import json
+import os
+import pickle
+import re
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .exceptions import SnapshotError, SnapshotLimitError
+from .protocol import utcnow
+
+__all__ = [
+    "ALWAYS_EXCLUDED_DIRS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CHANGED_FILES",
+    "BlobStore",
+    "GitInfo",
+    "LINK_MODE",
+    "Snapshot",
+    "SnapshotStats",
+    "git_info",
+    "list_files",
+    "load_manifest",
+    "take_snapshot",
+]
+
+DEFAULT_MAX_BYTES = 300 * 1024 * 1024
+DEFAULT_MAX_CHANGED_FILES = 2000
+#: Never snapshotted, at any depth (``outputs`` too, at the source root only).
+ALWAYS_EXCLUDED_DIRS = (".git", ".jupyter_compute", ".ipynb_checkpoints", "__pycache__")
+#: ``mode`` of a symlink in a manifest; its blob is the link text.
+LINK_MODE = stat.S_IFLNK | 0o777
+
+_ROOT_EXCLUDED_DIRS = ("outputs",)
+_EXTRA_MODE = 0o644
+# The first of these present at the source root replaces .gitignore at every level.
+_IGNORE_FILES = (".computeignore", ".amlignore")
+_GITIGNORE = ".gitignore"
+# A file modified within this long of our stat() may change again without its mtime
+# moving (coarse timestamps: git's "racy clean" problem), so its hash is not cached.
+_RACY_NS = 2_000_000_000
+# Files up to this size are read whole (hash and blob from one buffer); larger ones
+# are streamed to a temporary blob while hashing.
+_WHOLE_FILE_BYTES = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
+# Files this large go to a few threads while the small ones are copied in between.
+_THREAD_BYTES = 1024 * 1024
+_WORKERS = 2
+_CACHE_VERSION = 1
+_EXCLUDED = frozenset(ALWAYS_EXCLUDED_DIRS)
+# errno values that mean the workspace, not the source file, is the problem
+_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS")
+                  if hasattr(errno, name))
+
+
+# -- records -------------------------------------------------------------------------
+
+
+@dataclass
+class SnapshotStats:
+    """Totals of one snapshot; ``new_*`` count blobs the store did not have before."""
+
+    files: int
+    bytes: int
+    new_files: int
+    new_bytes: int
+
+
+@dataclass
+class GitInfo:
+    """Where the source folder stands in git (None fields: unknown or unset)."""
+
+    repository: str | None
+    branch: str | None
+    commit: str | None
+    dirty: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``git`` record: ``{"repository", "branch", "commit", "dirty"}``."""
+        return {"repository": self.repository, "branch": self.branch,
+                "commit": self.commit, "dirty": self.dirty}
+
+
+@dataclass
+class Snapshot:
+    """One snapshot of a source folder, as written to ``manifest_path``."""
+
+    id: str
+    parent: str | None
+    source_dir: str
+    files: dict[str, tuple[str, int, int]]
+    stats: SnapshotStats
+    git: GitInfo | None
+    warnings: list[str] = field(default_factory=list)
+    manifest_path: str = ""
+
+
+# -- blob store ----------------------------------------------------------------------
+
+
+class BlobStore:
+    """Content-addressed files under ``root/sha256/ab/<digest>``, shared by all snapshots.
+
+    Example::
+
+        >>> store = BlobStore(".jupyter_compute/blobs")
+        >>> store.has(snap.files["train.py"][0])
+        True
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._base = os.path.join(os.fspath(root), "sha256")
+        self._made: set[str] = set()  # folders known to exist, each made on first use
+
+    def path(self, digest: str) -> Path:
+        """Where the blob for ``digest`` lives (whether or not it exists)."""
+        return Path(self._file(digest))
+
+    def has(self, digest: str) -> bool:
+        """True when the blob for ``digest`` is stored."""
+        return os.path.exists(self._file(digest))
+
+    def put_bytes(self, data: bytes, digest: str) -> bool:
+        """Store ``data`` (whose sha256 is ``digest``); True when it was not there before."""
+        final = self._file(digest)
+        if os.path.exists(final):
+            return False
+        tmp = self._tmp(self._fanout(digest))
+        # os-level calls: builtin open() adds fstat, isatty and lseek to every file
+        fd = os.open(tmp, _WRITE_FLAGS, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return True
+
+    def put_file(self, path: str, size: int) -> tuple[str, int, bool]:
+        """Store the file at ``path`` from the very bytes hashed: (digest, size, new).
+
+        ``size`` (from an earlier stat) sizes the read; a file that grew meanwhile is
+        still stored whole.
+        """
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            first = b""
+            if size <= _WHOLE_FILE_BYTES:
+                # one read; a byte more than expected shows the file grew
+                first = os.read(fd, size + 1)
+                if len(first) <= size:
+                    digest = hashlib.sha256(first).hexdigest()
+                    return digest, len(first), self.put_bytes(first, digest)
+            return self._put_stream(fd, first)
+        finally:
+            os.close(fd)
+
+    def _put_stream(self, src: int, first: bytes) -> tuple[str, int, bool]:
+        """Hash and store the rest of file descriptor ``src``, reading it once.
+
+        Returns (digest, size, new). The blob is exactly the bytes hashed, even if the
+        file changes meanwhile.
+        """
+        h = hashlib.sha256(first)
+        size = len(first)
+        tmp = self._tmp(self._dir(os.path.join(self.root, "tmp")))
+        fd = os.open(tmp, _WRITE_FLAGS, 0o644)
+        try:
+            try:
+                _write_all(fd, first)
+                while chunk := os.read(src, _CHUNK):
+                    h.update(chunk)
+                    _write_all(fd, chunk)
+                    size += len(chunk)
+            finally:
+                os.close(fd)
+            digest = h.hexdigest()
+            final = self._file(digest)
+            if os.path.exists(final):
+                return digest, size, False
+            self._fanout(digest)
+            os.replace(tmp, final)
+            return digest, size, True
+        finally:
+            _unlink_quietly(tmp)
+
+    def _file(self, digest: str) -> str:
+        return f"{self._base}/{digest[:2]}/{digest}"
+
+    def _fanout(self, digest: str) -> str:
+        return self._dir(f"{self._base}/{digest[:2]}")
+
+    def _tmp(self, where: str) -> str:
+        # pid + per-process random token + counter: unique across threads, forks and
+        # hosts sharing the store, without a syscall per name
+        return f"{where}/.tmp-{os.getpid()}-{_TOKEN}-{next(_TMP_COUNTER)}"
+
+    def _dir(self, path: str) -> str:
+        if path not in self._made:
+            os.makedirs(path, exist_ok=True)
+            self._made.add(path)
+        return path
+
+
+_TOKEN = os.urandom(4).hex()
+_TMP_COUNTER = itertools.count()
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: readers see the old or the new file, never half."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{folder}/.tmp-{os.getpid()}-{_TOKEN}-{next(_TMP_COUNTER)}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _hash_file(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        while chunk := os.read(fd, _CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), size
+
+
+# -- ignore rules --------------------------------------------------------------------
+
+
+def _ignore_file_name(root: str) -> str:
+    for name in _IGNORE_FILES:
+        if os.path.isfile(os.path.join(root, name)):
+            return name
+    return _GITIGNORE
+
+
+def _pattern_regex(line: str, to_regex: Callable[[str], tuple[Any, Any]]
+                   ) -> tuple[str, bool] | None:
+    """``(regex, ignores)`` matching exactly the paths ``line`` names, or None (no-op).
+
+    pathspec's regexes also match everything *below* a matched directory, because it
+    tests whole file paths; we walk and prune, testing each directory as ``rel/`` and
+    each file as ``rel``, so the tails are rewritten to match the path itself only. That
+    matters: with ``*.log`` then ``!logs/``, git still ignores ``logs/a.log``.
+    """
+    if line.rstrip() in ("/", "!/"):  # names the ignore file's own folder: a no-op
+        return None
+    try:
+        regex, include = to_regex(line)
+    except ValueError:  # "!" or a trailing backslash: git ignores such lines too
+        return None
+    if regex is None or include is None:
+        return None
+    dir_mark = "(?P<ps_d>/)"
+    if regex == ".":  # "*", "**": everything
+        rx = "."
+    elif regex == dir_mark:  # "*/", "**/": every directory
+        rx = r".*/\Z"
+    elif regex == "/":  # "**/*/**": everything below the top level
+        rx = "[^/]+/."
+    else:
+        rx = regex.removeprefix("^")
+        if rx.endswith(f"(?:{dir_mark}|$)"):  # "name": the file or directory itself
+            rx = rx[: -len(f"(?:{dir_mark}|$)")] + r"/?\Z"
+        elif rx.endswith(dir_mark):
+            rx = rx[: -len(dir_mark)]
+            # pathspec folds "a/**/" (directories below a) into "a/" (a itself)
+            below = line.rstrip().endswith("/**/")
+            rx += r"/.+/\Z" if below else r"/\Z"
+        elif rx.endswith("/"):  # "a/**": everything below a, not a itself
+            rx += "."
+    rx = _git_brackets(rx.replace(dir_mark, "/"))
+    try:
+        re.compile(rx)
+    except re.error:  # a reversed range such as [z-a]: git matches nothing with it
+        return None
+    return rx, include
+
+
+def _git_brackets(rx: str) -> str:
+    """Bracket expressions as git reads them: even negated, never matching "/"."""
+    out, i = [], 0
+    while i < len(rx):
+        if rx[i] == "\\":
+            out.append(rx[i:i + 2])
+            i += 2
+        elif rx[i] != "[":
+            out.append(rx[i])
+            i += 1
+        else:
+            j = i + 1
+            out.append("[")
+            if rx[j:j + 1] == "^":
+                out.append("^/")
+                j += 1
+            if rx[j:j + 1] == "]":  # first, it is a member
+                out.append("\\]")
+                j += 1
+            while j < len(rx) and rx[j] != "]":
+                out.append("\\[" if rx[j] == "[" else rx[j])  # no "nested set" warning
+                j += 1
+            out.append("]")
+            i = j + 1
+    return "".join(out)
+
+
+def _compile_ignore(content: bytes) -> str | None:
+    """One regex for a whole ignore file, or None when it has no patterns.
+
+    Alternatives are in reverse file order, each a named group ``e<n>`` (ignore) or
+    ``k<n>`` (keep, a ``!`` line), so the first alternative that matches is the file's
+    last matching pattern: one ``re.match`` decides a path at this level.
+    """
+    try:  # pathspec >= 1.0 names it GitIgnoreSpecPattern; 0.12 only has the old name
+        from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern as Pattern
+    except ImportError:
+        from pathspec.patterns import GitWildMatchPattern as Pattern  # type: ignore[assignment]
+
+    text = content.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+    parts = []
+    for n, line in enumerate(text.split("\n")):
+        compiled = _pattern_regex(line.removesuffix("\r"), Pattern.pattern_to_regex)
+        if compiled is not None:
+            rx, ignores = compiled
+            parts.append(f"(?P<{'e' if ignores else 'k'}{n}>{rx})")
+    return "|".join(reversed(parts)) or None
+
+
+class _IgnoreRules:
+    """Compiles ignore files, reusing translations cached by file content.
+
+    Keyed by content rather than size+mtime: reading a small file is cheap, and an
+    edit that keeps both (racy mtime) cannot then serve stale rules. A hit never
+    imports pathspec (~60 ms).
+    """
+
+    def __init__(self, root: str, cached: dict[bytes, str | None]) -> None:
+        self.name = _ignore_file_name(root)
+        self.cached = cached
+        self.used: dict[bytes, str | None] = {}  # what this walk needed; saved back
+
+    def load(self, path: str, rel: str) -> tuple[bytes, re.Pattern[str] | None]:
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError as exc:
+            raise SnapshotError(f"cannot read ignore file {rel}: {exc.strerror}") from exc
+        src = self.cached[content] if content in self.cached else _compile_ignore(content)
+        self.used[content] = src
+        return content, None if src is None else re.compile(src, re.DOTALL)
+
+
+# -- walking the source folder -------------------------------------------------------
+
+
+@dataclass
+class _SourceCache:
+    """What the last snapshot of one source folder leaves for the next one.
+
+    ``keys`` holds ``(size, mtime_ns, inode, st_mode)`` of the files whose digest in
+    ``files`` can be trusted without reading them again; ``ignore_at`` and ``ignore``
+    record the ignore files seen (folder prefix -> content) and their compiled regexes.
+    """
+
+    path: str
+    last_id: str | None = None
+    files: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    keys: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    total: int = 0
+    ignore_name: str = ""
+    ignore_at: dict[str, bytes] = field(default_factory=dict)
+    ignore: dict[bytes, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cache_dir: str, real_root: str) -> _SourceCache:
+        key = hashlib.sha256(os.fsencode(real_root)).hexdigest()
+        cache = cls(os.path.join(cache_dir, f"{key}.pickle"))
+        try:
+            with open(cache.path, "rb") as f:
+                data = pickle.loads(f.read())
+            if data["version"] == _CACHE_VERSION and data["source"] == real_root:
+                for name in _CACHED_FIELDS:
+                    setattr(cache, name, data[name])
+        except Exception:  # missing, or from another version: start afresh
+            pass
+        return cache
+
+    def save(self, real_root: str) -> None:
+        data = {name: getattr(self, name) for name in _CACHED_FIELDS}
+        data.update(version=_CACHE_VERSION, source=real_root)
+        _write_atomic(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+_CACHED_FIELDS = ("last_id", "files", "keys", "total", "ignore_name", "ignore_at", "ignore")
+
+
+@dataclass
+class _Tree:
+    """What a walk found.
+
+    ``hits`` are files whose stat matches the cache (digest known, not to be read);
+    ``todo`` the other regular files, with their lstat when asked for; ``links`` the
+    symlinks kept, with their text; ``extra`` files given by the caller.
+    """
+
+    hits: list[str] = field(default_factory=list)
+    todo: list[tuple[str, os.stat_result | None]] = field(default_factory=list)
+    links: list[tuple[str, bytes]] = field(default_factory=list)
+    extra: list[tuple[str, bytes]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    ignore_at: dict[str, bytes] = field(default_factory=dict)
+
+
+def _source_root(source_dir: str | os.PathLike[str]) -> str:
+    root = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
+    if not os.path.exists(root):
+        raise SnapshotError(f"source folder {root} does not exist")
+    if not os.path.isdir(root):
+        raise SnapshotError(f"source folder {root} is not a folder")
+    return root
+
+
+_SCANDIR_FD = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
+_Levels = tuple[tuple[int, "re.Pattern[str]"], ...]
+
+
+def _ignored(levels: _Levels, path: str) -> bool:
+    """Whether the deepest ignore level matching ``path`` ignores it (git's precedence)."""
+    for offset, rx in levels:
+        m = rx.match(path, offset)
+        if m is not None:
+            return m.lastgroup is not None and m.lastgroup[0] == "e"
+    return False
+
+
+def _scan(root: str, rules: _IgnoreRules, cache: _SourceCache | None,
+          with_stat: bool = True) -> _Tree:
+    """Walk ``root`` as git would list it, pruning ignored and always-excluded folders.
+
+    Each folder with an ignore file adds a level ``(offset, regex)``, deepest first,
+    matched against the path from ``offset``. This loop runs once per file, so it
+    avoids work there: a file the cache kept under the same ignore files skips the
+    regexes, and one whose lstat matches the cache is only counted as a hit.
+    """
+    tree = _Tree()
+    hits, todo = tree.hits, tree.todo
+    real_root = os.path.realpath(root)
+    ignore_name = rules.name
+    keys_get = (cache.keys if cache is not None else {}).get
+    cached_at = cache.ignore_at if cache is not None else {}
+    same_rules = cache is not None and cache.ignore_name == ignore_name
+    excluded, root_excluded = _EXCLUDED, _ROOT_EXCLUDED_DIRS
+    levels: _Levels = ()
+    stack = [("", levels, same_rules)]
+    while stack:
+        prefix, levels, same = stack.pop()
+        folder = os.path.join(root, prefix)
+        fd = None
+        try:
+            # listing through a folder fd makes each entry's lstat a one-name lookup
+            if _SCANDIR_FD:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            with os.scandir(folder if fd is None else fd) as it:
+                entries = list(it)
+        except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            raise SnapshotError(f"cannot read folder {prefix or '.'} in {root}: "
+                                f"{exc.strerror}") from exc
+        try:
+            content = None
+            for entry in entries:
+                # git reads an ignore file only when it is a regular file
+                if entry.name == ignore_name and entry.is_file(follow_symlinks=False):
+                    content, rx = rules.load(os.path.join(folder, ignore_name),
+                                             prefix + ignore_name)
+                    tree.ignore_at[prefix] = content
+                    if rx is not None:
+                        levels = ((len(prefix), rx), *levels)
+                    break
+            same = same and cached_at.get(prefix) == content
+            for entry in entries:
+                name = entry.name
+                if name in excluded or (not prefix and name in root_excluded):
+                    continue
+                rel = prefix + name
+                if entry.is_dir(follow_symlinks=False):
+                    if not (levels and _ignored(levels, rel + "/")):
+                        stack.append((rel + "/", levels, same))
+                elif entry.is_file(follow_symlinks=False):
+                    key = keys_get(rel)
+                    if (key is None or not same) and levels and _ignored(levels, rel):
+                        continue
+                    if not with_stat:
+                        todo.append((rel, None))
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted while we walked
+                    if (key is not None and key[1] == st.st_mtime_ns
+                            and key[0] == st.st_size and key[2] == st.st_ino
+                            and key[3] == st.st_mode):
+                        hits.append(rel)
+                    else:
+                        todo.append((rel, st))
+                elif entry.is_symlink() and not (levels and _ignored(levels, rel)):
+                    _add_link(tree, real_root, os.path.join(folder, name), rel)
+                # fifos, sockets, devices: nothing a script could be shipped
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return tree
+
+
+def _add_link(tree: _Tree, real_root: str, path: str, rel: str) -> None:
+    text = os.readlink(path)
+    target = os.path.realpath(path)
+    inside = target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+    if not os.path.exists(target):
+        tree.warnings.append(f"skipped symlink {rel} -> {text}: its target does not exist")
+    elif not inside:
+        tree.warnings.append(f"skipped symlink {rel} -> {text}: it points outside the "
+                             "source folder")
+    else:
+        tree.links.append((rel, os.fsencode(text)))
+
+
+# -- git -----------------------------------------------------------------------------
+
+
+def _in_git_tree(path: str) -> bool:
+    while True:
+        if os.path.lexists(os.path.join(path, ".git")):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
+class _GitProbe:
+    """``git status`` and the remote URL, started early so they overlap the walk."""
+
+    def __init__(self, status: subprocess.Popen[bytes], remote: subprocess.Popen[bytes]):
+        self.status, self.remote = status, remote
+
+    @classmethod
+    def start(cls, source: str) -> _GitProbe | None:
+        if not _in_git_tree(source):
+            return None
+        # optional locks off: never contend with the user's own git for index.lock
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        opts: dict[str, Any] = {"cwd": source, "env": env, "stdin": subprocess.DEVNULL,
+                                "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        try:
+            status = subprocess.Popen(["git", "status", "--porcelain=v2", "--branch",
+                                       "--untracked-files=normal"], **opts)
+        except OSError:  # no git on PATH
+            return None
+        try:
+            remote = subprocess.Popen(["git", "config", "--get", "remote.origin.url"], **opts)
+        except OSError:
+            status.kill()
+            status.communicate()
+            return None
+        return cls(status, remote)
+
+    def result(self) -> tuple[GitInfo | None, str | None]:
+        """The info, or None and a warning saying why git could not tell."""
+        out, err = self.status.communicate()
+        url = self.remote.communicate()[0].decode(errors="replace").strip() or None
+        if self.status.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            return None, f"git status failed: {lines[-1] if lines else 'no output'}"
+        branch = commit = None
+        dirty = False
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("# branch.head "):
+                branch = line[len("# branch.head "):]
+            elif line.startswith("# branch.oid "):
+                commit = line[len("# branch.oid "):]
+            elif not line.startswith("#") and not _is_workspace(line):
+                dirty = True
+        return GitInfo(repository=url,
+                       branch=None if branch == "(detached)" else branch,
+                       commit=None if commit == "(initial)" else commit,
+                       dirty=dirty), None
+
+    def close(self) -> None:
+        for proc in (self.status, self.remote):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def _is_workspace(line: str) -> bool:
+    # Our own untracked workspace folder does not make the code dirty: otherwise every
+    # project keeping .jupyter_compute/ inside would always report dirty.
+    return line.startswith("? ") and "/.jupyter_compute/" in f"/{line[2:]}"
+
+
+def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
+    """Repository, branch, commit and dirtiness of ``source_dir``; None outside git.
+
+    Example::
+
+        >>> git_info(".")
+        GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
+                dirty=True)
+    """
+    probe = _GitProbe.start(_source_root(source_dir))
+    return None if probe is None else probe.result()[0]
+
+
+# -- limits --------------------------------------------------------------------------
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ignore_line(rel: str) -> str:
+    """The ignore-file line naming ``rel`` (a folder when it ends with "/")."""
+    line = re.sub(r"([*?\[\\])", r"\\\1", rel)
+    if line[:1] in ("#", "!"):
+        line = "\\" + line
+    if line.endswith(" "):
+        line = line[:-1] + "\\ "
+    return line
+
+
+def _limit_error(root: str, ignore_name: str, over: str, setting: str,
+                 sizes: Sequence[tuple[str, int]], suggest: str) -> SnapshotLimitError:
+    largest = sorted(sizes, key=lambda item: (-item[1], item[0]))[:5]
+    listed = ", ".join(f"{path} ({_human(size)})" for path, size in largest)
+    key, env = setting, f"JUPYTER_COMPUTE_{setting.upper()}"
+    return SnapshotLimitError(
+        f"snapshot of {root} {over} (largest: {listed}); add {_ignore_line(suggest)!r} to "
+        f"{ignore_name} to leave it out, or raise the limit with {key} in run.yml or "
+        f"{env}", largest)
+
+
+def _top_level(rel: str) -> str:
+    head, sep, _ = rel.partition("/")
+    return head + "/" if sep else rel
+
+
+# -- snapshots -----------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _parallel(fn: Callable[[_T], _R], items: Sequence[_T], sizes: Sequence[int]) -> list[_R]:
+    """``[fn(x) for x in items]``, with the large files on a few threads.
+
+    Measured (benchmarks/bench_snapshot.py): threads lose on small files, whose few
+    short syscalls each hand the GIL over; a large file spends long stretches in
+    hashlib and read/write with the GIL released, so those overlap the small ones.
+    """
+    large = [i for i, size in enumerate(sizes) if size >= _THREAD_BYTES]
+    if len(large) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: list[Any] = [None] * len(items)
+    pool = ThreadPoolExecutor(max_workers=_WORKERS)
+    try:
+        futures = [(i, pool.submit(fn, items[i])) for i in large]
+        for i, size in enumerate(sizes):
+            if size < _THREAD_BYTES:
+                out[i] = fn(items[i])
+        for i, future in futures:
+            out[i] = future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def _snapshot_id(files: dict[str, tuple[str, int, int]]) -> str:
+    # NUL cannot occur in a path, so "path NUL digest size mode NUL" is unambiguous
+    canon = "".join([f"{p}\0{d} {s} {m}\0" for p, (d, s, m) in files.items()])
+    return hashlib.sha256(canon.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def list_files(source_dir: str | os.PathLike[str]) -> list[str]:
+    """The relative posix paths a snapshot of ``source_dir`` would hold, sorted.
+
+    The same list as ``git ls-files --cached --others --exclude-standard`` in a fresh
+    repository of the folder, minus always-excluded folders and outside symlinks.
+
+    Example::
+
+        >>> list_files("project")
+        ['.gitignore', 'data/small.csv', 'train.py']
+    """
+    root = _source_root(source_dir)
+    tree = _scan(root, _IgnoreRules(root, {}), None, with_stat=False)
+    return sorted([rel for rel, _ in tree.todo] + [rel for rel, _ in tree.links])
+
+
+def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.PathLike[str],
+                  *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_changed_files: int = DEFAULT_MAX_CHANGED_FILES,
+                  with_git: bool = True,
+                  extra_files: Mapping[str, bytes] | None = None) -> Snapshot:
+    """Snapshot ``source_dir`` into the workspace ``workspace_dir`` (a ``.jupyter_compute``).
+
+    Only content the blob store lacks is written; unchanged files are not even read
+    (stat cache). Over ``max_bytes`` in total or ``max_changed_files`` new blobs raises
+    :class:`SnapshotLimitError` before anything is written. ``extra_files`` (relative
+    path -> bytes, e.g. a ``%%submit`` cell) are added with mode 0o644, replacing any
+    file of the folder at the same path.
+
+    Example::
+
+        >>> snap = take_snapshot("project", "project/.jupyter_compute")
+        >>> snap.stats
+        SnapshotStats(files=42, bytes=1048576, new_files=1, new_bytes=2048)
+    """
+    started = time.time_ns()
+    root = _source_root(source_dir)
+    real_root = os.path.realpath(root)
+    ws = os.path.abspath(os.path.expanduser(os.fspath(workspace_dir)))
+    probe = _GitProbe.start(root) if with_git else None  # runs while we walk
+    try:
+        cache = _SourceCache.load(os.path.join(ws, "cache"), real_root)
+        rules = _IgnoreRules(root, cache.ignore)
+        tree = _scan(root, rules, cache)
+        if extra_files:
+            _add_extra(tree, extra_files)
+        job = _Job(root, BlobStore(os.path.join(ws, "blobs")), tree, cache, rules.name)
+        job.check_size(max_bytes)
+        job.ingest(max_changed_files, trust_before=started - _RACY_NS)
+        git, warning = probe.result() if probe is not None else (None, None)
+    finally:
+        if probe is not None:
+            probe.close()
+
+    snap = Snapshot(
+        id=job.snap_id, parent=cache.last_id, source_dir=root, files=job.files,
+        stats=SnapshotStats(files=len(job.files), bytes=job.total,
+                            new_files=len(job.new_blobs), new_bytes=sum(job.new_blobs.values())),
+        git=git, warnings=tree.warnings + ([warning] if warning else []),
+        manifest_path=os.path.join(ws, "snapshots", f"{job.snap_id}.json"))
+    if not os.path.exists(snap.manifest_path):
+        _write_atomic(snap.manifest_path, _manifest_json(snap).encode())
+    # written last: everything the cache vouches for is in the store by now
+    if (not job.unchanged or rules.used != cache.ignore or tree.ignore_at != cache.ignore_at
+            or cache.ignore_name != rules.name or cache.last_id != snap.id):
+        cache.last_id, cache.files, cache.keys, cache.total = (snap.id, job.files, job.keys,
+                                                               job.total)
+        cache.ignore_name, cache.ignore_at, cache.ignore = (rules.name, tree.ignore_at,
+                                                            rules.used)
+        cache.save(real_root)
+    return snap
+
+
+def _add_extra(tree: _Tree, extra_files: Mapping[str, bytes]) -> None:
+    """Put ``extra_files`` into the walk's result, in place of same-named files."""
+    paths = {*tree.hits, *(rel for rel, _ in tree.todo), *(rel for rel, _ in tree.links)}
+    for rel in extra_files:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise SnapshotError(f"extra file {rel!r} needs a relative path like 'dir/name.py'")
+        # a file cannot also be a folder: "a.py" next to "a.py/x", or "a" next to "a/b"
+        above = {"/".join(parts[:i]) for i in range(1, len(parts))} & paths
+        below = next((p for p in paths if p.startswith(rel + "/")), None)
+        if above or below:
+            raise SnapshotError(f"extra file {rel!r} clashes with "
+                                f"{(above and min(above)) or below} in the source folder")
+    tree.hits = [rel for rel in tree.hits if rel not in extra_files]
+    tree.todo = [item for item in tree.todo if item[0] not in extra_files]
+    tree.links = [item for item in tree.links if item[0] not in extra_files]
+    tree.extra = [(rel, bytes(data)) for rel, data in extra_files.items()]
+
+
+class _Job:
+    """Turns a walk into files, blobs and an id, enforcing the limits before any write."""
+
+    def __init__(self, root: str, store: BlobStore, tree: _Tree, cache: _SourceCache,
+                 ignore_name: str) -> None:
+        self.root, self.store, self.tree, self.cache = root, store, tree, cache
+        self.ignore_name = ignore_name
+        # content held in memory, never stat-cached: symlink texts and extra files
+        self.inline = [(rel, data, hashlib.sha256(data).hexdigest(), mode)
+                       for rel, data, mode in [*((r, t, LINK_MODE) for r, t in tree.links),
+                                               *((r, d, _EXTRA_MODE) for r, d in tree.extra)]]
+        cached = cache.files
+        # Every file a hit and none missing or added: the last snapshot, as it was.
+        self.unchanged = (cache.last_id is not None and not tree.todo
+                          and len(tree.hits) + len(self.inline) == len(cached)
+                          and all(cached.get(rel) == (digest, len(data), mode)
+                                  for rel, data, digest, mode in self.inline))
+        if self.unchanged:
+            self.total = cache.total
+        else:
+            self.total = (sum(cached[rel][1] for rel in tree.hits)
+                          + sum(st.st_size for _, st in tree.todo if st is not None)
+                          + sum(len(data) for _, data, _, _ in self.inline))
+        self.files: dict[str, tuple[str, int, int]] = cached
+        self.keys = cache.keys
+        self.snap_id = cache.last_id or ""
+        self.new_blobs: dict[str, int] = {}
+
+    def sizes(self) -> list[tuple[str, int]]:
+        cached = self.cache.files
+        return ([(rel, cached[rel][1]) for rel in self.tree.hits]
+                + [(rel, st.st_size) for rel, st in self.tree.todo if st is not None]
+                + [(rel, len(data)) for rel, data, _, _ in self.inline])
+
+    def check_size(self, max_bytes: int) -> None:
+        if self.total <= max_bytes:
+            return
+        sizes = self.sizes()
+        top = max(sizes, key=lambda item: item[1])[0]
+        raise _limit_error(self.root, self.ignore_name,
+                           f"is {_human(self.total)}, over the {_human(max_bytes)} limit",
+                           "snapshot_max_mb", sizes, _top_level(top))
+
+    def ingest(self, max_changed_files: int, trust_before: int) -> None:
+        if self.unchanged:
+            return
+        root, store, todo = self.root, self.store, self.tree.todo
+        # Hits are in the store already; only the rest can be new. When they could
+        # exceed the limit, hash first and count exactly before writing anything.
+        missing = [entry for entry in self.inline if not store.has(entry[2])]
+        if len(todo) + len(missing) > max_changed_files:
+            self._check_new(max_changed_files, missing)
+
+        sizes = [st.st_size if st is not None else 0 for _, st in todo]
+        ingested = _parallel(lambda item: _read_store(store, root, item), todo, sizes)
+        cached_files, cached_keys = self.cache.files, self.cache.keys
+        files = {rel: cached_files[rel] for rel in self.tree.hits}
+        keys = {rel: cached_keys[rel] for rel in self.tree.hits}
+        for (rel, st), (digest, size, is_new) in zip(todo, ingested):
+            assert st is not None
+            files[rel] = (digest, size, st.st_mode & 0o777)
+            if is_new:
+                self.new_blobs[digest] = size
+            # a file written within the racy window may change again unseen
+            if st.st_mtime_ns < trust_before and size == st.st_size:
+                keys[rel] = (size, st.st_mtime_ns, st.st_ino, st.st_mode)
+        for rel, data, digest, mode in self.inline:
+            files[rel] = (digest, len(data), mode)
+            if store.put_bytes(data, digest):
+                self.new_blobs[digest] = len(data)
+        self.files = {rel: files[rel] for rel in sorted(files)}
+        self.keys = keys
+        self.total = sum(size for _, size, _ in files.values())
+        self.snap_id = _snapshot_id(self.files)
+
+    def _check_new(self, limit: int, missing: list[tuple[str, bytes, str, int]]) -> None:
+        todo = self.tree.todo
+        hashed = _parallel(lambda item: _read_hash(self.root, item[0]), todo,
+                           [st.st_size if st is not None else 0 for _, st in todo])
+        new: dict[str, tuple[str, int]] = {}
+        for (rel, _), (digest, size) in zip(todo, hashed):
+            if digest not in new and not self.store.has(digest):
+                new[digest] = (rel, size)
+        for rel, data, digest, _ in missing:
+            new[digest] = (rel, len(data))
+        if len(new) <= limit:
+            return
+        counts: dict[str, int] = {}
+        for rel, _ in new.values():
+            counts[_top_level(rel)] = counts.get(_top_level(rel), 0) + 1
+        # the line that leaves out the most new files; a folder over a file on a tie
+        suggest = max(counts, key=lambda k: (counts[k], k.endswith("/")))
+        raise _limit_error(self.root, self.ignore_name,
+                           f"has {len(new)} new or changed files, over the {limit}-file "
+                           "limit", "snapshot_max_files", list(new.values()), suggest)
+
+
+def _read_hash(root: str, rel: str) -> tuple[str, int]:
+    try:
+        return _hash_file(os.path.join(root, rel))
+    except OSError as exc:
+        raise SnapshotError(f"cannot read {rel} in {root}: {exc.strerror}") from exc
+
+
+def _read_store(store: BlobStore, root: str,
+                item: tuple[str, os.stat_result | None]) -> tuple[str, int, bool]:
+    rel, st = item
+    path = os.path.join(root, rel)
+    try:
+        return store.put_file(path, st.st_size if st is not None else _WHOLE_FILE_BYTES)
+    except OSError as exc:
+        if (exc.filename is not None and exc.filename != path) or exc.errno in _FULL:
+            raise SnapshotError(f"cannot write to the blob store {store.root}: "
+                                f"{exc.strerror}") from exc
+        raise SnapshotError(f"cannot read {rel} in {root}: {exc.strerror}") from exc
+
+
+def _manifest_json(snap: Snapshot) -> str:
+    data = {
+        "id": snap.id, "parent": snap.parent, "created": utcnow(),
+        "source_dir": snap.source_dir,
+        "files": {path: list(entry) for path, entry in snap.files.items()},
+        "stats": {"files": snap.stats.files, "bytes": snap.stats.bytes,
+                  "new_files": snap.stats.new_files, "new_bytes": snap.stats.new_bytes},
+        "git": None if snap.git is None else snap.git.to_dict(),
+    }
+    # compact: the C encoder only runs without indent, and manifests list every file
+    return json.dumps(data, separators=(",", ":"))
+
+
+def load_manifest(workspace_dir: str | os.PathLike[str], snapshot_id: str) -> dict[str, Any]:
+    """The manifest of ``snapshot_id`` as written by :func:`take_snapshot`.
+
+    Example::
+
+        >>> load_manifest(".jupyter_compute", snap.id)["files"]["train.py"]
+        ['5e88...', 1234, 420]
+    """
+    path = os.path.join(os.fspath(workspace_dir), "snapshots", f"{snapshot_id}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data: dict[str, Any] = json.load(f)
+    except FileNotFoundError:
+        raise SnapshotError(f"no snapshot {snapshot_id} in {workspace_dir}") from None
+    return data
+
