@@ -1,0 +1,198 @@
+"""Images for docker targets, made on the engine itself: there is no registry to pull from.
+
+A run's base image is, first found: run.yml's ``environment.docker_image`` (one
+run), the target's ``--dockerfile`` (built), its ``--image``, or
+:data:`DEFAULT_IMAGE` (built by ``scripts/docker-base-image.sh``). Requirements
+(the target's ``--requirements`` file, then the run's ``environment.requirements``)
+are installed with pip into an image built on top of it, tagged by a hash of the
+base image's id and the requirements, so it is built once and then reused.
+
+This module writes build contexts and reads build output; ``docker.py`` talks to
+the engine.
+
+Example::
+
+    >>> requirements_tag("sha256:ab12…", b"numpy==2.1\\n", "python3")
+    'jupyter-compute/requirements:5c0e9d1f2a3b4c5d'
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import io
+import os
+import re
+import shlex
+import sys
+import tarfile
+from pathlib import Path
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+DEFAULT_IMAGE = "jupyter-compute/python3:base"
+BASE_IMAGE_SCRIPT = "scripts/docker-base-image.sh"
+REQUIREMENTS_REPO = "jupyter-compute/requirements"
+DOCKERFILE_REPO = "jupyter-compute/dockerfile"
+#: Where the build context lands inside the image while pip runs.
+_BUILD_DIR = "/tmp/jupyter-compute-build"
+
+
+class BuildError(Exception):
+    """A build failed: ``str()`` is the engine's error (``The command … returned a
+    non-zero code: 1``); ``telling`` the output line that says why (pip's ``ERROR: …``)
+    if one did; ``last`` the last line of output."""
+
+    def __init__(self, error: str, telling: str, last: str) -> None:
+        super().__init__(error)
+        self.telling, self.last = telling, last
+
+
+def requirements_tag(base_id: str, requirements: bytes, python: str) -> str:
+    """The tag of the image with ``requirements`` installed on the image ``base_id``."""
+    h = hashlib.sha256(b"\0".join([base_id.encode(), python.encode(), requirements]))
+    return f"{REQUIREMENTS_REPO}:{h.hexdigest()[:16]}"
+
+
+def dockerfile_tag(path: Path) -> str:
+    """The tag of the image built from the Dockerfile at ``path`` (its place and content)."""
+    h = hashlib.sha256(str(path.resolve()).encode() + b"\0" + path.read_bytes())
+    return f"{DOCKERFILE_REPO}:{h.hexdigest()[:16]}"
+
+
+def dockerfile_bases(text: str) -> list[str]:
+    """The images a Dockerfile starts ``FROM`` (not its own stages, ``scratch`` or ARGs).
+
+    Example::
+
+        >>> dockerfile_bases("FROM base AS build\\nFROM build\\nFROM python3:base")
+        ['base', 'python3:base']
+    """
+    stages: set[str] = set()
+    bases = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0].upper() != "FROM":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if not args:
+            continue
+        image = args[0]
+        if len(args) >= 3 and args[1].upper() == "AS":
+            stages.add(args[2].lower())
+        if image.lower() in stages or image == "scratch" or "$" in image:
+            continue
+        bases.append(image)
+    return bases
+
+
+def requirements_context(base: str, requirements: bytes, python: str) -> bytes:
+    """A build context (tar) whose Dockerfile pip-installs ``requirements`` onto ``base``.
+
+    pip runs with this machine's pip settings (index URLs, trusted hosts, CA bundle),
+    so a build reaches the same package index as pip here, proxy and all.
+    """
+    cert, env = pip_settings()
+    env.update(PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_COLOR="1",
+               PIP_PROGRESS_BAR="off",
+               PIP_ROOT_USER_ACTION="ignore",
+               # Debian's Python refuses system-wide installs (PEP 668); an image is
+               # exactly the place where they belong.
+               PIP_BREAK_SYSTEM_PACKAGES="1")
+    if cert is not None:
+        env["PIP_CERT"] = f"{_BUILD_DIR}/pip-ca.pem"
+    assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    dockerfile = (
+        f"FROM {base}\n"
+        f"COPY requirements.txt pip-ca.pem {_BUILD_DIR}/\n"
+        f"RUN {assignments} {shlex.quote(python)} -m pip install "
+        f"-r {_BUILD_DIR}/requirements.txt && rm -rf {_BUILD_DIR}\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()),
+                           ("requirements.txt", requirements), ("pip-ca.pem", cert or b"")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def pip_settings() -> tuple[bytes | None, dict[str, str]]:
+    """This machine's pip CA bundle and its index settings as ``PIP_*`` variables.
+
+    Read from pip's configuration files, then the environment (which wins). Local
+    indexes (``file://``, paths) are left out: they do not exist inside a build.
+    """
+    found: dict[str, str] = {}
+    parser = configparser.RawConfigParser()
+    parser.read(_pip_config_files())
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            found.update(parser.items(section))
+    for key in ("cert", "index-url", "extra-index-url", "trusted-host"):
+        value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+        if value:
+            found[key] = value
+    env = {}
+    for key in ("index-url", "extra-index-url"):
+        urls = [u for u in found.get(key, "").split() if u.startswith(("http://", "https://"))]
+        if urls:
+            env["PIP_" + key.upper().replace("-", "_")] = " ".join(urls)
+    if found.get("trusted-host"):
+        env["PIP_TRUSTED_HOST"] = " ".join(found["trusted-host"].split())
+    cert = None
+    if found.get("cert"):
+        try:
+            cert = Path(os.path.expanduser(found["cert"])).read_bytes()
+        except OSError:
+            cert = None
+    return cert, env
+
+
+def _pip_config_files() -> list[str]:
+    """pip's configuration files on this machine, lowest priority first."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files = ["/etc/xdg/pip/pip.conf", "/etc/pip.conf", os.path.join(home, ".pip", "pip.conf"),
+             os.path.join(xdg, "pip", "pip.conf"), os.path.join(sys.prefix, "pip.conf")]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(os.environ["PIP_CONFIG_FILE"])
+    return files
+
+
+_NOISE = re.compile(r"^ ---> |^Removing intermediate container |^Successfully tagged ")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def follow_build(chunks: Iterable[dict[str, Any]], say: Callable[[str], None]) -> str:
+    """Follow a legacy-builder stream: hand its lines to ``say``; return the image id.
+
+    Raises :class:`BuildError` when the engine reports an error.
+    """
+    image_id = ""
+    last = ""
+    telling = ""
+    for chunk in chunks:
+        if "error" in chunk or "errorDetail" in chunk:
+            error = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error") or ""
+            error = error.strip().splitlines()[-1] if error.strip() else "the build failed"
+            raise BuildError(error, telling, last)
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            image_id = aux["ID"]
+        for line in _ANSI.sub("", str(chunk.get("stream") or "")).splitlines():
+            line = line.rstrip()
+            if not line or _NOISE.match(line):
+                continue
+            if line.startswith("Successfully built "):
+                image_id = image_id or line.split()[-1]
+                continue
+            say(line)
+            if not line.startswith("Step "):
+                last = line
+            if re.match(r"^(ERROR|E):|^\S*Error\b|No module named", line):
+                telling = line
+    return image_id

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Start a Docker engine for the tests and the benchmark, unless one already answers.
+#
+#   scripts/start-dockerd.sh            # log: $DOCKERD_LOG (default /var/log/jupyter-compute-dockerd.log)
+#
+# The engine leaves the machine's network alone: no iptables rules, no docker0
+# bridge, no ip_forward change, so containers run with network "none" or "host".
+# Nothing here starts systemd units: the CI machines have no systemd.
+# Idempotent: when `docker info` already succeeds it does nothing (~0.1 s).
+set -euo pipefail
+
+LOG="${DOCKERD_LOG:-/var/log/jupyter-compute-dockerd.log}"
+WAIT_SECONDS="${DOCKERD_WAIT_SECONDS:-30}"
+
+ready() { docker info >/dev/null 2>&1; }
+
+if ready; then
+    exit 0
+fi
+if ! command -v dockerd >/dev/null 2>&1; then
+    echo "dockerd is not installed: run scripts/install-test-deps.sh (apt-get install docker.io)" >&2
+    exit 1
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# A socket left by an engine that died would make the new one refuse to start.
+if [ -S /var/run/docker.sock ] && ! pgrep -x dockerd >/dev/null 2>&1; then
+    $SUDO rm -f /var/run/docker.sock
+fi
+if ! pgrep -x dockerd >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$LOG")"
+    # setsid: the engine outlives this shell and the test session that called it.
+    $SUDO setsid nohup dockerd --iptables=false --ip6tables=false --ip-forward=false \
+        --ip-masq=false --bridge=none >>"$LOG" 2>&1 </dev/null &
+fi
+
+for _ in $(seq 1 $((WAIT_SECONDS * 10))); do
+    if ready; then
+        exit 0
+    fi
+    sleep 0.1
+done
+echo "dockerd did not become ready within ${WAIT_SECONDS}s; see $LOG:" >&2
+tail -n 5 "$LOG" >&2 || true
+exit 1
