@@ -9,6 +9,7 @@ demo: $(VENV)/.installed
 	$(BIN)/jupyter-compute demo
 
 test: $(VENV)/.installed lint
+	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
@@ -18,6 +19,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_submit.py
 	$(BIN)/python benchmarks/bench_snapshot.py
+	$(BIN)/python benchmarks/bench_docker.py
 
 # Re-install only when the project's metadata changes; compile once so that
 # PYTHONDONTWRITEBYTECODE does not make every start recompile the package.

@@ -50,6 +50,13 @@ _WHERE = {
 }
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_compute``: register the magics."""
+    from jupyter_compute.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)

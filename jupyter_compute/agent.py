@@ -78,7 +78,7 @@ class Agent:
         try:
             workdir = self.materialize()
             python = self.interpreter()
-            argv = [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+            argv = self.command(python)
         except Exception as exc:  # noqa: BLE001 - any preparation failure ends the run
             self.say(f"preparation failed: {exc}")
             self.set_status(RunStatus.FAILED, ended=protocol.utcnow(), exit_code=None,
@@ -111,8 +111,10 @@ class Agent:
 
         ended_by = self._supervise()
         returncode = self.child.wait()
-        pump.join(timeout=5)
+        # Leftovers first: one that escaped the group may hold stderr open, and the
+        # pump would wait for it (5 s) before a cancel could finish.
         leftovers = self.end_leftovers(self.child.pid)
+        pump.join(timeout=5)
         if leftovers:
             self.say(f"ended {leftovers} leftover process{'es' if leftovers > 1 else ''} "
                      "the script left behind")
@@ -225,6 +227,18 @@ class Agent:
                         raise RuntimeError(f"{' '.join(cmd[:4])} … exited {rc}; see the log")
                 open(os.path.join(env_dir, ".complete"), "w").close()
         return venv_python
+
+    def command(self, python: str) -> list[str]:
+        """What runs: the script with its arguments, or papermill on the notebook."""
+        if self.spec.get("kind") == "notebook":
+            params = self._p("parameters.json")
+            protocol.write_json_atomic(params, self.spec.get("parameters") or {})
+            argv = [python, "-u", "-m", "jupyter_compute.notebook_runner", self.spec["script"],
+                    "--parameters", params]
+            if self.spec.get("kernel"):
+                argv += ["--kernel", self.spec["kernel"]]
+            return argv
+        return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -45,12 +45,16 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            requirements: str | None = None,
            environment_variables: dict[str, str] | None = None,
            max_run_duration_seconds: float | None = None, wait: bool = False,
-           kind: str = "script", parent_id: str | None = None) -> Run:
+           kind: str | None = None, parent_id: str | None = None,
+           extra_files: dict[str, bytes] | None = None,
+           parameters: dict[str, Any] | None = None, kernel: str | None = None) -> Run:
     """Snapshot ``source_dir`` and run ``script`` from it on ``target``; return the ``Run``.
 
     Settings come from, in rising priority: defaults, the run configuration file
     ``config`` (``run.yml``), then these arguments. The script's path is relative to
     the source directory (default: the current folder) and must lie inside it.
+    A notebook (``.ipynb``) runs through papermill with ``parameters`` injected after
+    its cell tagged ``parameters``, on ``kernel`` (default: the notebook's own).
 
     >>> run = submit("train.py", target="local", arguments=["--lr", "0.01"])
     >>> run.wait()
@@ -60,7 +64,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
                         source_dir=source_dir, python=python, requirements=requirements,
                         environment_variables=environment_variables,
                         max_run_duration_seconds=max_run_duration_seconds, kind=kind,
-                        parent_id=parent_id)
+                        parent_id=parent_id, extra_files=extra_files,
+                        parameters=parameters, kernel=kernel)
     ws = _ws(workspace, start=spec.source_dir)
     run = get_target(spec.target, ws).submit(spec)
     if wait:
@@ -82,7 +87,8 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     if not script:
         raise UsageError("no script to run: name one (submit train.py) or set 'script' in "
                          "run.yml")
-    rel = _script_in(folder, Path(script))
+    extra = given.get("extra_files") or {}
+    rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
     env = dict(cfg.environment_variables)
     env.update(given.pop("environment_variables", None) or {})
     arguments = given.pop("arguments", None)
@@ -107,6 +113,11 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
         if value is not None:
             setattr(spec, key, value)
     spec.target = spec.target or "local"
+    if spec.kind is None:
+        spec.kind = "notebook" if spec.script.endswith(".ipynb") else "script"
+    if spec.kind != "notebook" and (spec.parameters or spec.kernel):
+        raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
+                         "pass a script's options after '--'")
     return spec
 
 

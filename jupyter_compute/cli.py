@@ -52,38 +52,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from jupyter_compute import api
+    from jupyter_compute.targets import parse_kind_options
 
     target = api.attach(args.name, args.type, workspace=args.workspace, replace=args.replace,
-                        **_kind_flags(args.type, args.options))
+                        **parse_kind_options(args.type, args.options))
     _out(f"attached {target.name} ({target.kind})")
     return 0
-
-
-def _kind_flags(kind: str, raw: list[str]) -> dict[str, Any]:
-    """``--min-nodes 2 --keep-container`` → ``{"min_nodes": "2", "keep_container": True}``
-    (each kind declares its options, so plugins get flags for free)."""
-    from jupyter_compute.targets import target_class
-
-    declared = target_class(kind).options
-    options: dict[str, Any] = {}
-    i = 0
-    while i < len(raw):
-        flag = raw[i]
-        if not flag.startswith("--"):
-            raise UsageError(f"unexpected argument {flag!r}; options look like --name VALUE")
-        key, _, value = flag[2:].partition("=")
-        key = key.replace("-", "_")
-        if declared.get(key, (None,))[0] is bool:
-            options[key] = value.lower() not in ("0", "false", "no") if value else True
-        elif value:
-            options[key] = value
-        elif i + 1 < len(raw):
-            options[key] = raw[i + 1]
-            i += 1
-        else:
-            raise UsageError(f"{flag} needs a value")
-        i += 1
-    return options
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
@@ -109,11 +83,14 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_compute import api
+    from jupyter_compute.config import load_parameters
 
+    params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
     run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
                      arguments=args.args or None, source_dir=args.source_dir,
                      workspace=args.workspace, python=args.python,
-                     max_run_duration_seconds=args.max_duration)
+                     max_run_duration_seconds=args.max_duration,
+                     parameters=params or None, kernel=args.kernel)
     snap = run.record.snapshot
     _err(f"submitted {run.id} to {run.record.target}: {snap['files']} files "
          f"({_size(snap['bytes'])}), {snap['new_files']} new ({_size(snap['new_bytes'])})")
@@ -231,6 +208,36 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_start(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    target = api.get_target(args.name, args.workspace)
+    target.start()
+    _out(f"started {target.name}" + _nodes(target.nodes()))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    target = api.get_target(args.name, args.workspace)
+    target.stop()
+    _out(f"stopped {target.name}")
+    return 0
+
+
+def _nodes(nodes: dict[str, int] | None) -> str:
+    if not nodes:
+        return ""
+    return f": nodes {nodes.get('current')} (min {nodes.get('min')}, max {nodes.get('max')})"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from jupyter_compute.sweep import cli_main
+
+    return cli_main(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from jupyter_compute import api
 
@@ -336,7 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max_run_duration_seconds: TimedOut after this long")
     p.add_argument("--wait", "-w", action="store_true",
                    help="stream the logs; exit 0 only if the run Completed")
+    add_notebook_flags(p)
     p.add_argument("args", nargs="*", metavar="-- ARGS", help="arguments for the script")
+
+    for name, func, help in (("start", cmd_start, "start a cluster target (its head node)"),
+                             ("stop", cmd_stop, "stop a cluster target")):
+        add(name, func, help).add_argument("name", help="target name")
+
+    p = add("sweep", cmd_sweep, "tune hyperparameters: many runs of a script or notebook")
+    p.add_argument("path", help="script or notebook, relative to the source directory")
+    p.add_argument("--config", "-c", required=True, metavar="SWEEP_YML",
+                   help="HyperDrive-style sweep configuration")
+    p.add_argument("--target", "-t", help="target name (default: local)")
+    p.add_argument("--name", "-n", help="sweep name (default: the script's name)")
+    p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
+    p.add_argument("--seed", type=int, help="random seed, for a reproducible sweep")
+    p.add_argument("--wait", "-w", action="store_true",
+                   help="follow the sweep; exit 0 only if it Completed")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("args", nargs="*", metavar="-- ARGS", help="fixed arguments for the script")
 
     p = add("runs", cmd_runs, "list recent runs, newest first")
     p.add_argument("--limit", type=int, default=20)
@@ -361,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo", cmd_demo, "run the example training script on the local target")
     return parser
+
+
+def add_notebook_flags(p: argparse.ArgumentParser) -> None:
+    """papermill's flags, for ``submit`` of a notebook (the CLI and ``%submit`` share them)."""
+    p.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="notebook parameter, typed as papermill types it (repeatable)")
+    p.add_argument("-r", "--raw-parameters", nargs=2, action="append",
+                   metavar=("NAME", "VALUE"), help="notebook parameter, kept a string")
+    p.add_argument("-f", "--parameters-file", action="append", metavar="YAML",
+                   help="notebook parameters from a YAML file")
+    p.add_argument("--kernel", "-k", help="kernel for a notebook (default: its own)")
 
 
 def _version() -> str:

@@ -244,3 +244,35 @@ max_concurrent_runs: 2
 max_duration_minutes: 100
 """,
 }
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p NAME VALUE`` value typed as papermill's CLI types it (True, None, 3, 0.5, str).
+
+    Written out rather than imported: importing papermill costs ~3 s.
+    """
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_parameters(typed: list[tuple[str, str]] | None = None,
+                    raw: list[tuple[str, str]] | None = None,
+                    files: list[str] | None = None) -> dict[str, Any]:
+    """Notebook parameters from ``-f params.yml`` files, then ``-p`` (typed), then ``-r`` (raw)."""
+    params: dict[str, Any] = {}
+    for name in files or []:
+        doc = _Located(Path(name))
+        if not isinstance(doc.data, dict):
+            raise doc.error("a parameters file must be a mapping of name: value")
+        params.update(doc.data)
+    params.update({k: parse_value(v) for k, v in typed or []})
+    params.update(dict(raw or []))
+    return params

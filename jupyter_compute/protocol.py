@@ -153,14 +153,23 @@ def process_alive(ident: dict[str, Any]) -> bool | None:
     return state[0] != "Z" and state[1] == ident.get("start_ticks")
 
 
+def parse_proc_stat(raw: str) -> tuple[str, int]:
+    """``(state, start_ticks)`` from the text of a ``/proc/PID/stat`` file.
+
+    Shared with targets that read that file on another host (the ssh target reads
+    it over SFTP), so liveness is decided the same way everywhere.
+    """
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
+    return fields[0], int(fields[19])
+
+
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read().decode(errors="replace")
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
-    return fields[0], int(fields[19])
+    return parse_proc_stat(raw)
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -18,6 +18,7 @@ Everything is read from the run folder on the target through the target's
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,21 @@ class Run:
 
     # -- results ---------------------------------------------------------------------
 
+    def read_metrics(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Metric records appended since byte ``offset``, and the offset to read on from.
+
+        Only whole lines count: a record the script is still writing is read next time.
+        """
+        data = self.target.read(self.id, protocol.METRICS, offset)
+        end = data.rfind(b"\n") + 1
+        records = []
+        for line in data[:end].splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records, offset + end
+
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         """Logged metrics: ``{name: [{"value", "step", "time", "kind"}, …]}``."""
         return protocol.parse_metrics(self.target.read(self.id, protocol.METRICS))
@@ -162,3 +178,9 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.record.status} on {self.record.target}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a notebook a ``Run`` shows its live widget (a static summary elsewhere)."""
+        from jupyter_compute.widgets import run_bundle
+
+        return run_bundle(self)

@@ -15,7 +15,7 @@ class RunSpec:
     target: str = "local"
     name: str | None = None
     arguments: list[str] = field(default_factory=list)
-    kind: str = "script"                 # script | notebook
+    kind: str | None = None              # script | notebook (None: from the file's suffix)
     python: str | None = None            # interpreter on the target; None = target default
     requirements: str | None = None      # requirements file inside the snapshot
     docker_image: str | None = None
@@ -26,6 +26,9 @@ class RunSpec:
     snapshot_max_files: int | None = None
     cancel_grace_seconds: float = 3.0
     parent_id: str | None = None         # the sweep this run belongs to
+    extra_files: dict[str, bytes] | None = None  # added to the snapshot (a %%submit cell)
+    parameters: dict[str, object] = field(default_factory=dict)  # a notebook's (papermill)
+    kernel: str | None = None            # a notebook's kernel; None = its own metadata
 
     @property
     def display_name(self) -> str:

@@ -14,6 +14,8 @@ from jupyter_compute.exceptions import UsageError
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from typing import Any
+
     from jupyter_compute.targets.base import ComputeTarget
 
 ENTRY_POINT_GROUP = "jupyter_compute.targets"
@@ -21,6 +23,8 @@ ENTRY_POINT_GROUP = "jupyter_compute.targets"
 #: Mirrors the entry points in pyproject.toml (a test keeps them in step).
 BUILTIN_KINDS = {
     "local": "jupyter_compute.targets.local:LocalTarget",
+    "ssh": "jupyter_compute.targets.ssh:SSHTarget",
+    "docker": "jupyter_compute.targets.docker:DockerTarget",
 }
 
 
@@ -50,3 +54,31 @@ def _entry_points() -> dict:  # type: ignore[type-arg]
     from importlib.metadata import entry_points
 
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def parse_kind_options(kind: str, argv: list[str]) -> dict[str, Any]:
+    """``--min-nodes 2 --keep-container`` → ``{"min_nodes": "2", "keep_container": True}``.
+
+    Each kind declares its options, so a plugin's kind gets CLI and magic flags for
+    free; values stay strings here and ``api.attach`` converts and validates them.
+    """
+    declared = target_class(kind).options
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        if not flag.startswith("--"):
+            raise UsageError(f"unexpected argument {flag!r}; options look like --name VALUE")
+        key, _, value = flag[2:].partition("=")
+        key = key.replace("-", "_")
+        if declared.get(key, (None,))[0] is bool:
+            options[key] = value.lower() not in ("0", "false", "no") if value else True
+        elif value:
+            options[key] = value
+        elif i + 1 < len(argv):
+            options[key] = argv[i + 1]
+            i += 1
+        else:
+            raise UsageError(f"{flag} needs a value")
+        i += 1
+    return options

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from jupyter_compute.workspace import Workspace
 
 #: Files that make the run-side runtime; they travel to every target.
-RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py")
+RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "notebook_runner.py")
 
 
 class ComputeTarget(ABC):
@@ -60,10 +60,11 @@ class ComputeTarget(ABC):
         )
 
         self.validate(spec)
+        extra = {"extra_files": spec.extra_files} if spec.extra_files else {}
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
-                             or DEFAULT_MAX_CHANGED_FILES)
+                             or DEFAULT_MAX_CHANGED_FILES, **extra)
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
@@ -159,6 +160,14 @@ class ComputeTarget(ABC):
         """A local folder with the run's outputs (fetched back first where needed)."""
         return self.workspace.run_dir(run_id) / protocol.OUTPUTS
 
+    def start(self) -> None:
+        """Start what the target runs on (a cluster's head); most kinds have nothing to."""
+        raise UsageError(f"{self.name!r} is a {self.kind} target: there is nothing to start")
+
+    def stop(self) -> None:
+        """Stop what ``start`` started (runs on it end); most kinds have nothing to stop."""
+        raise UsageError(f"{self.name!r} is a {self.kind} target: there is nothing to stop")
+
     def nodes(self) -> dict[str, int] | None:
         """Node counts ``{current, min, max}`` for targets that scale; None otherwise."""
         return None
@@ -172,7 +181,8 @@ class ComputeTarget(ABC):
     def base_agent_spec(self, record: RunRecord, spec: RunSpec) -> dict[str, Any]:
         """The fields of ``spec.json`` every kind shares; a kind adds its paths."""
         return {
-            "run_id": record.id, "kind": spec.kind, "script": spec.script,
+            "run_id": record.id, "kind": spec.kind or "script", "script": spec.script,
+            "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
             "requirements": spec.requirements,
             "environment_variables": dict(spec.environment_variables),
@@ -208,7 +218,7 @@ class ComputeTarget(ABC):
             "run_id": run_id, "status": RunStatus.QUEUED.value, "created": created,
             "history": [[RunStatus.QUEUED.value, created]]})
         record = RunRecord(
-            id=run_id, name=name, target=self.name, kind=spec.kind,
+            id=run_id, name=name, target=self.name, kind=spec.kind or "script",
             status=RunStatus.QUEUED.value, created=created, script=spec.script,
             arguments=list(spec.arguments), source_dir=str(spec.source_dir),
             snapshot={"id": snap.id, **vars(snap.stats)},

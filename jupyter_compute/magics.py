@@ -1,0 +1,329 @@
+"""IPython magics: ``%load_ext jupyter_compute``.
+
+::
+
+    %compute attach gpu-vm --type ssh --host 10.0.0.5 --user me
+    %%submit --target local --name mnist -- --epochs 3
+    import train; train.main()
+    %submit train.py --target gpu-vm -o run
+    %runs --limit 10
+    %run_show 20261126-0931-mnist-7f3a
+    %run_cancel 20261126-0931-mnist-7f3a
+
+Thin by design: parse (``magic_arguments``, or argparse for ``%compute``'s
+subcommands), call the same API the CLI calls, display. A ``ComputeError``
+shows as one line (``_render_traceback_``); ``JUPYTER_COMPUTE_DEBUG=1`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+from IPython.utils.process import arg_split
+
+from jupyter_compute import api
+from jupyter_compute.exceptions import UsageError
+from jupyter_compute.runs import Run
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+#: The file a ``%%submit`` cell becomes inside the snapshot.
+CELL_SCRIPT = "__cell__.py"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _split(line: str) -> tuple[list[str], list[str]]:
+    """Tokens of a magic line, and what follows ``--`` (the script's own arguments)."""
+    tokens = arg_split(line, posix=True)
+    if "--" in tokens:
+        cut = tokens.index("--")
+        return tokens[:cut], tokens[cut + 1:]
+    return tokens, []
+
+
+@magics_class
+class ComputeMagics(Magics):
+    """``%compute``, ``%submit``/``%%submit``, ``%runs``, ``%run_show``, ``%run_cancel``."""
+
+    # -- %compute ------------------------------------------------------------------------
+
+    @line_magic
+    def compute(self, line: str) -> Any:
+        """Manage compute targets: ``%compute attach|detach|list|show``.
+
+        ``%compute attach NAME --type KIND [--option VALUE …]`` takes the kind's options,
+        as ``jupyter-compute attach`` does.
+        """
+        parser = _Parser(prog="%compute", add_help=False)
+        sub = parser.add_subparsers(dest="action",
+                                    metavar="attach|detach|list|show|start|stop",
+                                    parser_class=_Parser)
+        p = sub.add_parser("attach", add_help=False)
+        p.add_argument("name")
+        p.add_argument("--type", required=True)
+        p.add_argument("--replace", action="store_true")
+        sub.add_parser("detach", add_help=False).add_argument("name")
+        sub.add_parser("list", add_help=False)
+        sub.add_parser("show", add_help=False).add_argument("name")
+        sub.add_parser("start", add_help=False).add_argument("name")
+        sub.add_parser("stop", add_help=False).add_argument("name")
+        tokens, _ = _split(line)
+        args, extra = parser.parse_known_args(tokens)
+        if args.action is None:
+            raise UsageError("%compute needs an action: attach, detach, list, show, start, stop")
+        if extra and args.action != "attach":
+            raise UsageError(f"%compute {args.action}: unrecognized arguments: {' '.join(extra)}")
+        if args.action == "attach":
+            from jupyter_compute.targets import parse_kind_options
+
+            target = api.attach(args.name, args.type, replace=args.replace,
+                                **parse_kind_options(args.type, extra))
+            print(f"attached {target.name} ({target.kind})")
+            return None
+        if args.action == "detach":
+            api.detach(args.name)
+            print(f"detached {args.name}")
+            return None
+        if args.action == "list":
+            return TargetsTable(api.targets())
+        target = api.get_target(args.name)
+        if args.action == "start":
+            target.start()
+        elif args.action == "stop":
+            target.stop()
+            print(f"stopped {target.name}")
+            return None
+        return TargetsTable({args.name: target.describe()}, nodes={args.name: target.nodes()})
+
+    # -- %sweep --------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("path", help="script or notebook to tune")
+    @argument("--config", "-c", required=True, help="HyperDrive-style sweep.yml")
+    @argument("--target", "-t", help="target name (default: local)")
+    @argument("--name", "-n", help="sweep name")
+    @argument("--seed", type=int, help="random seed, for a reproducible sweep")
+    @argument("--wait", "-w", action="store_true", help="block until the sweep ends")
+    @argument("-o", "--out", metavar="VAR", help="store the Sweep in this variable")
+    @line_magic
+    def sweep(self, line: str) -> Any:
+        """Tune hyperparameters: ``%sweep train.py --config sweep.yml [--target T]``.
+
+        Arguments after ``--`` are passed to every run; a live SweepWidget follows it.
+        """
+        tokens, script_args = _split(line)
+        args = self.sweep.parser.parse_args(tokens)
+        from jupyter_compute.sweep import magic_main
+
+        return magic_main(self.shell, args, script_args)
+
+    # -- %submit / %%submit --------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("path", nargs="?", help="the script (%%submit: the cell is the script)")
+    @argument("--target", "-t", help="target name (default: local)")
+    @argument("--name", "-n", help="run name")
+    @argument("--config", "-c", help="run configuration (run.yml)")
+    @argument("--wait", "-w", action="store_true", help="block until the run ends")
+    @argument("--cancel-on-interrupt", action="store_true",
+              help="with --wait, cancel the run on interrupt instead of detaching")
+    @argument("--python", help="interpreter on the target")
+    @argument("--max-duration", type=float, help="max_run_duration_seconds")
+    @argument("--lines", type=int, default=500, help="log lines the widget keeps")
+    @argument("-o", "--out", metavar="VAR", help="store the Run in this variable")
+    @argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+              help="notebook parameter, typed as papermill types it (repeatable)")
+    @argument("-r", "--raw-parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+              help="notebook parameter, kept a string")
+    @argument("-f", "--parameters-file", action="append", metavar="YAML",
+              help="notebook parameters from a YAML file")
+    @argument("--kernel", "-k", help="kernel for a notebook (default: its own)")
+    @line_cell_magic
+    def submit(self, line: str, cell: str | None = None) -> None:
+        """Submit a script (``%submit train.py``) or this cell (``%%submit``) as a run.
+
+        Arguments after ``--`` go to the script. The cell runs inside a snapshot of the
+        notebook's folder, so it can import the folder's modules.
+        """
+        tokens, script_args = _split(line)
+        args = self.submit.parser.parse_args(tokens)
+        extra = None
+        path = args.path
+        if cell is not None:
+            if path:
+                raise UsageError("%%submit runs the cell; give a script path to %submit instead")
+            path, extra = CELL_SCRIPT, {CELL_SCRIPT: cell.encode()}
+        elif not path and not args.config:
+            raise UsageError("%submit needs a script: %submit train.py [--target T] [-- ARGS]")
+        from jupyter_compute.config import load_parameters
+
+        params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
+        run = api.submit(path, target=args.target, name=args.name or (
+            "cell" if cell is not None else None), config=args.config,
+            arguments=script_args or None, source_dir=os.getcwd(), python=args.python,
+            max_run_duration_seconds=args.max_duration, extra_files=extra,
+            parameters=params or None, kernel=args.kernel)
+        if args.out and self.shell is not None:
+            self.shell.user_ns[args.out] = run
+        widget = show(run, tail_lines=args.lines)
+        if args.wait:
+            _wait(run, widget, cancel_on_interrupt=args.cancel_on_interrupt)
+
+    # -- runs ------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--limit", type=int, default=20)
+    @argument("--status", help="only runs in this status, e.g. Failed")
+    @line_magic
+    def runs(self, line: str) -> RunsTable:
+        """A table of recent runs, newest first: ``%runs [--limit N] [--status S]``."""
+        args = self.runs.parser.parse_args(_split(line)[0])
+        return RunsTable(api.runs(limit=args.limit, status=args.status))
+
+    @magic_arguments()
+    @argument("run_id", help="run id (a unique suffix is enough)")
+    @argument("--lines", type=int, default=500, help="log lines the widget keeps")
+    @argument("-o", "--out", metavar="VAR", help="store the Run in this variable")
+    @line_magic
+    def run_show(self, line: str) -> None:
+        """Reattach a live widget to a run, from any kernel: ``%run_show RUN_ID``."""
+        args = self.run_show.parser.parse_args(_split(line)[0])
+        run = Run.get(args.run_id)
+        if args.out and self.shell is not None:
+            self.shell.user_ns[args.out] = run
+        show(run, tail_lines=args.lines)
+
+    @magic_arguments()
+    @argument("run_id", help="run id (a unique suffix is enough)")
+    @line_magic
+    def run_cancel(self, line: str) -> None:
+        """Stop a run: ``%run_cancel RUN_ID`` (SIGTERM, then SIGKILL after the grace)."""
+        args = self.run_cancel.parser.parse_args(_split(line)[0])
+        run = Run.get(args.run_id)
+        status = run.cancel()
+        if status.is_terminal():
+            print(f"run {run.id} already ended {status.value}")
+            return
+        print(f"run {run.id} {run.wait(timeout=10).value}")
+
+
+def show(run: Run, tail_lines: int = 500) -> Any:
+    """Display ``run`` live (a ``RunWidget``), or as a static summary without widgets."""
+    from jupyter_compute.widgets import widgets_available
+
+    if widgets_available():
+        from jupyter_compute.widgets.run import RunWidget
+
+        widget = RunWidget(run, tail_lines=tail_lines)
+        widget.display_handle = display(widget, display_id=True)
+        return widget
+    from jupyter_compute.widgets.summary import Summary
+
+    display(Summary.of(run).bundle(), raw=True)
+    return None
+
+
+def _wait(run: Run, widget: Any, cancel_on_interrupt: bool) -> None:
+    """Block until the run ends; an interrupt detaches (or cancels, if asked)."""
+    try:
+        if widget is not None:
+            run.wait()
+            widget.follower.join(timeout=5)  # its final update belongs to this cell
+        else:  # no widgets (a terminal): stream the log here
+            for text in run.follow():
+                print(text, end="")
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            run.cancel()
+            print(f"interrupted: canceled run {run.id} ({run.wait(timeout=10).value})")
+        else:
+            print(f"interrupted: stopped waiting; run {run.id} goes on "
+                  f"(%run_show {run.id} to follow it, %run_cancel {run.id} to stop it)")
+        return
+    print(f"run {run.id} {run.status().value}")
+
+
+class RunsTable:
+    """``%runs``: HTML in Jupyter, text elsewhere."""
+
+    COLUMNS = ("id", "name", "target", "status", "created", "duration")
+
+    def __init__(self, runs: list[Run]) -> None:
+        from jupyter_compute.widgets.summary import Summary
+
+        self.rows = []
+        for run in runs:
+            run.status()
+            r = run.record
+            s = Summary(r.id, r.name, r.target, r.status, r.started, r.ended)
+            self.rows.append((r.id, r.name, r.target, r.status,
+                              r.created[:19].replace("T", " "), s.elapsed(), s))
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no runs yet"
+        cells = [tuple(c.upper() for c in self.COLUMNS)] + [row[:6] for row in self.rows]
+        widths = [max(len(str(c[i])) for c in cells) for i in range(6)]
+        return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+                         for row in cells)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.rows:
+            return "<i>no runs yet</i>"
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join(
+            f"<tr><td><code>{html.escape(row[0])}</code></td><td>{html.escape(row[1])}</td>"
+            f"<td>{html.escape(row[2])}</td><td>{row[6].badge()}</td><td>{row[4]}</td>"
+            f"<td>{row[5]}</td></tr>" for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class TargetsTable:
+    """``%compute list`` / ``show``: HTML in Jupyter, text elsewhere."""
+
+    def __init__(self, targets: dict[str, dict[str, Any]],
+                 nodes: dict[str, dict[str, int] | None] | None = None) -> None:
+        self.targets = targets
+        self.nodes = nodes or {}
+
+    def _rows(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for name, config in self.targets.items():
+            options = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("type", "name"))
+            n = self.nodes.get(name)
+            if n:
+                options += f" nodes={n.get('current')}/{n.get('min')}..{n.get('max')}"
+            rows.append((name, str(config.get("type")), options.strip()))
+        return rows
+
+    def __repr__(self) -> str:
+        rows = [("NAME", "TYPE", "OPTIONS"), *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                         for r in rows)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        body = "".join(f"<tr><td><b>{html.escape(a)}</b></td><td>{html.escape(b)}</td>"
+                       f"<td><code>{html.escape(c)}</code></td></tr>" for a, b, c in self._rows())
+        return ("<table><thead><tr><th>name</th><th>type</th><th>options</th></tr></thead>"
+                f"<tbody>{body}</tbody></table>")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_compute``: register the magics."""
+    ipython.register_magics(ComputeMagics)
