@@ -14,7 +14,7 @@ from jupyter_compute.exceptions import ComputeError, ConfigError
 from jupyter_compute.store import MIGRATIONS, RunStore
 from jupyter_compute.workspace import find
 
-from conftest import Project
+from conftest import CLI, Project
 
 
 def test_init_writes_commented_templates(tmp_path: Path, monkeypatch) -> None:
@@ -124,3 +124,17 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ComputeError, match="newer jupyter_compute"):
         RunStore(tmp_path / "runs.db")
+
+
+def test_jupyter_subcommand_and_demo(project: Project) -> None:
+    import shutil
+    import subprocess
+
+    jupyter = shutil.which("jupyter", path=str(Path(CLI).parent))
+    assert jupyter, "jupyter_core provides `jupyter`, which finds `jupyter-compute`"
+    out = subprocess.run([jupyter, "compute", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("jupyter-compute ")
+    demo = project.cli("demo")
+    assert demo.returncode == 0, demo.stderr
+    assert "epoch 5/5" in demo.stdout and "Completed" in demo.stdout
+    assert "model.json" in demo.stdout

@@ -60,11 +60,10 @@ class ComputeTarget(ABC):
         )
 
         self.validate(spec)
-        extra = {"extra_files": spec.extra_files} if spec.extra_files else {}
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
-                             or DEFAULT_MAX_CHANGED_FILES, **extra)
+                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files)
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
