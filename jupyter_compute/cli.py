@@ -91,6 +91,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                      workspace=args.workspace, python=args.python,
                      max_run_duration_seconds=args.max_duration,
                      parameters=params or None, kernel=args.kernel)
+    for warning in run.warnings:
+        _err(f"warning: {warning}")
     snap = run.record.snapshot
     _err(f"submitted {run.id} to {run.record.target}: {snap['files']} files "
          f"({_size(snap['bytes'])}), {snap['new_files']} new ({_size(snap['new_bytes'])})")

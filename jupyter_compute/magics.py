@@ -176,6 +176,8 @@ class ComputeMagics(Magics):
             parameters=params or None, kernel=args.kernel)
         if args.out and self.shell is not None:
             self.shell.user_ns[args.out] = run
+        for warning in run.warnings:
+            print(f"warning: {warning}")
         widget = show(run, tail_lines=args.lines)
         if args.wait:
             _wait(run, widget, cancel_on_interrupt=args.cancel_on_interrupt)

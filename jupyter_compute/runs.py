@@ -49,6 +49,7 @@ class Run:
         self.workspace = workspace
         self._target = target
         self.offset = 0  # how far ``follow`` has read the log, in bytes
+        self.warnings: list[str] = []  # what the snapshot left out, and why (at submit)
 
     @classmethod
     def get(cls, run_id: str, workspace: Workspace | str | Path | None = None) -> Run:

@@ -119,3 +119,14 @@ def test_run_yml_applies_only_with_config(project: Project) -> None:
     assert "A ['x']" in plain.stdout
     configured = project.cli("submit", "--config", ".jupyter_compute/run.yml", "b.py", "--wait")
     assert "B hello" in configured.stdout, configured.stderr
+
+
+def test_symlink_out_of_the_folder_is_not_followed_and_said(project: Project, tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not send")
+    (project.root / "leak.txt").symlink_to(secret)
+    project.write("t.py", "import os\nprint(os.path.exists('leak.txt'))\n")
+    out = project.cli("submit", "t.py", "--wait")
+    assert out.returncode == 0
+    assert "warning: skipped symlink leak.txt" in out.stderr
+    assert "False" in out.stdout

@@ -81,7 +81,9 @@ class ComputeTarget(ABC):
             if isinstance(exc, ComputeError):
                 raise
             raise TargetError(message) from exc
-        return Run(record, self.workspace, target=self)
+        run = Run(record, self.workspace, target=self)
+        run.warnings = list(snap.warnings)  # e.g. symlinks out of the folder, not followed
+        return run
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
