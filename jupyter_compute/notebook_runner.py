@@ -8,9 +8,9 @@ The agent starts this in the run's ``workdir/`` for runs of kind ``notebook``.
 Papermill injects the parameters after the cell tagged ``parameters`` and
 executes the notebook in a kernel; this module adds what a run needs around it:
 
-- the executed notebook is ``outputs/<name>.ipynb``, saved (atomically) as each
-  cell starts and ends and every few seconds during a long cell, and once more
-  on SIGTERM — so a cancel, a timeout or a crash keeps the cells that ran;
+- the executed notebook is ``outputs/<name>.ipynb``, saved (atomically) as cells
+  end (at most once a second), every few seconds during a long cell, at the end
+  and on SIGTERM — so a cancel, a timeout or a crash keeps the cells that ran;
 - each cell's progress (``[notebook] cell 3/12: <first line>``) and its outputs
   go to stdout, i.e. the run's log, as they happen;
 - progress is also a ``metrics.jsonl`` record of kind ``progress``, for widgets::
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 #: Seconds between saves of the executed notebook while one cell keeps printing.
 AUTOSAVE_SECONDS = 10
+#: At most one save per this many seconds as cells start and end. Papermill saves (and
+#: validates) the whole notebook twice per cell, quadratic in its length: 400 quick
+#: cells took ~30 s. A stop, a failure and the end always save.
+CELL_SAVE_SECONDS = 1.0
 #: A kernel exits ~0.1 s after its shutdown request, but ipykernel 7 sometimes hangs at
 #: exit until SIGTERM, which jupyter_client sends after half of this (default 5 s).
 KERNEL_SHUTDOWN_SECONDS = 2.0
@@ -58,9 +62,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 class Stopped(BaseException):
     """SIGTERM (cancel, timeout) or SIGINT arrived; unwinds papermill so it saves."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, running: bool) -> None:
         super().__init__(signum)
+        self.signum = signum
         self.signame = signal.Signals(signum).name
+        self.running = running  # False: it came between two cells
 
 
 class Progress:
@@ -69,8 +75,9 @@ class Progress:
     def __init__(self, run_dir: str | None) -> None:
         self.run_dir = run_dir
         self._metrics_fd: int | None = None
-        self.cell = 0       # 1-based position of the cell running now (0: none yet)
+        self.cell = 0       # 1-based position of the last cell started (0: none yet)
         self.cells = 0
+        self.running = False  # whether that cell is still executing
         self.stopped: Stopped | None = None
         self.manager: Any = None  # papermill's execution manager, once it exists
         self.client: Any = None   # the nbclient client, once it exists
@@ -80,7 +87,7 @@ class Progress:
         sys.stdout.flush()
 
     def cell_started(self, index: int, total: int, source: str) -> None:
-        self.cell, self.cells = index + 1, total
+        self.cell, self.cells, self.running = index + 1, total, True
         first = first_line(source)
         self.say(f"cell {self.cell}/{total}: {first}")
         if self.run_dir is None:  # run by hand, outside any run: the log line is enough
@@ -92,6 +99,13 @@ class Progress:
                                                  "source": first}, step=self.cell,
                                         kind="progress")
         os.write(self._metrics_fd, record.encode())  # one write: lines never interleave
+
+    def where(self) -> str:
+        """Where execution is (or broke off): ``during cell 3/12``, ``after cell 3/12``."""
+        if not self.cell:
+            return "before the first cell"
+        between = self.stopped is not None and not self.stopped.running
+        return f"{'after' if between else 'during'} cell {self.cell}/{self.cells}"
 
     def echo(self, output: Any) -> None:
         """Write one cell output to the log as it arrives (text only)."""
@@ -115,7 +129,7 @@ class Progress:
         """Save what ran, then unwind papermill (which saves again and ends the kernel)."""
         if self.stopped is not None:
             return
-        self.stopped = Stopped(signum)
+        self.stopped = Stopped(signum, self.running)
         if self.client is not None:
             self.client.shutdown_kernel = "immediate"  # no graceful wait within the grace
         if self.manager is not None:
@@ -144,10 +158,10 @@ def load_papermill() -> ModuleType:
     try:
         import papermill
     except ImportError as exc:
-        missing = getattr(exc, "name", None) or "papermill"
-        what = "papermill" if missing.split(".")[0] in ("papermill",) else \
-            f"papermill (its dependency {missing} is missing)"
-        raise SystemExit(f"{what} is not installed in {sys.executable} on this target: "
+        missing = (exc.name or "papermill").split(".")[0]
+        problem = "is not installed" if missing == "papermill" else \
+            f"cannot be imported ({missing} is missing)"
+        raise SystemExit(f"papermill {problem} in {sys.executable} on this target: "
                          "pip install papermill (or use a requirements environment)") from None
     return papermill
 
@@ -199,24 +213,47 @@ def papermill_engine() -> type:
             self.progress = progress
             self.ended_by: BaseException | None = None  # what broke execution off
             self._saves = 0
+            self._per_cell = False  # a save papermill makes as a cell starts or ends
+            self._saved_at = 0.0
 
         def save(self, **kwargs: Any) -> None:
             if kwargs.get("nb") is not None:
                 self.nb = kwargs["nb"]
+            if self._per_cell and time.monotonic() - self._saved_at < CELL_SAVE_SECONDS:
+                return
             if self.output_path:
                 # Atomic: a reader (or a fetch over SSH) never sees half a notebook, and
-                # a save interrupted by SIGTERM leaves only its temporary file behind.
+                # a save that SIGTERM interrupts cannot spoil the one the handler makes.
                 self._saves += 1
                 tmp = f"{self.output_path}.{os.getpid()}.{self._saves}.tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(nbformat.writes(self.nb))
-                os.replace(tmp, self.output_path)
-            self.last_save_time = self.now()
+                try:
+                    with open(tmp, "w", encoding="utf-8") as f:
+                        f.write(nbformat.writes(self.nb))
+                    os.replace(tmp, self.output_path)
+                except BaseException:
+                    if os.path.exists(tmp):  # not left among the run's outputs
+                        os.unlink(tmp)
+                    raise
+            self._saved_at = time.monotonic()
+            self.last_save_time = self.now()  # papermill's, for its autosave
 
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             if cell.get("cell_type") == "code" and cell_index is not None:
                 self.progress.cell_started(cell_index, len(self.nb.cells), cell.source)
-            super().cell_start(cell, cell_index, **kwargs)
+            self._per_cell = True
+            try:
+                super().cell_start(cell, cell_index, **kwargs)
+            finally:
+                self._per_cell = False
+
+        def cell_complete(self, cell: Any, cell_index: int | None = None,
+                          **kwargs: Any) -> None:
+            self.progress.running = False
+            self._per_cell = True
+            try:
+                super().cell_complete(cell, cell_index, **kwargs)
+            finally:
+                self._per_cell = False
 
         def notebook_complete(self, **kwargs: Any) -> None:
             if self.ended_by is None:
@@ -227,18 +264,16 @@ def papermill_engine() -> type:
             meta = self.nb.metadata.papermill
             meta["end_time"] = self.end_time.isoformat()
             meta["duration"] = (self.end_time - self.start_time).total_seconds()
-            progress, stopped = self.progress, isinstance(self.ended_by, Stopped)
-            if progress.cell:
+            progress, stop = self.progress, self.ended_by
+            broke_off = progress.cell and (stop.running if isinstance(stop, Stopped) else True)
+            if broke_off:
                 self.nb.cells[progress.cell - 1].metadata.papermill["status"] = \
-                    "canceled" if stopped else self.FAILED
-            meta["exception"] = not stopped
-            where = f"during cell {progress.cell} of {progress.cells}" if progress.cell else \
-                "before the first cell"
-            why = (f"Execution was stopped ({self.ended_by.signame}: canceled or out of "
-                   "time)") if isinstance(self.ended_by, Stopped) else \
-                f"Execution ended ({type(self.ended_by).__name__}: {self.ended_by})"
+                    "canceled" if isinstance(stop, Stopped) else self.FAILED
+            meta["exception"] = not isinstance(stop, Stopped)
+            why = f"Execution was stopped ({stop.signame}: canceled or out of time)" if \
+                isinstance(stop, Stopped) else f"Execution ended ({type(stop).__name__}: {stop})"
             self.nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-                f'<span style="color:red">{html.escape(why)} {where}.</span>',
+                f'<span style="color:red">{html.escape(why)} {progress.where()}.</span>',
                 metadata={"tags": ["papermill-error-cell-tag"]}))
             self.save()
 
@@ -309,11 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _execute(args, progress, summary)
     except Stopped as stop:
-        where = f"during cell {progress.cell}/{progress.cells}" if progress.cell else \
-            "before the first cell"
-        progress.say(f"stopped by {stop.signame} {where}; the executed notebook keeps the "
-                     "cells that ran")
-        return 128 + signal.Signals[stop.signame].value
+        progress.say(f"stopped by {stop.signame} {progress.where()}; the executed notebook "
+                     "keeps the cells that ran")
+        return 128 + stop.signum
     except SystemExit as exc:
         if isinstance(exc.code, str):  # one line that says what to do
             print(exc.code, file=summary)
@@ -324,15 +357,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _execute(args: argparse.Namespace, progress: Progress, summary: Any) -> int:
-    try:
-        with open(args.notebook, encoding="utf-8") as f:
-            notebook = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"cannot read notebook {args.notebook}: {exc}") from None
-    parameters: dict[str, Any] = {}
-    if args.parameters:
-        with open(args.parameters, encoding="utf-8") as f:
-            parameters = json.load(f)
+    notebook = _read_json(args.notebook, "notebook")
+    parameters: dict[str, Any] = _read_json(args.parameters, "parameters") \
+        if args.parameters else {}
     # In a run, the run folder's outputs/ (./outputs is a link to it): named as the user
     # sees it among the run's outputs.
     shown = args.output or f"{protocol.OUTPUTS}/{os.path.basename(args.notebook)}"
@@ -373,19 +400,26 @@ def _execute(args: argparse.Namespace, progress: Progress, summary: Any) -> int:
         raise
     except DeadKernelError:
         progress.say(f"executed notebook (up to the kernel's death): {shown}")
-        print(f"the kernel died during cell {progress.cell}/{progress.cells} (out of memory, "
-              "killed, or the code exited the process)", file=summary)
+        print(f"the kernel died {progress.where()} (out of memory, killed, or the code "
+              "exited the process)", file=summary)
         return 1
     except Exception as exc:  # noqa: BLE001 - a broken notebook, a kernel that won't start
         import traceback
 
         traceback.print_exc(file=sys.stdout)  # the full story in the log
-        where = f" during cell {progress.cell}/{progress.cells}" if progress.cell else ""
-        print(f"notebook run failed{where}: {type(exc).__name__}: "
+        print(f"notebook run failed {progress.where()}: {type(exc).__name__}: "
               f"{' '.join(str(exc).split())[:300]}", file=summary)
         return 1
     progress.say(f"executed notebook: {shown}")
     return 0
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot read the {what} file {path}: {exc}") from None
 
 
 def _link_outputs(folder: str, outputs: str) -> None:

@@ -98,8 +98,9 @@ def metric_record(name: str, value: Any, step: int | None = None, kind: str = "s
                   time: float | None = None) -> str:
     """One line of ``metrics.jsonl``: ``{"name", "value", "step", "time", "kind"}``.
 
-    ``kind`` is ``scalar``, ``list``, ``row`` or ``image`` (value: path in outputs/)
-    or ``tag`` (value: the tag's value).
+    ``kind`` is ``scalar``, ``list``, ``row`` or ``image`` (value: path in outputs/),
+    ``tag`` (value: the tag's value) or ``progress`` (a notebook run's current cell:
+    ``{"cell": k, "of": n, "source": first line}``).
     """
     import time as _time
 
@@ -108,11 +109,15 @@ def metric_record(name: str, value: Any, step: int | None = None, kind: str = "s
     return json.dumps(rec, default=str) + "\n"
 
 
-def parse_metrics(data: bytes, tags: bool = False) -> dict[str, list[dict[str, Any]]]:
+#: Records that describe the run rather than measure it: not metrics.
+NOT_METRICS = ("tag", "progress")
+
+
+def parse_metrics(data: bytes, kind: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Group ``metrics.jsonl`` records by name: ``{name: [{value, step, time, kind}]}``.
 
-    Tags are left out, or are all that is returned with ``tags=True``. A torn last
-    line (the script is still writing it) is skipped.
+    By default the metrics; with ``kind="tag"`` (or ``"progress"``) only those
+    records. A torn last line (the script is still writing it) is skipped.
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for line in data.splitlines():
@@ -120,7 +125,7 @@ def parse_metrics(data: bytes, tags: bool = False) -> dict[str, list[dict[str, A
             rec = json.loads(line)
         except ValueError:
             continue
-        if (rec.get("kind") == "tag") == tags:
+        if rec.get("kind") == kind or kind is None and rec.get("kind") not in NOT_METRICS:
             out.setdefault(rec.pop("name"), []).append(rec)
     return out
 

@@ -157,8 +157,14 @@ class Run:
 
     def tags(self) -> dict[str, Any]:
         """Tags set with ``run.tag(name, value)``; the last value of each wins."""
-        found = protocol.parse_metrics(self.target.read(self.id, protocol.METRICS), tags=True)
+        found = protocol.parse_metrics(self.target.read(self.id, protocol.METRICS), kind="tag")
         return {name: recs[-1]["value"] for name, recs in found.items()}
+
+    def progress(self) -> dict[str, Any] | None:
+        """A notebook run's current cell: ``{"cell": 3, "of": 12, "source": "…"}``."""
+        found = protocol.parse_metrics(self.target.read(self.id, protocol.METRICS),
+                                       kind="progress")
+        return found["progress"][-1]["value"] if found.get("progress") else None
 
     def outputs(self) -> list[Path]:
         """The files in the run's ``outputs/`` (fetched to this machine first if needed)."""

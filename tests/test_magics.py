@@ -186,3 +186,21 @@ def test_every_notebook_in_notebooks_runs(tmp_path) -> None:
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(folder)}}).execute()
+
+
+def test_notebook_run_shows_cell_progress(project: Project, kernel: Kernel) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("print(x + 1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, project.root / "tiny.ipynb")
+    out = kernel.run("%submit tiny.ipynb --wait -o r")
+    assert "Completed" in out.stdout, out.stdout + out.error_text
+    assert kernel.value("r.progress()") == "{'cell': 2, 'of': 2, 'source': 'print(x + 1)'}"
+    assert kernel.value("'progress' in r.metrics()") == "False"
+    code = ("from jupyter_compute.magics import show\nw = show(r)\nw.follower.join(30)\n"
+            "print(w.header.value)")
+    assert "cell <b>2/2</b>" in kernel.run(code).stdout
+    assert kernel.value("[p.name for p in r.outputs()]") == "['tiny.ipynb']"

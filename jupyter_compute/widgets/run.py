@@ -58,6 +58,7 @@ class RunWidget(widgets.VBox):
         self._image_views: dict[str, widgets.Image] = {}
         self._ticks = 0
         self._done = False
+        self._progress: dict[str, Any] | None = None  # a notebook run's current cell
 
         self.header = widgets.HTML()
         self.nodes = widgets.HTML(layout=widgets.Layout(display="none"))
@@ -148,6 +149,8 @@ class RunWidget(widgets.VBox):
                     {"step": rec.get("step"), **value})
             elif kind == "image":
                 self._show_image(name, str(value))
+            elif kind == "progress" and isinstance(value, dict):
+                self._progress = value
         for name in changed:
             self._plot(name)
         if any(r.get("kind") == "row" for r in records):
@@ -216,9 +219,14 @@ class RunWidget(widgets.VBox):
     def _render_header(self) -> None:
         s = self.summary()
         lines = f" · {self._lines} lines" if self._lines else ""
+        cell = ""
+        if self._progress:
+            p = self._progress
+            cell = (f" · cell <b>{p.get('cell')}/{p.get('of')}</b> "
+                    f"<code>{html.escape(str(p.get('source', ''))[:60])}</code>")
         self.header.value = (f"<b>{html.escape(s.name)}</b> <code>{html.escape(s.run_id)}"
                              f"</code> on <b>{html.escape(s.target)}</b> {s.badge()} "
-                             f"{s.elapsed()}{lines}")
+                             f"{s.elapsed()}{lines}{cell}")
 
     # -- buttons (on the kernel's main thread) ---------------------------------------
 
