@@ -6,8 +6,9 @@
     ├── UsageError                    bad flags or arguments (CLI exit 2)
     ├── ConfigError(path, line, key)  a YAML file is malformed or has a bad key
     ├── WorkspaceError                no .jupyter_compute/ where one is needed
-    ├── TargetError                   unknown target or kind, or a target that cannot work
-    │   └── RemoteCommandError(returncode, command, stderr)
+    ├── TargetError                   a target that cannot work (engine down, host away)
+    │   ├── RemoteCommandError(returncode, command, stderr)
+    │   └── (ssh) HostUnreachableError, HostKeyError, SSHAuthError, RemotePythonError
     ├── SnapshotError                 source folder cannot be snapshotted
     │   └── SnapshotLimitError(largest)  over the size or changed-file limit
     ├── RunNotFoundError(run_id)      no such run in the store

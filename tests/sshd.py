@@ -1,0 +1,267 @@
+"""Private OpenSSH servers on loopback, for the ssh target's tests and benchmarks.
+
+Each ``SSHServer`` is a real ``/usr/sbin/sshd -D`` with its own config, host key,
+port and authorized keys, all in one folder, listening on a loopback address of
+its own (127.0.0.2, 127.0.0.3, …)::
+
+    ensure_user(USER)
+    with SSHServer(tmp / "a", "127.0.0.2") as server:
+        server.authorize(USER, make_key(tmp / "id_ed25519"))
+        server.start()
+        ...                       # connect to server.address:server.port as USER
+        server.restart()          # drops every client connection (runs survive)
+        server.rekey()            # a new host key, as if the host were reinstalled
+
+Needs root (sshd, useradd) and ``scripts/install-test-deps.sh`` (openssh-server).
+Everything is idempotent: users that exist are reused, keys that exist are kept.
+Only processes this module started are ended, by their pids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+#: The test users: one logs in with keys only, one with a password.
+USER = "jctest"
+PASSWORD_USER = "jcpass"
+
+
+def unavailable() -> str | None:
+    """Why sshd-based tests cannot run here, or None when they can."""
+    if not os.path.exists(SSHD):
+        return f"{SSHD} is missing: run scripts/install-test-deps.sh"
+    if os.geteuid() != 0:
+        return "starting sshd and creating test users needs root"
+    if not shutil.which("ssh-keygen"):
+        return "ssh-keygen is missing: run scripts/install-test-deps.sh"
+    return None
+
+
+def ensure_user(name: str, password: str | None = None) -> Path:
+    """Create ``name`` (with a home) unless it exists; unlock it; return its home.
+
+    Without a password the account gets ``*``: no password login, but sshd no longer
+    calls it locked (``useradd`` leaves ``!``), so keys work.
+    """
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+        made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True,
+                              text=True)
+        if made.returncode not in (0, 9):  # 9: created meanwhile by another process
+            raise RuntimeError(f"useradd {name} failed: {made.stderr.strip()}")
+    if password is None:
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    else:  # chpasswd ships with useradd (the passwd package): no openssl needed
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True,
+                       capture_output=True)
+    return Path(os.path.expanduser(f"~{name}"))
+
+
+def make_key(path: Path, passphrase: str = "") -> Path:
+    """An ed25519 key pair at ``path`` (and ``path.pub``), made once."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "jctest",
+                        "-f", str(path)], check=True)
+    return path
+
+
+def fingerprint(public_key: Path) -> str:
+    """``SHA256:…`` of a public key file, as ``ssh-keygen -l`` prints it."""
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(public_key)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+class SSHServer:
+    """One private sshd; see the module docstring."""
+
+    def __init__(self, root: Path, address: str = "127.0.0.2",
+                 users: tuple[str, ...] = (USER,), password_auth: bool = False) -> None:
+        self.root = root
+        self.address = address
+        self.users = users
+        self.password_auth = password_auth
+        self.port = free_port(address)
+        self.proc: subprocess.Popen[bytes] | None = None
+        (root / "authorized").mkdir(parents=True, exist_ok=True)
+        self.host_key = root / "host_ed25519"
+        make_key(self.host_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """The host key's fingerprint, the one a client must trust."""
+        return fingerprint(self.host_key.with_suffix(".pub"))
+
+    def authorize(self, user: str, key: Path) -> None:
+        """Let ``user`` log in with the private ``key`` (its ``.pub`` is read)."""
+        path = self.root / "authorized" / user
+        line = Path(f"{key}.pub").read_text()
+        text = path.read_text() if path.exists() else ""
+        if line not in text:
+            path.write_text(text + line)
+        path.chmod(0o644)
+
+    def _config(self) -> Path:
+        cfg = self.root / "sshd_config"
+        cfg.write_text("\n".join([
+            f"ListenAddress {self.address}",
+            f"Port {self.port}",
+            f"HostKey {self.host_key}",
+            f"PidFile {self.root / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self.root / 'authorized'}/%u",
+            "StrictModes no",  # the keys live in a temporary folder
+            "UsePAM no",
+            f"PasswordAuthentication {'yes' if self.password_auth else 'no'}",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "PermitRootLogin no",
+            f"AllowUsers {' '.join(self.users)}",
+            "UseDNS no",
+            "MaxStartups 100",
+            "MaxSessions 50",
+            "Subsystem sftp internal-sftp",
+            "LogLevel ERROR",
+        ]) + "\n")
+        return cfg
+
+    def start(self) -> None:
+        """Start sshd and wait until it accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation folder
+        with open(self.root / "sshd.log", "ab") as log:
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self._config())],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited {self.proc.returncode}: "
+                                   f"{(self.root / 'sshd.log').read_text()[-500:]}")
+            try:
+                with socket.create_connection((self.address, self.port), timeout=0.5) as s:
+                    s.recv(4)  # the banner: sshd is serving, not just bound
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"sshd on {self.address}:{self.port} did not start")
+
+    def stop(self) -> None:
+        """Stop sshd and every connection it serves (as a host going down would)."""
+        if self.proc is None:
+            return
+        sessions = _descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        for pid in sessions:
+            _kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in sessions:
+            _kill(pid, signal.SIGKILL)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same address, port and host key."""
+        self.stop()
+        self.start()
+
+    def rekey(self) -> None:
+        """Give the server a new host key and restart it."""
+        for path in (self.host_key, self.host_key.with_suffix(".pub")):
+            path.unlink(missing_ok=True)
+        make_key(self.host_key)
+        self.restart()
+
+    def session_pids(self) -> list[int]:
+        """The pids serving client connections right now."""
+        return _descendants(self.proc.pid) if self.proc is not None else []
+
+    def __enter__(self) -> SSHServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def user_processes(user: str) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the live processes of ``user`` (zombies excluded)."""
+    import pwd
+
+    uid = pwd.getpwnam(user).pw_uid
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        found.append((int(entry), cmd))
+    return found
+
+
+def processes_of_run(user: str, run_id: str) -> list[tuple[int, str]]:
+    """Processes of ``user`` that belong to run ``run_id``: the agent (its command
+    line names the run folder) and the script and its children (their environment
+    carries the run id)."""
+    marker = f"JUPYTER_COMPUTE_RUN_ID={run_id}\0".encode()
+    found = []
+    for pid, cmd in user_processes(user):
+        if run_id in cmd:
+            found.append((pid, cmd))
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read():
+                    found.append((pid, cmd))
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

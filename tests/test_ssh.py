@@ -1,0 +1,497 @@
+"""The ssh target against real OpenSSH servers on loopback (no mock SSH).
+
+Two private sshd instances (tests/sshd.py) serve the whole session: ``host`` on
+127.0.0.2 (keys only) and ``second`` on 127.0.0.3 (keys and passwords; re-keyed by
+the changed-key test). Each test has its own workspace, so its own known_hosts and
+its own pooled connection; the runs of a session share one remote workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import sshd
+from conftest import CLI, Project
+
+pytest.importorskip("paramiko")
+
+from jupyter_compute import api  # noqa: E402
+from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
+from jupyter_compute.targets.ssh import HostKeyError, SSHTarget  # noqa: E402
+
+TRAIN = """
+import json, sys
+from jupyter_compute.tracking import get_run
+run = get_run()
+for step in range(3):
+    print(f"step {step}", flush=True)
+    run.log("loss", 1.0 / (step + 1), step=step)
+print("to stderr", file=sys.stderr)
+with open("outputs/result.txt", "w") as f:
+    f.write("done")
+with open("outputs/argv.json", "w") as f:
+    json.dump(sys.argv[1:], f)
+"""
+
+# Spaces, quotes, command substitution, separators: each must arrive as one argument.
+TRICKY = ["two words", "it's", 'say "hi"', "$(touch {canary})", "a; touch {canary}", "`id`",
+          "--x=1", "\\back\\slash", "new\nline", "*"]
+
+
+@dataclass
+class Server:
+    """One running sshd and what a test needs to attach it."""
+
+    sshd: sshd.SSHServer
+    key: Path            # authorized for sshd.USER
+    workdir: str         # the session's remote workdir (under the user's home)
+
+    @property
+    def port(self) -> int:
+        return self.sshd.port
+
+    def options(self, **extra: object) -> dict[str, object]:
+        opts: dict[str, object] = {
+            "host": self.sshd.address, "port": self.port, "user": sshd.USER,
+            "key": str(self.key), "workdir": self.workdir, "connect_timeout": 5,
+            "trust_host_key": self.sshd.fingerprint}
+        opts.update(extra)
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def flags(self, **extra: object) -> list[str]:
+        return [a for k, v in self.options(**extra).items()
+                for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.fixture(scope="session")
+def keys() -> Iterator[dict[str, Path]]:
+    reason = sshd.unavailable()
+    if reason:
+        pytest.skip(reason)
+    # Not pytest's tmp dirs: those are 0700 root, and sshd reads authorized keys as
+    # the user, so the folder must be traversable.
+    root = Path(tempfile.mkdtemp(prefix="jc-sshd-"))
+    root.chmod(0o755)
+    sshd.ensure_user(sshd.USER)
+    yield {"root": root, "good": sshd.make_key(root / "id_good"),
+           "other": sshd.make_key(root / "id_other")}
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def host(keys: dict[str, Path]) -> Iterator[Server]:
+    with sshd.SSHServer(keys["root"] / "a", "127.0.0.2") as server:
+        server.authorize(sshd.USER, keys["good"])
+        server.start()
+        workdir = f"jc-test-{os.getpid()}"
+        yield Server(server, keys["good"], f"~/{workdir}")
+        for user in (sshd.USER, sshd.PASSWORD_USER):
+            home = Path(os.path.expanduser(f"~{user}"))
+            shutil.rmtree(home / workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def second(keys: dict[str, Path], host: Server) -> Iterator[Server]:
+    with sshd.SSHServer(keys["root"] / "b", "127.0.0.3",
+                        users=(sshd.USER, sshd.PASSWORD_USER), password_auth=True) as server:
+        server.authorize(sshd.USER, keys["good"])
+        server.start()
+        yield Server(server, keys["good"], host.workdir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Neither the user's known_hosts and keys nor an ssh-agent may decide a test.
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def cli(project: Project, *args: str, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real CLI, with no terminal on stdin (so it never prompts)."""
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=project.root, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+# -- a run end to end ----------------------------------------------------------------
+
+
+def test_cli_unknown_key_is_refused_then_trusted_and_a_run_completes(
+        project: Project, host: Server, tmp_path: Path) -> None:
+    flags = host.flags(trust_host_key=None)
+    line = one_line_error(cli(project, "attach", "vm", "--type", "ssh", *flags))
+    assert "unknown host key" in line and host.sshd.fingerprint in line
+    trust = re.search(r"--trust-host-key (SHA256:\S+)", line)
+    assert trust and trust.group(1) == host.sshd.fingerprint
+
+    wrong = cli(project, "attach", "vm", "--type", "ssh", *flags, "--trust-host-key",
+                "SHA256:" + "A" * 43)
+    assert "refusing" in one_line_error(wrong)
+
+    out = cli(project, "attach", "vm", "--type", "ssh", *flags, *trust.group(0).split())
+    assert out.returncode == 0, out.stderr
+    known = (project.root / ".jupyter_compute" / "known_hosts").read_text()
+    assert f"[127.0.0.2]:{host.port} ssh-ed25519 " in known
+
+    canary = tmp_path / "pwned"
+    tricky = [a.format(canary=canary) for a in TRICKY]
+    project.write("train.py", TRAIN)
+    out = cli(project, "submit", "train.py", "--target", "vm", "--wait", "--", *tricky)
+    assert out.returncode == 0, out.stderr
+    assert "step 0\nstep 1\nstep 2\n" in out.stdout and "to stderr" in out.stdout
+    run_id = out.stderr.split()[1]
+    assert out.stdout.rstrip().endswith(f"run {run_id} Completed")
+
+    shown = json.loads(cli(project, "show", run_id, "--json").stdout)
+    assert shown["status"] == "Completed" and shown["exit_code"] == 0
+    assert shown["target"] == "vm"
+    metrics = json.loads(cli(project, "metrics", run_id, "--json").stdout)
+    assert [m["value"] for m in metrics["loss"]] == [1.0, 0.5, 1.0 / 3]
+    assert "step 2" in cli(project, "logs", run_id).stdout
+    outputs = project.run_dir(run_id) / "outputs"
+    assert (outputs / "result.txt").read_text() == "done"
+    assert json.loads((outputs / "argv.json").read_text()) == tricky
+    assert not canary.exists()
+
+
+def test_api_run_completes_with_metrics_outputs_and_arguments(
+        project: Project, host: Server, tmp_path: Path) -> None:
+    target = api.attach("vm", "ssh", **host.options())
+    assert isinstance(target, SSHTarget)
+    project.write("train.py", TRAIN)
+    tricky = [a.format(canary=tmp_path / "pwned") for a in TRICKY]
+    run = api.submit("train.py", target="vm", arguments=tricky)
+    assert run.wait(timeout=60).value == "Completed"
+    assert [m["value"] for m in run.metrics()["loss"]] == [1.0, 0.5, 1.0 / 3]
+    assert "step 2" in run.log()
+    names = {p.name for p in run.outputs()}
+    assert names == {"result.txt", "argv.json"}
+    local = project.run_dir(run.id) / "outputs"
+    assert json.loads((local / "argv.json").read_text()) == tricky
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_magic_run_on_the_ssh_target(project: Project, host: Server) -> None:
+    from kernel import Kernel
+
+    project.write("train.py", TRAIN)
+    k = Kernel(project.root)
+    try:
+        assert k.run("%load_ext jupyter_compute").status == "ok"
+        out = k.run(f"%compute attach vm --type ssh {' '.join(host.flags())}")
+        assert out.status == "ok", out.error_text
+        assert k.run("%submit train.py --target vm -o r").status == "ok"
+        assert k.value("r.wait(timeout=60)") == "Completed"
+        assert "step 2" in k.value("r.log()")
+        assert k.value("sorted(p.name for p in r.outputs())") == "['argv.json', 'result.txt']"
+    finally:
+        k.shutdown()
+
+
+# -- host keys -------------------------------------------------------------------------
+
+
+def test_changed_host_key_is_refused_loudly(project: Project, second: Server) -> None:
+    api.attach("b", "ssh", **second.options())
+    old = second.sshd.fingerprint
+    second.sshd.rekey()
+    new = second.sshd.fingerprint
+    project.write("hello.py", "print('hello')\n")
+    line = one_line_error(cli(project, "submit", "hello.py", "--target", "b"))
+    assert "HOST KEY CHANGED" in line and new in line and old in line
+    # even asking to trust the new key does not replace a recorded one silently
+    with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
+        api.attach("b2", "ssh", **second.options(trust_host_key=new))
+
+
+# -- connections -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("wrong user", "authentication as nosuchuser@"),
+    ("wrong key", "authentication as jctest@"),
+    ("unreachable port", "refused"),
+    ("missing python", "no python at '/nonexistent/python3'"),
+    ("unknown host", "cannot resolve host"),
+])
+def test_connection_failures_are_one_clear_line(project: Project, host: Server,
+                                                case: str, expected: str) -> None:
+    changes = {"wrong user": {"user": "nosuchuser"},
+               "wrong key": {"key": str(host.key.with_name("id_other"))},
+               "unreachable port": {"port": sshd.free_port("127.0.0.2")},
+               "missing python": {"python": "/nonexistent/python3"},
+               "unknown host": {"host": "no-such-host.invalid"}}[case]
+    line = one_line_error(cli(project, "attach", "vm", "--type", "ssh",
+                              *host.flags(**changes)))
+    assert expected in line, line
+    assert not (project.root / ".jupyter_compute" / "targets.yml").exists()
+
+
+def test_password_from_env_never_written_and_clear_error_without_it(
+        project: Project, second: Server) -> None:
+    password = "pw-" + os.urandom(8).hex()
+    sshd.ensure_user(sshd.PASSWORD_USER, password=password)
+    flags = second.flags(user=sshd.PASSWORD_USER, key=None, password_env="JC_TEST_PASSWORD")
+    out = cli(project, "attach", "pw", "--type", "ssh", *flags)
+    assert "JC_TEST_PASSWORD" in one_line_error(out)  # not set, no terminal: no prompt
+
+    out = cli(project, "attach", "pw", "--type", "ssh", *flags,
+              env={"JC_TEST_PASSWORD": password})
+    assert out.returncode == 0, out.stderr
+    project.write("hello.py", "print('hello over a password')\n")
+    out = cli(project, "submit", "hello.py", "--target", "pw", "--wait",
+              env={"JC_TEST_PASSWORD": password})
+    assert out.returncode == 0 and "hello over a password" in out.stdout, out.stderr
+    for path in (project.root / ".jupyter_compute").rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+
+def test_key_passphrase_from_env_or_a_terminal_prompt(project: Project, host: Server,
+                                                      keys: dict[str, Path]) -> None:
+    phrase = "phrase-" + os.urandom(6).hex()
+    locked = keys["root"] / f"id_locked_{os.urandom(3).hex()}"
+    sshd.make_key(locked, passphrase=phrase)
+    host.sshd.authorize(sshd.USER, locked)
+    flags = host.flags(key=str(locked), key_passphrase_env="JC_TEST_PASSPHRASE")
+    assert "JC_TEST_PASSPHRASE" in one_line_error(cli(project, "attach", "vm", "--type",
+                                                      "ssh", *flags))
+    out = cli(project, "attach", "vm", "--type", "ssh", *flags,
+              env={"JC_TEST_PASSPHRASE": phrase})
+    assert out.returncode == 0, out.stderr
+
+    # On a terminal, with the variable unset, it asks instead (and echoes nothing).
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(CLI, ["attach", "vm2", "--type", "ssh", *flags], cwd=str(project.root),
+                          env=dict(os.environ), timeout=30, encoding="utf-8")
+    child.expect("passphrase for key")
+    child.sendline(phrase)
+    child.expect("attached vm2")
+    assert phrase not in (child.before or "")
+    child.wait()
+    for path in (project.root / ".jupyter_compute").rglob("*"):
+        if path.is_file():
+            assert phrase.encode() not in path.read_bytes(), path
+
+
+def test_ssh_agent_authenticates_without_a_key_option(
+        project: Project, host: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        subprocess.run(["ssh-add", "-q", str(host.key)], check=True, capture_output=True,
+                       env={**os.environ, "SSH_AUTH_SOCK": str(sock)})
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        api.attach("vm", "ssh", **host.options(key=None))
+        project.write("hello.py", "print('hello via the agent')\n")
+        run = api.submit("hello.py", target="vm")
+        assert run.wait(timeout=60).value == "Completed"
+        assert "hello via the agent" in run.log()
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+# -- surviving the network ---------------------------------------------------------------
+
+
+COUNT = """
+import time
+from jupyter_compute.tracking import get_run
+run = get_run()
+for i in range(40):
+    print(i, flush=True)
+    run.log("i", i, step=i)
+    time.sleep(0.1)
+"""
+
+
+def test_disconnect_mid_run_loses_and_repeats_no_line(project: Project, host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    project.write("count.py", COUNT)
+    run = api.submit("count.py", target="vm")
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            seen.extend(run.follow())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    follower = threading.Thread(target=follow, daemon=True)  # never hang the session
+    follower.start()
+    deadline = time.monotonic() + 30
+    while "8\n" not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "8\n" in seen, (seen, errors)
+    fetched = [m["value"] for m in run.metrics()["i"]]  # as a widget would, now and then
+
+    host.sshd.stop()  # the host's sshd goes down, taking our connection with it
+    try:
+        time.sleep(0.3)
+        # what was fetched stays readable, and nothing is declared lost
+        logs = cli(project, "logs", run.id)
+        assert logs.returncode == 0 and "8\n" in logs.stdout, logs.stderr
+        shown = cli(project, "show", run.id, "--json")
+        assert json.loads(shown.stdout)["status"] == "Running", shown.stderr
+        metrics = json.loads(cli(project, "metrics", run.id, "--json").stdout)
+        assert [m["value"] for m in metrics["i"]] == fetched == list(range(len(fetched)))
+    finally:
+        host.sshd.start()
+
+    follower.join(timeout=60)
+    assert not follower.is_alive() and not errors, errors
+    numbers = [line for line in seen if not line.startswith("[agent]")]
+    assert numbers == [f"{i}\n" for i in range(40)]
+    assert run.status().value == "Completed"
+    assert run.target.conn.connects >= 2  # it did reconnect
+    mirror = (project.run_dir(run.id) / "output.log").read_text().splitlines()
+    assert [n for n in mirror if not n.startswith("[agent]")] == [str(i) for i in range(40)]
+
+    host.sshd.stop()  # a finished run reads entirely from the local copy
+    try:
+        logs = cli(project, "logs", run.id)
+        assert logs.returncode == 0 and logs.stdout.splitlines()[-1] == "39", logs.stderr
+        assert json.loads(cli(project, "show", run.id, "--json").stdout)["status"] == \
+            "Completed"
+        metrics = json.loads(cli(project, "metrics", run.id, "--json").stdout)
+        assert [m["value"] for m in metrics["i"]] == list(range(40))
+    finally:
+        host.sshd.start()
+
+
+CANCEL = """
+import os, subprocess, sys, time
+for _ in range(2):   # children, and one that escapes the process group
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(300)"])
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_cancel_leaves_no_process_on_the_host(project: Project, host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    project.write("tree.py", CANCEL)
+    run = api.submit("tree.py", target="vm")
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    assert len(sshd.processes_of_run(sshd.USER, run.id)) >= 5  # agent, script, 3 children
+    t0 = time.monotonic()
+    out = cli(project, "cancel", run.id)
+    assert out.returncode == 0 and "Canceled" in out.stdout, (out.stdout, out.stderr)
+    while (left := sshd.processes_of_run(sshd.USER, run.id)) and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert left == [] and time.monotonic() - t0 < 5, left
+    assert run.status().value == "Canceled"
+
+
+def test_killed_agent_becomes_failed_and_its_script_ends(project: Project,
+                                                         host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    project.write("slow.py", "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
+    run = api.submit("slow.py", target="vm")
+    for line in run.follow():
+        if line.startswith("start"):
+            break
+    status = json.loads((project.run_dir(run.id) / "status.json").read_text())
+    os.kill(status["agent"]["pid"], 9)  # the host is this machine: end it as the OOM killer would
+    t0 = time.monotonic()
+    shown = json.loads(cli(project, "show", run.id, "--json").stdout)
+    assert shown["status"] == "Failed" and "agent lost" in shown["error"]
+    while sshd.processes_of_run(sshd.USER, run.id) and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert sshd.processes_of_run(sshd.USER, run.id) == []
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
+def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    for i in range(50):
+        (project.root / "data").mkdir(exist_ok=True)
+        (project.root / "data" / f"part{i:02}.bin").write_bytes(os.urandom(1_000_000))
+    small = project.root / "small.txt"
+    small.write_bytes(os.urandom(512).hex().encode())  # 1 KB
+    project.write("check.py", "print(open('small.txt').read()[:16])\n")
+
+    first = api.submit("check.py", target="vm")
+    sent = first.target.last_sync  # type: ignore[attr-defined]
+    assert sent.blob_bytes >= 50_000_000
+    assert first.wait(timeout=60).value == "Completed"
+
+    small.write_bytes(os.urandom(512).hex().encode())
+    second = api.submit("check.py", target="vm")
+    sent = second.target.last_sync  # type: ignore[attr-defined]
+    manifest = (project.root / ".jupyter_compute" / "snapshots" /
+                f"{second.record.snapshot['id']}.json").stat().st_size
+    assert (sent.blobs_sent, sent.blob_bytes) == (1, 1024)
+    assert sent.manifest_bytes == manifest and sent.runtime_bytes == 0
+    assert sent.blobs_checked == 1  # the connection knew the host had the others
+    assert second.wait(timeout=60).value == "Completed"
+    assert small.read_text()[:16] in second.log()
+
+    # a new process knows nothing: the host is asked, and still only one file goes
+    small.write_bytes(os.urandom(512).hex().encode())
+    out = cli(project, "submit", "check.py", "--target", "vm", "--wait")
+    assert out.returncode == 0 and small.read_text()[:16] in out.stdout, out.stderr
+    record = json.loads((project.run_dir(out.stderr.split()[1]) / "sync.json").read_text())
+    assert (record["blobs_sent"], record["blob_bytes"]) == (1, 1024)
+    assert record["blobs_checked"] == 52  # 50 parts, small.txt, check.py
+
+
+def test_requirements_environment_is_built_once_and_reused(project: Project,
+                                                          host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    project.write("requirements.txt", f"# nothing to install ({os.urandom(4).hex()})\n")
+    project.write("where.py", "import sys; print('prefix', sys.prefix)\n")
+    logs = []
+    for _ in range(2):
+        run = api.submit("where.py", target="vm", requirements="requirements.txt")
+        assert run.wait(timeout=120).value == "Completed", run.log()
+        logs.append(run.log())
+    assert "building environment" in logs[0]
+    assert "reusing environment" in logs[1] and "building" not in logs[1]
+    prefix = re.search(r"prefix (\S+)", logs[1])
+    assert prefix and f"/{host.workdir[2:]}/envs/" in prefix.group(1)
+
+
+def test_docker_image_is_refused_clearly(project: Project, host: Server) -> None:
+    target = api.attach("vm", "ssh", **host.options())
+    from jupyter_compute.runspec import RunSpec
+
+    with pytest.raises(UsageError, match="not supported yet"):
+        target.validate(RunSpec(script="x.py", source_dir=project.root, docker_image="py"))
+
+
+def test_errors_are_target_errors(project: Project, host: Server) -> None:
+    with pytest.raises(TargetError, match="refused") as info:
+        api.attach("vm", "ssh", **host.options(port=sshd.free_port("127.0.0.2")))
+    assert info.value.__cause__ is not None  # translated, with the paramiko error behind
