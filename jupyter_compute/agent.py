@@ -35,6 +35,7 @@ from jupyter_compute.protocol import RunStatus  # noqa: E402
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
 POLL_SECONDS = 0.05
@@ -283,13 +284,16 @@ class Agent:
             time.sleep(protocol.HEARTBEAT_SECONDS)
 
 
-def materialize(files: dict[str, list[Any]], blobs: str, dest: str) -> None:
-    """Write ``files`` (path → [sha256, size, mode]) from ``blobs`` into ``dest``.
+def materialize(files: Mapping[str, Sequence[Any]], blobs: str, dest: str,
+                place: Callable[[str, str, int], None] | None = None) -> None:
+    """Write ``files`` (path → [sha256, size, mode]) from the store ``blobs`` into ``dest``.
 
-    A path can never land outside ``dest``: absolute paths and ``..`` are refused,
-    regular files are written before any symlink exists, and a symlink may only
-    point inside ``dest``.
+    ``place(blob, target, mode)`` puts one file (default: copy it and set its mode;
+    the docker target hard-links instead). A path can never land outside ``dest``:
+    absolute paths and ``..`` are refused, regular files are written before any
+    symlink exists, and a symlink may only point inside ``dest``.
     """
+    place = place or _copy
     root = os.path.realpath(dest)
     links = []
     made: set[str] = set()
@@ -302,10 +306,9 @@ def materialize(files: dict[str, list[Any]], blobs: str, dest: str) -> None:
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
-        shutil.copyfile(os.path.join(blobs, "sha256", digest[:2], digest), target)
-        os.chmod(target, mode & 0o777)
+        place(_blob(blobs, digest), target, mode & 0o777)
     for rel, target, digest in links:
-        with open(os.path.join(blobs, "sha256", digest[:2], digest), encoding="utf-8") as f:
+        with open(_blob(blobs, digest), encoding="utf-8") as f:
             pointee = f.read()
         resolved = os.path.normpath(os.path.join(os.path.dirname(target), pointee))
         if os.path.isabs(pointee) or not resolved.startswith(root + os.sep):
@@ -314,6 +317,15 @@ def materialize(files: dict[str, list[Any]], blobs: str, dest: str) -> None:
         if os.path.lexists(target):
             os.unlink(target)
         os.symlink(pointee, target)
+
+
+def _blob(blobs: str, digest: str) -> str:
+    return os.path.join(blobs, "sha256", digest[:2], digest)
+
+
+def _copy(blob: str, target: str, mode: int) -> None:
+    shutil.copyfile(blob, target)
+    os.chmod(target, mode)
 
 
 def _safe_join(root: str, rel: str) -> str:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import stat
 from pathlib import Path
 
 from jupyter_compute import protocol
+from jupyter_compute.agent import materialize
 from jupyter_compute.targets.base import runtime_digest, runtime_files
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -58,7 +58,11 @@ def materialize_snapshot(workspace_dir: Path, snapshot_id: str,
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{snapshot_id[:12]}-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        _fill(tmp, files, workspace_dir / "blobs" / "sha256", workspace_dir / "docker" / "files")
+        moded = workspace_dir / "docker" / "files"
+        os.makedirs(tmp)
+        materialize(files, str(workspace_dir / "blobs"), str(tmp),
+                    place=lambda blob, target, mode: _link_or_copy(Path(blob), target, mode,
+                                                                   moded))
         link = tmp / protocol.OUTPUTS
         if not os.path.lexists(link):  # the agent finds it there and keeps it
             os.symlink(os.path.join("..", protocol.OUTPUTS), link)
@@ -94,32 +98,6 @@ def runtime_dir(workspace_dir: Path) -> Path:
     return folder
 
 
-def _fill(dest: Path, files: Mapping[str, Sequence[Any]], blobs: Path,
-          moded: Path) -> None:
-    root = str(dest)
-    os.makedirs(root)
-    made = {root}
-    links = []
-    for rel, (digest, _size, mode) in files.items():
-        target = _safe_join(root, rel)
-        if stat.S_ISLNK(mode):
-            links.append((rel, target, digest))
-            continue
-        parent = os.path.dirname(target)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        _link_or_copy(blobs / digest[:2] / digest, target, mode & 0o777, moded)
-    for rel, target, digest in links:  # after every file: a link may only point inside
-        pointee = (blobs / digest[:2] / digest).read_text(encoding="utf-8")
-        resolved = os.path.normpath(os.path.join(os.path.dirname(target), pointee))
-        if os.path.isabs(pointee) or not resolved.startswith(root + os.sep):
-            raise ValueError(f"refusing symlink {rel} -> {pointee}: it points outside the "
-                             "snapshot")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.symlink(pointee, target)
-
-
 def _link_or_copy(blob: Path, target: str, mode: int, moded: Path) -> None:
     source = blob
     if os.stat(blob).st_mode & 0o777 != mode:
@@ -141,8 +119,3 @@ def _link_or_copy(blob: Path, target: str, mode: int, moded: Path) -> None:
         os.chmod(target, mode)
 
 
-def _safe_join(root: str, rel: str) -> str:
-    parts = rel.split("/")
-    if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"refusing path {rel!r} in the snapshot: it would leave the snapshot")
-    return os.path.join(root, *parts)
