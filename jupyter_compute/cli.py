@@ -139,6 +139,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     run = _get(args)
+    if run.record.kind == "sweep":  # a sweep is a run whose children are its trials
+        from jupyter_compute.sweep import Sweep
+
+        sweep = Sweep(run)
+        _out(json.dumps(sweep.to_dict(), indent=1) if args.json else sweep.summary().text())
+        return 0
     d = run.to_dict()
     if args.json:
         _out(json.dumps(d, indent=1))

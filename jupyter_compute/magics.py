@@ -109,16 +109,17 @@ class ComputeMagics(Magics):
     # -- %sweep --------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("path", help="script or notebook to tune")
+    @argument("path", nargs="?", help="script or notebook to tune (%%sweep: the cell)")
     @argument("--config", "-c", required=True, help="HyperDrive-style sweep.yml")
     @argument("--target", "-t", help="target name (default: local)")
     @argument("--name", "-n", help="sweep name")
     @argument("--seed", type=int, help="random seed, for a reproducible sweep")
     @argument("--wait", "-w", action="store_true", help="block until the sweep ends")
     @argument("-o", "--out", metavar="VAR", help="store the Sweep in this variable")
-    @line_magic
-    def sweep(self, line: str) -> Any:
-        """Tune hyperparameters: ``%sweep train.py --config sweep.yml [--target T]``.
+    @line_cell_magic
+    def sweep(self, line: str, cell: str | None = None) -> Any:
+        """Tune hyperparameters: ``%sweep train.py --config sweep.yml [--target T]``,
+        or ``%%sweep --config sweep.yml`` to tune the cell's code.
 
         Arguments after ``--`` are passed to every run; a live SweepWidget follows it.
         """
@@ -126,7 +127,7 @@ class ComputeMagics(Magics):
         args = self.sweep.parser.parse_args(tokens)
         from jupyter_compute.sweep import magic_main
 
-        return magic_main(self.shell, args, script_args)
+        return magic_main(self.shell, args, script_args, cell=cell)
 
     # -- %submit / %%submit --------------------------------------------------------------
 
@@ -223,6 +224,12 @@ class ComputeMagics(Magics):
 def show(run: Run, tail_lines: int = 500) -> Any:
     """Display ``run`` live (a ``RunWidget``), or as a static summary without widgets."""
     from jupyter_compute.widgets import widgets_available
+
+    if run.record.kind == "sweep":
+        from jupyter_compute.sweep import Sweep
+        from jupyter_compute.sweep.magics import show as show_sweep
+
+        return show_sweep(Sweep(run))
 
     if widgets_available():
         from jupyter_compute.widgets.run import RunWidget

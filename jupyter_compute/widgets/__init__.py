@@ -32,6 +32,10 @@ def widgets_available() -> bool:
 
 def run_bundle(run: Run) -> dict[str, Any]:
     """The display of a run: its live widget where possible, else the static summary."""
+    if run.record.kind == "sweep":
+        from jupyter_compute.sweep import Sweep
+
+        return Sweep(run)._repr_mimebundle_()  # type: ignore[no-any-return]
     if widgets_available():
         from jupyter_compute.widgets.run import RunWidget
 

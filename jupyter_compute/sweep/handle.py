@@ -1,0 +1,424 @@
+"""Starting a sweep, and ``Sweep``: a handle on one, from any process.
+
+::
+
+    from jupyter_compute.sweep import sweep, Sweep
+
+    s = sweep("train.py", config="sweep.yml", target="local", seed=7)
+    s.wait()
+    s.best()          # {"index": 2, "run_id": …, "params": {"--penalty": 1}, "metric": 0.91}
+    Sweep.get(s.id)   # reattach from any kernel or shell
+
+Starting a sweep freezes the source folder (a snapshot materialized into the
+sweep's folder, so every trial runs the same code), records the parent run and
+starts the controller as a detached process (see ``controller.py``); it returns
+at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jupyter_compute import protocol
+from jupyter_compute.exceptions import UsageError
+from jupyter_compute.protocol import RunStatus
+from jupyter_compute.sweep.config import SweepConfig, load_sweep_config
+from jupyter_compute.sweep.controller import SOURCE, STATE, argument_pairs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jupyter_compute.runs import Run
+    from jupyter_compute.workspace import Workspace
+
+#: Controllers started from this process, kept so they are reaped.
+_controllers: list[subprocess.Popen[bytes]] = []
+KIND = "sweep"
+
+
+def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str, Any], *,
+          target: str | None = None, name: str | None = None,
+          arguments: list[Any] | None = None, source_dir: str | Path | None = None,
+          workspace: Workspace | str | Path | None = None, seed: int | None = None,
+          wait: bool = False, extra_files: dict[str, bytes] | None = None,
+          kernel: str | None = None) -> Sweep:
+    """Start a hyperparameter sweep of ``script`` on ``target``; return its ``Sweep``.
+
+    ``config`` is a ``sweep.yml`` path, a ``SweepConfig`` or its dict form.
+    ``arguments`` are passed to every trial before the swept ones; ``seed`` makes
+    random and Bayesian sampling reproducible (default: the config's, else a
+    fresh one, recorded in the sweep). The controller runs detached, so the sweep
+    goes on if this process ends.
+
+    >>> s = sweep("train.py", config="sweep.yml", target="local", seed=7, wait=True)
+    >>> s.best()["params"]
+    {'--penalty': 1}
+    """
+    from jupyter_compute import api
+    from jupyter_compute.agent import materialize
+    from jupyter_compute.snapshot import (
+        DEFAULT_MAX_BYTES,
+        DEFAULT_MAX_CHANGED_FILES,
+        take_snapshot,
+    )
+    from jupyter_compute.store import RunRecord
+    from jupyter_compute.workspace import Workspace
+    from jupyter_compute.workspace import find as find_workspace
+
+    cfg = _config(config)
+    spec = api.resolve_spec(script, target=target, arguments=arguments, source_dir=source_dir,
+                            extra_files=extra_files, kernel=kernel)
+    if spec.kind == "notebook" and spec.arguments:
+        raise UsageError("a notebook takes no arguments after '--'; fixed values belong in its "
+                         "parameters cell, swept ones in the sweep's parameter_space")
+    ws = workspace if isinstance(workspace, Workspace) else \
+        find_workspace(start=spec.source_dir, explicit=workspace)
+    child_target = api.get_target(spec.target, ws)  # an unknown target fails here, not later
+    snap = take_snapshot(spec.source_dir, ws.dir,
+                         max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
+                         max_changed_files=spec.snapshot_max_files or DEFAULT_MAX_CHANGED_FILES)
+    extra = extra_files or {}
+    if spec.script not in snap.files and spec.script not in extra:
+        raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule in "
+                         f"{spec.source_dir}; un-ignore it to sweep it")
+    stem = Path(spec.script).stem.lstrip("_") or "sweep"
+    name = name or f"{stem}-sweep"
+    sweep_id = _new_id(ws, name)
+    folder = ws.run_dir(sweep_id)
+    materialize({rel: list(entry) for rel, entry in snap.files.items()}, str(ws.blobs_dir),
+                str(folder / SOURCE))
+    for rel, data in extra.items():
+        path = folder / SOURCE / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    if seed is None:
+        seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
+    created = protocol.utcnow()
+    git = snap.git.to_dict() if snap.git else None
+    sweep_spec = {
+        "sweep_id": sweep_id, "name": name, "script": spec.script, "target": spec.target,
+        "target_kind": child_target.kind, "arguments": list(spec.arguments), "seed": seed,
+        "kernel": kernel, "config": cfg.to_dict(), "workspace": str(ws.root),
+        "source_dir": str(spec.source_dir), "git": git,
+        # `cancel` waits this long plus 5 s: time to cancel the children (3 s grace each).
+        "cancel_grace_seconds": 5.0,
+    }
+    protocol.write_json_atomic(str(folder / protocol.SPEC), sweep_spec)
+    protocol.write_json_atomic(str(folder / protocol.STATUS), {
+        "run_id": sweep_id, "status": RunStatus.QUEUED.value, "created": created,
+        "history": [[RunStatus.QUEUED.value, created]]})
+    protocol.write_json_atomic(str(folder / STATE), _initial_state(sweep_spec, cfg))
+    record = RunRecord(
+        id=sweep_id, name=name, target="local", kind=KIND, status=RunStatus.QUEUED.value,
+        created=created, script=spec.script, arguments=list(spec.arguments),
+        source_dir=str(spec.source_dir), snapshot={"id": snap.id, **vars(snap.stats)},
+        spec=sweep_spec, git=git)
+    ws.store.insert(record)
+    _launch(folder, ws)
+    from jupyter_compute.runs import Run
+
+    handle = Sweep(Run(record, ws))
+    if wait:
+        handle.wait()
+    return handle
+
+
+def _config(config: SweepConfig | str | Path | dict[str, Any]) -> SweepConfig:
+    if isinstance(config, SweepConfig):
+        return config
+    if isinstance(config, dict):
+        return SweepConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        return load_sweep_config(config)
+    raise UsageError(f"config must be a sweep.yml path, a SweepConfig or a dict, got "
+                     f"{type(config).__name__}")
+
+
+def _new_id(ws: Workspace, name: str) -> str:
+    """A run id like the targets make (``20261126-0931-train-sweep-7f3a``); its folder."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "sweep"
+    ws.runs_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = f"{stamp}-{slug}-{os.urandom(2).hex()}"
+        try:
+            os.mkdir(ws.run_dir(run_id))
+            return run_id
+        except FileExistsError:
+            continue
+
+
+def _initial_state(spec: dict[str, Any], cfg: SweepConfig) -> dict[str, Any]:
+    return {"id": spec["sweep_id"], "name": spec["name"], "script": spec["script"],
+            "target": spec["target"], "status": RunStatus.QUEUED.value,
+            "primary_metric": {"name": cfg.primary_metric_name,
+                               "goal": cfg.primary_metric_goal.capitalize()},
+            "sampling": cfg.sampling, "seed": spec["seed"],
+            "policy": cfg.policy.describe() if cfg.policy else "NoTerminationPolicy()",
+            "max_total_runs": cfg.max_total_runs, "max_concurrent_runs": cfg.concurrency,
+            "max_duration_minutes": cfg.max_duration_minutes, "space_size": cfg.space_size(),
+            "parameters": list(cfg.parameter_space), "trials": [], "best": None,
+            "warnings": [], "ended_by": None, "exhausted": False,
+            "updated": protocol.utcnow()}
+
+
+def _launch(folder: Path, ws: Workspace) -> None:
+    """Start the controller in a session of its own: it outlives this process."""
+    _controllers[:] = [p for p in _controllers if p.poll() is None]
+    with open(folder / protocol.LOG, "ab") as log:  # a crash at import lands in the log
+        _controllers.append(subprocess.Popen(
+            [sys.executable, "-m", "jupyter_compute.sweep.controller", str(folder)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True, cwd=str(ws.root)))
+
+
+class Sweep:
+    """A sweep: its parent run, its trials (child runs), the best one, its warnings."""
+
+    def __init__(self, run: Run) -> None:
+        if run.record.kind != KIND:
+            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a sweep; list "
+                             "sweeps with 'jupyter-compute runs'")
+        self.run = run
+
+    @classmethod
+    def get(cls, sweep_id: str, workspace: Workspace | str | Path | None = None) -> Sweep:
+        """Reattach to sweep ``sweep_id`` (a unique suffix is enough), from any process.
+
+        >>> Sweep.get("7f3a").status()
+        <RunStatus.RUNNING: 'Running'>
+        """
+        from jupyter_compute.runs import Run
+
+        return cls(Run.get(sweep_id, workspace))
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def folder(self) -> Path:
+        return self.run.workspace.run_dir(self.id)
+
+    # -- state -------------------------------------------------------------------------
+
+    def status(self) -> RunStatus:
+        """The sweep's status (Running while its controller works)."""
+        return self.run.status()
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """Block until the sweep ends (or ``timeout`` seconds pass); return its status."""
+        start = time.monotonic()
+        while not (status := self.status()).is_terminal():
+            if timeout is not None and time.monotonic() - start >= timeout:
+                return status
+            time.sleep(0.05 if time.monotonic() - start < 5 else 0.2)
+        return status
+
+    def state(self) -> dict[str, Any]:
+        """The controller's last ``sweep.json``: trials, best, warnings, settings."""
+        state = protocol.read_json(str(self.folder / STATE)) or {}
+        status = self.status()  # the run's word wins: it notices a controller that died
+        if status.is_terminal() or not state.get("status"):
+            state["status"] = status.value
+        return state
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Each trial: index, run_id, params, arguments, status, metric, stop_reason, …
+
+        Once the sweep has ended, a trial its controller left unfinished (it died)
+        is read from its run, so nothing shows Running forever.
+        """
+        trials: list[dict[str, Any]] = self.state().get("trials") or []
+        if RunStatus(self.status()).is_terminal():
+            from jupyter_compute.runs import Run
+
+            for t in trials:
+                if t.get("run_id") and not RunStatus(t["status"]).is_terminal():
+                    run = Run.get(t["run_id"], self.run.workspace)
+                    t["status"], t["error"] = run.status().value, run.record.error
+        return trials
+
+    def best(self) -> dict[str, Any] | None:
+        """The trial with the best primary metric (its last logged value), or None."""
+        best: dict[str, Any] | None = self.state().get("best")
+        return best
+
+    def best_run(self) -> Run | None:
+        """The best trial's run, to read its metrics, log and outputs."""
+        from jupyter_compute.runs import Run
+
+        best = self.best()
+        return Run.get(best["run_id"], self.run.workspace) if best else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings of the sweep, e.g. a primary metric that no trial logs."""
+        return list(self.state().get("warnings") or [])
+
+    def children(self) -> list[Run]:
+        """The trials' runs, newest first."""
+        from jupyter_compute.runs import Run
+
+        ws = self.run.workspace
+        return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
+
+    def log(self) -> str:
+        """The controller's log: every trial started, stopped (and why), the best."""
+        return self.run.log()
+
+    def cancel(self) -> RunStatus:
+        """Stop the sweep and its running trials; returns at once (``wait()`` to see it)."""
+        status = self.run.cancel()
+        if status.is_terminal():  # a controller that died leaves its children to us
+            for child in self.children():
+                if not child.status().is_terminal():
+                    child.cancel()
+        return status
+
+    # -- forms -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``show --json`` shape of a sweep: the run's fields, its children, the best."""
+        d = self.run.to_dict()
+        state = self.state()
+        metric = state.get("primary_metric") or {}
+        children = [{
+            "id": t["run_id"], "trial": t["index"], "parameters": t["params"],
+            "arguments": t["arguments"], "status": t["status"],
+            "primary_metric": t["metric"], "intervals": t["intervals"],
+            "stop_reason": t["stop_reason"], "error": t["error"],
+        } for t in self.trials()]
+        best = state.get("best")
+        d.update(
+            kind=KIND, target=state.get("target", d["target"]), primary_metric=metric,
+            sampling=state.get("sampling"), seed=state.get("seed"), policy=state.get("policy"),
+            max_total_runs=state.get("max_total_runs"),
+            max_concurrent_runs=state.get("max_concurrent_runs"),
+            max_duration_minutes=state.get("max_duration_minutes"),
+            ended_by=state.get("ended_by"), children=children,
+            best_run=None if not best else {
+                "id": best["run_id"], "trial": best["index"], "parameters": best["params"],
+                "primary_metric": best["metric"]},
+            warnings=list(state.get("warnings") or []))
+        return d
+
+    def summary(self) -> SweepSummary:
+        """The sweep's current state, as static text and HTML."""
+        return SweepSummary(self.state(), self.run.record)
+
+    def __repr__(self) -> str:
+        return f"<Sweep {self.id} {self.run.record.status}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a notebook a ``Sweep`` shows its live widget (a static summary elsewhere)."""
+        from jupyter_compute.widgets import widgets_available
+
+        if widgets_available():
+            from jupyter_compute.widgets.sweep import SweepWidget
+
+            return SweepWidget(self)._repr_mimebundle_()
+        return self.summary().bundle()
+
+
+class SweepSummary:
+    """What a saved notebook or a terminal shows of a sweep: a table of trials."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, state: dict[str, Any], record: Any = None) -> None:
+        self.state = state
+        self.record = record
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Trials, best first (by the primary metric), then those without a value."""
+        goal = (self.state.get("primary_metric") or {}).get("goal", "Maximize")
+        sign = -1 if goal == "Maximize" else 1
+        trials = self.state.get("trials") or []
+        return sorted(trials, key=lambda t: (t["metric"] is None,
+                                             sign * (t["metric"] or 0), t["index"]))
+
+    def head(self) -> str:
+        s = self.state
+        metric = s.get("primary_metric") or {}
+        trials = s.get("trials") or []
+        running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
+        stopped = sum(bool(t.get("stop_reason")) and t["status"] == "Canceled" for t in trials)
+        best = s.get("best")
+        parts = [f"Sweep {s.get('id')} · {s.get('script')} on {s.get('target')} · "
+                 f"{s.get('status')}",
+                 f"{len(trials)}/{s.get('max_total_runs')} trials · {running} running · "
+                 f"{stopped} stopped early · {s.get('sampling')} · {s.get('policy')}"]
+        if best:
+            parts.append(f"best: trial {best['index']} {best['run_id']} "
+                         f"{metric.get('name')} {_fmt(best['metric'])} "
+                         f"({' '.join(best['arguments'])})")
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        lines = [self.head()]
+        lines += [f"  WARNING: {w}" for w in self.state.get("warnings") or []]
+        rows = self.rows()[:self.MAX_ROWS]
+        if rows:
+            table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
+            table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
+                       t["status"], _fmt(t["metric"]), t.get("stop_reason") or "")
+                      for t in rows]
+            widths = [max(len(r[i]) for r in table) for i in range(5)]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
+                      for r in table]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def html(self) -> str:
+        import html
+
+        from jupyter_compute.widgets.summary import STATUS_COLORS
+
+        e = html.escape
+        s = self.state
+        best = (s.get("best") or {}).get("index")
+        metric = (s.get("primary_metric") or {}).get("name", "metric")
+        head = e(self.head()).replace("\n", "<br>")
+        parts = [f'<div class="jupyter-compute-sweep"><div>{head}</div>']
+        for w in s.get("warnings") or []:
+            parts.append(f'<div style="color:#b45309"><b>⚠ warning:</b> {e(w)}</div>')
+        cells = []
+        for t in self.rows()[:self.MAX_ROWS]:
+            color = STATUS_COLORS.get(t["status"], "#6b7280")
+            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
+            cells.append(
+                f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
+                f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
+                f'<td style="color:{color}">{e(t["status"])}</td><td>{_fmt(t["metric"])}</td>'
+                f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
+        if cells:
+            parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
+                         f"<th>status</th><th>{e(metric)}</th><th>reason</th></tr></thead>"
+                         f"<tbody>{''.join(cells)}</tbody></table>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["Sweep", "SweepSummary", "argument_pairs", "sweep"]

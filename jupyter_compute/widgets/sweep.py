@@ -1,0 +1,507 @@
+"""``SweepWidget``: a sweep, live in a notebook cell, without blocking the kernel.
+
+::
+
+    from jupyter_compute.sweep import Sweep
+    from jupyter_compute.widgets.sweep import SweepWidget
+
+    SweepWidget(Sweep.get("7f3a"))   # trials table, curves, best so far, parallel coordinates
+
+A follower thread reads the sweep's folder — ``sweep.json`` (replaced by the
+controller at most four times a second) when it changed, and ``trials.jsonl`` by
+byte offset — and applies what changed at most four times a second, by assigning
+traits only (never ``with out:`` from a thread). Costs stay flat with hundreds of
+trials: the table is one trait holding the rows, sorted in the browser; all
+learning curves share one chart trace (gaps between trials), thinned to
+``MAX_POINTS`` per trial; the parallel-coordinates chart is redrawn at most once a
+second. Clicking a trial opens its ``RunWidget`` below the table. The display
+bundle also carries a static HTML summary for places where widgets do not render.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import threading
+import time
+
+import anywidget
+import ipywidgets as widgets
+import traitlets
+
+from jupyter_compute.widgets.summary import STATUS_COLORS, Summary
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jupyter_compute.sweep.handle import Sweep
+
+MAX_POINTS = 300        # per trial on the curves chart: older points are thinned
+PARCOORDS_EVERY = 1.0   # seconds between redraws of the parallel-coordinates chart
+_TERMINAL = ("Completed", "Failed", "Canceled", "TimedOut")
+
+_ESM = """
+function render({ model, el }) {
+  const table = document.createElement("table");
+  table.className = "jc-trials";
+  el.appendChild(table);
+  const colors = COLORS;
+  function compare(a, b, key) {
+    const x = a[key], y = b[key];
+    if (x === null || x === undefined) return (y === null || y === undefined) ? 0 : 1;
+    if (y === null || y === undefined) return -1;
+    if (typeof x === "number" && typeof y === "number") return x - y;
+    return String(x).localeCompare(String(y), undefined, { numeric: true });
+  }
+  function draw() {
+    const cols = model.get("columns"), key = model.get("sort_by");
+    const desc = model.get("descending"), best = model.get("best");
+    const selected = model.get("selected");
+    const rows = [...model.get("rows")];
+    rows.sort((a, b) => {
+      const nulls = (a[key] === null) - (b[key] === null);
+      if (nulls) return nulls;  // trials without a value last, either way
+      const c = compare(a, b, key);
+      return (desc ? -c : c) || a.index - b.index;
+    });
+    table.replaceChildren();
+    const head = table.createTHead().insertRow();
+    for (const col of cols) {
+      const th = document.createElement("th");
+      th.textContent = col.label + (col.key === key ? (desc ? " \\u25BC" : " \\u25B2") : "");
+      th.title = "sort by " + col.label;
+      th.onclick = () => {
+        if (col.key === key) model.set("descending", !desc);
+        else { model.set("sort_by", col.key); model.set("descending", col.key === "metric"); }
+        model.save_changes();
+      };
+      head.appendChild(th);
+    }
+    const body = table.createTBody();
+    for (const row of rows) {
+      const tr = body.insertRow();
+      if (row.run_id && row.run_id === best) tr.className = "jc-best";
+      if (row.run_id && row.run_id === selected) tr.className += " jc-selected";
+      tr.title = row.run_id ? "open run " + row.run_id : "";
+      tr.onclick = () => { model.set("selected", row.run_id || ""); model.save_changes(); };
+      for (const col of cols) {
+        const td = tr.insertCell();
+        const v = row[col.key];
+        td.textContent = v === null || v === undefined ? "" :
+          (typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(4) : String(v));
+        if (col.key === "status") td.style.color = colors[v] || "";
+      }
+    }
+  }
+  for (const name of ["rows", "columns", "sort_by", "descending", "best", "selected"])
+    model.on("change:" + name, draw);
+  draw();
+}
+export default { render };
+""".replace("COLORS", json.dumps(STATUS_COLORS))
+
+_CSS = """
+.jc-trials { border-collapse: collapse; font-size: 12px; width: 100%; }
+.jc-trials th { cursor: pointer; text-align: left; padding: 2px 8px; user-select: none;
+  border-bottom: 1px solid var(--jp-border-color1, #ccc); white-space: nowrap; }
+.jc-trials td { padding: 1px 8px; max-width: 40em; overflow: hidden; text-overflow: ellipsis;
+  white-space: nowrap; }
+.jc-trials tbody tr { cursor: pointer; }
+.jc-trials tbody tr:hover { background: var(--jp-layout-color2, #f3f4f6); }
+.jc-trials tr.jc-best { font-weight: bold; background: rgba(22, 163, 74, 0.15); }
+.jc-trials tr.jc-selected { outline: 2px solid #2563eb; }
+"""
+
+
+class TrialTable(anywidget.AnyWidget):
+    """The trials, sortable by any column in the browser; a click sets ``selected``."""
+
+    _esm = _ESM
+    _css = _CSS
+    columns: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    rows: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    best = traitlets.Unicode("").tag(sync=True)
+    sort_by = traitlets.Unicode("metric").tag(sync=True)
+    descending = traitlets.Bool(True).tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+
+
+class SweepWidget(widgets.VBox):
+    """Header, warnings, trials table, curves, best so far, parallel coordinates."""
+
+    def __init__(self, sweep: Sweep, interval: float = 0.25, follow: bool = True,
+                 **kwargs: Any) -> None:
+        self.sweep = sweep
+        self.interval = interval
+        self.display_handle: Any = None
+        self.state: dict[str, Any] = sweep.state()
+        self._curves: dict[int, tuple[list[int], list[float]]] = {}
+        self._parcoords_at = 0.0
+        self._parcoords_key: Any = None
+        self._figures: dict[str, Any] = {}  # made on the first update (see _apply)
+        self._done = False
+        self.updates = 0  # how many batches were applied (tests and benchmarks read it)
+
+        self.header = widgets.HTML()
+        self.cancel_button = widgets.Button(description="Cancel sweep", icon="stop",
+                                            button_style="danger",
+                                            layout=widgets.Layout(width="auto",
+                                                                  flex="0 0 auto"))
+        self.cancel_button.on_click(self._on_cancel)
+        self.warning_box = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.table = TrialTable()
+        self.table.observe(self._on_select, "selected")
+        self.charts = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        self.detail = widgets.VBox()
+        bar = widgets.HBox([self.header, self.cancel_button],
+                           layout=widgets.Layout(align_items="center", gap="8px"))
+        scroller = widgets.Box([self.table], layout=widgets.Layout(
+            max_height="24em", overflow="auto", width="100%"))
+        super().__init__([bar, self.warning_box, scroller, self.charts, self.detail], **kwargs)
+        self._render_header()
+        self._render_warnings()
+        self._render_table()
+
+        # The follower reads through its own handle: SQLite connections are not shared
+        # between threads.
+        from jupyter_compute.runs import Run
+        from jupyter_compute.workspace import Workspace
+
+        self._run = Run(copy.copy(sweep.run.record), Workspace(sweep.run.workspace.root))
+        self.follower = _Follower(self, interval)
+        if follow:
+            self.follower.start()
+
+    # -- what tests and users read back -------------------------------------------------
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.table.rows)
+
+    @property
+    def status(self) -> str:
+        return str(self.state.get("status"))
+
+    # -- applying (on the follower's thread: traits only) --------------------------------
+
+    def _apply(self, state: dict[str, Any], points: list[dict[str, Any]]) -> None:
+        self.updates += 1
+        trials_changed = state.get("trials") != self.state.get("trials")
+        if not self._figures:
+            # Made here, on the follower's thread: plotly's first FigureWidget costs ~2 s
+            # of imports, which must not hold up the cell that shows the sweep.
+            self._make_charts()
+            trials_changed = True
+        self.state = state
+        for p in points:
+            xs, ys = self._curves.setdefault(int(p["trial"]), ([], []))
+            xs.append(int(p["interval"]))
+            ys.append(float(p["value"]))
+            if len(xs) > MAX_POINTS:  # thin the older half, keep the recent detail
+                half = len(xs) // 2
+                xs[:half], ys[:half] = xs[:half:2], ys[:half:2]
+        self._render_header()
+        self._render_warnings()
+        if trials_changed:
+            self._render_table()
+            self._render_best_so_far()
+        if points or trials_changed:
+            self._render_curves()
+        now = time.monotonic()
+        if trials_changed and (now - self._parcoords_at >= PARCOORDS_EVERY
+                               or state.get("status") in _TERMINAL):
+            self._render_parcoords()
+            self._parcoords_at = now
+        if state.get("status") in _TERMINAL and not self._done:
+            self._done = True
+            self.cancel_button.layout.display = "none"  # the badge says how it ended
+            if self.display_handle is not None:
+                # Re-send the display so a saved notebook keeps the final static summary.
+                self.display_handle.update(self)
+
+    def _render_header(self) -> None:
+        s = self.state
+        trials = s.get("trials") or []
+        running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
+        stopped = sum(t["status"] == "Canceled" and bool(t.get("stop_reason")) for t in trials)
+        badge = Summary("", "", "", str(s.get("status"))).badge()
+        best = s.get("best")
+        metric = (s.get("primary_metric") or {}).get("name", "metric")
+        best_text = "" if not best else (
+            f" · best <b>{html.escape(metric)} {best['metric']:.4g}</b> (trial {best['index']}: "
+            f"<code>{html.escape(' '.join(best['arguments']))}</code>)")
+        self.header.value = (
+            f"<b>{html.escape(str(s.get('name')))}</b> <code>{html.escape(str(s.get('id')))}"
+            f"</code> on <b>{html.escape(str(s.get('target')))}</b> {badge} "
+            f"{len(trials)}/{s.get('max_total_runs')} trials · {running} running · "
+            f"{stopped} stopped early{best_text}")
+
+    def _render_warnings(self) -> None:
+        warnings = self.state.get("warnings") or []
+        if not warnings:
+            self.warning_box.layout.display = "none"
+            return
+        self.warning_box.layout.display = None
+        items = "".join(f"<div>⚠ {html.escape(w)}</div>" for w in warnings)
+        value = (f'<div style="background:#fef3c7;color:#92400e;border:1px solid #f59e0b;'
+                 f'padding:4px 8px;border-radius:4px">{items}</div>')
+        if self.warning_box.value != value:
+            self.warning_box.value = value
+
+    def _render_table(self) -> None:
+        s = self.state
+        params = list(s.get("parameters") or [])
+        metric = (s.get("primary_metric") or {}).get("name", "metric")
+        columns = ([{"key": "index", "label": "#"}]
+                   + [{"key": f"p:{p}", "label": p} for p in params]
+                   + [{"key": "status", "label": "status"}, {"key": "metric", "label": metric},
+                      {"key": "intervals", "label": "intervals"},
+                      {"key": "reason", "label": "reason"}, {"key": "run_id", "label": "run"}])
+        rows = []
+        for t in s.get("trials") or []:
+            row = {"index": t["index"], "run_id": t["run_id"] or "", "status": t["status"],
+                   "metric": t["metric"], "intervals": t["intervals"],
+                   "reason": t.get("stop_reason") or (t.get("error") or "").strip()[-200:]}
+            for p in params:
+                value = t["params"].get(p)
+                row[f"p:{p}"] = value if isinstance(value, (int, float, str)) else str(value)
+            rows.append(row)
+        if columns != self.table.columns:
+            self.table.columns = columns
+        if rows != self.table.rows:
+            self.table.rows = rows
+        best = (s.get("best") or {}).get("run_id") or ""
+        if best != self.table.best:
+            self.table.best = best
+
+    # -- charts ------------------------------------------------------------------------
+
+    def _make_charts(self) -> None:
+        import plotly.graph_objects as go
+
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        # Explicit widths: a FigureWidget does not follow its container (plotly's default
+        # 700 px would be clipped); the two line charts sit side by side, then the
+        # parallel coordinates below them.
+        layout = {"height": 250, "width": 345, "margin": {"l": 45, "r": 10, "t": 30, "b": 35},
+                  "showlegend": False}
+        curves = go.FigureWidget(layout=go.Layout(
+            title={"text": f"{metric} per trial", "font": {"size": 13}},
+            xaxis={"title": "interval"}, **layout))
+        curves.add_scatter(x=[], y=[], mode="lines", name="trials",
+                           hovertemplate="trial %{customdata}: %{y}<extra></extra>",
+                           line={"width": 1, "color": "rgba(37,99,235,0.45)"})
+        curves.add_scatter(x=[], y=[], mode="lines+markers", name="best",
+                           line={"width": 3, "color": "#16a34a"})
+        best = go.FigureWidget(layout=go.Layout(
+            title={"text": f"best {metric} so far", "font": {"size": 13}},
+            xaxis={"title": "trials ended"}, **layout))
+        best.add_scatter(x=[], y=[], mode="markers", name="trial",
+                         hovertemplate="trial %{customdata}: %{y}<extra></extra>",
+                         marker={"color": "rgba(107,114,128,0.6)"})
+        best.add_scatter(x=[], y=[], mode="lines", name="best so far", line={"shape": "hv",
+                                                                             "color": "#16a34a"})
+        par = go.FigureWidget(layout=go.Layout(
+            title={"text": "parameters against the metric", "font": {"size": 13}, "y": 0.98},
+            **{**layout, "width": 690, "margin": {"l": 60, "r": 90, "t": 75, "b": 20}}))
+        par.add_parcoords(dimensions=[])
+        self._figures = {"curves": curves, "best": best, "parcoords": par}
+        self.charts.children = (curves, best, par)
+
+    def _render_curves(self) -> None:
+        import numpy as np
+
+        # Arrays, not lists: plotly validates a list element by element (~40 ms for
+        # 20 000 points), an array at once. NaN breaks the line between trials, so one
+        # trace draws them all; the trial number rides along as customdata for hover.
+        parts_x, parts_y, parts_t = [], [], []
+        for trial, (tx, ty) in sorted(self._curves.items()):
+            parts_x.append(np.array([*tx, np.nan], dtype=float))
+            parts_y.append(np.array([*ty, np.nan], dtype=float))
+            parts_t.append(np.full(len(tx) + 1, trial, dtype=float))
+        empty = np.zeros(0)
+        xs = np.concatenate(parts_x) if parts_x else empty
+        ys = np.concatenate(parts_y) if parts_y else empty
+        ts = np.concatenate(parts_t) if parts_t else empty
+        best = (self.state.get("best") or {}).get("index")
+        bx, by = self._curves.get(best, ([], [])) if best is not None else ([], [])
+        fig = self._figures["curves"]
+        with fig.batch_update():
+            fig.data[0].x, fig.data[0].y, fig.data[0].customdata = xs, ys, ts
+            fig.data[1].x, fig.data[1].y = np.array(bx, dtype=float), np.array(by, dtype=float)
+            _autorange(fig)
+
+    def _render_best_so_far(self) -> None:
+        maximize = (self.state.get("primary_metric") or {}).get("goal", "Maximize") == "Maximize"
+        ended = sorted((t for t in self.state.get("trials") or []
+                        if t["status"] in _TERMINAL and t["metric"] is not None),
+                       key=lambda t: (t.get("ended") or "", t["index"]))
+        xs = list(range(1, len(ended) + 1))
+        values = [t["metric"] for t in ended]
+        running: list[float] = []
+        for v in values:
+            running.append(v if not running else (max if maximize else min)(running[-1], v))
+        import numpy as np
+
+        fig = self._figures["best"]
+        with fig.batch_update():
+            fig.data[0].x = fig.data[1].x = np.array(xs, dtype=float)
+            fig.data[0].y = np.array(values, dtype=float)
+            fig.data[0].customdata = np.array([t["index"] for t in ended], dtype=float)
+            fig.data[1].y = np.array(running, dtype=float)
+            fig.layout.xaxis.dtick = 1 if len(xs) <= 12 else None  # no "1.5 trials"
+            _autorange(fig)
+
+    def _render_parcoords(self) -> None:
+        trials = [t for t in self.state.get("trials") or [] if t["metric"] is not None]
+        key = [(t["index"], t["metric"]) for t in trials]
+        if key == self._parcoords_key or not trials:
+            return
+        self._parcoords_key = key
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        dims = []
+        for p in self.state.get("parameters") or []:
+            values = [t["params"].get(p) for t in trials]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                dims.append({"label": p, "values": values})
+            else:  # categorical: positions with the values as tick labels
+                labels = sorted({str(v) for v in values})
+                dims.append({"label": p, "values": [labels.index(str(v)) for v in values],
+                             "tickvals": list(range(len(labels))), "ticktext": labels})
+        scores = [t["metric"] for t in trials]
+        dims.append({"label": metric, "values": scores})
+        fig = self._figures["parcoords"]
+        with fig.batch_update():
+            fig.data[0].dimensions = dims
+            fig.data[0].line = {"color": scores, "colorscale": "Viridis", "showscale": True}
+
+    # -- interaction (on the kernel's main thread) ---------------------------------------
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        run_id = change["new"]
+        for child in self.detail.children:  # the previous trial's widget stops following
+            follower = getattr(child, "follower", None)
+            if follower is not None:
+                follower.stop()
+        if not run_id:
+            self.detail.children = ()
+            return
+        from jupyter_compute.runs import Run
+        from jupyter_compute.widgets.run import RunWidget
+
+        run = Run.get(run_id, self.sweep.run.workspace)
+        self.detail.children = (RunWidget(run),)
+
+    def _on_cancel(self, _button: Any) -> None:
+        self.cancel_button.disabled = True
+        self.cancel_button.description = "Canceling…"
+        threading.Thread(target=self.sweep.cancel, daemon=True).start()
+
+    # -- display -------------------------------------------------------------------------
+
+    def summary(self) -> Any:
+        """The widget's current state as a static summary (text/HTML)."""
+        from jupyter_compute.sweep.handle import SweepSummary
+
+        return SweepSummary(self.state)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        summary = self.summary().bundle()
+        bundle["text/html"] = summary["text/html"]
+        bundle["text/plain"] = summary["text/plain"]
+        return bundle
+
+
+def _autorange(fig: Any) -> None:
+    """Rescale to the new data: once drawn, a FigureWidget keeps the ranges the browser
+    computed for the first data, and later points would fall off the chart."""
+    fig.layout.xaxis.autorange = True
+    fig.layout.yaxis.autorange = True
+
+
+class _Follower:
+    """Reads the sweep's folder on a daemon thread and hands changes to the widget."""
+
+    def __init__(self, widget: SweepWidget, interval: float) -> None:
+        self.widget = widget
+        self.interval = interval
+        self.folder = widget.sweep.folder
+        self.offset = 0
+        self.stamp: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self._status_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"follow-{widget.sweep.id}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def poll(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
+        """One read: the new state (None if unchanged), new points, and whether done."""
+        from jupyter_compute import protocol
+        from jupyter_compute.sweep.controller import POINTS, STATE
+
+        state = None
+        try:
+            st = (self.folder / STATE).stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self.stamp:
+            state = protocol.read_json(str(self.folder / STATE))
+            self.stamp = stamp
+        points = []
+        try:
+            with open(self.folder / POINTS, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                points.append(json.loads(line))
+            except ValueError:
+                continue
+        done = False
+        now = time.monotonic()
+        current = state or self.widget.state
+        if current.get("status") in _TERMINAL:
+            done = True
+        elif now - self._status_at >= 1.0:  # a controller that died never writes its end
+            self._status_at = now
+            status = self.widget._run.status().value
+            if status in _TERMINAL:
+                state = dict(current, status=status)
+                done = True
+        return state, points, done
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                state, points, done = self.poll()
+                if state is not None or points:
+                    self.widget._apply(state or self.widget.state, points)
+            except Exception as exc:  # noqa: BLE001 - a follower must never die silently
+                self.error = exc
+                self._stop.wait(1.0)
+                continue
+            if done:
+                return
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
