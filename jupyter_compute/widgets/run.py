@@ -82,6 +82,9 @@ class RunWidget(widgets.VBox):
         super().__init__([bar, self.nodes, self.log_view, self.full_log_view, self.charts,
                           self.table, self.images, self.outputs], **kwargs)
         self._render_header()
+        if run.record.status in ("Completed", "Failed", "Canceled", "TimedOut"):
+            self.cancel_button.disabled = True  # nothing to cancel: don't offer it
+            self.cancel_button.description = run.record.status
 
         # The follower gets its own handle (and store connection): SQLite connections
         # are not shared between threads.
