@@ -23,6 +23,7 @@ from collections import deque
 
 import ipywidgets as widgets
 
+from jupyter_compute.protocol import RunStatus
 from jupyter_compute.widgets.follower import Batch, Follower
 from jupyter_compute.widgets.summary import Summary
 
@@ -82,7 +83,7 @@ class RunWidget(widgets.VBox):
         super().__init__([bar, self.nodes, self.log_view, self.full_log_view, self.charts,
                           self.table, self.images, self.outputs], **kwargs)
         self._render_header()
-        if run.record.status in ("Completed", "Failed", "Canceled", "TimedOut"):
+        if RunStatus(run.record.status).is_terminal():
             self.cancel_button.disabled = True  # nothing to cancel: don't offer it
             self.cancel_button.description = run.record.status
 
