@@ -15,6 +15,10 @@ Everything is written to a unique temporary name and moved into place with
 ``os.replace``, so many processes can snapshot into one workspace at once and a
 reader never sees half a blob, manifest or cache.
 
+The ignore rules live in :mod:`.ignore`, the blob store in :mod:`.blobstore` and the
+git information in :mod:`.gitinfo`; this module walks the folder, keeps the stat
+cache, enforces the limits and writes the manifest.
+
 Example::
 
     >>> snap = take_snapshot("~/project", "~/project/.jupyter_compute")
@@ -24,23 +28,22 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
-import itertools
 import json
 import os
 import pickle
 import re
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
+from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file, write_atomic
 from .exceptions import SnapshotError, SnapshotLimitError
+from .gitinfo import GitInfo, GitProbe, git_info
+from .ignore import IgnoreRules, Levels, ignored
 from .protocol import utcnow
 
 __all__ = [
@@ -67,16 +70,9 @@ LINK_MODE = stat.S_IFLNK | 0o777
 
 _ROOT_EXCLUDED_DIRS = ("outputs",)
 _EXTRA_MODE = 0o644
-# The first of these present at the source root replaces .gitignore at every level.
-_IGNORE_FILES = (".computeignore", ".amlignore")
-_GITIGNORE = ".gitignore"
 # A file modified within this long of our stat() may change again without its mtime
 # moving (coarse timestamps: git's "racy clean" problem), so its hash is not cached.
 _RACY_NS = 2_000_000_000
-# Files up to this size are read whole (hash and blob from one buffer); larger ones
-# are streamed to a temporary blob while hashing.
-_WHOLE_FILE_BYTES = 8 * 1024 * 1024
-_CHUNK = 1024 * 1024
 # Files this large go to a few threads while the small ones are copied in between.
 _THREAD_BYTES = 1024 * 1024
 _WORKERS = 2
@@ -101,21 +97,6 @@ class SnapshotStats:
 
 
 @dataclass
-class GitInfo:
-    """Where the source folder stands in git (None fields: unknown or unset)."""
-
-    repository: str | None
-    branch: str | None
-    commit: str | None
-    dirty: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``git`` record: ``{"repository", "branch", "commit", "dirty"}``."""
-        return {"repository": self.repository, "branch": self.branch,
-                "commit": self.commit, "dirty": self.dirty}
-
-
-@dataclass
 class Snapshot:
     """One snapshot of a source folder, as written to ``manifest_path``."""
 
@@ -127,287 +108,6 @@ class Snapshot:
     git: GitInfo | None
     warnings: list[str] = field(default_factory=list)
     manifest_path: str = ""
-
-
-# -- blob store ----------------------------------------------------------------------
-
-
-class BlobStore:
-    """Content-addressed files under ``root/sha256/ab/<digest>``, shared by all snapshots.
-
-    Example::
-
-        >>> store = BlobStore(".jupyter_compute/blobs")
-        >>> store.has(snap.files["train.py"][0])
-        True
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self._base = os.path.join(os.fspath(root), "sha256")
-        self._made: set[str] = set()  # folders known to exist, each made on first use
-
-    def path(self, digest: str) -> Path:
-        """Where the blob for ``digest`` lives (whether or not it exists)."""
-        return Path(self._file(digest))
-
-    def has(self, digest: str) -> bool:
-        """True when the blob for ``digest`` is stored."""
-        return os.path.exists(self._file(digest))
-
-    def put_bytes(self, data: bytes, digest: str) -> bool:
-        """Store ``data`` (whose sha256 is ``digest``); True when it was not there before."""
-        final = self._file(digest)
-        if os.path.exists(final):
-            return False
-        tmp = self._tmp(self._fanout(digest))
-        # os-level calls: builtin open() adds fstat, isatty and lseek to every file
-        fd = os.open(tmp, _WRITE_FLAGS, 0o644)
-        try:
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        return True
-
-    def put_file(self, path: str, size: int) -> tuple[str, int, bool]:
-        """Store the file at ``path`` from the very bytes hashed: (digest, size, new).
-
-        ``size`` (from an earlier stat) sizes the read; a file that grew meanwhile is
-        still stored whole.
-        """
-        fd = os.open(path, _READ_FLAGS)
-        try:
-            first = b""
-            if size <= _WHOLE_FILE_BYTES:
-                # one read; a byte more than expected shows the file grew
-                first = os.read(fd, size + 1)
-                if len(first) <= size:
-                    digest = hashlib.sha256(first).hexdigest()
-                    return digest, len(first), self.put_bytes(first, digest)
-            return self._put_stream(fd, first)
-        finally:
-            os.close(fd)
-
-    def _put_stream(self, src: int, first: bytes) -> tuple[str, int, bool]:
-        """Hash and store the rest of file descriptor ``src``, reading it once.
-
-        Returns (digest, size, new). The blob is exactly the bytes hashed, even if the
-        file changes meanwhile.
-        """
-        h = hashlib.sha256(first)
-        size = len(first)
-        tmp = self._tmp(self._dir(os.path.join(self.root, "tmp")))
-        fd = os.open(tmp, _WRITE_FLAGS, 0o644)
-        try:
-            try:
-                _write_all(fd, first)
-                while chunk := os.read(src, _CHUNK):
-                    h.update(chunk)
-                    _write_all(fd, chunk)
-                    size += len(chunk)
-            finally:
-                os.close(fd)
-            digest = h.hexdigest()
-            final = self._file(digest)
-            if os.path.exists(final):
-                return digest, size, False
-            self._fanout(digest)
-            os.replace(tmp, final)
-            return digest, size, True
-        finally:
-            _unlink_quietly(tmp)
-
-    def _file(self, digest: str) -> str:
-        return f"{self._base}/{digest[:2]}/{digest}"
-
-    def _fanout(self, digest: str) -> str:
-        return self._dir(f"{self._base}/{digest[:2]}")
-
-    def _tmp(self, where: str) -> str:
-        # pid + per-process random token + counter: unique across threads, forks and
-        # hosts sharing the store, without a syscall per name
-        return f"{where}/.tmp-{os.getpid()}-{_TOKEN}-{next(_TMP_COUNTER)}"
-
-    def _dir(self, path: str) -> str:
-        if path not in self._made:
-            os.makedirs(path, exist_ok=True)
-            self._made.add(path)
-        return path
-
-
-_TOKEN = os.urandom(4).hex()
-_TMP_COUNTER = itertools.count()
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers see the old or the new file, never half."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{folder}/.tmp-{os.getpid()}-{_TOKEN}-{next(_TMP_COUNTER)}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _hash_file(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    fd = os.open(path, _READ_FLAGS)
-    try:
-        while chunk := os.read(fd, _CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return h.hexdigest(), size
-
-
-# -- ignore rules --------------------------------------------------------------------
-
-
-def _ignore_file_name(root: str) -> str:
-    for name in _IGNORE_FILES:
-        if os.path.isfile(os.path.join(root, name)):
-            return name
-    return _GITIGNORE
-
-
-def _pattern_regex(line: str, to_regex: Callable[[str], tuple[Any, Any]]
-                   ) -> tuple[str, bool] | None:
-    """``(regex, ignores)`` matching exactly the paths ``line`` names, or None (no-op).
-
-    pathspec's regexes also match everything *below* a matched directory, because it
-    tests whole file paths; we walk and prune, testing each directory as ``rel/`` and
-    each file as ``rel``, so the tails are rewritten to match the path itself only. That
-    matters: with ``*.log`` then ``!logs/``, git still ignores ``logs/a.log``.
-    """
-    if line.rstrip() in ("/", "!/"):  # names the ignore file's own folder: a no-op
-        return None
-    try:
-        regex, include = to_regex(line)
-    except ValueError:  # "!" or a trailing backslash: git ignores such lines too
-        return None
-    if regex is None or include is None:
-        return None
-    dir_mark = "(?P<ps_d>/)"
-    if regex == ".":  # "*", "**": everything
-        rx = "."
-    elif regex == dir_mark:  # "*/", "**/": every directory
-        rx = r".*/\Z"
-    elif regex == "/":  # "**/*/**": everything below the top level
-        rx = "[^/]+/."
-    else:
-        rx = regex.removeprefix("^")
-        if rx.endswith(f"(?:{dir_mark}|$)"):  # "name": the file or directory itself
-            rx = rx[: -len(f"(?:{dir_mark}|$)")] + r"/?\Z"
-        elif rx.endswith(dir_mark):
-            rx = rx[: -len(dir_mark)]
-            # pathspec folds "a/**/" (directories below a) into "a/" (a itself)
-            below = line.rstrip().endswith("/**/")
-            rx += r"/.+/\Z" if below else r"/\Z"
-        elif rx.endswith("/"):  # "a/**": everything below a, not a itself
-            rx += "."
-    rx = _git_brackets(rx.replace(dir_mark, "/"))
-    try:
-        re.compile(rx)
-    except re.error:  # a reversed range such as [z-a]: git matches nothing with it
-        return None
-    return rx, include
-
-
-def _git_brackets(rx: str) -> str:
-    """Bracket expressions as git reads them: even negated, never matching "/"."""
-    out, i = [], 0
-    while i < len(rx):
-        if rx[i] == "\\":
-            out.append(rx[i:i + 2])
-            i += 2
-        elif rx[i] != "[":
-            out.append(rx[i])
-            i += 1
-        else:
-            j = i + 1
-            out.append("[")
-            if rx[j:j + 1] == "^":
-                out.append("^/")
-                j += 1
-            if rx[j:j + 1] == "]":  # first, it is a member
-                out.append("\\]")
-                j += 1
-            while j < len(rx) and rx[j] != "]":
-                out.append("\\[" if rx[j] == "[" else rx[j])  # no "nested set" warning
-                j += 1
-            out.append("]")
-            i = j + 1
-    return "".join(out)
-
-
-def _compile_ignore(content: bytes) -> str | None:
-    """One regex for a whole ignore file, or None when it has no patterns.
-
-    Alternatives are in reverse file order, each a named group ``e<n>`` (ignore) or
-    ``k<n>`` (keep, a ``!`` line), so the first alternative that matches is the file's
-    last matching pattern: one ``re.match`` decides a path at this level.
-    """
-    try:  # pathspec >= 1.0 names it GitIgnoreSpecPattern; 0.12 only has the old name
-        from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern as Pattern
-    except ImportError:
-        from pathspec.patterns import GitWildMatchPattern as Pattern  # type: ignore[assignment]
-
-    text = content.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
-    parts = []
-    for n, line in enumerate(text.split("\n")):
-        compiled = _pattern_regex(line.removesuffix("\r"), Pattern.pattern_to_regex)
-        if compiled is not None:
-            rx, ignores = compiled
-            parts.append(f"(?P<{'e' if ignores else 'k'}{n}>{rx})")
-    return "|".join(reversed(parts)) or None
-
-
-class _IgnoreRules:
-    """Compiles ignore files, reusing translations cached by file content.
-
-    Keyed by content rather than size+mtime: reading a small file is cheap, and an
-    edit that keeps both (racy mtime) cannot then serve stale rules. A hit never
-    imports pathspec (~60 ms).
-    """
-
-    def __init__(self, root: str, cached: dict[bytes, str | None]) -> None:
-        self.name = _ignore_file_name(root)
-        self.cached = cached
-        self.used: dict[bytes, str | None] = {}  # what this walk needed; saved back
-
-    def load(self, path: str, rel: str) -> tuple[bytes, re.Pattern[str] | None]:
-        try:
-            with open(path, "rb") as f:
-                content = f.read()
-        except OSError as exc:
-            raise SnapshotError(f"cannot read ignore file {rel}: {exc.strerror}") from exc
-        src = self.cached[content] if content in self.cached else _compile_ignore(content)
-        self.used[content] = src
-        return content, None if src is None else re.compile(src, re.DOTALL)
 
 
 # -- walking the source folder -------------------------------------------------------
@@ -448,7 +148,7 @@ class _SourceCache:
     def save(self, real_root: str) -> None:
         data = {name: getattr(self, name) for name in _CACHED_FIELDS}
         data.update(version=_CACHE_VERSION, source=real_root)
-        _write_atomic(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        write_atomic(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 _CACHED_FIELDS = ("last_id", "files", "keys", "total", "ignore_name", "ignore_at", "ignore")
@@ -471,7 +171,7 @@ class _Tree:
     ignore_at: dict[str, bytes] = field(default_factory=dict)
 
 
-def _source_root(source_dir: str | os.PathLike[str]) -> str:
+def source_root(source_dir: str | os.PathLike[str]) -> str:
     root = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     if not os.path.exists(root):
         raise SnapshotError(f"source folder {root} does not exist")
@@ -481,19 +181,9 @@ def _source_root(source_dir: str | os.PathLike[str]) -> str:
 
 
 _SCANDIR_FD = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
-_Levels = tuple[tuple[int, "re.Pattern[str]"], ...]
 
 
-def _ignored(levels: _Levels, path: str) -> bool:
-    """Whether the deepest ignore level matching ``path`` ignores it (git's precedence)."""
-    for offset, rx in levels:
-        m = rx.match(path, offset)
-        if m is not None:
-            return m.lastgroup is not None and m.lastgroup[0] == "e"
-    return False
-
-
-def _scan(root: str, rules: _IgnoreRules, cache: _SourceCache | None,
+def _scan(root: str, rules: IgnoreRules, cache: _SourceCache | None,
           with_stat: bool = True) -> _Tree:
     """Walk ``root`` as git would list it, pruning ignored and always-excluded folders.
 
@@ -510,7 +200,7 @@ def _scan(root: str, rules: _IgnoreRules, cache: _SourceCache | None,
     cached_at = cache.ignore_at if cache is not None else {}
     same_rules = cache is not None and cache.ignore_name == ignore_name
     excluded, root_excluded = _EXCLUDED, _ROOT_EXCLUDED_DIRS
-    levels: _Levels = ()
+    levels: Levels = ()
     stack = [("", levels, same_rules)]
     while stack:
         prefix, levels, same = stack.pop()
@@ -545,11 +235,11 @@ def _scan(root: str, rules: _IgnoreRules, cache: _SourceCache | None,
                     continue
                 rel = prefix + name
                 if entry.is_dir(follow_symlinks=False):
-                    if not (levels and _ignored(levels, rel + "/")):
+                    if not (levels and ignored(levels, rel + "/")):
                         stack.append((rel + "/", levels, same))
                 elif entry.is_file(follow_symlinks=False):
                     key = keys_get(rel)
-                    if (key is None or not same) and levels and _ignored(levels, rel):
+                    if (key is None or not same) and levels and ignored(levels, rel):
                         continue
                     if not with_stat:
                         todo.append((rel, None))
@@ -564,7 +254,7 @@ def _scan(root: str, rules: _IgnoreRules, cache: _SourceCache | None,
                         hits.append(rel)
                     else:
                         todo.append((rel, st))
-                elif entry.is_symlink() and not (levels and _ignored(levels, rel)):
+                elif entry.is_symlink() and not (levels and ignored(levels, rel)):
                     _add_link(tree, real_root, os.path.join(folder, name), rel)
                 # fifos, sockets, devices: nothing a script could be shipped
         finally:
@@ -584,93 +274,6 @@ def _add_link(tree: _Tree, real_root: str, path: str, rel: str) -> None:
                              "source folder")
     else:
         tree.links.append((rel, os.fsencode(text)))
-
-
-# -- git -----------------------------------------------------------------------------
-
-
-def _in_git_tree(path: str) -> bool:
-    while True:
-        if os.path.lexists(os.path.join(path, ".git")):
-            return True
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-
-
-class _GitProbe:
-    """``git status`` and the remote URL, started early so they overlap the walk."""
-
-    def __init__(self, status: subprocess.Popen[bytes], remote: subprocess.Popen[bytes]):
-        self.status, self.remote = status, remote
-
-    @classmethod
-    def start(cls, source: str) -> _GitProbe | None:
-        if not _in_git_tree(source):
-            return None
-        # optional locks off: never contend with the user's own git for index.lock
-        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-        opts: dict[str, Any] = {"cwd": source, "env": env, "stdin": subprocess.DEVNULL,
-                                "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-        try:
-            status = subprocess.Popen(["git", "status", "--porcelain=v2", "--branch",
-                                       "--untracked-files=normal"], **opts)
-        except OSError:  # no git on PATH
-            return None
-        try:
-            remote = subprocess.Popen(["git", "config", "--get", "remote.origin.url"], **opts)
-        except OSError:
-            status.kill()
-            status.communicate()
-            return None
-        return cls(status, remote)
-
-    def result(self) -> tuple[GitInfo | None, str | None]:
-        """The info, or None and a warning saying why git could not tell."""
-        out, err = self.status.communicate()
-        url = self.remote.communicate()[0].decode(errors="replace").strip() or None
-        if self.status.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            return None, f"git status failed: {lines[-1] if lines else 'no output'}"
-        branch = commit = None
-        dirty = False
-        for line in out.decode(errors="replace").splitlines():
-            if line.startswith("# branch.head "):
-                branch = line[len("# branch.head "):]
-            elif line.startswith("# branch.oid "):
-                commit = line[len("# branch.oid "):]
-            elif not line.startswith("#") and not _is_workspace(line):
-                dirty = True
-        return GitInfo(repository=url,
-                       branch=None if branch == "(detached)" else branch,
-                       commit=None if commit == "(initial)" else commit,
-                       dirty=dirty), None
-
-    def close(self) -> None:
-        for proc in (self.status, self.remote):
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-
-
-def _is_workspace(line: str) -> bool:
-    # Our own untracked workspace folder does not make the code dirty: otherwise every
-    # project keeping .jupyter_compute/ inside would always report dirty.
-    return line.startswith("? ") and "/.jupyter_compute/" in f"/{line[2:]}"
-
-
-def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
-    """Repository, branch, commit and dirtiness of ``source_dir``; None outside git.
-
-    Example::
-
-        >>> git_info(".")
-        GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
-                dirty=True)
-    """
-    probe = _GitProbe.start(_source_root(source_dir))
-    return None if probe is None else probe.result()[0]
 
 
 # -- limits --------------------------------------------------------------------------
@@ -759,8 +362,8 @@ def list_files(source_dir: str | os.PathLike[str]) -> list[str]:
         >>> list_files("project")
         ['.gitignore', 'data/small.csv', 'train.py']
     """
-    root = _source_root(source_dir)
-    tree = _scan(root, _IgnoreRules(root, {}), None, with_stat=False)
+    root = source_root(source_dir)
+    tree = _scan(root, IgnoreRules(root, {}), None, with_stat=False)
     return sorted([rel for rel, _ in tree.todo] + [rel for rel, _ in tree.links])
 
 
@@ -784,13 +387,13 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
         SnapshotStats(files=42, bytes=1048576, new_files=1, new_bytes=2048)
     """
     started = time.time_ns()
-    root = _source_root(source_dir)
+    root = source_root(source_dir)
     real_root = os.path.realpath(root)
     ws = os.path.abspath(os.path.expanduser(os.fspath(workspace_dir)))
-    probe = _GitProbe.start(root) if with_git else None  # runs while we walk
+    probe = GitProbe.start(root) if with_git else None  # runs while we walk
     try:
         cache = _SourceCache.load(os.path.join(ws, "cache"), real_root)
-        rules = _IgnoreRules(root, cache.ignore)
+        rules = IgnoreRules(root, cache.ignore)
         tree = _scan(root, rules, cache)
         if extra_files:
             _add_extra(tree, extra_files)
@@ -809,7 +412,7 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
         git=git, warnings=tree.warnings + ([warning] if warning else []),
         manifest_path=os.path.join(ws, "snapshots", f"{job.snap_id}.json"))
     if not os.path.exists(snap.manifest_path):
-        _write_atomic(snap.manifest_path, _manifest_json(snap).encode())
+        write_atomic(snap.manifest_path, _manifest_json(snap).encode())
     # written last: everything the cache vouches for is in the store by now
     if (not job.unchanged or rules.used != cache.ignore or tree.ignore_at != cache.ignore_at
             or cache.ignore_name != rules.name or cache.last_id != snap.id):
@@ -939,7 +542,7 @@ class _Job:
 
 def _read_hash(root: str, rel: str) -> tuple[str, int]:
     try:
-        return _hash_file(os.path.join(root, rel))
+        return hash_file(os.path.join(root, rel))
     except OSError as exc:
         raise SnapshotError(f"cannot read {rel} in {root}: {exc.strerror}") from exc
 
@@ -949,7 +552,7 @@ def _read_store(store: BlobStore, root: str,
     rel, st = item
     path = os.path.join(root, rel)
     try:
-        return store.put_file(path, st.st_size if st is not None else _WHOLE_FILE_BYTES)
+        return store.put_file(path, st.st_size if st is not None else WHOLE_FILE_BYTES)
     except OSError as exc:
         if (exc.filename is not None and exc.filename != path) or exc.errno in _FULL:
             raise SnapshotError(f"cannot write to the blob store {store.root}: "
@@ -985,4 +588,3 @@ def load_manifest(workspace_dir: str | os.PathLike[str], snapshot_id: str) -> di
     except FileNotFoundError:
         raise SnapshotError(f"no snapshot {snapshot_id} in {workspace_dir}") from None
     return data
-

@@ -1,0 +1,118 @@
+"""Where a source folder stands in git: repository, branch, commit and dirtiness.
+
+``git status`` and ``git config`` run as subprocesses, started early so that they
+overlap the snapshot's walk of the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["GitInfo", "GitProbe", "git_info"]
+
+
+@dataclass
+class GitInfo:
+    """Where the source folder stands in git (None fields: unknown or unset)."""
+
+    repository: str | None
+    branch: str | None
+    commit: str | None
+    dirty: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``git`` record: ``{"repository", "branch", "commit", "dirty"}``."""
+        return {"repository": self.repository, "branch": self.branch,
+                "commit": self.commit, "dirty": self.dirty}
+
+
+def _in_git_tree(path: str) -> bool:
+    while True:
+        if os.path.lexists(os.path.join(path, ".git")):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
+class GitProbe:
+    """``git status`` and the remote URL, started early so they overlap the walk."""
+
+    def __init__(self, status: subprocess.Popen[bytes], remote: subprocess.Popen[bytes]):
+        self.status, self.remote = status, remote
+
+    @classmethod
+    def start(cls, source: str) -> GitProbe | None:
+        if not _in_git_tree(source):
+            return None
+        # optional locks off: never contend with the user's own git for index.lock
+        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        opts: dict[str, Any] = {"cwd": source, "env": env, "stdin": subprocess.DEVNULL,
+                                "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        try:
+            status = subprocess.Popen(["git", "status", "--porcelain=v2", "--branch",
+                                       "--untracked-files=normal"], **opts)
+        except OSError:  # no git on PATH
+            return None
+        try:
+            remote = subprocess.Popen(["git", "config", "--get", "remote.origin.url"], **opts)
+        except OSError:
+            status.kill()
+            status.communicate()
+            return None
+        return cls(status, remote)
+
+    def result(self) -> tuple[GitInfo | None, str | None]:
+        """The info, or None and a warning saying why git could not tell."""
+        out, err = self.status.communicate()
+        url = self.remote.communicate()[0].decode(errors="replace").strip() or None
+        if self.status.returncode != 0:
+            lines = err.decode(errors="replace").strip().splitlines()
+            return None, f"git status failed: {lines[-1] if lines else 'no output'}"
+        branch = commit = None
+        dirty = False
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("# branch.head "):
+                branch = line[len("# branch.head "):]
+            elif line.startswith("# branch.oid "):
+                commit = line[len("# branch.oid "):]
+            elif not line.startswith("#") and not _is_workspace(line):
+                dirty = True
+        return GitInfo(repository=url,
+                       branch=None if branch == "(detached)" else branch,
+                       commit=None if commit == "(initial)" else commit,
+                       dirty=dirty), None
+
+    def close(self) -> None:
+        for proc in (self.status, self.remote):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def _is_workspace(line: str) -> bool:
+    # Our own untracked workspace folder does not make the code dirty: otherwise every
+    # project keeping .jupyter_compute/ inside would always report dirty.
+    return line.startswith("? ") and "/.jupyter_compute/" in f"/{line[2:]}"
+
+
+def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
+    """Repository, branch, commit and dirtiness of ``source_dir``; None outside git.
+
+    Example::
+
+        >>> git_info(".")
+        GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
+                dirty=True)
+    """
+    from .snapshot import source_root  # snapshot imports this module: not at the top
+
+    probe = GitProbe.start(source_root(source_dir))
+    return None if probe is None else probe.result()[0]
