@@ -38,13 +38,19 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file, write_atomic
 from .exceptions import SnapshotError, SnapshotLimitError
 from .gitinfo import GitInfo, GitProbe, git_info
 from .ignore import IgnoreRules, Levels, ignored
 from .protocol import utcnow
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
+    _R = TypeVar("_R")
 
 __all__ = [
     "ALWAYS_EXCLUDED_DIRS",
@@ -315,8 +321,6 @@ def _top_level(rel: str) -> str:
 
 # -- snapshots -----------------------------------------------------------------------
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def _parallel(fn: Callable[[_T], _R], items: Sequence[_T], sizes: Sequence[int]) -> list[_R]:
