@@ -23,7 +23,9 @@ bench: $(VENV)/.installed
 
 # Re-install only when the project's metadata changes; compile once so that
 # PYTHONDONTWRITEBYTECODE does not make every start recompile the package.
-$(VENV)/.installed: pyproject.toml
+# The JupyterLab extension (labextension/) is built by that install, so its sources count.
+$(VENV)/.installed: pyproject.toml labextension/package.json labextension/yarn.lock \
+		$(wildcard labextension/src/*.ts labextension/style/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -47,6 +47,8 @@ _WHERE = {
     "runs": "jupyter_compute.api",
     "submit": "jupyter_compute.api",
     "targets": "jupyter_compute.api",
+    # for `jupyter labextension develop`; not part of the public API
+    "_jupyter_labextension_paths": "jupyter_compute.server",
 }
 
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from jupyter_compute import workspace as workspace_mod
-from jupyter_compute.exceptions import UsageError
+from jupyter_compute.exceptions import ConflictError, UsageError
 from jupyter_compute.runspec import RunSpec
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -203,7 +203,7 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
     ws.dir.mkdir(parents=True, exist_ok=True)
     attached = _attached(ws)
     if name in attached and not replace:
-        raise UsageError(f"a target named {name!r} is already attached; detach it first or "
+        raise ConflictError(f"a target named {name!r} is already attached; detach it first or "
                          "pass --replace")
     target = cls(name, options, ws)
     target.check()

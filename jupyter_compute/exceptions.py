@@ -4,6 +4,7 @@
 
     ComputeError                      root: one clear line, says what to do
     ├── UsageError                    bad flags or arguments (CLI exit 2)
+    │   └── ConflictError             it exists already (a target of that name)
     ├── ConfigError(path, line, key)  a YAML file is malformed or has a bad key
     ├── WorkspaceError                no .jupyter_compute/ where one is needed
     ├── TargetError                   a target that cannot work (engine down, host away)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ComputeError",
     "ConfigError",
+    "ConflictError",
     "RemoteCommandError",
     "RunFailedError",
     "RunNotFoundError",
@@ -55,6 +57,10 @@ class ComputeError(Exception):
 
 class UsageError(ComputeError):
     """Bad command-line or magic arguments."""
+
+
+class ConflictError(UsageError):
+    """What is being created exists already, e.g. a target of the same name."""
 
 
 class ConfigError(ComputeError):

@@ -1,0 +1,478 @@
+"""REST handlers of the Compute sidebar, under ``<base_url>/jupyter-compute/api/``.
+
+::
+
+    GET    targets                    {workspace, targets: [{name, kind, status, nodes, …}]}
+    POST   targets                    attach {name, kind, options, replace}      → 201
+    GET    targets/NAME               one target
+    DELETE targets/NAME               detach                                     → 204
+    POST   targets/NAME/start|stop    start or stop a cluster target
+    GET    kinds                      installed kinds and the options each takes
+    GET    runs?limit=50&status=S     newest first
+    GET    runs/ID                    one run (the ``show --json`` shape + metric)
+    GET    runs/ID/log?offset=N       {text, offset, next_offset, status, done}
+    GET    runs/ID/metrics[?offset=N] all metrics, or the records after byte N
+    POST   runs/ID/cancel             ask it to stop, wait for the end (briefly)
+    GET    runs/ID/notebook           a notebook run's executed notebook, as HTML
+
+Each handler calls ``jupyter_compute.api`` / ``Run`` exactly as the CLI does, in a
+thread pool so that SSH reads and cancel waits never block the server's loop. Errors
+are ``{"error": <kind>, "message": <what to do>}`` with 400 (bad input), 403
+(unauthenticated), 404 (unknown run or target), 409 (conflict) or 502 (a target that
+does not answer); anything unexpected is logged with its traceback and answered 500
+with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import httputil
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from jupyter_compute import api
+from jupyter_compute.exceptions import (
+    ComputeError,
+    ConfigError,
+    ConflictError,
+    RunFailedError,
+    RunNotFoundError,
+    TargetError,
+    UsageError,
+)
+from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import Run
+from jupyter_compute.workspace import ENV_VAR, Workspace, find
+
+T = TypeVar("T")
+
+#: Blocking work (SSH and Ray reads, cancel waits, cluster start) runs here.
+EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="jupyter-compute")
+#: Node counts of several targets are read side by side (a pool of its own: a task
+#: of ``EXECUTOR`` waiting on tasks of ``EXECUTOR`` could starve it).
+NODES_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jupyter-compute-nodes")
+#: Most bytes of log one request returns; the client asks again from ``next_offset``.
+MAX_LOG_CHUNK = 1024 * 1024
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+_STATUSES = [s.value for s in RunStatus]
+#: Primary metrics of ended runs (they no longer change), by run id.
+_ENDED_METRICS: dict[str, dict[str, Any] | None] = {}
+
+
+class JupyterCompute(Configurable):
+    """Settings of the server extension (``c.JupyterCompute.workspace = "~/project"``)."""
+
+    workspace = Unicode(
+        "", config=True,
+        help="Folder whose .jupyter_compute/ the Compute sidebar serves (default: "
+             "$JUPYTER_COMPUTE_WORKSPACE, else the server's root folder or the nearest "
+             "folder above it that has one).")
+
+    def __init__(self, root_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root_dir = root_dir
+
+    def resolve(self) -> Workspace:
+        """A fresh ``Workspace`` (its own store connection) for one request."""
+        explicit = os.path.expanduser(self.workspace) if self.workspace else None
+        return find(start=self.root_dir, explicit=explicit or os.environ.get(ENV_VAR))
+
+
+class NotFound(ComputeError):
+    """A target, or a run's file, that is not there (answered 404)."""
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status for an error raised by the API."""
+    if isinstance(exc, (RunNotFoundError, NotFound)):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, RunFailedError):
+        return 409
+    if isinstance(exc, TargetError):
+        return 502
+    if isinstance(exc, (UsageError, ConfigError, ComputeError)):
+        return 400
+    if isinstance(exc, tornado.web.HTTPError):
+        return exc.status_code
+    return 500
+
+
+class ComputeHandler(APIHandler):
+    """JSON in, JSON out; blocking calls go to ``EXECUTOR``."""
+
+    @property
+    def compute(self) -> JupyterCompute:
+        return self.settings["jupyter_compute"]  # type: ignore[no-any-return]
+
+    async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(EXECUTOR, functools.partial(fn, *args, **kwargs))
+
+    def reply(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload, default=str))
+
+    def int_argument(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            raise UsageError(f"{name} must be at least {low}{upper}, got {value}")
+        return value
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise UsageError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise UsageError("the request body must be a JSON object")
+        return body
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ComputeError, tornado.web.HTTPError)):
+            self.log.info("jupyter-compute: %s %s: %s", self.request.method, self.request.path,
+                          value)
+            return
+        super().log_exception(typ, value, tb)  # the traceback goes to the server log only
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ComputeError):
+            status, error, message = error_status(exc), type(exc).__name__, str(exc)
+        elif isinstance(exc, tornado.web.HTTPError):
+            status = exc.status_code
+            error = exc.reason or httputil.responses.get(status, "Error")
+            message = exc.log_message or error
+            if exc.args[2:]:
+                message = message % exc.args[2:]
+        else:
+            status, error = 500, "InternalError"
+            message = (f"{type(exc).__name__}: {exc}; the server log has the details"
+                       if exc is not None else self._reason)
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error, "message": message}))
+
+
+# -- what the handlers compute (in the executor) -------------------------------------------
+
+
+def target_row(ws: Workspace, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """One target as the sidebar shows it: kind, options, status, node counts."""
+    options = {k: v for k, v in config.items() if k != "type"}
+    row: dict[str, Any] = {"name": name, "kind": config.get("type"), "options": options,
+                           "status": "ready", "cluster": False, "nodes": None, "error": None}
+    try:
+        nodes = api.get_target(name, ws).nodes()
+    except ComputeError as exc:
+        row.update(status="unreachable", error=str(exc))
+        return row
+    except Exception as exc:  # a plugin's bug must not hide the other targets
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        return row
+    if nodes is not None:
+        running = nodes.get("running", True)
+        row.update(cluster=True, status="running" if running else "stopped",
+                   nodes={k: nodes.get(k) for k in ("current", "min", "max", "pending")})
+    return row
+
+
+def list_targets(ws: Workspace) -> dict[str, Any]:
+    found = api.targets(ws)
+    futures = [NODES_EXECUTOR.submit(target_row, ws, name, cfg) for name, cfg in found.items()]
+    return {"workspace": str(ws.root), "targets": [f.result() for f in futures]}
+
+
+def one_target(ws: Workspace, name: str) -> dict[str, Any]:
+    found = api.targets(ws)
+    if name not in found:
+        raise NotFound(f"no target named {name!r} (attached: {', '.join(found)})")
+    return target_row(ws, name, found[name])
+
+
+def attach(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """Attach as ``jupyter-compute attach NAME --type KIND --opt VALUE …`` would."""
+    from jupyter_compute.targets import parse_kind_options
+
+    name, kind = body.get("name"), body.get("kind")
+    missing = [key for key, value in (("name", name), ("kind", kind))
+               if not isinstance(value, str) or not value.strip()]
+    if missing:
+        raise UsageError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                         "required: attach needs a target name and a kind (e.g. ssh)")
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise UsageError("options must be an object of option names and values")
+    argv = []  # the CLI's own parser turns them into typed options, flags included
+    for key, value in options.items():
+        if value is None or value == "" or value is False:
+            continue
+        argv.append(f"--{key}" if value is True else f"--{key}={value}")
+    assert isinstance(name, str) and isinstance(kind, str)
+    api.attach(name.strip(), kind.strip(), workspace=ws, replace=bool(body.get("replace")),
+               **parse_kind_options(kind.strip(), argv))
+    return one_target(ws, name.strip())
+
+
+def start_stop(ws: Workspace, name: str, action: str) -> dict[str, Any]:
+    one_target(ws, name)  # 404 for an unknown name
+    target = api.get_target(name, ws)
+    target.start() if action == "start" else target.stop()
+    return one_target(ws, name)
+
+
+def detach(ws: Workspace, name: str) -> None:
+    one_target(ws, name)
+    api.detach(name, ws)
+
+
+def kinds() -> list[dict[str, Any]]:
+    """Every installed kind with its options, for the attach form."""
+    from jupyter_compute.targets import installed_kinds, target_class
+
+    found = []
+    for kind in installed_kinds():
+        try:
+            declared = target_class(kind).options
+        except Exception:  # a plugin that fails to import is not offered
+            continue
+        found.append({"kind": kind, "options": [
+            {"name": key, "type": typ.__name__, "help": help_}
+            for key, (typ, help_) in declared.items()]})
+    return found
+
+
+def primary_metric(run: Run) -> dict[str, Any] | None:
+    """The metric the row shows: a sweep's best primary value, else the first scalar."""
+    if run.id in _ENDED_METRICS:
+        return _ENDED_METRICS[run.id]
+    metric: dict[str, Any] | None = None
+    try:
+        if run.record.kind == "sweep":
+            from jupyter_compute.sweep import Sweep
+
+            sweep = Sweep(run)
+            state = sweep.state()
+            best = sweep.best() or {}
+            if best.get("metric") is not None:
+                metric = {"name": (state.get("primary_metric") or {}).get("name"),
+                          "value": best["metric"], "step": None}
+        else:
+            for name, records in run.metrics().items():
+                value = records[-1]["value"] if records else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metric = {"name": name, "value": value, "step": records[-1].get("step")}
+                    break
+    except ComputeError:
+        return None
+    if RunStatus(run.record.status).is_terminal():
+        if len(_ENDED_METRICS) > 2000:
+            _ENDED_METRICS.clear()
+        _ENDED_METRICS[run.id] = metric
+    return metric
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """The ``show --json`` shape, plus the primary metric; a run whose target cannot
+    be reached keeps its last known status and says why."""
+    try:
+        row = run.to_dict()
+        row["unreachable"] = None
+    except ComputeError as exc:
+        row = run.record.to_dict()
+        row["unreachable"] = str(exc)
+    row["metric"] = primary_metric(run)
+    return row
+
+
+def get_run(ws: Workspace, run_id: str) -> Run:
+    if not ws.dir.is_dir():  # never create a workspace just by looking
+        raise RunNotFoundError(run_id, f" (no {ws.dir})")
+    return Run.get(run_id, ws)
+
+
+def list_runs(ws: Workspace, limit: int, status: str | None) -> dict[str, Any]:
+    if not ws.dir.is_dir():  # a folder without a workspace has no runs; don't make one
+        return {"workspace": str(ws.root), "runs": []}
+    return {"workspace": str(ws.root),
+            "runs": [run_row(run) for run in api.runs(limit=limit, status=status, workspace=ws)]}
+
+
+def read_log(ws: Workspace, run_id: str, offset: int) -> dict[str, Any]:
+    """Whole lines of the log from ``offset`` (the rest, once the run has ended)."""
+    run = get_run(ws, run_id)
+    status = run.status()  # before the log: once terminal, the log is final
+    data = run.read_log(offset)
+    chunk = data[:MAX_LOG_CHUNK]
+    whole = status.is_terminal() and len(chunk) == len(data)
+    end = len(chunk) if whole else chunk.rfind(b"\n") + 1
+    if end == 0 and len(chunk) == MAX_LOG_CHUNK:  # one line longer than a chunk
+        end = len(chunk)
+    return {"run_id": run.id, "offset": offset, "next_offset": offset + end,
+            "text": chunk[:end].decode(errors="replace"), "status": status.value,
+            "done": whole}
+
+
+def read_metrics(ws: Workspace, run_id: str, offset: int | None) -> dict[str, Any]:
+    run = get_run(ws, run_id)
+    if offset is None:
+        return {"run_id": run.id, "metrics": run.metrics()}
+    records, next_offset = run.read_metrics(offset)
+    return {"run_id": run.id, "offset": offset, "next_offset": next_offset,
+            "records": records}
+
+
+def cancel(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """Cancel as ``jupyter-compute cancel`` does: ask, then wait out the grace period."""
+    run = get_run(ws, run_id)
+    if not run.cancel().is_terminal():
+        grace = float((run.record.spec or {}).get("cancel_grace_seconds", 3))
+        run.wait(timeout=grace + 5)
+    return run_row(run)
+
+
+def notebook_html(ws: Workspace, run_id: str, theme: str) -> dict[str, Any]:
+    """A notebook run's executed notebook (``outputs/<name>.ipynb``) rendered to HTML."""
+    run = get_run(ws, run_id)
+    if run.record.kind != "notebook":
+        raise UsageError(f"run {run.id} is a {run.record.kind} run; only notebook runs have "
+                         "an executed notebook")
+    name = Path(run.record.script).name
+    files = run.outputs()
+    found = [p for p in files if p.name == name] or [p for p in files if p.suffix == ".ipynb"]
+    if not found:
+        raise NotFound(f"run {run.id} has not written {name} yet; it appears in outputs/ once "
+                       "its first cell has run")
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook = nbformat.read(found[0], as_version=4)
+    exporter = HTMLExporter(template_name="lab", theme=theme)
+    html, _ = exporter.from_notebook_node(notebook)
+    return {"run_id": run.id, "name": name, "status": run.status().value, "html": html}
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+class TargetsHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.blocking(list_targets, self.compute.resolve()))
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        self.reply(await self.blocking(attach, self.compute.resolve(), body), 201)
+
+
+class TargetHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        self.reply(await self.blocking(one_target, self.compute.resolve(), name))
+
+    @tornado.web.authenticated
+    async def delete(self, name: str) -> None:
+        await self.blocking(detach, self.compute.resolve(), name)
+        self.set_status(204)
+        self.finish()
+
+
+class TargetActionHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str, action: str) -> None:
+        self.reply(await self.blocking(start_stop, self.compute.resolve(), name, action))
+
+
+class KindsHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.reply({"kinds": await self.blocking(kinds)})
+
+
+class RunsHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        limit = self.int_argument("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        status = self.get_query_argument("status", None) or None
+        if status is not None and status not in _STATUSES:
+            raise UsageError(f"unknown status {status!r}; use one of {', '.join(_STATUSES)}")
+        self.reply(await self.blocking(list_runs, self.compute.resolve(), limit, status))
+
+
+class RunHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        ws = self.compute.resolve()
+        self.reply(await self.blocking(lambda: run_row(get_run(ws, run_id))))
+
+
+class LogHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        offset = self.int_argument("offset", 0, 0)
+        self.reply(await self.blocking(read_log, self.compute.resolve(), run_id, offset))
+
+
+class MetricsHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        given = self.get_query_argument("offset", None) not in (None, "")
+        offset = self.int_argument("offset", 0, 0) if given else None
+        self.reply(await self.blocking(read_metrics, self.compute.resolve(), run_id, offset))
+
+
+class CancelHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.blocking(cancel, self.compute.resolve(), run_id))
+
+
+class NotebookHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        theme = "dark" if self.get_query_argument("theme", "light") == "dark" else "light"
+        self.reply(await self.blocking(notebook_html, self.compute.resolve(), run_id, theme))
+
+
+def setup_handlers(serverapp: Any) -> None:
+    """Register the handlers on the server's web app (called when the extension loads)."""
+    settings = serverapp.web_app.settings
+    settings["jupyter_compute"] = JupyterCompute(root_dir=str(serverapp.root_dir),
+                                                 parent=serverapp)
+    base = url_path_join(settings["base_url"], "jupyter-compute", "api")
+    name, run = r"(?P<name>[^/]+)", r"(?P<run_id>[^/]+)"
+    routes: list[tuple[str, type[ComputeHandler]]] = [
+        ("targets", TargetsHandler),
+        (f"targets/{name}", TargetHandler),
+        (f"targets/{name}/(?P<action>start|stop)", TargetActionHandler),
+        ("kinds", KindsHandler),
+        ("runs", RunsHandler),
+        (f"runs/{run}", RunHandler),
+        (f"runs/{run}/log", LogHandler),
+        (f"runs/{run}/metrics", MetricsHandler),
+        (f"runs/{run}/cancel", CancelHandler),
+        (f"runs/{run}/notebook", NotebookHandler),
+    ]
+    serverapp.web_app.add_handlers(".*$", [(url_path_join(base, path), handler)
+                                           for path, handler in routes])
+    serverapp.log.info("jupyter-compute: serving the Compute sidebar's API at %s", base)

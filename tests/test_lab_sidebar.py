@@ -1,0 +1,156 @@
+"""The Compute sidebar in JupyterLab, in headless Chromium (Debian's, driven by Playwright
+— no browser download): a target and a running run are listed, the run turns Completed
+without a reload, Cancel from the panel ends another run (its process is gone), a log
+tab shows the run's lines, and the attach form shows the server's refusal inline.
+Screenshots, light and dark, go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_compute import api
+
+from conftest import pid_alive
+from labserver import JupyterLab
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    root = tmp_path_factory.mktemp("sidebar-root")
+    (root / ".jupyter_compute").mkdir()
+    server = JupyterLab(root, tmp_path_factory.mktemp("sidebar-state")).start()
+    yield server
+    server.stop()
+
+
+def submit(root: Path, name: str, source: str) -> str:
+    script = root / f"{name}.py"
+    script.write_text(textwrap.dedent(source))
+    return api.submit(script, target="local", name=name, source_dir=root, workspace=root).id
+
+
+def badge(page: Any, run_id: str) -> Any:
+    return page.locator(f'.jp-Compute-run[data-run-id="{run_id}"] .jp-Compute-badge')
+
+
+def wait_text(locator: Any, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if locator.count() and text in locator.first.inner_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"never saw {text!r}; last: "
+                         f"{locator.first.inner_text() if locator.count() else 'nothing'}")
+
+
+def test_compute_sidebar(lab: JupyterLab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        victim = None
+        try:
+            page.goto(f"{lab.base}/lab?reset&token={lab.token}")
+            page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=TIMEOUT)
+            page.locator('.jp-SideBar [data-id="jupyter-compute-panel"]').click()
+            page.locator('.jp-Compute-target[data-target="local"]').wait_for(timeout=TIMEOUT)
+            assert "ready" in page.locator('.jp-Compute-target[data-target="local"]').inner_text()
+
+            # Submitted while the panel is open: they show up without a reload.
+            finisher = submit(lab.root, "finisher", """\
+                import time
+                from jupyter_compute.tracking import get_run
+                run = get_run()
+                for i in range(24):
+                    print(f'finisher line {i}', flush=True)
+                    run.log('accuracy', i / 24, step=i)
+                    time.sleep(0.5)
+                """)
+            victim = submit(lab.root, "victim", """\
+                import os, time
+                print(f'pid {os.getpid()}', flush=True)
+                time.sleep(600)
+                """)
+            wait_text(badge(page, finisher), "Running")
+            wait_text(badge(page, victim), "Running")
+            wait_text(page.locator(f'[data-run-id="{finisher}"] .jp-Compute-metric'),
+                      "accuracy")
+            # Newest first.
+            ids = page.locator(".jp-Compute-run").evaluate_all(
+                "rows => rows.map(r => r.dataset.runId)")
+            assert ids[:2] == [victim, finisher]
+            page.screenshot(path=str(ARTIFACTS / "sidebar-light.png"))
+
+            # The attach form shows the server's refusal inline, then attaches.
+            page.get_by_role("button", name="Attach target").click()
+            form = page.locator(".jp-Compute-attach")
+            form.locator('input[name="name"]').fill("bad name!")
+            form.locator('select[name="kind"]').select_option("local")
+            form.get_by_role("button", name="Attach").click()
+            wait_text(form.locator(".jp-Compute-formError"), "invalid target name")
+            form.locator('input[name="name"]').fill("box")
+            form.get_by_role("button", name="Attach").click()
+            page.locator('.jp-Compute-target[data-target="box"]').wait_for(timeout=TIMEOUT)
+            assert "box" in api.targets(lab.root)
+
+            # Cancel from the panel: Canceled, and the script's process is gone.
+            log = api.runs(workspace=lab.root)
+            pid = next(int(r.log().split()[1]) for r in log if r.id == victim)
+            page.locator(f'[data-run-id="{victim}"]').get_by_role(
+                "button", name="Cancel").click()
+            wait_text(badge(page, victim), "Canceled")
+            deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not pid_alive(pid), "the canceled run's process is still alive"
+            victim = None
+
+            # The log tab tails while the run is going, then stops at the end.
+            page.locator(f'[data-run-id="{finisher}"]').get_by_role(
+                "button", name="Log").click()
+            text = page.locator(".jp-Compute-log .jp-Compute-logText")
+            wait_text(text, "finisher line 0")
+            wait_text(badge(page, finisher), "Completed")
+            wait_text(page.locator(".jp-Compute-log .jp-Compute-logNote"), "Log complete")
+            lines = [ln for ln in text.inner_text().splitlines() if ln.startswith("finisher")]
+            assert lines == [f"finisher line {i}" for i in range(24)]
+            page.screenshot(path=str(ARTIFACTS / "sidebar-log-light.png"))
+
+            # Dark theme: the same panel through JupyterLab's theme variables.
+            page.get_by_role("menuitem", name="Settings").click()
+            page.locator(".lm-Menu-item", has_text="Theme").first.hover()
+            page.get_by_text("JupyterLab Dark", exact=True).click()
+            page.wait_for_selector('body[data-jp-theme-light="false"]', state="attached",
+                                   timeout=TIMEOUT)
+            time.sleep(1)
+            page.screenshot(path=str(ARTIFACTS / "sidebar-dark.png"))
+
+            # A server restart: the panel says it lost the server, then reconnects.
+            banner = page.locator(".jp-Compute-banner")
+            lab.stop()
+            wait_text(banner, "Lost the server")
+            lab.start()
+            wait_text(banner, "Reconnected")
+            wait_text(badge(page, finisher), "Completed")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"), full_page=True)
+            raise
+        finally:
+            if victim is not None:
+                api.runs(workspace=lab.root)[0].cancel()
+            browser.close()
