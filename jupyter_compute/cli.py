@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -446,5 +447,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``jupyter-compute`` executable: ``main()``, then a quick exit.
+
+    A command holds nothing that needs tearing down (the store commits each write,
+    the agent runs in its own session), and the interpreter's teardown costs ~7 ms
+    on every command, so the streams are flushed and the process exits at once.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # e.g. `jupyter-compute runs | head -1`
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
