@@ -73,13 +73,21 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from jupyter_compute import api
 
     found = api.targets(args.workspace)
-    if args.json:
-        _out(json.dumps([{"name": n, **c} for n, c in found.items()], indent=1))
+    if args.json:  # clusters add their node counts {current, min, max}
+        _out(json.dumps([{"name": n, **c, **_node_counts(n, args.workspace)}
+                         for n, c in found.items()], indent=1))
         return 0
     rows = [(n, c["type"], " ".join(f"{k}={v}" for k, v in c.items() if k != "type"))
             for n, c in found.items()]
     _table(("NAME", "TYPE", "OPTIONS"), rows)
     return 0
+
+
+def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
+    from jupyter_compute import api
+
+    nodes = api.get_target(name, workspace).nodes()
+    return {"nodes": nodes} if nodes is not None else {}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -104,7 +104,13 @@ class ComputeMagics(Magics):
             target.stop()
             print(f"stopped {target.name}")
             return None
-        return TargetsTable({args.name: target.describe()}, nodes={args.name: target.nodes()})
+        nodes = target.nodes()
+        display(TargetsTable({args.name: target.describe()}, nodes={args.name: nodes}))
+        if nodes is not None:  # a cluster: its node count, live
+            from jupyter_compute.widgets.cluster import cluster_display
+
+            return cluster_display(target)
+        return None
 
     # -- %sweep --------------------------------------------------------------------------
 

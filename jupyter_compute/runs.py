@@ -50,6 +50,7 @@ class Run:
         self._target = target
         self.offset = 0  # how far ``follow`` has read the log, in bytes
         self.warnings: list[str] = []  # what the snapshot left out, and why (at submit)
+        self.detail: str | None = None  # what the target says it is doing ("waiting for …")
 
     @classmethod
     def get(cls, run_id: str, workspace: Workspace | str | Path | None = None) -> Run:
@@ -83,6 +84,7 @@ class Run:
         if RunStatus(self.record.status).is_terminal():
             return RunStatus(self.record.status)
         st = self.target.status(self.id)
+        self.detail = st.get("detail")
         changed = {k: st.get(k) for k in _MIRRORED if st.get(k) != getattr(self.record, k)}
         if changed:
             self.workspace.store.update(self.id, **changed)

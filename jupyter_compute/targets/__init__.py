@@ -25,6 +25,7 @@ BUILTIN_KINDS = {
     "local": "jupyter_compute.targets.local:LocalTarget",
     "ssh": "jupyter_compute.targets.ssh:SSHTarget",
     "docker": "jupyter_compute.targets.docker:DockerTarget",
+    "ray": "jupyter_compute.targets.ray:RayTarget",
 }
 
 

@@ -228,9 +228,11 @@ class RunWidget(widgets.VBox):
             p = self._progress
             cell = (f" · cell <b>{p.get('cell')}/{p.get('of')}</b> "
                     f"<code>{html.escape(str(p.get('source', ''))[:60])}</code>")
+        detail = self.follower.run.detail if hasattr(self, "follower") else None
+        detail = f" · <i>{html.escape(detail)}</i>" if detail and not self._done else ""
         self.header.value = (f"<b>{html.escape(s.name)}</b> <code>{html.escape(s.run_id)}"
                              f"</code> on <b>{html.escape(s.target)}</b> {s.badge()} "
-                             f"{s.elapsed()}{lines}{cell}")
+                             f"{s.elapsed()}{lines}{cell}{detail}")
 
     # -- buttons (on the kernel's main thread) ---------------------------------------
 

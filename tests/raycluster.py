@@ -1,0 +1,179 @@
+"""Real Ray clusters for the ray tests and benchmark: one embedded cluster per session,
+and a head started separately, as a user would, that our code must leave alone.
+
+::
+
+    def test_x(ray_project):           # the session's workspace, cpu-cluster running
+        api.submit("t.py", target="cpu-cluster")
+
+    def test_y(separate_head):         # http://127.0.0.1:PORT of a plain `ray start --head`
+        ...
+
+Both start once per session (~10-30 s each here) and stop at its end, touching only
+their own processes: those whose command line names their temp dir or GCS port, and
+their descendants (``owned_processes``). ``ray stop`` is never run: it would end
+every Ray process on the machine, other people's included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, Project
+
+RAY_KIND = "jupyter_compute.targets.ray:RayTarget"
+#: The lead registers the kind in pyproject.toml and targets/__init__.py; until then
+#: tests register it in-process and run the CLI through this shim.
+REGISTER = ("import jupyter_compute.targets as _t; "
+            f"_t.BUILTIN_KINDS.setdefault('ray', {RAY_KIND!r})")
+CLUSTER = "cpu-cluster"
+IDLE_SECONDS = 5  # short, so scale-down is seen within a test
+
+
+def unavailable() -> str | None:
+    """Why the ray tests cannot run here, or None."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "ray is not installed: pip install -e '.[test]'"
+    if not sys.platform.startswith("linux"):
+        return "the embedded cluster's process bookkeeping reads /proc (Linux only)"
+    return None
+
+
+def register() -> None:
+    """Make ``--type ray`` resolvable in this process."""
+    import jupyter_compute.targets as targets
+
+    targets.BUILTIN_KINDS.setdefault("ray", RAY_KIND)
+
+
+def registered_upstream() -> bool:
+    """Whether a fresh process knows the kind without our help (the lead registered it)."""
+    out = subprocess.run([sys.executable, "-c", "import jupyter_compute.targets as t; "
+                          "print('ray' in t.BUILTIN_KINDS)"], capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
+def cli_argv() -> list[str]:
+    """The real ``jupyter-compute`` once ``ray`` is registered; a registering shim before."""
+    if registered_upstream():
+        return [CLI]
+    return [sys.executable, "-c",
+            f"import sys; {REGISTER}; from jupyter_compute.cli import main; sys.exit(main())"]
+
+
+class RayProject(Project):
+    """A project whose workspace has the embedded ``cpu-cluster`` attached."""
+
+    argv: list[str] = []
+
+    def cli(self, *args: str, timeout: float = 180, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd or self.root,
+                              env={**os.environ, **(env or {})})
+
+    def target(self, name: str = CLUSTER):  # -> RayTarget
+        from jupyter_compute import api
+
+        return api.get_target(name, self.root)
+
+    def wait_nodes(self, predicate, timeout: float = 90, name: str = CLUSTER) -> dict:
+        """Poll ``nodes()`` until ``predicate(nodes)``; returns the counts that satisfied it."""
+        target = self.target(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            target._nodes = None  # no cache: the test wants the cluster's word now
+            nodes = target.nodes()
+            if predicate(nodes):
+                return nodes
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nodes never satisfied the condition; last: {nodes}")
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayProject]:
+    """The session's workspace, with ``cpu-cluster`` (0-2 nodes of 1 CPU) started."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    register()
+    from jupyter_compute import api
+
+    root = tmp_path_factory.mktemp("ray") / "proj"
+    (root / ".jupyter_compute").mkdir(parents=True)
+    project = RayProject(root)
+    project.argv = cli_argv()
+    api.attach(CLUSTER, "ray", workspace=root, min_nodes=0, max_nodes=2, node_cpus=1,
+               idle_seconds=IDLE_SECONDS)
+    target = project.target()
+    target.start()
+    try:
+        yield project
+    finally:
+        target = project.target()
+        target.stop()
+        left = target.cluster().processes()
+        target.cluster().stop(remove_files=True)  # its temp dir lies outside tmp_path
+        assert not left, f"the embedded cluster left processes behind: {left}"
+
+
+@pytest.fixture
+def ray_project(ray_session: RayProject, monkeypatch: pytest.MonkeyPatch) -> RayProject:
+    """The session's Ray workspace as the current folder (the ``project`` pattern)."""
+    monkeypatch.chdir(ray_session.root)
+    monkeypatch.delenv("JUPYTER_COMPUTE_WORKSPACE", raising=False)
+    return ray_session
+
+
+@dataclass
+class SeparateHead:
+    """A plain ``ray start --head`` (1 CPU, no autoscaler) that is not ours to stop."""
+
+    address: str
+    gcs_port: int
+    temp_dir: str
+
+    def processes(self) -> list[int]:
+        from jupyter_compute.targets._ray_cluster import owned_processes
+
+        return owned_processes(self.temp_dir, self.gcs_port)
+
+
+@pytest.fixture(scope="session")
+def separate_head() -> Iterator[SeparateHead]:
+    """A Ray head started the way a user starts one, on its own ports and temp dir."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    from jupyter_compute.targets._ray_cluster import _free_ports, end_processes, ray_executable
+
+    gcs, dashboard, client, agent = _free_ports(4)
+    temp = f"/tmp/jc-ext-{os.getpid()}"
+    cmd = [ray_executable(), "start", "--head", "--num-cpus=1", f"--port={gcs}",
+           f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+           "--object-store-memory=160000000", "--disable-usage-stats"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240,
+                         start_new_session=True)
+    head = SeparateHead(f"http://127.0.0.1:{dashboard}", gcs, temp)
+    try:
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        yield head
+    finally:
+        end_processes(temp, gcs)
+        shutil.rmtree(temp, ignore_errors=True)
