@@ -237,6 +237,26 @@ class ComputeTarget(ABC):
                                     error=message)
 
 
+class HostFolderTarget(ComputeTarget):
+    """A target whose run folders are on this machine's disk (local, docker, an embedded
+    Ray cluster), so reading and writing them is plain file access."""
+
+    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        try:
+            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def write(self, run_id: str, name: str, data: bytes) -> None:
+        path = self.workspace.run_dir(run_id) / name
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
 def runtime_files() -> dict[str, bytes]:
     """The run-side runtime, as files for a target's ``jupyter_compute/`` folder.
 

@@ -52,7 +52,7 @@ from jupyter_compute.targets._docker_images import (
     requirements_tag,
 )
 from jupyter_compute.targets._docker_mounts import materialize_snapshot, runtime_dir
-from jupyter_compute.targets.base import ComputeTarget
+from jupyter_compute.targets.base import HostFolderTarget
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ _seen: dict[str, tuple[float, str]] = {}  # run id -> (when, container state)
 _rootless: dict[str, bool] = {}  # engine address -> runs rootless
 
 
-class DockerTarget(ComputeTarget):
+class DockerTarget(HostFolderTarget):
     """Runs each run in a container of its own, on a local Docker engine.
 
     Example::
@@ -214,21 +214,6 @@ class DockerTarget(ComputeTarget):
         agent.update(manifest=MANIFEST, blobs=BLOBS_DIR)
         protocol.write_json_atomic(str(run_dir / protocol.SPEC), agent)
         self._start(run_id, agent, overlay=False)
-
-    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
-        try:
-            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
-
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        path = self.workspace.run_dir(run_id) / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
 
     def alive(self, run_id: str, status: dict[str, Any]) -> bool:
         state = self._state(run_id)

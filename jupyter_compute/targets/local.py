@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import UsageError
-from jupyter_compute.targets.base import ComputeTarget, runtime_digest, runtime_files
+from jupyter_compute.targets.base import HostFolderTarget, runtime_digest, runtime_files
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _children: list[subprocess.Popen[bytes]] = []
 
 
-class LocalTarget(ComputeTarget):
+class LocalTarget(HostFolderTarget):
     """Runs on this machine, with the current interpreter unless ``python`` is given."""
 
     kind = "local"
@@ -75,21 +75,6 @@ class LocalTarget(ComputeTarget):
             [sys.executable, "-m", "jupyter_compute.agent", run_dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True))
-
-    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
-        try:
-            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
-
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        path = self.workspace.run_dir(run_id) / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
 
     def alive(self, run_id: str, status: dict[str, Any]) -> bool:
         ident = status.get("agent")

@@ -78,7 +78,7 @@ from jupyter_compute.targets._ray_jobs import (
     normalize_address,
     token_from_env,
 )
-from jupyter_compute.targets.base import ComputeTarget, runtime_digest, runtime_files
+from jupyter_compute.targets.base import HostFolderTarget, runtime_digest, runtime_files
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ PULL_SECONDS = 0.1
 _INFEASIBLE = re.compile(r"No available node types can fulfill resource request (\{.*?\})")
 
 
-class RayTarget(ComputeTarget):
+class RayTarget(HostFolderTarget):
     """Runs on a Ray cluster: the embedded local one, or one at ``address``.
 
     >>> attach("cpu-cluster", "ray", min_nodes=0, max_nodes=4, node_cpus=2)
@@ -366,20 +366,8 @@ class RayTarget(ComputeTarget):
             data = json.dumps(self._status(run_id)).encode()
             return data[offset:] if offset else data
         if name in (protocol.LOG, protocol.METRICS):
-            self._pull(run_id)
-        try:
-            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
-
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        path = self.workspace.run_dir(run_id) / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+            self._pull(run_id)  # a remote cluster's job log rebuilds the local folder
+        return super().read(run_id, name, offset)
 
     def outputs_dir(self, run_id: str) -> Path:
         self._pull(run_id, force=True)
