@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from kernel import Kernel
 
 CLI = str(Path(sys.executable).with_name("jupyter-compute"))
 
@@ -62,3 +65,13 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture
+def kernel(project: Project) -> Iterator[Kernel]:
+    """A real IPython kernel in the project folder, with the extension loaded."""
+    k = Kernel(project.root)
+    out = k.run("%load_ext jupyter_compute")
+    assert out.status == "ok", out.error_text
+    yield k
+    k.shutdown()

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -71,3 +72,27 @@ class JupyterLab:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+CHROMIUM_ARGS = ["--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Debian's Chromium under Playwright: never a downloaded browser."""
+    import shutil
+
+    return playwright.chromium.launch(
+        executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS)
+
+
+def run_all_cells(page: Any, lab: JupyterLab, notebook: str, timeout: int = 60_000) -> None:
+    """Open ``notebook`` in JupyterLab, wait for its kernel, and Run All Cells."""
+    page.goto(lab.url(notebook))
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=timeout)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout)
+    # The kernel must be connected before anything runs.
+    page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=timeout)
+    page.get_by_role("menuitem", name="Run").click()
+    page.get_by_text("Run All Cells", exact=True).click()

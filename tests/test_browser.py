@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labserver import JupyterLab
+from labserver import JupyterLab, launch_chromium, run_all_cells
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
@@ -46,19 +44,10 @@ def test_widget_streams_in_jupyterlab(lab: JupyterLab) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         try:
-            page.goto(lab.url("browser.ipynb"))
-            page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            # The kernel must be connected before anything runs.
-            page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(
-                timeout=60_000)
-            page.get_by_role("menuitem", name="Run").click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            run_all_cells(page, lab, "browser.ipynb")
             log = page.locator(".jupyter-widgets pre", has_text="browser line 3")
             log.wait_for(timeout=60_000)
             # Lines arrive while the run is still going: the badge still says Running.

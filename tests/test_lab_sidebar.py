@@ -6,7 +6,6 @@ Screenshots, light and dark, go to tests/artifacts/."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import time
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ import pytest
 from jupyter_compute import api
 
 from conftest import pid_alive
-from labserver import JupyterLab
+from labserver import JupyterLab, launch_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TIMEOUT = 60_000
 
@@ -59,9 +57,7 @@ def test_compute_sidebar(lab: JupyterLab) -> None:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         victim = None
         try:

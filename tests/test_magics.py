@@ -5,21 +5,11 @@ from __future__ import annotations
 import ast
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from conftest import Project
 from kernel import Kernel
-
-
-@pytest.fixture
-def kernel(project: Project) -> Iterator[Kernel]:
-    k = Kernel(project.root)
-    out = k.run("%load_ext jupyter_compute")
-    assert out.status == "ok", out.error_text
-    yield k
-    k.shutdown()
 
 
 def test_submit_cell_imports_the_folder_and_returns_at_once(project: Project,

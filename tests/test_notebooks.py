@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -154,15 +153,6 @@ def test_api_submit_runs_the_notebook(project: Project) -> None:
     assert {"analysis.ipynb", "result.json"} <= names
     nb = executed(project, run.id, "analysis.ipynb")
     assert text_of(nb.cells[4]) == "20"
-
-
-@pytest.fixture
-def kernel(project: Project) -> Iterator[Kernel]:
-    k = Kernel(project.root)
-    out = k.run("%load_ext jupyter_compute")
-    assert out.status == "ok", out.error_text
-    yield k
-    k.shutdown()
 
 
 def test_submit_magic_with_parameters(project: Project, kernel: Kernel) -> None:

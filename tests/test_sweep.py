@@ -320,15 +320,6 @@ def test_a_notebook_sweep_gets_parameters_without_dashes(project: Project) -> No
 # -- the notebook front end -------------------------------------------------------------
 
 
-@pytest.fixture
-def kernel(project: Project) -> Iterator[Kernel]:
-    k = Kernel(project.root)
-    out = k.run("%load_ext jupyter_compute")
-    assert out.status == "ok", out.error_text
-    yield k
-    k.shutdown()
-
-
 def test_magic_shows_a_live_widget_and_waits(project: Project, kernel: Kernel) -> None:
     k = kernel
     project.write("train.py", TRAIN)
@@ -531,14 +522,10 @@ def test_twenty_trials_on_an_ssh_target(project: Project, ssh_target: str) -> No
 def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> None:
     """JupyterLab in headless Chromium: the trials table fills in live, sorts on a
     header click, and a click on a trial opens its RunWidget."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("chromium is missing: run scripts/install-test-deps.sh")
-    pytest.importorskip("playwright")
     import nbformat
     from playwright.sync_api import sync_playwright
 
-    from labserver import JupyterLab
+    from labserver import JupyterLab, launch_chromium, run_all_cells
 
     root = tmp_path / "lab-root"
     (root / ".jupyter_compute").mkdir(parents=True)
@@ -560,19 +547,10 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
     lab = JupyterLab(root, tmp_path / "lab-state").start()
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             try:
-                page.goto(lab.url("sweep.ipynb"))
-                page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
-                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-                page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(
-                    timeout=60_000)
-                page.get_by_role("menuitem", name="Run").click()
-                page.get_by_text("Run All Cells", exact=True).click()
+                run_all_cells(page, lab, "sweep.ipynb")
                 rows = page.locator(".jc-trials tbody tr")
                 deadline = time.monotonic() + 60
                 while rows.count() < 3 and time.monotonic() < deadline:
