@@ -224,11 +224,27 @@ def test_wrong_and_unreachable_addresses_say_what_to_do(project) -> None:
 # -- the session's embedded cluster ------------------------------------------------------
 
 
-def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject) -> None:
-    """%%submit's path through the API: 0 nodes → a node comes up → logs → 0 nodes."""
+def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    """%%submit's path through the API: 0 nodes → a node comes up → logs → 0 nodes,
+    seen alike by the ClusterWidget and by the JupyterLab sidebar's server API."""
+    import urllib.request
+
     from jupyter_compute.widgets.cluster import ClusterWidget
 
+    from labserver import JupyterLab
+
     p = ray_project
+    lab = JupyterLab(p.root, tmp_path / "lab").start()
+    request.addfinalizer(lab.stop)
+    panel_counts: list[int] = []
+
+    def panel_nodes() -> None:  # what the Compute sidebar polls
+        url = f"{lab.base}/jupyter-compute/api/targets?token={lab.token}"
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            rows = json.loads(reply.read())["targets"]
+        panel_counts.append(next(r for r in rows if r["name"] == CLUSTER)["nodes"]["current"])
+
     p.wait_nodes(lambda n: n["current"] == 0 and n["pending"] == 0, timeout=120)
     p.write("counter.py", COUNTER)
     widget = ClusterWidget(p.target(), interval=0.2)
@@ -239,6 +255,7 @@ def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject) ->
         if st.get("detail"):
             details.add(st["status"] + ": " + st["detail"].split(" (")[0])
         nodes_seen.append(run.target.nodes())
+        panel_nodes()
         time.sleep(0.2)
     assert run.status() is RunStatus.COMPLETED, run.record.error
     assert "Preparing: waiting for capacity: 0/1 nodes" in details
@@ -253,9 +270,11 @@ def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject) ->
 
     p.wait_nodes(lambda n: n["current"] == 0, timeout=120)  # idle_seconds later: back to 0
     time.sleep(1.5)  # the widget's next poll (its target caches nodes for 1 s)
+    panel_nodes()
     counts = [c for _, c, _ in widget.points]
     widget.stop()
     assert counts[0] == 0 and max(counts) >= 1 and counts[-1] == 0, counts
+    assert max(panel_counts) >= 1 and panel_counts[-1] == 0, panel_counts
     bundle = widget._repr_mimebundle_()
     assert bundle["text/plain"] == "cpu-cluster · nodes 0 (pending 0, idle 0) · min 0 · max 2"
 
