@@ -150,3 +150,38 @@ def test_compute_sidebar(lab: JupyterLab) -> None:
             if victim is not None:
                 api.runs(workspace=lab.root)[0].cancel()
             browser.close()
+
+
+def test_a_run_from_a_notebook_cell_appears_within_3_s(lab: JupyterLab) -> None:
+    """%%submit in a notebook, with the sidebar open: the run is listed within 3 s."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    from labserver import run_all_cells
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext jupyter_compute"),
+                nbformat.v4.new_code_cell("%%submit --name from-a-cell\nimport time\n"
+                                          "print('cell run', flush=True)\ntime.sleep(4)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, lab.root / "cell.ipynb")
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        try:
+            run_all_cells(page, lab, "cell.ipynb")
+            page.locator('.jp-SideBar [data-id="jupyter-compute-panel"]').click()
+            # The cell's widget shows the run once %%submit has returned: the clock starts.
+            page.locator(".jupyter-widgets", has_text="from-a-cell").first.wait_for(
+                timeout=TIMEOUT)
+            started = time.monotonic()
+            listed = page.locator(".jp-Compute-run", has_text="from-a-cell")
+            listed.first.wait_for(timeout=TIMEOUT)
+            assert time.monotonic() - started <= 3.0
+            wait_text(listed.locator(".jp-Compute-badge"), "Completed")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-cell-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
