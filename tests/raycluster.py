@@ -107,7 +107,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayProject
     """The session's workspace, with ``cpu-cluster`` (0-2 nodes of 1 CPU) started."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
     register()
     from jupyter_compute import api
 
@@ -156,7 +156,7 @@ def separate_head() -> Iterator[SeparateHead]:
     """A Ray head started the way a user starts one, on its own ports and temp dir."""
     reason = unavailable()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
     from jupyter_compute.targets._ray_cluster import _free_ports, end_processes, ray_executable
 
     gcs, dashboard, client, agent = _free_ports(4)

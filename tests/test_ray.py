@@ -27,8 +27,6 @@ ray_session = raycluster.ray_session
 ray_project = raycluster.ray_project
 separate_head = raycluster.separate_head
 
-pytest.importorskip("ray")
-
 from jupyter_compute import api  # noqa: E402
 from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
@@ -356,7 +354,6 @@ def test_reattach_from_another_process_by_the_recorded_address(ray_project: RayP
 
 def test_kernel_submit_survives_a_kernel_restart(ray_project: RayProject) -> None:
     """``%%submit --target cpu-cluster`` in a real kernel; a new kernel reattaches."""
-    pytest.importorskip("jupyter_client")
     from kernel import Kernel
 
     p = ray_project

@@ -22,14 +22,12 @@ from pathlib import Path
 
 import pytest
 
-import sshd
-from conftest import CLI, Project
-
-pytest.importorskip("paramiko")
-
 from jupyter_compute import api  # noqa: E402
 from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.targets.ssh import HostKeyError, SSHTarget  # noqa: E402
+
+import sshd
+from conftest import CLI, Project
 
 TRAIN = """
 import json, sys
@@ -79,7 +77,7 @@ class Server:
 def keys() -> Iterator[dict[str, Path]]:
     reason = sshd.unavailable()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
     # Not pytest's tmp dirs: those are 0700 root, and sshd reads authorized keys as
     # the user, so the folder must be traversable.
     root = Path(tempfile.mkdtemp(prefix="jc-sshd-"))
@@ -282,7 +280,7 @@ def test_key_passphrase_from_env_or_a_terminal_prompt(project: Project, host: Se
     assert out.returncode == 0, out.stderr
 
     # On a terminal, with the variable unset, it asks instead (and echoes nothing).
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
     child = pexpect.spawn(CLI, ["attach", "vm2", "--type", "ssh", *flags], cwd=str(project.root),
                           env=dict(os.environ), timeout=30, encoding="utf-8")
     child.expect("passphrase for key")

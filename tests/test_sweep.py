@@ -298,7 +298,6 @@ def test_to_dict_is_the_show_shape_of_a_sweep(project: Project) -> None:
 
 
 def test_a_notebook_sweep_gets_parameters_without_dashes(project: Project) -> None:
-    pytest.importorskip("papermill")
     import nbformat
 
     nb = nbformat.v4.new_notebook()
@@ -467,11 +466,11 @@ def test_widget_with_150_trials_never_blocks_the_kernel(project: Project,
 
 @pytest.fixture
 def ssh_target(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    sshd = pytest.importorskip("sshd")
-    pytest.importorskip("paramiko")
+    import sshd
+
     reason = sshd.unavailable()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
     from jupyter_compute import api
 
     # sshd reads the authorized keys as the user: the folder must be traversable.
