@@ -22,21 +22,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import timed
 
 BIN = Path(sys.executable).parent
 CLI, PAPERMILL = str(BIN / "jupyter-compute"), str(BIN / "papermill")
 
 
-def timed(fn, repeat: int) -> list[float]:
-    fn()  # warm the page cache, the blob store and the kernel's imports
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> None:

@@ -16,20 +16,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import timed
 
 CLI = str(Path(sys.executable).with_name("jupyter-compute"))
 
 
-def timed(fn, repeat: int) -> list[float]:
-    fn()  # warm the page cache and the blob store
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

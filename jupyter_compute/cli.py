@@ -93,6 +93,7 @@ def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
 def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_compute import api
     from jupyter_compute.config import load_parameters
+    from jupyter_compute.widgets.summary import human_size
 
     params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
     run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
@@ -104,7 +105,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _err(f"warning: {warning}")
     snap = run.record.snapshot
     _err(f"submitted {run.id} to {run.record.target}: {snap['files']} files "
-         f"({_size(snap['bytes'])}), {snap['new_files']} new ({_size(snap['new_bytes'])})")
+         f"({human_size(snap['bytes'])}), {snap['new_files']} new "
+         f"({human_size(snap['new_bytes'])})")
     if args.wait:
         return _stream(run)
     _out(run.id)
@@ -147,6 +149,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from jupyter_compute.widgets.summary import human_size
+
     run = _get(args)
     if run.record.kind == "sweep":  # a sweep is a run whose children are its trials
         from jupyter_compute.sweep import Sweep
@@ -162,8 +166,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "script", "arguments", "source_dir"):
         _out(f"{key + ':':<12} {d[key] if d[key] is not None else '-'}")
     s = d["snapshot"]
-    _out(f"{'snapshot:':<12} {s['id'][:12]} {s['files']} files ({_size(s['bytes'])}), "
-         f"{s['new_files']} new ({_size(s['new_bytes'])})")
+    _out(f"{'snapshot:':<12} {s['id'][:12]} {s['files']} files ({human_size(s['bytes'])}), "
+         f"{s['new_files']} new ({human_size(s['new_bytes'])})")
     g = d["git"]
     if g.get("commit"):
         _out(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
@@ -208,6 +212,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from jupyter_compute import snapshot
+    from jupyter_compute.widgets.summary import human_size
 
     if args.list:
         for path in snapshot.list_files(args.dir):
@@ -220,8 +225,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     for warning in snap.warnings:
         _err(f"warning: {warning}")
     s = snap.stats
-    _out(f"snapshot {snap.id}: {s.files} files ({_size(s.bytes)}), {s.new_files} new "
-         f"({_size(s.new_bytes)})")
+    _out(f"snapshot {snap.id}: {s.files} files ({human_size(s.bytes)}), {s.new_files} new "
+         f"({human_size(s.new_bytes)})")
     return 0
 
 
@@ -295,15 +300,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for row in cells:
         _out("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def _duration(started: str | None, ended: str | None) -> str:

@@ -70,6 +70,8 @@ class RunStatus(str, enum.Enum):
 
 
 _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT}
+#: The same, as the strings status.json holds (an Enum member does not hash as its value).
+TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL)
 
 
 def utcnow() -> str:
@@ -107,6 +109,21 @@ def metric_record(name: str, value: Any, step: int | None = None, kind: str = "s
     rec = {"name": name, "value": value, "step": step, "kind": kind,
            "time": _time.time() if time is None else time}
     return json.dumps(rec, default=str) + "\n"
+
+
+def whole_json_lines(data: bytes) -> tuple[list[Any], int]:
+    """The JSON records in the whole lines of ``data``, and how many bytes they take.
+
+    A line still being written (no newline yet) is left for the next read.
+    """
+    end = data.rfind(b"\n") + 1
+    records = []
+    for line in data[:end].splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records, end
 
 
 #: Records that describe the run rather than measure it: not metrics.
@@ -182,9 +199,14 @@ def _start_ticks(pid: int) -> int | None:
     return st[1] if st else None
 
 
+_BOOT_ID: list[str | None] = []  # read once: it cannot change while this process lives
+
+
 def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append(None)
+    return _BOOT_ID[0]

@@ -18,7 +18,6 @@ Everything is read from the run folder on the target through the target's
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,15 +142,9 @@ class Run:
 
         Only whole lines count: a record the script is still writing is read next time.
         """
-        data = self.target.read(self.id, protocol.METRICS, offset)
-        end = data.rfind(b"\n") + 1
-        records = []
-        for line in data[:end].splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-        return records, offset + end
+        records, used = protocol.whole_json_lines(self.target.read(self.id, protocol.METRICS,
+                                                                   offset))
+        return records, offset + used
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         """Logged metrics: ``{name: [{"value", "step", "time", "kind"}, …]}``."""

@@ -31,6 +31,7 @@ from jupyter_compute.exceptions import UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.sweep.config import SweepConfig, load_sweep_config
 from jupyter_compute.sweep.controller import SOURCE, STATE, argument_pairs
+from jupyter_compute.widgets.summary import format_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -363,7 +364,7 @@ class SweepSummary:
                  f"{stopped} stopped early · {s.get('sampling')} · {s.get('policy')}"]
         if best:
             parts.append(f"best: trial {best['index']} {best['run_id']} "
-                         f"{metric.get('name')} {_fmt(best['metric'])} "
+                         f"{metric.get('name')} {format_value(best['metric'])} "
                          f"({' '.join(best['arguments'])})")
         return "\n".join(parts)
 
@@ -375,7 +376,7 @@ class SweepSummary:
         if rows:
             table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
             table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
-                       t["status"], _fmt(t["metric"]), t.get("stop_reason") or "")
+                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
                       for t in rows]
             widths = [max(len(r[i]) for r in table) for i in range(5)]
             lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
@@ -402,7 +403,8 @@ class SweepSummary:
             cells.append(
                 f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
                 f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
-                f'<td style="color:{color}">{e(t["status"])}</td><td>{_fmt(t["metric"])}</td>'
+                f'<td style="color:{color}">{e(t["status"])}</td>'
+                f'<td>{format_value(t["metric"])}</td>'
                 f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
         if cells:
             parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
@@ -413,12 +415,6 @@ class SweepSummary:
 
     def bundle(self) -> dict[str, str]:
         return {"text/plain": self.text(), "text/html": self.html()}
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 __all__ = ["Sweep", "SweepSummary", "argument_pairs", "sweep"]

@@ -33,30 +33,22 @@ class Batch:
     done: bool = False                                # the run ended and all was read
 
 
-class Follower:
-    """Follow ``run`` on a daemon thread, calling ``on_batch`` at most every ``interval`` s.
+class PollingThread:
+    """A daemon thread that calls ``tick()`` every ``interval`` seconds until it returns
+    True or ``stop()`` is called. An error is kept in ``error`` and retried a second
+    later (e.g. a host that dropped): a follower must never die silently."""
 
-    ``on_batch`` runs on the follower's thread; it must only set traits or append
-    output (never ``with out:``). ``log_offset`` makes a follower resumable.
-
-    >>> f = Follower(run, lambda b: print(b.status, len(b.lines)))
-    >>> f.start()
-    """
-
-    def __init__(self, run: Run, on_batch: Callable[[Batch], None], interval: float = 0.1,
-                 tail_lines: int = 500, log_offset: int = 0) -> None:
-        self.run = run
-        self.on_batch = on_batch
+    def __init__(self, name: str, interval: float) -> None:
         self.interval = interval
-        self.tail_lines = tail_lines
-        self.log_offset = log_offset
-        self.metrics_offset = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"follow-{run.id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def start(self) -> Follower:
+    def tick(self) -> bool:
+        """One round of work; True when there is nothing more to follow."""
+        raise NotImplementedError
+
+    def start(self) -> PollingThread:
         self._thread.start()
         return self
 
@@ -70,6 +62,43 @@ class Follower:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                if self.tick():
+                    return
+            except Exception as exc:  # noqa: BLE001 - kept for whoever looks, then retried
+                self.error = exc
+                self._stop.wait(1.0)
+                continue
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+class Follower(PollingThread):
+    """Follow ``run`` on a daemon thread, calling ``on_batch`` at most every ``interval`` s.
+
+    ``on_batch`` runs on the follower's thread; it must only set traits or append
+    output (never ``with out:``). ``log_offset`` makes a follower resumable.
+
+    >>> f = Follower(run, lambda b: print(b.status, len(b.lines)))
+    >>> f.start()
+    """
+
+    def __init__(self, run: Run, on_batch: Callable[[Batch], None], interval: float = 0.1,
+                 tail_lines: int = 500, log_offset: int = 0) -> None:
+        super().__init__(f"follow-{run.id}", interval)
+        self.run = run
+        self.on_batch = on_batch
+        self.tail_lines = tail_lines
+        self.log_offset = log_offset
+        self.metrics_offset = 0
+
+    def tick(self) -> bool:
+        batch = self.poll()
+        self.on_batch(batch)
+        return batch.done
+
     def poll(self) -> Batch:
         """Read what is new since the last poll (one tick, on the caller's thread)."""
         status = self.run.status()
@@ -82,20 +111,6 @@ class Follower:
         total = chunk.count(b"\n") + (1 if chunk and not chunk.endswith(b"\n") else 0)
         metrics, self.metrics_offset = self.run.read_metrics(self.metrics_offset)
         return Batch(status, lines, total - len(lines), metrics, done)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                batch = self.poll()
-                self.on_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - a follower must never die silently
-                self.error = exc
-                self._stop.wait(1.0)  # e.g. a host that dropped: try again shortly
-                continue
-            if batch.done:
-                return
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
 def _last_lines(chunk: bytes, n: int) -> list[str]:

@@ -25,7 +25,7 @@ import ipywidgets as widgets
 
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.widgets.follower import Batch, Follower
-from jupyter_compute.widgets.summary import Summary
+from jupyter_compute.widgets.summary import Summary, human_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class RunWidget(widgets.VBox):
             return
         if not files:
             return
-        items = "".join(f"<li><code>{html.escape(name)}</code> ({_size(size)})</li>"
+        items = "".join(f"<li><code>{html.escape(name)}</code> ({human_size(size)})</li>"
                         for name, size in files)
         self.outputs.value = f"<b>outputs</b><ul style='margin:2px 0'>{items}</ul>"
 
@@ -246,7 +246,8 @@ class RunWidget(widgets.VBox):
             data = self.run.read_log()
             note = ""
             if len(data) > FULL_LOG_LIMIT:
-                note = f"[showing the last {_size(FULL_LOG_LIMIT)} of {_size(len(data))}]\n"
+                note = (f"[showing the last {human_size(FULL_LOG_LIMIT)} of "
+                        f"{human_size(len(data))}]\n")
                 data = data[-FULL_LOG_LIMIT:]
             self.full_log_view.value = note + data.decode(errors="replace")
             self.full_log_view.layout.display = None
@@ -279,11 +280,3 @@ def _listing(run: Run) -> list[tuple[str, int]]:
         return []
     return sorted((str(p.relative_to(folder)), p.stat().st_size)
                   for p in folder.rglob("*") if p.is_file())
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} B"

@@ -62,7 +62,8 @@ class Summary:
         return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
     def metrics_line(self) -> str:
-        return " · ".join(f"{name} {_fmt(value)}" + ("" if step is None else f" (step {step})")
+        return " · ".join(f"{name} {format_value(value)}"
+                          + ("" if step is None else f" (step {step})")
                           for name, (value, step) in self.last_metrics.items())
 
     def text(self) -> str:
@@ -104,7 +105,17 @@ class Summary:
         return {"text/plain": self.text(), "text/html": self.html()}
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def human_size(n: float) -> str:
+    """``2187`` → ``"2.2 kB"``: sizes as the CLI and the widgets show them (SI units)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_value(value: Any) -> str:
+    """A metric value as people read it: ``0.9123`` for floats, ``-`` for none yet."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

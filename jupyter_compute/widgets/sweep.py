@@ -30,6 +30,8 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+from jupyter_compute.protocol import TERMINAL_STATUSES
+from jupyter_compute.widgets.follower import PollingThread
 from jupyter_compute.widgets.summary import STATUS_COLORS, Summary
 
 TYPE_CHECKING = False
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 MAX_POINTS = 300        # per trial on the curves chart: older points are thinned
 PARCOORDS_EVERY = 1.0   # seconds between redraws of the parallel-coordinates chart
-_TERMINAL = ("Completed", "Failed", "Canceled", "TimedOut")
 
 _ESM = """
 function render({ model, el }) {
@@ -211,10 +212,10 @@ class SweepWidget(widgets.VBox):
             self._render_curves()
         now = time.monotonic()
         if trials_changed and (now - self._parcoords_at >= PARCOORDS_EVERY
-                               or state.get("status") in _TERMINAL):
+                               or state.get("status") in TERMINAL_STATUSES):
             self._render_parcoords()
             self._parcoords_at = now
-        if state.get("status") in _TERMINAL and not self._done:
+        if state.get("status") in TERMINAL_STATUSES and not self._done:
             self._done = True
             self.cancel_button.layout.display = "none"  # the badge says how it ended
             if self.display_handle is not None:
@@ -336,7 +337,7 @@ class SweepWidget(widgets.VBox):
     def _render_best_so_far(self) -> None:
         maximize = (self.state.get("primary_metric") or {}).get("goal", "Maximize") == "Maximize"
         ended = sorted((t for t in self.state.get("trials") or []
-                        if t["status"] in _TERMINAL and t["metric"] is not None),
+                        if t["status"] in TERMINAL_STATUSES and t["metric"] is not None),
                        key=lambda t: (t.get("ended") or "", t["index"]))
         xs = list(range(1, len(ended) + 1))
         values = [t["metric"] for t in ended]
@@ -422,33 +423,22 @@ def _autorange(fig: Any) -> None:
     fig.layout.yaxis.autorange = True
 
 
-class _Follower:
+class _Follower(PollingThread):
     """Reads the sweep's folder on a daemon thread and hands changes to the widget."""
 
     def __init__(self, widget: SweepWidget, interval: float) -> None:
+        super().__init__(f"follow-{widget.sweep.id}", interval)
         self.widget = widget
-        self.interval = interval
         self.folder = widget.sweep.folder
         self.offset = 0
         self.stamp: tuple[int, int] | None = None
-        self.error: BaseException | None = None
         self._status_at = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"follow-{widget.sweep.id}")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def tick(self) -> bool:
+        state, points, done = self.poll()
+        if state is not None or points:
+            self.widget._apply(state or self.widget.state, points)
+        return done
 
     def poll(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
         """One read: the new state (None if unchanged), new points, and whether done."""
@@ -464,44 +454,24 @@ class _Follower:
         if stamp != self.stamp:
             state = protocol.read_json(str(self.folder / STATE))
             self.stamp = stamp
-        points = []
         try:
             with open(self.folder / POINTS, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].splitlines():
-            try:
-                points.append(json.loads(line))
-            except ValueError:
-                continue
+        points, used = protocol.whole_json_lines(data)
+        self.offset += used
         done = False
         now = time.monotonic()
         current = state or self.widget.state
-        if current.get("status") in _TERMINAL:
+        if current.get("status") in TERMINAL_STATUSES:
             done = True
         elif now - self._status_at >= 1.0:  # a controller that died never writes its end
             self._status_at = now
             status = self.widget._run.status().value
-            if status in _TERMINAL:
+            if status in TERMINAL_STATUSES:
                 state = dict(current, status=status)
                 done = True
         return state, points, done
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                state, points, done = self.poll()
-                if state is not None or points:
-                    self.widget._apply(state or self.widget.state, points)
-            except Exception as exc:  # noqa: BLE001 - a follower must never die silently
-                self.error = exc
-                self._stop.wait(1.0)
-                continue
-            if done:
-                return
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
