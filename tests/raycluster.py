@@ -28,13 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, Project
+from conftest import Project
 
-RAY_KIND = "jupyter_compute.targets.ray:RayTarget"
-#: The lead registers the kind in pyproject.toml and targets/__init__.py; until then
-#: tests register it in-process and run the CLI through this shim.
-REGISTER = ("import jupyter_compute.targets as _t; "
-            f"_t.BUILTIN_KINDS.setdefault('ray', {RAY_KIND!r})")
 CLUSTER = "cpu-cluster"
 IDLE_SECONDS = 5  # short, so scale-down is seen within a test
 
@@ -50,38 +45,8 @@ def unavailable() -> str | None:
     return None
 
 
-def register() -> None:
-    """Make ``--type ray`` resolvable in this process."""
-    import jupyter_compute.targets as targets
-
-    targets.BUILTIN_KINDS.setdefault("ray", RAY_KIND)
-
-
-def registered_upstream() -> bool:
-    """Whether a fresh process knows the kind without our help (the lead registered it)."""
-    out = subprocess.run([sys.executable, "-c", "import jupyter_compute.targets as t; "
-                          "print('ray' in t.BUILTIN_KINDS)"], capture_output=True, text=True)
-    return out.stdout.strip() == "True"
-
-
-def cli_argv() -> list[str]:
-    """The real ``jupyter-compute`` once ``ray`` is registered; a registering shim before."""
-    if registered_upstream():
-        return [CLI]
-    return [sys.executable, "-c",
-            f"import sys; {REGISTER}; from jupyter_compute.cli import main; sys.exit(main())"]
-
-
 class RayProject(Project):
     """A project whose workspace has the embedded ``cpu-cluster`` attached."""
-
-    argv: list[str] = []
-
-    def cli(self, *args: str, timeout: float = 180, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd or self.root,
-                              env={**os.environ, **(env or {})})
 
     def target(self, name: str = CLUSTER):  # -> RayTarget
         from jupyter_compute import api
@@ -108,13 +73,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayProject
     reason = unavailable()
     if reason:
         pytest.fail(reason, pytrace=False)
-    register()
     from jupyter_compute import api
 
     root = tmp_path_factory.mktemp("ray") / "proj"
     (root / ".jupyter_compute").mkdir(parents=True)
     project = RayProject(root)
-    project.argv = cli_argv()
     api.attach(CLUSTER, "ray", workspace=root, min_nodes=0, max_nodes=2, node_cpus=1,
                idle_seconds=IDLE_SECONDS)
     target = project.target()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import raycluster
-from raycluster import CLUSTER, REGISTER, RayProject, SeparateHead
+from raycluster import CLUSTER, RayProject, SeparateHead
 
 from conftest import pid_alive
 
@@ -171,9 +171,6 @@ def test_job_log_mirror_rebuilds_the_run_folder(tmp_path: Path) -> None:
 
 
 def test_options_are_checked_at_attach(project, monkeypatch: pytest.MonkeyPatch) -> None:
-    from raycluster import register
-
-    register()
     with pytest.raises(UsageError, match="min_nodes <= max_nodes"):
         api.attach("c", "ray", min_nodes=3, max_nodes=2)
     with pytest.raises(UsageError, match="ephemeral applies to the embedded cluster"):
@@ -191,9 +188,6 @@ def test_options_are_checked_at_attach(project, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_wrong_and_unreachable_addresses_say_what_to_do(project) -> None:
-    from raycluster import register
-
-    register()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
@@ -341,7 +335,7 @@ def test_reattach_from_another_process_by_the_recorded_address(ray_project: RayP
     p.write("counter.py", COUNTER)
     state = p.target().cluster().load()
     run = api.submit("counter.py", target=CLUSTER, arguments=["3", "0.5"])
-    code = (f"{REGISTER}\nfrom jupyter_compute import api, Run\n"
+    code = ("from jupyter_compute import api, Run\n"
             f"t = api.get_target({CLUSTER!r})\n"
             "print(t.cluster().load().address, t.nodes()['max'])\n"
             f"r = Run.get({run.id!r}); print(r.wait(timeout=240).value)\n")
@@ -359,7 +353,7 @@ def test_kernel_submit_survives_a_kernel_restart(ray_project: RayProject) -> Non
     p = ray_project
     k = Kernel(p.root)
     try:
-        assert k.run(f"{REGISTER}\n%load_ext jupyter_compute").status == "ok"
+        assert k.run("%load_ext jupyter_compute").status == "ok"
         cell = ("%%submit --target cpu-cluster -o run\nimport time\nfor i in range(8):\n"
                 "    print('tick', i, flush=True)\n    time.sleep(1)\n")
         out = k.run(cell)
@@ -381,7 +375,7 @@ def test_kernel_submit_survives_a_kernel_restart(ray_project: RayProject) -> Non
     assert p.target().cluster().running()
     k2 = Kernel(p.root)
     try:
-        assert k2.run(f"{REGISTER}\n%load_ext jupyter_compute").status == "ok"
+        assert k2.run("%load_ext jupyter_compute").status == "ok"
         out = k2.run(f"%run_show {run_id} -o again")
         assert out.status == "ok", out.error_text
         assert k2.value("again.wait(timeout=240).value", timeout=300) == "Completed"
