@@ -7,7 +7,6 @@ and what a terminal IPython prints. No ipywidgets here.
 
 from __future__ import annotations
 
-import html
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -81,10 +80,10 @@ class Summary:
     def badge(self) -> str:
         color = STATUS_COLORS.get(self.status, "#6b7280")
         return (f'<span style="background:{color};color:white;border-radius:9px;'
-                f'padding:1px 8px;font-size:0.85em">{html.escape(self.status)}</span>')
+                f'padding:1px 8px;font-size:0.85em">{_escape(self.status)}</span>')
 
     def html(self) -> str:
-        e = html.escape
+        e = _escape
         parts = [f'<div class="jupyter-compute-run" style="font-family:var(--jp-ui-font-family,'
                  f'sans-serif)"><b>{e(self.name)}</b> <code>{e(self.run_id)}</code> on '
                  f'<b>{e(self.target)}</b> {self.badge()} {e(self.elapsed())}']
@@ -103,6 +102,14 @@ class Summary:
 
     def bundle(self) -> dict[str, str]:
         return {"text/plain": self.text(), "text/html": self.html()}
+
+
+def _escape(text: str) -> str:
+    # html (and html.entities) load only when HTML is rendered: the CLI prints sizes
+    # through this module on its latency-critical submit path.
+    import html
+
+    return html.escape(text)
 
 
 def human_size(n: float) -> str:
