@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from jupyter_compute.runs import Run
-    from jupyter_compute.targets.base import ComputeTarget
+    from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
 
 LOCAL = {"type": "local"}
@@ -155,7 +155,7 @@ def targets(workspace: Workspace | str | Path | None = None) -> dict[str, dict[s
     return {"local": dict(LOCAL), **_attached(ws)}
 
 
-def get_target(name: str, workspace: Workspace | str | Path | None = None) -> ComputeTarget:
+def get_target(name: str, workspace: Workspace | str | Path | None = None) -> Target:
     """The attached target ``name``, ready to use."""
     from jupyter_compute.targets import target_class
 
@@ -178,7 +178,7 @@ def get_target(name: str, workspace: Workspace | str | Path | None = None) -> Co
 
 
 def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = None,
-           replace: bool = False, **options: Any) -> ComputeTarget:
+           replace: bool = False, **options: Any) -> Target:
     """Attach a target to the workspace (written to ``targets.yml``) after checking it.
 
     >>> attach("lab-vm", "ssh", host="lab.example.org", user="me")

@@ -86,7 +86,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
     from jupyter_compute import api
 
-    nodes = api.get_target(name, workspace).nodes()
+    from jupyter_compute.targets import node_counts
+
+    nodes = node_counts(api.get_target(name, workspace))
     return {"nodes": nodes} if nodes is not None else {}
 
 
@@ -233,18 +235,21 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from jupyter_compute import api
 
-    target = api.get_target(args.name, args.workspace)
+    from jupyter_compute.targets import cluster_of
+
+    target = cluster_of(api.get_target(args.name, args.workspace))
     target.start()
-    _out(f"started {target.name}" + _nodes(target.nodes()))
+    _out(f"started {args.name}" + _nodes(target.nodes()))
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from jupyter_compute import api
 
-    target = api.get_target(args.name, args.workspace)
-    target.stop()
-    _out(f"stopped {target.name}")
+    from jupyter_compute.targets import cluster_of
+
+    cluster_of(api.get_target(args.name, args.workspace)).stop()
+    _out(f"stopped {args.name}")
     return 0
 
 

@@ -97,14 +97,16 @@ class ComputeMagics(Magics):
             return None
         if args.action == "list":
             return TargetsTable(api.targets())
+        from jupyter_compute.targets import cluster_of, node_counts
+
         target = api.get_target(args.name)
         if args.action == "start":
-            target.start()
+            cluster_of(target).start()
         elif args.action == "stop":
-            target.stop()
+            cluster_of(target).stop()
             print(f"stopped {target.name}")
             return None
-        nodes = target.nodes()
+        nodes = node_counts(target)
         display(TargetsTable({args.name: target.describe()}, nodes={args.name: nodes}))
         if nodes is not None:  # a cluster: its node count, live
             from jupyter_compute.widgets.cluster import cluster_display

@@ -79,12 +79,31 @@ def utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half.
+
+    The temporary name is unique per process, thread and call, so concurrent writers
+    (two server threads) never write into each other's temporary file.
+    """
+    import threading
+
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str, data: Any, mode: int = 0o644) -> None:
+    """``write_atomic`` of ``data`` as JSON."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode)
 
 
 def read_json(path: str) -> Any:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from jupyter_compute.store import RunRecord
-    from jupyter_compute.targets.base import ComputeTarget
+    from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
 
 #: Poll quickly at first (a person waits on short runs), then ease off a little.
@@ -43,7 +43,7 @@ class Run:
     """One run: its status, log, metrics and outputs, wherever it executes."""
 
     def __init__(self, record: RunRecord, workspace: Workspace,
-                 target: ComputeTarget | None = None) -> None:
+                 target: Target | None = None) -> None:
         self.record = record
         self.workspace = workspace
         self._target = target
@@ -69,7 +69,7 @@ class Run:
         return self.record.name
 
     @property
-    def target(self) -> ComputeTarget:
+    def target(self) -> Target:
         if self._target is None:
             from jupyter_compute.api import get_target
 

@@ -109,7 +109,7 @@ class SeparateHead:
     temp_dir: str
 
     def processes(self) -> list[int]:
-        from jupyter_compute.targets._ray_cluster import owned_processes
+        from jupyter_compute.targets.ray.cluster import owned_processes
 
         return owned_processes(self.temp_dir, self.gcs_port)
 
@@ -120,7 +120,7 @@ def separate_head() -> Iterator[SeparateHead]:
     reason = unavailable()
     if reason:
         pytest.fail(reason, pytrace=False)
-    from jupyter_compute.targets._ray_cluster import _free_ports, end_processes, ray_executable
+    from jupyter_compute.targets.ray.cluster import _free_ports, end_processes, ray_executable
 
     gcs, dashboard, client, agent = _free_ports(4)
     temp = f"/tmp/jc-ext-{os.getpid()}"

@@ -25,7 +25,7 @@ import pytest
 from jupyter_compute import api  # noqa: E402
 from jupyter_compute.exceptions import TargetError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
-from jupyter_compute.targets._docker_images import dockerfile_tag  # noqa: E402
+from jupyter_compute.targets.docker.images import dockerfile_tag  # noqa: E402
 
 import dockerd
 from conftest import Project

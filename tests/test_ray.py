@@ -31,13 +31,13 @@ from jupyter_compute import api  # noqa: E402
 from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
 from jupyter_compute.runs import Run  # noqa: E402
-from jupyter_compute.targets import _ray_joblog  # noqa: E402
-from jupyter_compute.targets._ray_cluster import (  # noqa: E402
+from jupyter_compute.targets.ray import joblog as _ray_joblog  # noqa: E402
+from jupyter_compute.targets.ray.cluster import (  # noqa: E402
     ClusterShape,
     EmbeddedCluster,
     autoscaler_config,
 )
-from jupyter_compute.targets._ray_jobs import JobsClient, normalize_address  # noqa: E402
+from jupyter_compute.targets.ray.jobs import JobsClient, normalize_address  # noqa: E402
 from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
 
 COUNTER = """\
@@ -496,7 +496,7 @@ def test_stop_and_start_touch_only_their_own_processes(ray_project: RayProject,
 def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `ray start` failure: the GCS port it is given is taken."""
-    from jupyter_compute.targets import _ray_cluster
+    from jupyter_compute.targets.ray import cluster as _ray_cluster
 
     taken = socket.socket()
     taken.bind(("", 0))

@@ -52,6 +52,7 @@ from jupyter_compute.exceptions import (
 )
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.runs import Run
+from jupyter_compute.targets import cluster_of, node_counts
 from jupyter_compute.workspace import ENV_VAR, Workspace, find
 
 T = TypeVar("T")
@@ -182,7 +183,7 @@ def target_row(ws: Workspace, name: str, config: dict[str, Any]) -> dict[str, An
     row: dict[str, Any] = {"name": name, "kind": config.get("type"), "options": options,
                            "status": "ready", "cluster": False, "nodes": None, "error": None}
     try:
-        nodes = api.get_target(name, ws).nodes()
+        nodes = node_counts(api.get_target(name, ws))
     except ComputeError as exc:
         row.update(status="unreachable", error=str(exc))
         return row
@@ -235,7 +236,7 @@ def attach(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
 
 def start_stop(ws: Workspace, name: str, action: str) -> dict[str, Any]:
     one_target(ws, name)  # 404 for an unknown name
-    target = api.get_target(name, ws)
+    target = cluster_of(api.get_target(name, ws))
     target.start() if action == "start" else target.stop()
     return one_target(ws, name)
 

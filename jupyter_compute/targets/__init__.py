@@ -1,6 +1,8 @@
-"""Compute targets: where runs execute. One module per kind, found by entry point.
+"""Compute targets: where runs execute. A kind is a host × a launcher (``base.py``).
 
-Kinds register in the ``jupyter_compute.targets`` entry-point group (ours are in
+Hosts: this machine (``local.py``), an SSH host (``ssh/``). Launchers: a detached
+process (``base.py``), a Docker container (``docker/``), a Ray job (``ray/``). Kinds
+register in the ``jupyter_compute.targets`` entry-point group (ours are in
 ``pyproject.toml``). Built-in kinds resolve without scanning entry points, which
 costs ~80 ms a process; only an unknown name triggers the scan.
 """
@@ -16,7 +18,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-    from jupyter_compute.targets.base import ComputeTarget
+    from jupyter_compute.targets.base import Cluster, Target
 
 ENTRY_POINT_GROUP = "jupyter_compute.targets"
 
@@ -29,7 +31,7 @@ BUILTIN_KINDS = {
 }
 
 
-def target_class(kind: str) -> type[ComputeTarget]:
+def target_class(kind: str) -> type[Target]:
     """The class registered for ``kind``; a clear error naming installed kinds if none."""
     ref = BUILTIN_KINDS.get(kind)
     if ref is None:
@@ -83,3 +85,20 @@ def parse_kind_options(kind: str, argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"{flag} needs a value")
         i += 1
     return options
+
+
+def cluster_of(target: Target) -> Cluster:
+    """``target`` as a ``Cluster`` (start, stop, nodes), or a clear error if it is not one."""
+    from jupyter_compute.targets.base import Cluster
+
+    if not isinstance(target, Cluster):
+        raise UsageError(f"{target.name!r} is a {target.kind} target: there is nothing to "
+                         "start or stop (only cluster kinds, such as ray, have)")
+    return target
+
+
+def node_counts(target: Target) -> dict[str, int] | None:
+    """Node counts ``{current, min, max, …}`` of a cluster kind; None for any other."""
+    from jupyter_compute.targets.base import Cluster
+
+    return target.nodes() if isinstance(target, Cluster) else None

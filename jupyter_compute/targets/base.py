@@ -1,45 +1,73 @@
-"""``ComputeTarget``: the template every kind of target fills in.
+"""A target is a **host** × a **launcher**, joined by one template, ``Target``.
 
-The public methods (``submit``, ``status``, ``cancel``) validate, snapshot,
-record and check liveness the same way for every kind; a subclass supplies the
-hooks that differ — how blobs reach the target (``sync``), how the agent starts
-there (``launch``), how run-folder files are read and written (``read``,
-``write``), whether the agent still lives (``alive``) and how to ask it to stop
-(``request_cancel``). A subclass that misses a hook fails when it is
-constructed, not in the middle of a run.
+- The *host* says where a run's folder lives and how files and commands reach it:
+  this machine (``LocalHost``) or an SSH host (``SSHHost``). It syncs the snapshot's
+  blobs, the manifest and the agent's spec, reads run-folder files from an offset,
+  writes the cancel file, starts detached processes and tells whether one lives.
+- The *launcher* says how the agent starts there: a detached process
+  (``ProcessLauncher``), a Docker container, a Ray job. It may prepare something
+  first (an image, a cluster), adjust the agent's spec (paths inside a container),
+  and know better than the host whether the agent still lives (a container's state).
+
+``Target.submit`` (validate, snapshot, record, sync, launch) and ``Target.status``
+(with the one lost-agent rule, ``liveness.lost``) are written once here. What one
+submission knows travels in a ``SubmitContext`` argument, never on ``self``, so one
+target object serves many threads. A kind is a small class naming its parts::
+
+    class LocalTarget(Target):
+        kind = "local"
+        host_type = LocalHost
+        launcher_type = ProcessLauncher
+
+A kind whose compute scales also derives from ``Cluster`` (``start``/``stop``/
+``nodes``); no other kind has those methods. A part that misses an abstract hook
+fails when the target is constructed, not in the middle of a run.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from abc import ABC, abstractmethod
-from datetime import datetime, timezone
 from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.runspec import RunSpec
+from jupyter_compute.targets import liveness
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
     from jupyter_compute.runs import Run
+    from jupyter_compute.runspec import RunSpec
     from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.store import RunRecord
     from jupyter_compute.workspace import Workspace
 
-#: Files that make the run-side runtime; they travel to every target.
-RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "notebook_runner.py")
+
+class SubmitContext:
+    """One submission, handed to every hook: the spec, its snapshot, its record, the
+    agent's ``spec.json`` as it is being built, and room for what a part must pass
+    from one of its hooks to the next (``scratch``)."""
+
+    __slots__ = ("spec", "snap", "record", "agent", "scratch")
+
+    def __init__(self, spec: RunSpec, snap: Snapshot, record: RunRecord) -> None:
+        self.spec = spec
+        self.snap = snap
+        self.record = record
+        self.agent: dict[str, Any] = {}
+        self.scratch: dict[str, Any] = {}
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
 
 
-class ComputeTarget(ABC):
-    """A place where runs execute. Subclasses set ``kind`` and fill the hooks."""
+class Part(ABC):  # noqa: B024 - the common constructor of hosts and launchers
+    """What a host and a launcher share: the target's name, options and workspace."""
 
-    kind: ClassVar[str]
     #: Options accepted in ``targets.yml`` and by ``attach``: name → (type, help).
     options: ClassVar[dict[str, tuple[Any, str]]] = {}
 
@@ -48,7 +76,162 @@ class ComputeTarget(ABC):
         self.config = config
         self.workspace = workspace
 
-    # -- the template: the same for every kind -------------------------------------------
+
+class Host(Part):
+    """Where run folders live, and how files and commands reach them."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Prove the host works (connect once, find Python); called by ``attach``."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Make the host ready (connect); called before each submission."""
+
+    @abstractmethod
+    def paths(self, ctx: SubmitContext) -> dict[str, Any]:
+        """Where the agent finds things on this host: ``manifest``, ``blobs``,
+        ``env_root`` and ``pythonpath`` (the runtime), as the agent's spec fields."""
+
+    @abstractmethod
+    def run_dir(self, run_id: str) -> str:
+        """The run's folder on the host (an absolute path there)."""
+
+    @abstractmethod
+    def sync(self, ctx: SubmitContext) -> None:
+        """Put the snapshot's missing blobs, the runtime, the manifest, ``spec.json``,
+        ``status.json`` and the run's secrets (0600) into the run folder on the host."""
+
+    @abstractmethod
+    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        """Bytes of run-folder file ``name`` from ``offset``; ``b""`` if it does not exist."""
+
+    @abstractmethod
+    def write(self, run_id: str, name: str, data: bytes) -> None:
+        """Replace run-folder file ``name`` atomically (mode 0600)."""
+
+    @abstractmethod
+    def start_agent(self, run_id: str, python: str | None = None) -> None:
+        """Start the agent on the run folder as a detached process; return at once."""
+
+    @abstractmethod
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
+            ) -> tuple[int, bytes, bytes]:
+        """Run a command (an argument list, quoted for the host's shell where it has one);
+        return ``(exit code, stdout, stderr)``."""
+
+    @abstractmethod
+    def process_alive(self, ident: dict[str, Any]) -> bool | None:
+        """Whether the process ``ident`` (``protocol.process_identity``) lives; None when
+        the host cannot tell (then the heartbeat decides)."""
+
+    @abstractmethod
+    def heartbeat_age(self, run_id: str) -> float | None:
+        """Seconds since the agent's last heartbeat, by the host's clock; None if none."""
+
+    @abstractmethod
+    def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
+        """Send signal ``name`` (``"SIGTERM"``) to process ``ident`` or its group, if it lives."""
+
+    def finish(self, run_id: str) -> None:  # noqa: B027 - optional hook
+        """Bring back what an ended run left (log, metrics, outputs) where they are remote."""
+
+    def outputs_dir(self, run_id: str) -> Path:
+        """A local folder with the run's outputs (fetched back first where needed)."""
+        return self.workspace.run_dir(run_id) / protocol.OUTPUTS
+
+
+class Launcher(Part):
+    """How the agent starts on a host."""
+
+    def validate(self, spec: RunSpec) -> None:  # noqa: B027 - optional hook
+        """Refuse a spec this launcher cannot run, before anything is written."""
+
+    def check(self, host: Host) -> None:  # noqa: B027 - optional hook
+        """Prove the launcher works on ``host`` (an image, a cluster); called by ``attach``."""
+
+    def prepare(self, host: Host) -> None:  # noqa: B027 - optional hook
+        """Make ready what every run needs (reach the engine, start the cluster)."""
+
+    def agent_spec(self, host: Host, ctx: SubmitContext) -> None:  # noqa: B027
+        """Adjust ``ctx.agent`` for this launcher (paths inside a container)."""
+
+    def sync(self, host: Host, ctx: SubmitContext) -> None:  # noqa: B027 - optional hook
+        """Per-run preparation before the host's sync (build an image, upload a package)."""
+
+    @abstractmethod
+    def launch(self, host: Host, ctx: SubmitContext) -> None:
+        """Start the agent, detached; return as soon as it is started."""
+
+    def alive(self, host: Host, run_id: str, status: dict[str, Any]) -> bool | None:
+        """What the launcher knows of a non-terminal run's agent (a container exited);
+        None to let the agent's pid and heartbeat decide."""
+        return None
+
+    def cancel(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
+        """After the cancel file is written: wake the agent now rather than at its poll."""
+        ident = status.get("agent")
+        if ident and host.process_alive(ident):
+            host.signal(ident, "SIGTERM")
+
+    def ended(self, host: Host, run_id: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Once a run is terminal: clean up (remove a container) and explain; idempotent."""
+        return status
+
+    def abandon(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
+        """After the agent was found lost: end the script it left running."""
+        script = status.get("script")
+        if script and host.process_alive(script):
+            host.signal(script, "SIGKILL", group=True)
+
+
+class ProcessLauncher(Launcher):
+    """The agent as a detached process on the host, in a session of its own."""
+
+    def validate(self, spec: RunSpec) -> None:
+        if spec.docker_image:
+            raise UsageError(f"target {self.name!r} runs processes, not docker images; attach "
+                             "a docker target (--type docker), or an ssh target with "
+                             "--docker-image, and use it")
+
+    def launch(self, host: Host, ctx: SubmitContext) -> None:
+        host.start_agent(ctx.run_id)
+
+
+class Target:
+    """The template every kind shares; a kind names its ``host_type`` and ``launcher_type``.
+
+    ``compose`` may choose them from the options (an ssh target with a Docker image
+    launches containers). Options are the union of both parts' plus the kind's own.
+    """
+
+    kind: ClassVar[str]
+    host_type: ClassVar[type[Host]]
+    launcher_type: ClassVar[type[Launcher]]
+    options: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "options" not in cls.__dict__ and hasattr(cls, "host_type"):
+            cls.options = {**cls.host_type.options, **cls.launcher_type.options}
+
+    def __init__(self, name: str, config: dict[str, Any], workspace: Workspace) -> None:
+        self.name = name
+        self.config = config
+        self.workspace = workspace
+        host_cls, launcher_cls = self.compose(config)
+        self.host: Host = host_cls(name, config, workspace)
+        self.launcher: Launcher = launcher_cls(name, config, workspace)
+
+    @classmethod
+    def compose(cls, config: dict[str, Any]) -> tuple[type[Host], type[Launcher]]:
+        """The host and launcher for these options (by default the kind's own)."""
+        return cls.host_type, cls.launcher_type
+
+    # -- the template ------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Prove the target works; called by ``attach`` before anything is written."""
+        self.host.check()
+        self.launcher.check(self.host)
 
     def submit(self, spec: RunSpec) -> Run:
         """Validate, snapshot, record and launch ``spec``; return its ``Run`` at once."""
@@ -59,7 +242,7 @@ class ComputeTarget(ABC):
             take_snapshot,
         )
 
-        self.validate(spec)
+        self.launcher.validate(spec)
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
@@ -67,121 +250,82 @@ class ComputeTarget(ABC):
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
-        self.prepare()
-        record = self._record(spec, snap)
-        record.spec = self.agent_spec(record, spec, snap)
-        self.workspace.store.insert(record)
-        try:
-            self.sync(record.id, snap, record.spec)
-            self.launch(record.id)
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, ComputeError) else \
-                f"could not start the run on {self.name!r}: {exc}"
-            self._fail(record.id, message)
-            if isinstance(exc, ComputeError):
-                raise
-            raise TargetError(message) from exc
-        run = Run(record, self.workspace, target=self)
+        self.host.prepare()
+        self.launcher.prepare(self.host)
+        ctx = SubmitContext(spec, snap, self._record(spec, snap))
+        ctx.agent = self._agent_spec(ctx)
+        ctx.record.spec = ctx.agent
+        self.workspace.store.insert(ctx.record)
+        # Until the agent runs, this process keeps the run alive for every reader.
+        with liveness.ClientBeat(self.workspace.run_dir(ctx.run_id)) as beat:
+            try:
+                self.launcher.sync(self.host, ctx)
+                self.host.sync(ctx)
+                self.launcher.launch(self.host, ctx)
+                beat.launched()
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, ComputeError) else \
+                    f"could not start the run on {self.name!r}: {exc}"
+                self._fail(ctx.run_id, message)
+                if isinstance(exc, ComputeError):
+                    raise
+                raise TargetError(message) from exc
+        run = Run(ctx.record, self.workspace, target=self)
         run.warnings = list(snap.warnings)  # e.g. symlinks out of the folder, not followed
         return run
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
 
-        A non-terminal run whose agent is gone becomes Failed ("agent lost"), here
-        and in the target's own status file, so every reader agrees.
+        A non-terminal run whose agent (or, before it started, whose submitting
+        client) is provably gone becomes Failed, here and in the host's status file,
+        so every reader agrees. A terminal status is never replaced.
         """
         st = self._read_status(run_id)
-        if RunStatus(st["status"]).is_terminal() or self.alive(run_id, st):
-            return st
-        st = self._read_status(run_id)  # it may have finished between the two reads
         if RunStatus(st["status"]).is_terminal():
+            return self._ended(run_id, st)
+        why = self._lost(run_id, st)
+        if why is None:
             return st
-        who = st.get("agent", {}).get("pid")
-        st.update(status=RunStatus.FAILED.value, ended=protocol.utcnow(), exit_code=None,
-                  error=f"agent lost: the agent{f' (pid {who})' if who else ''} died "
-                  "before the run ended (killed, or the machine restarted)")
-        st.setdefault("history", []).append([st["status"], st["ended"]])
-        self.write(run_id, protocol.STATUS, json.dumps(st, indent=1).encode())
-        self.abandon(run_id, st)
-        return st
+        st = self._read_status(run_id)  # it may have ended between the two reads
+        if RunStatus(st["status"]).is_terminal():
+            return self._ended(run_id, st)
+        now = protocol.utcnow()
+        st.update(status=RunStatus.FAILED.value, ended=now, exit_code=None, error=why)
+        st.setdefault("history", []).append([st["status"], now])
+        self.host.write(run_id, protocol.STATUS, json.dumps(st, indent=1).encode())
+        self.launcher.abandon(self.host, run_id, st)
+        return self._ended(run_id, st)
 
     def cancel(self, run_id: str) -> None:
         """Ask the run to stop; the agent ends it as Canceled (SIGTERM, then SIGKILL)."""
-        if not RunStatus(self.status(run_id)["status"]).is_terminal():
-            self.request_cancel(run_id)
+        st = self.status(run_id)
+        if not RunStatus(st["status"]).is_terminal():
+            self.host.write(run_id, protocol.CANCEL, b"")
+            self.launcher.cancel(self.host, run_id, st)
+
+    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        """Bytes of run-folder file ``name`` from ``offset`` (what is there now)."""
+        return self.host.read(run_id, name, offset)
 
     def tail(self, run_id: str, offset: int = 0) -> bytes:
         """The run's log from byte ``offset`` on (what is there now)."""
-        return self.read(run_id, protocol.LOG, offset)
-
-    # -- hooks a kind fills in ---------------------------------------------------------
-
-    def validate(self, spec: RunSpec) -> None:  # noqa: B027 - optional hook
-        """Refuse a spec this kind cannot run, before anything is written."""
-
-    def check(self) -> None:  # noqa: B027 - optional hook
-        """Prove the target works (connect once, find Python); called by ``attach``."""
-
-    def prepare(self) -> None:  # noqa: B027 - optional hook
-        """Make the target ready (connect, start a cluster); called before each sync."""
-
-    @abstractmethod
-    def agent_spec(self, record: RunRecord, spec: RunSpec, snap: Snapshot) -> dict[str, Any]:
-        """The ``spec.json`` the agent reads on this target (see ``base_agent_spec``)."""
-
-    @abstractmethod
-    def sync(self, run_id: str, snap: Snapshot, agent_spec: dict[str, Any]) -> None:
-        """Put the snapshot's missing blobs, its manifest and ``agent_spec`` on the target."""
-
-    @abstractmethod
-    def launch(self, run_id: str) -> None:
-        """Start the agent on the target, detached; return as soon as it is started."""
-
-    @abstractmethod
-    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
-        """Bytes of run-folder file ``name`` from ``offset``; ``b""`` if it does not exist."""
-
-    @abstractmethod
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        """Replace run-folder file ``name`` atomically."""
-
-    @abstractmethod
-    def alive(self, run_id: str, status: dict[str, Any]) -> bool:
-        """Whether the agent of a non-terminal run still lives (or may still start)."""
-
-    @abstractmethod
-    def request_cancel(self, run_id: str) -> None:
-        """Tell the agent to stop the run."""
-
-    def abandon(self, run_id: str, status: dict[str, Any]) -> None:  # noqa: B027
-        """Clean up after a lost agent (end the script it left running)."""
+        return self.host.read(run_id, protocol.LOG, offset)
 
     def outputs_dir(self, run_id: str) -> Path:
         """A local folder with the run's outputs (fetched back first where needed)."""
-        return self.workspace.run_dir(run_id) / protocol.OUTPUTS
-
-    def start(self) -> None:
-        """Start what the target runs on (a cluster's head); most kinds have nothing to."""
-        raise UsageError(f"{self.name!r} is a {self.kind} target: there is nothing to start")
-
-    def stop(self) -> None:
-        """Stop what ``start`` started (runs on it end); most kinds have nothing to stop."""
-        raise UsageError(f"{self.name!r} is a {self.kind} target: there is nothing to stop")
-
-    def nodes(self) -> dict[str, int] | None:
-        """Node counts ``{current, min, max}`` for targets that scale; None otherwise."""
-        return None
+        return self.host.outputs_dir(run_id)
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""
         return {"name": self.name, "type": self.kind, **self.config}
 
-    # -- shared pieces ---------------------------------------------------------------
+    # -- shared pieces -----------------------------------------------------------------
 
-    def base_agent_spec(self, record: RunRecord, spec: RunSpec) -> dict[str, Any]:
-        """The fields of ``spec.json`` every kind shares; a kind adds its paths."""
-        return {
+    def _agent_spec(self, ctx: SubmitContext) -> dict[str, Any]:
+        """``spec.json``: the run's fields, the host's paths, then the launcher's changes."""
+        spec, record = ctx.spec, ctx.record
+        ctx.agent = {
             "run_id": record.id, "kind": spec.kind or "script", "script": spec.script,
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
@@ -189,10 +333,28 @@ class ComputeTarget(ABC):
             "environment_variables": dict(spec.environment_variables),
             "max_run_duration_seconds": spec.max_run_duration_seconds,
             "cancel_grace_seconds": spec.cancel_grace_seconds,
+            **self.host.paths(ctx),
         }
+        self.launcher.agent_spec(self.host, ctx)
+        return ctx.agent
+
+    def _lost(self, run_id: str, st: dict[str, Any]) -> str | None:
+        """Why the run's agent is provably gone, or None while it may still be going."""
+        verdict = self.launcher.alive(self.host, run_id, st)
+        if verdict is True:
+            return None
+        ident = st.get("agent")
+        alive = self.host.process_alive(ident) if ident and verdict is None else verdict
+        beat = self.host.heartbeat_age(run_id) if ident and alive is None else None
+        return liveness.lost(st, agent_alive=alive, heartbeat_age=beat,
+                             client=liveness.client_state(self.workspace.run_dir(run_id)))
+
+    def _ended(self, run_id: str, st: dict[str, Any]) -> dict[str, Any]:
+        self.host.finish(run_id)
+        return self.launcher.ended(self.host, run_id, st)
 
     def _read_status(self, run_id: str) -> dict[str, Any]:
-        raw = self.read(run_id, protocol.STATUS)
+        raw = self.host.read(run_id, protocol.STATUS)
         try:
             st = json.loads(raw) if raw else None
         except ValueError:
@@ -201,35 +363,28 @@ class ComputeTarget(ABC):
 
     def _record(self, spec: RunSpec, snap: Snapshot) -> RunRecord:
         """Create the run's local folder (Queued) and its record, not yet stored."""
-        from jupyter_compute.store import RunRecord
+        from jupyter_compute.store import RunRecord, new_run_id
 
         name = spec.display_name
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "run"
         self.workspace.runs_dir.mkdir(parents=True, exist_ok=True)
-        while True:  # ids are unique by construction of their folder
-            run_id = f"{stamp}-{slug}-{os.urandom(2).hex()}"
-            try:
-                os.mkdir(self.workspace.run_dir(run_id))
-                break
-            except FileExistsError:
-                continue
+        run_id = new_run_id(name, self.workspace.runs_dir)
         created = protocol.utcnow()
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / protocol.STATUS), {
             "run_id": run_id, "status": RunStatus.QUEUED.value, "created": created,
             "history": [[RunStatus.QUEUED.value, created]]})
-        record = RunRecord(
+        return RunRecord(
             id=run_id, name=name, target=self.name, kind=spec.kind or "script",
             status=RunStatus.QUEUED.value, created=created, script=spec.script,
             arguments=list(spec.arguments), source_dir=str(spec.source_dir),
             snapshot={"id": snap.id, **vars(snap.stats)},
             git=snap.git.to_dict() if snap.git else None, parent_id=spec.parent_id)
-        return record
 
     def _fail(self, run_id: str, message: str) -> None:
         now = protocol.utcnow()
         path = self.workspace.run_dir(run_id) / protocol.STATUS
         st = protocol.read_json(str(path)) or {}
+        if st.get("status") in protocol.TERMINAL_STATUSES:
+            return
         st.update(status=RunStatus.FAILED.value, ended=now, error=message)
         st.setdefault("history", []).append([RunStatus.FAILED.value, now])
         protocol.write_json_atomic(str(path), st)
@@ -237,43 +392,17 @@ class ComputeTarget(ABC):
                                     error=message)
 
 
-class HostFolderTarget(ComputeTarget):
-    """A target whose run folders are on this machine's disk (local, docker, an embedded
-    Ray cluster), so reading and writing them is plain file access."""
+class Cluster(ABC):
+    """A capability of kinds whose compute scales (Ray): start, stop, count nodes."""
 
-    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
-        try:
-            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
+    @abstractmethod
+    def start(self) -> None:
+        """Start what the target runs on (a cluster's head)."""
 
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        path = self.workspace.run_dir(run_id) / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop what ``start`` started (runs on it end)."""
 
-
-def runtime_files() -> dict[str, bytes]:
-    """The run-side runtime, as files for a target's ``jupyter_compute/`` folder.
-
-    Shipped with every run so the agent runs, and ``from jupyter_compute.tracking
-    import get_run`` works in the script, with nothing but Python installed there.
-    """
-    here = Path(__file__).resolve().parent.parent
-    files = {name: (here / name).read_bytes() for name in RUNTIME_MODULES}
-    files["__init__.py"] = b'"""jupyter_compute run-side runtime: tracking and agent."""\n'
-    return files
-
-
-def runtime_digest() -> str:
-    """A short hash of the runtime files, so each version is shipped once."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, data in sorted(runtime_files().items()):
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()[:16]
+    @abstractmethod
+    def nodes(self) -> dict[str, int] | None:
+        """Node counts ``{current, min, max, pending}``."""

@@ -1,9 +1,9 @@
-"""The ``local`` target: the agent runs as a detached process on this machine.
+"""This machine as a host, and the ``local`` kind: this machine × a detached process.
 
-The run folder on the target *is* the workspace's run folder and the blob store
-is the workspace's own, so ``sync`` only writes the agent's spec. The agent is
-started in a session of its own, so closing the kernel or the shell does not
-stop the run.
+The run folder on this host *is* the workspace's run folder and the blob store is
+the workspace's own, so ``sync`` only writes the agent's spec. The agent starts in
+a session of its own, so closing the kernel or the shell does not stop the run.
+Other kinds reuse ``LocalHost`` (docker and an embedded Ray cluster run here too).
 """
 
 from __future__ import annotations
@@ -13,58 +13,63 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
+import time
 
 from jupyter_compute import protocol
-from jupyter_compute.exceptions import UsageError
-from jupyter_compute.targets.base import HostFolderTarget, runtime_digest, runtime_files
+from jupyter_compute.targets.base import Host, ProcessLauncher, Target
+from jupyter_compute.targets.runtime import install_runtime
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     import subprocess
     from typing import Any
 
-    from jupyter_compute.runspec import RunSpec
-    from jupyter_compute.snapshot import Snapshot
-    from jupyter_compute.store import RunRecord
+    from jupyter_compute.targets.base import SubmitContext
 
 #: Agents started with Popen (from a threaded process), kept so they are reaped.
 _children: list[subprocess.Popen[bytes]] = []
+_forked: list[int] = []
 
 
-class LocalTarget(HostFolderTarget):
-    """Runs on this machine, with the current interpreter unless ``python`` is given."""
+class LocalHost(Host):
+    """This machine: run folders are the workspace's, files are plain file access."""
 
-    kind = "local"
     options = {"python": (str, "interpreter for runs (default: the current one)")}
 
-    def validate(self, spec: RunSpec) -> None:
-        if spec.docker_image:
-            raise UsageError("the local target does not run docker images; attach a docker "
-                             "target (jupyter-compute attach NAME --type docker) and use it")
-
-    def agent_spec(self, record: RunRecord, spec: RunSpec, snap: Snapshot) -> dict[str, Any]:
-        run_dir = self.workspace.run_dir(record.id)
-        agent = self.base_agent_spec(record, spec)
-        python = spec.python or self.config.get("python")
-        agent.update(
-            interpreter=python,
-            manifest=os.path.relpath(snap.manifest_path, run_dir),
-            blobs=os.path.relpath(self.workspace.blobs_dir, run_dir),
-            env_root=os.path.relpath(self.workspace.dir / "envs", run_dir),
-        )
+    def paths(self, ctx: SubmitContext) -> dict[str, Any]:
+        # Absolute: the agent, a venv build and the script may each have another cwd.
+        paths: dict[str, Any] = {
+            "interpreter": ctx.spec.python or self.config.get("python"),
+            "manifest": str(ctx.snap.manifest_path), "blobs": str(self.workspace.blobs_dir),
+            "env_root": str(self.workspace.dir / "envs")}
+        python = paths["interpreter"]
         if python and os.path.realpath(python) != os.path.realpath(sys.executable):
             # Another interpreter may not have jupyter_compute: give it the runtime.
-            agent["pythonpath"] = [os.path.relpath(self._runtime(), run_dir)]
-        return agent
+            paths["pythonpath"] = [str(install_runtime(self.workspace.dir))]
+        return paths
 
-    def sync(self, run_id: str, snap: Snapshot, agent_spec: dict[str, Any]) -> None:
-        protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / protocol.SPEC),
-                                   agent_spec)
+    def run_dir(self, run_id: str) -> str:
+        return str(self.workspace.run_dir(run_id))
 
-    def launch(self, run_id: str) -> None:
-        run_dir = str(self.workspace.run_dir(run_id))
-        if hasattr(os, "fork") and threading.active_count() == 1:
+    def sync(self, ctx: SubmitContext) -> None:
+        protocol.write_json_atomic(os.path.join(self.run_dir(ctx.run_id), protocol.SPEC),
+                                   ctx.agent, 0o600)
+
+    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        try:
+            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def write(self, run_id: str, name: str, data: bytes) -> None:
+        protocol.write_atomic(str(self.workspace.run_dir(run_id) / name), data, 0o600)
+
+    def start_agent(self, run_id: str, python: str | None = None) -> None:
+        run_dir = self.run_dir(run_id)
+        if python is None and hasattr(os, "fork") and threading.active_count() == 1:
             _fork_agent(run_dir)  # saves starting an interpreter (~35 ms) on the CLI path
             return
         # Forking a threaded process (a kernel) is unsafe: start a fresh interpreter.
@@ -72,56 +77,42 @@ class LocalTarget(HostFolderTarget):
 
         _children[:] = [p for p in _children if p.poll() is None]
         _children.append(subprocess.Popen(
-            [sys.executable, "-m", "jupyter_compute.agent", run_dir],
+            [python or sys.executable, "-m", "jupyter_compute.agent", run_dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True))
 
-    def alive(self, run_id: str, status: dict[str, Any]) -> bool:
-        ident = status.get("agent")
-        if not ident:  # Queued: the agent has not started (yet)
-            return _age(status.get("created")) < protocol.START_TIMEOUT
-        known = protocol.process_alive(ident)
-        if known is not None:
-            return known
-        beat = self.workspace.run_dir(run_id) / protocol.HEARTBEAT
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
+            ) -> tuple[int, bytes, bytes]:
+        import subprocess
+
+        done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+    def process_alive(self, ident: dict[str, Any]) -> bool | None:
+        return protocol.process_alive(ident)
+
+    def heartbeat_age(self, run_id: str) -> float | None:
         try:
-            return _age_seconds(beat.stat().st_mtime) < protocol.HEARTBEAT_TIMEOUT
+            return time.time() - (self.workspace.run_dir(run_id) / protocol.HEARTBEAT).stat(
+            ).st_mtime
         except FileNotFoundError:
-            return _age(status.get("updated")) < protocol.HEARTBEAT_TIMEOUT
+            return None
 
-    def request_cancel(self, run_id: str) -> None:
-        run_dir = self.workspace.run_dir(run_id)
-        (run_dir / protocol.CANCEL).touch()
-        ident = self._read_status(run_id).get("agent")
-        if ident and protocol.process_alive(ident):  # wake it now rather than at its next poll
-            try:
-                os.kill(ident["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    def abandon(self, run_id: str, status: dict[str, Any]) -> None:
-        script = status.get("script")
-        if script and protocol.process_alive(script):
-            try:
-                os.killpg(script["pid"], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def _runtime(self) -> Path:
-        """The run-side runtime, written once per version into the workspace."""
-        folder = self.workspace.dir / "runtime" / runtime_digest()
-        package = folder / "jupyter_compute"
-        if not (package / "__init__.py").exists():
-            package.mkdir(parents=True, exist_ok=True)
-            for name, data in sorted(runtime_files().items(), key=lambda kv: kv[0] ==
-                                     "__init__.py"):  # __init__ last: it marks completion
-                tmp = package / f".{name}.{os.getpid()}"
-                tmp.write_bytes(data)
-                os.replace(tmp, package / name)
-        return folder
+    def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
+        if not protocol.process_alive(ident):
+            return
+        try:
+            (os.killpg if group else os.kill)(int(ident["pid"]), getattr(signal, name))
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
-_forked: list[int] = []
+class LocalTarget(Target):
+    """Runs on this machine, with the current interpreter unless ``python`` is given."""
+
+    kind = "local"
+    host_type = LocalHost
+    launcher_type = ProcessLauncher
 
 
 def _fork_agent(run_dir: str) -> None:
@@ -149,17 +140,3 @@ def _fork_agent(run_dir: str) -> None:
         code = run_agent(run_dir)
     finally:
         os._exit(code)
-
-
-def _age(iso: str | None) -> float:
-    if not iso:
-        return 0.0
-    from datetime import datetime
-
-    return _age_seconds(datetime.fromisoformat(iso).timestamp())
-
-
-def _age_seconds(timestamp: float) -> float:
-    import time
-
-    return time.time() - timestamp

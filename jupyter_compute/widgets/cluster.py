@@ -23,11 +23,13 @@ import time
 
 import ipywidgets as widgets
 
+from jupyter_compute.targets import node_counts
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from jupyter_compute.targets.base import ComputeTarget
+    from jupyter_compute.targets.base import Target
 
 MIN_INTERVAL = 0.1
 HISTORY = 600  # points kept: 10 minutes at the default interval
@@ -108,7 +110,7 @@ class ClusterWidget(widgets.VBox):
     >>> ClusterWidget(get_target("cpu-cluster"), interval=1.0)
     """
 
-    def __init__(self, target: ComputeTarget, interval: float = 1.0, follow: bool = True,
+    def __init__(self, target: Target, interval: float = 1.0, follow: bool = True,
                  max_seconds: float = 4 * 3600.0, **kwargs: Any) -> None:
         self.target = target
         self.interval = max(MIN_INTERVAL, float(interval))
@@ -133,10 +135,10 @@ class ClusterWidget(widgets.VBox):
 
     # -- polling (on the widget's thread: traits only) ----------------------------------
 
-    def refresh(self, target: ComputeTarget | None = None) -> dict[str, Any] | None:
+    def refresh(self, target: Target | None = None) -> dict[str, Any] | None:
         """Ask the target once and show the answer; returns the counts."""
         try:
-            nodes = (target or self._poller).nodes()
+            nodes = node_counts(target or self._poller)
         except Exception as exc:  # noqa: BLE001 - a poll that fails is shown, not raised
             self.error = exc
             self.counts.value = (f"<b>{html.escape(self.target.name)}</b> · "
@@ -198,9 +200,9 @@ class ClusterWidget(widgets.VBox):
 class ClusterSummary:
     """The static node counts of a target (what shows where widgets cannot)."""
 
-    def __init__(self, target: ComputeTarget) -> None:
+    def __init__(self, target: Target) -> None:
         self.name = target.name
-        self.nodes = target.nodes()
+        self.nodes = node_counts(target)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         return cluster_bundle(self.name, self.nodes)
@@ -209,7 +211,7 @@ class ClusterSummary:
         return counts_text(self.name, self.nodes)
 
 
-def cluster_display(target: ComputeTarget) -> ClusterWidget | ClusterSummary:
+def cluster_display(target: Target) -> ClusterWidget | ClusterSummary:
     """What ``%compute show NAME`` displays for a cluster target: the live widget in a
     kernel that can show widgets, else the static counts.
 
@@ -220,7 +222,7 @@ def cluster_display(target: ComputeTarget) -> ClusterWidget | ClusterSummary:
     return ClusterWidget(target) if widgets_available() else ClusterSummary(target)
 
 
-def _fresh(target: ComputeTarget) -> ComputeTarget:
+def _fresh(target: Target) -> Target:
     from jupyter_compute.workspace import Workspace
 
     try:

@@ -67,8 +67,8 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.targets._ray_cluster import ClusterShape, EmbeddedCluster, ray_executable
-from jupyter_compute.targets._ray_jobs import (
+from jupyter_compute.targets.ray.cluster import ClusterShape, EmbeddedCluster, ray_executable
+from jupyter_compute.targets.ray.jobs import (
     PENDING,
     RUNNING,
     TERMINAL,
@@ -302,7 +302,7 @@ class RayTarget(HostFolderTarget):
         else:
             import base64
 
-            from jupyter_compute.targets import _ray_joblog
+            from jupyter_compute.targets.ray import joblog as _ray_joblog
 
             payload = {"spec": protocol.read_json(str(run_dir / protocol.SPEC)),
                        "status": protocol.read_json(str(run_dir / protocol.STATUS))}
@@ -321,7 +321,7 @@ class RayTarget(HostFolderTarget):
                       entrypoint_num_cpus=request["CPU"],
                       entrypoint_memory=int(request["memory"]) if "memory" in request else None)
         if cluster is not None:  # the reaper removes the cluster once this run has ended
-            subprocess.Popen([sys.executable, "-m", "jupyter_compute.targets._ray_cluster",
+            subprocess.Popen([sys.executable, "-m", "jupyter_compute.targets.ray.cluster",
                               "reap", str(self.workspace.dir), cluster.name, str(run_dir),
                               run_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
@@ -349,7 +349,7 @@ class RayTarget(HostFolderTarget):
         """The snapshot, runtime and entry script as a working_dir package in the cluster."""
         import hashlib
 
-        from jupyter_compute.targets import _ray_joblog
+        from jupyter_compute.targets.ray import joblog as _ray_joblog
 
         entry = Path(_ray_joblog.__file__).read_bytes()
         key = hashlib.sha256(f"{runtime_digest()}\0{snap.id}\0".encode() + entry).hexdigest()
@@ -417,7 +417,7 @@ class RayTarget(HostFolderTarget):
         self._pulled[run_id] = now
         import fcntl
 
-        from jupyter_compute.targets._ray_joblog import Mirror
+        from jupyter_compute.targets.ray.joblog import Mirror
 
         run_dir = self.workspace.run_dir(run_id)
         with open(run_dir / ".joblog.lock", "a") as lock:
@@ -795,7 +795,7 @@ def _local_addresses() -> set[str]:
         found.update(socket.gethostbyname_ex(socket.gethostname())[2])
     except OSError:
         pass
-    from jupyter_compute.targets._ray_cluster import _node_ip
+    from jupyter_compute.targets.ray.cluster import _node_ip
 
     found.add(_node_ip())
     return found
@@ -806,7 +806,7 @@ def _package_zip(snap: Snapshot, blobs_dir: Path, entry: bytes) -> bytes:
     import io
     import zipfile
 
-    from jupyter_compute.targets._ray_joblog import ENTRY
+    from jupyter_compute.targets.ray.joblog import ENTRY
 
     files: dict[str, bytes] = {f"jupyter_compute/{n}": d for n, d in runtime_files().items()}
     files[ENTRY] = entry

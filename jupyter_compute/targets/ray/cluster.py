@@ -50,7 +50,7 @@ from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError
-from jupyter_compute.targets._ray_jobs import (
+from jupyter_compute.targets.ray.jobs import (
     DEFAULT_TIMEOUT,
     TERMINAL,
     ClusterUnreachableError,
@@ -593,7 +593,7 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
          poll: float = 1.0) -> int:
     """Stop and remove the ephemeral cluster ``name`` once its one run has ended.
 
-    Runs detached (``python -m jupyter_compute.targets._ray_cluster reap …``), so the
+    Runs detached (``python -m jupyter_compute.targets.ray.cluster reap …``), so the
     cluster goes away even when the process that submitted the run is long gone.
     """
     cluster = EmbeddedCluster(Path(ws_dir), name)
@@ -620,11 +620,11 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m jupyter_compute.targets._ray_cluster reap WS_DIR NAME RUN_DIR JOB_ID``."""
+    """``python -m jupyter_compute.targets.ray.cluster reap WS_DIR NAME RUN_DIR JOB_ID``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 5 and args[0] == "reap":
         return reap(args[1], args[2], args[3], args[4])
-    print("usage: python -m jupyter_compute.targets._ray_cluster reap WS_DIR NAME RUN_DIR "
+    print("usage: python -m jupyter_compute.targets.ray.cluster reap WS_DIR NAME RUN_DIR "
           "JOB_ID", file=sys.stderr)
     return 2
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import RemoteCommandError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.targets._ssh_connection import (
+from jupyter_compute.targets.ssh.connection import (
     Connection,
     Endpoint,
     HostUnreachableError,
@@ -49,7 +49,7 @@ from jupyter_compute.targets._ssh_connection import (
     read_file,
     sh_command,
 )
-from jupyter_compute.targets._ssh_hostkeys import KNOWN_HOSTS, HostKeyError
+from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS, HostKeyError
 from jupyter_compute.targets.base import ComputeTarget, runtime_digest, runtime_files
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings

@@ -41,7 +41,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.targets._docker_images import (
+from jupyter_compute.targets.docker.images import (
     BASE_IMAGE_SCRIPT,
     DEFAULT_IMAGE,
     BuildError,
@@ -51,7 +51,7 @@ from jupyter_compute.targets._docker_images import (
     requirements_context,
     requirements_tag,
 )
-from jupyter_compute.targets._docker_mounts import materialize_snapshot, runtime_dir
+from jupyter_compute.targets.docker.mounts import materialize_snapshot, runtime_dir
 from jupyter_compute.targets.base import HostFolderTarget
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings

@@ -40,7 +40,7 @@ import paramiko
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError
-from jupyter_compute.targets._ssh_hostkeys import (
+from jupyter_compute.targets.ssh.hostkeys import (
     USER_KNOWN_HOSTS,
     TrustOnlyPolicy,
     changed_key_error,

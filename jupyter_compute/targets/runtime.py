@@ -1,0 +1,56 @@
+"""The run-side runtime: the files that travel to every target with each run.
+
+``agent.py``, ``protocol.py``, ``tracking.py`` and ``notebook_runner.py`` use the
+standard library only (the notebook runner needs papermill where it runs), so a
+host needs nothing but Python 3 for ``from jupyter_compute.tracking import
+get_run`` to work in a script. Each version is written once per place, keyed by
+``runtime_digest()``; ``__init__.py`` is written last, so its presence says the
+folder is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_compute import protocol
+
+#: Files that make the run-side runtime; they travel to every target.
+RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "notebook_runner.py")
+_INIT = b'"""jupyter_compute run-side runtime: tracking and agent."""\n'
+_digest: list[str] = []
+
+
+def runtime_files() -> dict[str, bytes]:
+    """The runtime as ``{file name: bytes}`` for a target's ``jupyter_compute/`` folder,
+    in the order to write them (``__init__.py`` last)."""
+    here = Path(__file__).resolve().parent.parent
+    files = {name: (here / name).read_bytes() for name in RUNTIME_MODULES}
+    files["__init__.py"] = _INIT
+    return files
+
+
+def runtime_digest() -> str:
+    """A short hash of the runtime files, so each version is shipped once."""
+    if not _digest:
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, data in sorted(runtime_files().items()):
+            h.update(name.encode() + b"\0" + data)
+        _digest.append(h.hexdigest()[:16])
+    return _digest[0]
+
+
+def install_runtime(root: Path) -> Path:
+    """``root/runtime/<digest>``, a folder to put on ``PYTHONPATH``; written on first use.
+
+    >>> (install_runtime(ws.dir) / "jupyter_compute" / "agent.py").is_file()
+    True
+    """
+    folder = root / "runtime" / runtime_digest()
+    package = folder / "jupyter_compute"
+    if not (package / "__init__.py").exists():
+        package.mkdir(parents=True, exist_ok=True)
+        for name, data in runtime_files().items():
+            protocol.write_atomic(str(package / name), data, 0o644)
+    return folder
