@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_compute import api  # noqa: E402
-from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
-from jupyter_compute.targets.ssh import HostKeyError, SSHTarget  # noqa: E402
+from jupyter_compute.exceptions import TargetError  # noqa: E402
+from jupyter_compute.targets.ssh import SYNC_RECORD, HostKeyError, SSHTarget  # noqa: E402
 
 import sshd
 from conftest import CLI, Project
@@ -367,7 +367,7 @@ def test_disconnect_mid_run_loses_and_repeats_no_line(project: Project, host: Se
     numbers = [line for line in seen if not line.startswith("[agent]")]
     assert numbers == [f"{i}\n" for i in range(40)]
     assert run.status().value == "Completed"
-    assert run.target.conn.connects >= 2  # it did reconnect
+    assert run.target.host.conn.connects >= 2  # it did reconnect
     mirror = (project.run_dir(run.id) / "output.log").read_text().splitlines()
     assert [n for n in mirror if not n.startswith("[agent]")] == [str(i) for i in range(40)]
 
@@ -431,6 +431,12 @@ def test_killed_agent_becomes_failed_and_its_script_ends(project: Project,
 # -- sync ----------------------------------------------------------------------------------
 
 
+def sync_record(project: Project, run_id: str) -> dict[str, int]:
+    """What the submit of ``run_id`` sent, as it keeps it in the local run folder."""
+    record: dict[str, int] = json.loads((project.run_dir(run_id) / SYNC_RECORD).read_text())
+    return record
+
+
 def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) -> None:
     api.attach("vm", "ssh", **host.options())
     for i in range(50):
@@ -441,18 +447,18 @@ def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) ->
     project.write("check.py", "print(open('small.txt').read()[:16])\n")
 
     first = api.submit("check.py", target="vm")
-    sent = first.target.last_sync  # type: ignore[attr-defined]
-    assert sent.blob_bytes >= 50_000_000
+    sent = sync_record(project, first.id)
+    assert sent["blob_bytes"] >= 50_000_000
     assert first.wait(timeout=60).value == "Completed"
 
     small.write_bytes(os.urandom(512).hex().encode())
     second = api.submit("check.py", target="vm")
-    sent = second.target.last_sync  # type: ignore[attr-defined]
+    sent = sync_record(project, second.id)
     manifest = (project.root / ".jupyter_compute" / "snapshots" /
                 f"{second.record.snapshot['id']}.json").stat().st_size
-    assert (sent.blobs_sent, sent.blob_bytes) == (1, 1024)
-    assert sent.manifest_bytes == manifest and sent.runtime_bytes == 0
-    assert sent.blobs_checked == 1  # the connection knew the host had the others
+    assert (sent["blobs_sent"], sent["blob_bytes"]) == (1, 1024)
+    assert sent["manifest_bytes"] == manifest and sent["runtime_bytes"] == 0
+    assert sent["blobs_checked"] == 1  # the connection knew the host had the others
     assert second.wait(timeout=60).value == "Completed"
     assert small.read_text()[:16] in second.log()
 
@@ -460,7 +466,7 @@ def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) ->
     small.write_bytes(os.urandom(512).hex().encode())
     out = cli(project, "submit", "check.py", "--target", "vm", "--wait")
     assert out.returncode == 0 and small.read_text()[:16] in out.stdout, out.stderr
-    record = json.loads((project.run_dir(out.stderr.split()[1]) / "sync.json").read_text())
+    record = sync_record(project, out.stderr.split()[1])
     assert (record["blobs_sent"], record["blob_bytes"]) == (1, 1024)
     assert record["blobs_checked"] == 52  # 50 parts, small.txt, check.py
 
@@ -479,14 +485,6 @@ def test_requirements_environment_is_built_once_and_reused(project: Project,
     assert "reusing environment" in logs[1] and "building" not in logs[1]
     prefix = re.search(r"prefix (\S+)", logs[1])
     assert prefix and f"/{host.workdir[2:]}/envs/" in prefix.group(1)
-
-
-def test_docker_image_is_refused_clearly(project: Project, host: Server) -> None:
-    target = api.attach("vm", "ssh", **host.options())
-    from jupyter_compute.runspec import RunSpec
-
-    with pytest.raises(UsageError, match="not supported yet"):
-        target.validate(RunSpec(script="x.py", source_dir=project.root, docker_image="py"))
 
 
 def test_errors_are_target_errors(project: Project, host: Server) -> None:

@@ -133,7 +133,10 @@ out = ["%d.%d.%d" % tuple(sys.version_info[:3]), sys.executable, w, os.uname()[1
        repr(time.time()), ok]
 if len(sys.argv) > 2 and ok == "1" and sys.version_info >= (3, 9):
     run, runtime = [os.path.join(w, p) for p in sys.argv[2:4]]
-    mkdirs(run)
+    try:
+        os.mkdir(run, 448)  # 0700: its spec may hold the run's environment variables
+    except OSError:
+        pass
     if not os.path.exists(os.path.join(runtime, "jupyter_compute", "__init__.py")):
         mkdirs(os.path.join(runtime, "jupyter_compute"))
         out.append("runtime")

@@ -1,0 +1,329 @@
+"""The agent in a Docker container, started through the host's ``docker`` CLI.
+
+::
+
+    jupyter-compute attach gpu-vm --type ssh --host 10.0.0.5 --docker-image pytorch:2 \\
+        --gpus all --shm-size 8g
+
+Every engine call is one ``host.run(argv)`` (on an SSH host, over the connection the
+target already holds; each argument quoted), so a Docker engine needs nothing but its
+CLI on the host and the SSH user in the ``docker`` group. Inside the container::
+
+    /jc/run       the run folder on the host (read-write): log, status, outputs
+    /jc/blobs     the host's blob store (read-only): the agent copies the snapshot
+    /jc/runtime   agent, tracking, protocol (read-only), on PYTHONPATH
+
+The same ``agent.py`` as everywhere is the container's main process, run by the
+image's Python as the SSH user's uid:gid (so the run's files stay theirs), with no
+network unless ``--network`` says otherwise. It writes its status into the mounted
+run folder, so the host reads it as it reads a process's. The container is named
+``jc-<run id>``, labelled with the run id, and removed once the run has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from jupyter_compute import protocol
+from jupyter_compute.exceptions import TargetError, UsageError
+from jupyter_compute.targets import liveness
+from jupyter_compute.targets.base import Launcher
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jupyter_compute.runspec import RunSpec
+    from jupyter_compute.targets.base import Host, SubmitContext
+
+#: In the local run folder, written before the container is started: this run is one.
+MARKER = "container.json"
+#: Paths inside the container.
+RUN_DIR, BLOBS_DIR, RUNTIME_DIR = "/jc/run", "/jc/blobs", "/jc/runtime"
+LABEL_RUN, LABEL_TARGET = "jupyter_compute.run", "jupyter_compute.target"
+LABEL_WORKSPACE = "jupyter_compute.workspace"
+DEFAULT_PYTHON = "python3"
+#: A container is inspected at most this often per run (status is polled often).
+INSPECT_EVERY = 0.25
+#: After a cancel, the container is killed this long past the run's grace period.
+KILL_MARGIN = 2.0
+_LIVE = ("running", "restarting", "paused")
+_SIZE = re.compile(r"\d+(\.\d+)?[bkmg]?", re.IGNORECASE)
+_GPUS = re.compile(r"all|\d+|device=[\w,.:-]+", re.IGNORECASE)
+#: (host label, run id) -> (monotonic time, state): ``docker inspect`` results, briefly.
+_seen: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def container_name(run_id: str) -> str:
+    """The container of run ``run_id``: ``jc-<run id>``."""
+    return f"jc-{run_id}"
+
+
+class ContainerCLILauncher(Launcher):
+    """The agent as a container on the host's Docker engine; see the module docstring."""
+
+    options = {
+        "docker_image": (str, "run each run in a container of this image on the host's "
+                              "Docker engine (a run's environment.docker_image overrides it)"),
+        "docker_python": (str, f"Python inside the image (default {DEFAULT_PYTHON})"),
+        "memory": (str, "container memory limit, e.g. 512m or 4g (no swap beyond it)"),
+        "cpus": (float, "container CPU limit, e.g. 1.5"),
+        "shm_size": (str, "size of the container's /dev/shm, e.g. 1g"),
+        "gpus": (str, "GPUs to expose: all, a count, or device=0,1 (NVIDIA Container Toolkit)"),
+        "network": (str, "container network: none (default), host, or a network's name"),
+    }
+
+    def __init__(self, name: str, config: dict[str, Any], workspace: Any) -> None:
+        super().__init__(name, config, workspace)
+        self.limits = _limits(config)  # refuse a bad value at attach, not at a run
+        self.network = str(config.get("network") or "none")
+        if not re.fullmatch(r"[\w.-]+", self.network):
+            raise UsageError(f"--network must be none, host or a network's name, not "
+                             f"{self.network!r}")
+
+    def image(self, spec: RunSpec | None) -> str | None:
+        """The run's image: its own ``docker_image``, else the target's."""
+        return (spec.docker_image if spec is not None else None) or \
+            self.config.get("docker_image")
+
+    # -- Launcher ------------------------------------------------------------------------
+
+    def validate(self, spec: RunSpec) -> None:
+        if not self.image(spec):
+            raise UsageError(f"target {self.name!r} has no docker image: attach it with "
+                             "--docker-image IMAGE, or set environment.docker_image")
+
+    def check(self, host: Host) -> None:
+        """The engine answers, the image is there and its Python runs."""
+        image = self.image(None)
+        if not image:
+            return
+        self._facts(host, image, "--docker-image")
+        python = self._python(None)
+        code, out, err = host.run(
+            ["docker", "run", "--rm", "--network", "none", "--label",
+             f"{LABEL_TARGET}={self.name}", image, python, "-c",
+             "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=120)
+        version = out.decode(errors="replace").strip().splitlines()
+        if code or not version or not re.fullmatch(r"\d+\.\d+", version[-1]):
+            raise TargetError(f"{python} in image {image} on {_where(host)} did not run "
+                              f"({_last(err) or f'exit {code}'}); set --docker-python to the "
+                              "image's Python 3")
+        if tuple(int(p) for p in version[-1].split(".")) < (3, 8):
+            raise TargetError(f"image {image} has Python {version[-1]}; the agent needs 3.8 "
+                              "or newer (set --docker-python, or use another image)")
+
+    def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
+        agent = ctx.agent
+        # Where the host keeps them, for the mounts; then where the agent sees them.
+        ctx.scratch["container"] = {"blobs": agent["blobs"],
+                                    "runtime": agent["pythonpath"][0]}
+        agent.update(interpreter=None,  # the agent's own: the image's Python
+                     blobs=BLOBS_DIR, pythonpath=[RUNTIME_DIR],
+                     env_root=f"{RUN_DIR}/.envs")  # built with the image's Python, per run
+
+    def sync(self, host: Host, ctx: SubmitContext) -> None:
+        """Before anything is uploaded: the engine answers and has the image."""
+        image = self.image(ctx.spec)
+        assert image is not None  # validate refused a spec without one
+        what = "environment.docker_image" if ctx.spec.docker_image else "--docker-image"
+        ctx.scratch["container"].update(image=image, user=self._facts(host, image, what))
+
+    def launch(self, host: Host, ctx: SubmitContext) -> None:
+        run_id, facts = ctx.run_id, ctx.scratch["container"]
+        name = container_name(run_id)
+        python = self._python(ctx.spec)
+        # Before the container exists: from now on every reader knows this run is one.
+        protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / MARKER),
+                                   {"name": name, "image": facts["image"], "python": python})
+        argv = ["docker", "run", "--detach", "--name", name,
+                "--label", f"{LABEL_RUN}={run_id}", "--label", f"{LABEL_TARGET}={self.name}",
+                "--label", f"{LABEL_WORKSPACE}={self.workspace.dir}",
+                "--user", facts["user"], "--env", "HOME=/tmp",  # no home for that uid there
+                "--env", f"{protocol.ENV_RUN_ID}={run_id}",
+                "--network", self.network, "--workdir", RUN_DIR,
+                "--mount", _bind(host.run_dir(run_id), RUN_DIR),
+                "--mount", _bind(facts["blobs"], BLOBS_DIR, readonly=True),
+                "--mount", _bind(facts["runtime"], RUNTIME_DIR, readonly=True),
+                *self.limits, facts["image"], python,
+                f"{RUNTIME_DIR}/jupyter_compute/agent.py", RUN_DIR]
+        code, _out, err = host.run(argv, timeout=120)
+        if code:
+            host.run(["docker", "rm", "--force", "--volumes", name])  # it may be Created
+            raise TargetError(self._start_error(host, facts["image"], python, err))
+
+    def alive(self, host: Host, run_id: str, status: dict[str, Any]) -> bool | None:
+        state = self._state(host, run_id)
+        if state in _LIVE:
+            self._backstop(host, run_id)
+            return True
+        if state in ("missing", "exited", "dead"):
+            client = liveness.client_state(self.workspace.run_dir(run_id))
+            if client is not None and client.get("launched") is None and not status.get("agent"):
+                return None  # still being launched: the submitting client decides
+            return False
+        return None  # created, or the engine cannot tell: the agent's heartbeat decides
+
+    def cancel(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
+        """SIGTERM to the agent (it ends the script within the run's grace); the next
+        status read after the grace kills the container should it still run."""
+        host.run(["docker", "kill", "--signal", "TERM", container_name(run_id)])
+        _seen.pop((_where(host), run_id), None)
+
+    def ended(self, host: Host, run_id: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Remove the container, once (the marker remembers)."""
+        path = self.workspace.run_dir(run_id) / MARKER
+        marker = protocol.read_json(str(path)) or {}
+        if not marker.get("removed"):
+            code, _out, err = host.run(["docker", "rm", "--force", "--volumes",
+                                        container_name(run_id)])
+            if code == 0 or b"no such container" in err.lower():
+                protocol.write_json_atomic(str(path), {**marker, "removed": True})
+            _seen.pop((_where(host), run_id), None)
+        return status
+
+    def abandon(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
+        self.ended(host, run_id, status)  # removing the container ends what it ran
+
+    # -- the engine ------------------------------------------------------------------------
+
+    def _python(self, spec: RunSpec | None) -> str:
+        return (spec.python if spec is not None else None) or \
+            str(self.config.get("docker_python") or DEFAULT_PYTHON)
+
+    def _facts(self, host: Host, image: str, what: str) -> str:
+        """``uid:gid`` of the host's user, after proving the engine has ``image``: one command."""
+        code, out, err = host.run(
+            ["sh", "-c", 'id -u && id -g && docker image inspect --format "{{.Id}}" "$1"',
+             "sh", image])
+        lines = out.decode(errors="replace").split()
+        if code == 0 and len(lines) >= 3:
+            return f"{lines[0]}:{lines[1]}"
+        said = err.decode(errors="replace")
+        where = _where(host)
+        if "no such image" in said.lower():
+            raise TargetError(f"no image {image!r} ({what}) on the Docker engine of {where}: "
+                              f"put it there (docker pull {image} on the host, or docker save "
+                              f"{image} | ssh … docker load)")
+        raise TargetError(_engine_error(where, said, code))
+
+    def _state(self, host: Host, run_id: str) -> str:
+        """The container's state (running, exited, missing, …), inspected at most every
+        ``INSPECT_EVERY`` seconds; ``unknown`` when the engine does not answer."""
+        key = (_where(host), run_id)
+        seen = _seen.get(key)
+        now = time.monotonic()
+        if seen is not None and now - seen[0] < INSPECT_EVERY:
+            return seen[1]
+        try:
+            code, out, err = host.run(["docker", "container", "inspect", "--format",
+                                       "{{.State.Status}}", container_name(run_id)])
+        except TargetError:  # the host is unreachable: never a reason to call a run lost
+            return "unknown"
+        if code == 0:
+            state = out.decode(errors="replace").strip() or "unknown"
+        else:
+            state = "missing" if b"no such" in err.lower() else "unknown"
+        _seen[key] = (now, state)
+        return state
+
+    def _backstop(self, host: Host, run_id: str) -> None:
+        """Kill a container still running well past a cancel's grace period."""
+        run_dir = self.workspace.run_dir(run_id)
+        try:
+            asked = (run_dir / protocol.CANCEL).stat().st_mtime
+        except FileNotFoundError:
+            return
+        spec = protocol.read_json(str(run_dir / protocol.SPEC)) or {}
+        grace = float(spec.get("cancel_grace_seconds") or 3)
+        if time.time() - asked > grace + KILL_MARGIN:
+            host.run(["docker", "kill", container_name(run_id)])
+            _seen.pop((_where(host), run_id), None)
+
+    def _start_error(self, host: Host, image: str, python: str, err: bytes) -> str:
+        said = err.decode(errors="replace")
+        if "executable file not found" in said or "no such file or directory" in said:
+            return (f"image {image} has no {python}: use an image with Python 3, or set "
+                    "--docker-python to its interpreter")
+        if "gpu" in said.lower() and "driver" in said.lower():
+            return ("the Docker engine on the host cannot give GPUs to containers (no NVIDIA "
+                    "Container Toolkit): install it there, or attach without --gpus")
+        return f"the Docker engine of {_where(host)} could not start {image}: {_last(err)}"
+
+
+def _limits(config: dict[str, Any]) -> list[str]:
+    """``docker run`` flags for the resource options, each value checked."""
+    flags: list[str] = []
+    for key, flag in (("memory", "--memory"), ("shm_size", "--shm-size")):
+        value = config.get(key)
+        if value in (None, ""):
+            continue
+        if not _SIZE.fullmatch(str(value).strip()) or float(re.sub(r"[^\d.]", "", str(value))) <= 0:
+            raise UsageError(f"--{key.replace('_', '-')} must be a size like 512m or 4g, "
+                             f"not {value!r}")
+        flags += [flag, str(value).strip()]
+        if key == "memory":  # the limit is what the script gets, not twice it with swap
+            flags += ["--memory-swap", str(value).strip()]
+    cpus = config.get("cpus")
+    if cpus not in (None, ""):
+        try:
+            ok = float(cpus) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UsageError(f"--cpus must be a positive number, not {cpus!r}")
+        flags += ["--cpus", str(float(cpus))]
+    gpus = config.get("gpus")
+    if gpus not in (None, ""):
+        text = str(gpus).strip()
+        if not _GPUS.fullmatch(text):
+            raise UsageError(f"--gpus must be all, a count or device=0,1, not {gpus!r}")
+        # docker run reads --gpus as CSV: a device list must be one quoted field
+        flags += ["--gpus", f'"{text}"' if "," in text else text]
+    return flags
+
+
+def _bind(source: str, target: str, readonly: bool = False) -> str:
+    """A ``--mount`` value; ``--mount`` is CSV, so a field with a comma or quote is quoted."""
+    fields = ["type=bind", f"source={source}", f"target={target}"]
+    if readonly:
+        fields.append("readonly")
+    return ",".join(f'"{f.replace(chr(34), 2 * chr(34))}"' if re.search(r'[,"]', f) else f
+                    for f in fields)
+
+
+def _where(host: Host) -> str:
+    return str(getattr(host, "label", None) or host.name)
+
+
+def _last(err: bytes) -> str:
+    lines = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _engine_error(where: str, said: str, code: int) -> str:
+    """What a failed ``docker`` call on the host means, and what to do, in one line."""
+    low = said.lower()
+    if code == 127 or "docker: not found" in low or "command not found" in low:
+        return (f"no docker CLI on {where}: install Docker Engine there (or attach without "
+                "--docker-image)")
+    if "permission denied" in low and "docker" in low:
+        user = where.split("@", 1)[0]
+        return (f"{where} may not use the Docker engine (permission denied on its socket): "
+                f"add the user to the docker group there (usermod -aG docker {user}) and "
+                "connect again")
+    if "cannot connect to the docker daemon" in low or "is the docker daemon running" in low:
+        return f"the Docker engine on {where} does not answer: start it there (dockerd)"
+    return f"docker on {where} failed: {_last(said.encode()) or f'exit {code}'}"
+
+
+def marker(run_dir: Any) -> dict[str, Any] | None:
+    """The run's container marker in its local run folder, or None (a process run)."""
+    try:
+        with open(f"{run_dir}/{MARKER}", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,537 @@
+"""An SSH host: run folders on a machine reached over SSH (paramiko, one pooled connection).
+
+Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
+
+    blobs/sha256/ab/<digest>           content-addressed files, shared by all runs
+    runtime/<digest>/jupyter_compute/  the agent and tracking API, once per version
+    runs/<run-id>/                     the run folder (see protocol.py), 0700
+    envs/<hash>/                       venvs built from requirements files, reused
+
+``sync`` uploads only the blobs the host lacks (SFTP, a temporary name, then a
+rename). The agent starts detached (setsid, nohup), so a dropped connection or a
+closed kernel does not stop the run. Whatever is read back (log, metrics, status)
+is kept in the workspace's run folder as well, so ``logs``, ``metrics`` and
+``show`` work while the host is unreachable, and a follower resumes at its byte
+offset after a reconnect. When the run ends (``finish``), the rest of its log and
+metrics and its ``outputs/`` are fetched there, under names checked on this side:
+the host is not trusted to name files on this machine.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import posixpath
+import shlex
+import stat
+import threading
+import time
+from dataclasses import asdict, dataclass
+from functools import cached_property, partial
+from pathlib import Path
+
+from jupyter_compute import protocol
+from jupyter_compute.exceptions import RemoteCommandError, UsageError
+from jupyter_compute.protocol import RunStatus
+from jupyter_compute.targets.base import Host
+from jupyter_compute.targets.runtime import runtime_digest, runtime_files
+from jupyter_compute.targets.ssh.connection import (
+    Connection,
+    Endpoint,
+    HostUnreachableError,
+    connection,
+    python_command,
+    read_file,
+    sh_command,
+)
+from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
+
+    import paramiko
+
+    from jupyter_compute.snapshot import Snapshot
+    from jupyter_compute.targets.base import SubmitContext
+
+DEFAULT_WORKDIR = "~/.jupyter_compute"
+DEFAULT_PYTHON = "python3"
+DEFAULT_TIMEOUT = 10
+#: In the local run folder: what ``sync`` sent (``SyncStats`` as JSON).
+SYNC_RECORD = "sync.json"
+#: In the local run folder: the final log, metrics, status and outputs are all here.
+FETCHED = ".fetched"
+#: The agent's own stdout and stderr on the host (start-up errors land here).
+AGENT_OUT = "agent.out"
+#: ``ctx.scratch`` key: what the host lacks, learnt by ``paths`` on a new connection.
+SCRATCH_MISSING = "ssh.missing"
+_APPENDED = (protocol.LOG, protocol.METRICS)
+_MIRRORED = (*_APPENDED, protocol.STATUS)
+#: A live agent is looked up in the host's /proc at most this often per run.
+ALIVE_RECHECK_SECONDS = 1.0
+#: Private files of a run (its spec may hold environment variables): owner only.
+_PRIVATE = (protocol.SPEC, protocol.STATUS, protocol.CANCEL)
+
+
+@dataclass
+class SyncStats:
+    """What one ``sync`` sent over SFTP, in files and bytes; kept as ``sync.json`` in the
+    local run folder.
+
+    >>> run = submit("train.py", target="vm")
+    >>> json.loads((ws.run_dir(run.id) / SYNC_RECORD).read_text())["blob_bytes"]
+    1024
+    """
+
+    blobs_checked: int = 0    # digests asked about (the rest were known to be there)
+    blobs_sent: int = 0
+    blob_bytes: int = 0
+    manifest_bytes: int = 0
+    run_bytes: int = 0        # spec.json and status.json
+    runtime_bytes: int = 0    # agent and tracking API, once per version and host
+
+    @property
+    def total(self) -> int:
+        return self.blob_bytes + self.manifest_bytes + self.run_bytes + self.runtime_bytes
+
+
+class SSHHost(Host):
+    """A VM or server reached over SSH; see the module docstring."""
+
+    options = {
+        "host": (str, "host name or address"),
+        "port": (int, "SSH port (default 22)"),
+        "user": (str, "user to log in as (default: your local user name)"),
+        "key": (str, "private key file (default: ssh-agent, then ~/.ssh/id_*)"),
+        "password_env": (str, "NAME of an environment variable holding the password"),
+        "key_passphrase_env": (str, "NAME of an environment variable holding the key's "
+                                    "passphrase"),
+        "workdir": (str, f"folder on the host for blobs, runs and environments (default "
+                         f"{DEFAULT_WORKDIR})"),
+        "python": (str, f"Python ≥ 3.9 on the host (default {DEFAULT_PYTHON})"),
+        "trust_host_key": (str, "SHA256:… fingerprint of the host key to trust (printed "
+                                "when the key is unknown)"),
+        "connect_timeout": (int, f"seconds to wait for a connection (default "
+                                 f"{DEFAULT_TIMEOUT})"),
+    }
+
+    _finishing = threading.Lock()
+
+    # -- the connection ----------------------------------------------------------------
+
+    @cached_property
+    def conn(self) -> Connection:
+        """The process's pooled connection to this host (opened on first use)."""
+        host = self.config.get("host")
+        if not host:
+            raise UsageError(f"ssh target {self.name!r} has no host; attach it with "
+                             "--host NAME")
+        endpoint = Endpoint(
+            host=str(host), port=int(self.config.get("port") or 22),
+            user=str(self.config.get("user") or getpass.getuser()),
+            key=self.config.get("key"), password_env=self.config.get("password_env"),
+            key_passphrase_env=self.config.get("key_passphrase_env"),
+            trusted=self.config.get("trust_host_key"),
+            known_hosts=str(self.workspace.dir / KNOWN_HOSTS),
+            timeout=float(self.config.get("connect_timeout") or DEFAULT_TIMEOUT))
+        return connection(endpoint, str(self.config.get("python") or DEFAULT_PYTHON),
+                          str(self.config.get("workdir") or DEFAULT_WORKDIR))
+
+    @property
+    def label(self) -> str:
+        """``user@host:port``, for messages."""
+        return self.conn.endpoint.label
+
+    def remote(self, run_id: str, *names: str) -> str:
+        """The absolute path of the run folder (or a file in it) on the host."""
+        return posixpath.join(self.conn.ensure().workdir, "runs", run_id, *names)
+
+    # -- Host ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Connect once: host key, credentials, SFTP, Python ≥ 3.9 and the workdir."""
+        self.conn.ensure(force=True)
+
+    def prepare(self) -> None:
+        self.conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
+
+    def paths(self, ctx: SubmitContext) -> dict[str, Any]:
+        conn = self.conn
+        if conn.probe is None:
+            # A new connection: its probe also tells what the host lacks (for sync).
+            ctx.scratch[SCRATCH_MISSING] = self._inspect(ctx.run_id, ctx.snap)
+        work = conn.ensure().workdir
+        return {"interpreter": ctx.spec.python,  # None: the agent's own, the host's python
+                "manifest": protocol.MANIFEST, "blobs": posixpath.join(work, "blobs"),
+                "env_root": posixpath.join(work, "envs"),
+                "pythonpath": [posixpath.join(work, "runtime", runtime_digest())]}
+
+    def run_dir(self, run_id: str) -> str:
+        return self.remote(run_id)
+
+    def sync(self, ctx: SubmitContext) -> None:
+        for attempt in (1, 2):  # every step is idempotent: after a drop, reconnect and redo
+            try:
+                stats = self._sync(ctx)
+                break
+            except HostUnreachableError:
+                if attempt == 2:
+                    raise
+                ctx.scratch.pop(SCRATCH_MISSING, None)
+                self.conn.ensure(force=True)
+        protocol.write_json_atomic(str(self.workspace.run_dir(ctx.run_id) / SYNC_RECORD),
+                                   {**asdict(stats), "total": stats.total})
+
+    def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        local = self.workspace.run_dir(run_id)
+        if name in _MIRRORED and (local / FETCHED).exists():
+            return _read_local(local / name, offset)  # final: no need to ask the host
+        try:
+            if name in _APPENDED:
+                return self._pull(run_id, name, offset)
+            data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name),
+                                                         offset))
+        except HostUnreachableError:
+            return _read_local(local / name, offset)  # what was last fetched
+        if name == protocol.STATUS:
+            if not data:
+                return _read_local(local / name, offset)
+            data = self._mirror_status(run_id, data)
+        return data
+
+    def write(self, run_id: str, name: str, data: bytes) -> None:
+        self.conn.call(lambda sftp: put(sftp, data, self.remote(run_id, name), mode=0o600))
+        protocol.write_atomic(str(self.workspace.run_dir(run_id) / name), data, 0o600)
+
+    def start_agent(self, run_id: str, python: str | None = None) -> None:
+        probe = self.conn.ensure()
+        q = shlex.quote
+        run = self.remote(run_id)
+        agent = posixpath.join(probe.workdir, "runtime", runtime_digest(), "jupyter_compute",
+                               "agent.py")
+        # Its own session (setsid) and SIGHUP ignored (nohup): the agent outlives this
+        # SSH session. Nothing of the run is on this line but quoted paths; the script's
+        # arguments travel in spec.json.
+        self._checked(sh_command(
+            f"cd {q(run)} || exit 1; S=; command -v setsid >/dev/null 2>&1 && S=setsid; "
+            f"$S nohup {q(python or probe.python)} {q(agent)} {q(run)} </dev/null "
+            f">{AGENT_OUT} 2>&1 &"), "start the agent")
+
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
+            ) -> tuple[int, bytes, bytes]:
+        """Run ``argv`` on the host, every argument quoted for its shell."""
+        return self.conn.run(" ".join(shlex.quote(str(a)) for a in argv), stdin, timeout)
+
+    def process_alive(self, ident: dict[str, Any]) -> bool | None:
+        conn = self.conn
+        key = f"{ident.get('host')}:{ident.get('pid')}:{ident.get('start_ticks')}"
+        seen = conn.seen_alive.get(key)
+        if seen is not None and time.monotonic() - seen < ALIVE_RECHECK_SECONDS:
+            return True
+        try:
+            known = conn.process_alive(ident)
+        except HostUnreachableError:
+            return True  # unknown: a network outage must never make a run lost
+        if known:
+            conn.seen_alive[key] = time.monotonic()
+        else:
+            conn.seen_alive.pop(key, None)
+        return known
+
+    def heartbeat_age(self, run_id: str) -> float | None:
+        try:
+            probe = self.conn.ensure()
+            beat = self.conn.call(lambda sftp: _mtime(sftp, self.remote(run_id,
+                                                                       protocol.HEARTBEAT)))
+        except HostUnreachableError:
+            return 0.0  # unknown: a network outage must never make a run lost
+        return None if beat is None else probe.remote_now() - beat
+
+    def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
+        """Through Python, not ``kill``: dash's ``kill`` takes no negative (group) pids."""
+        if not name.isidentifier() or not self.conn.process_alive(ident):
+            return  # gone, or not a process of this host (its pid means nothing here)
+        call = "os.killpg" if group else "os.kill"
+        code = (f"import os, signal\ntry:\n    {call}({int(ident['pid'])}, signal.{name})\n"
+                "except OSError:\n    pass\n")
+        self.conn.run(python_command(self.conn.ensure().python, code))
+
+    def finish(self, run_id: str) -> None:
+        """Fetch the rest of the log and metrics, and the outputs, of a run that ended."""
+        local = self.workspace.run_dir(run_id)
+        if (local / FETCHED).exists():
+            return
+        try:
+            with self._finishing:
+                if (local / FETCHED).exists():
+                    return
+                for name in _APPENDED:
+                    self._pull(run_id, name, _size(local / name))
+                self._fetch_outputs(run_id)
+                (local / FETCHED).touch()
+        except HostUnreachableError:
+            return  # fetched on a later read
+
+    def outputs_dir(self, run_id: str) -> Path:
+        """The local copy of the run's ``outputs/``, fetched from the host first."""
+        local = self.workspace.run_dir(run_id)
+        if not (local / FETCHED).exists():
+            if _terminal(self.read(run_id, protocol.STATUS)):
+                self.finish(run_id)
+            if not (local / FETCHED).exists():
+                try:
+                    self._fetch_outputs(run_id)  # still running: what is there so far
+                except HostUnreachableError:
+                    pass
+        return local / protocol.OUTPUTS
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def _sync(self, ctx: SubmitContext) -> SyncStats:
+        from jupyter_compute.snapshot import BlobStore
+
+        conn, snap, run_id = self.conn, ctx.snap, ctx.run_id
+        work = conn.ensure().workdir
+        run = self.remote(run_id)
+        digests = sorted({digest for digest, _size, _mode in snap.files.values()})
+        version = runtime_digest()
+        runtime = posixpath.join(work, "runtime", version)
+        stats = SyncStats(blobs_checked=len([d for d in digests if d not in conn.blobs]))
+        inspected = ctx.scratch.pop(SCRATCH_MISSING, None)
+        missing, ship_runtime = inspected if inspected is not None else \
+            self._inspect(run_id, snap)
+        store = BlobStore(self.workspace.blobs_dir)
+        for digest in missing:
+            dest = posixpath.join(work, "blobs", "sha256", digest[:2], digest)
+            stats.blob_bytes += conn.call(partial(put, src=store.path(digest), dest=dest))
+            stats.blobs_sent += 1
+        conn.blobs.update(digests)
+        if ship_runtime:
+            package = posixpath.join(runtime, "jupyter_compute")
+            files = sorted(runtime_files().items(), key=lambda kv: kv[0] == "__init__.py")
+            for name, data in files:  # __init__.py last: it marks the runtime complete
+                stats.runtime_bytes += conn.call(
+                    partial(put, src=data, dest=posixpath.join(package, name)))
+        conn.runtimes.add(version)
+        manifest = Path(snap.manifest_path).read_bytes()
+        spec = json.dumps(ctx.agent, indent=1).encode()
+        status = (self.workspace.run_dir(run_id) / protocol.STATUS).read_bytes()
+        for name, data in ((protocol.MANIFEST, manifest), (protocol.SPEC, spec),
+                           (protocol.STATUS, status)):
+            # a fresh run folder nobody reads yet: no need for a temporary name
+            conn.call(partial(put, src=data, dest=posixpath.join(run, name), atomic=False,
+                              mode=0o600 if name in _PRIVATE else None))
+        stats.manifest_bytes = len(manifest)
+        stats.run_bytes = len(spec) + len(status)
+        return stats
+
+    def _inspect(self, run_id: str, snap: Snapshot) -> tuple[list[str], bool]:
+        """Make the run folder; which blobs and whether the runtime the host lacks.
+
+        Asks the host about the digests this connection does not know it has; when
+        it knows them all (a resubmit), one SFTP mkdir is all it costs.
+        """
+        conn = self.conn
+        run = posixpath.join("runs", run_id)
+        unknown = sorted({d for d, _size, _mode in snap.files.values()} - conn.blobs)
+        if unknown or runtime_digest() not in conn.runtimes or conn.probe is None:
+            return conn.inspect(unknown, run, posixpath.join("runtime", runtime_digest()))
+        conn.call(lambda sftp: _mkdir(sftp, self.remote(run_id)))
+        return [], False
+
+    # -- the local mirror --------------------------------------------------------------
+
+    def _pull(self, run_id: str, name: str, offset: int) -> bytes:
+        """Bytes of append-only ``name`` from ``offset``, appended to the local mirror.
+
+        The host is read from where the mirror ends (or from ``offset`` if earlier), so
+        the mirror is always a gap-free prefix of the host's file.
+        """
+        path = self.workspace.run_dir(run_id) / name
+        start = min(offset, _size(path))
+        data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name), start))
+        _append_local(path, start, data)
+        return data[offset - start:]
+
+    def _mirror_status(self, run_id: str, data: bytes) -> bytes:
+        """Keep the host's status here too; a terminal status here is never replaced."""
+        path = self.workspace.run_dir(run_id) / protocol.STATUS
+        try:
+            have = path.read_bytes()
+        except FileNotFoundError:
+            have = b""
+        if have == data:
+            return data
+        if _terminal(have) and not _terminal(data):
+            return have
+        protocol.write_atomic(str(path), data, 0o600)
+        return data
+
+    def _fetch_outputs(self, run_id: str) -> None:
+        remote = self.remote(run_id, protocol.OUTPUTS)
+        local = self.workspace.run_dir(run_id) / protocol.OUTPUTS
+        self.conn.call(lambda sftp: fetch_tree(sftp, remote, local))
+
+    def _checked(self, command: str, what: str, stdin: bytes = b"") -> bytes:
+        code, out, err = self.conn.run(command, stdin)
+        if code:
+            raise RemoteCommandError(code, f"{what} on {self.label}",
+                                     err.decode(errors="replace"))
+        return out
+
+
+# -- SFTP --------------------------------------------------------------------------------
+
+
+def put(sftp: paramiko.SFTPClient, src: bytes | Path, dest: str, atomic: bool = True,
+        mode: int | None = None) -> int:
+    """Upload ``src`` (bytes or a local file) to ``dest``; return the bytes sent.
+
+    ``atomic`` writes a temporary name first and renames it, so a reader (or a
+    concurrent upload of the same blob) never sees half a file. ``mode`` is set
+    before any byte is written.
+    """
+    tmp = f"{dest}.tmp-{os.getpid()}-{os.urandom(4).hex()}" if atomic else dest
+    if isinstance(src, bytes):
+        with sftp.open(tmp, "wb") as f:
+            if mode is not None:
+                f.chmod(mode)
+            f.set_pipelined(True)
+            f.write(src)
+        sent = len(src)
+    else:
+        with open(src, "rb") as fl:
+            sftp.putfo(fl, tmp, confirm=False)
+            sent = fl.tell()
+    if atomic:
+        sftp.posix_rename(tmp, dest)
+    return sent
+
+
+def _mkdir(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        sftp.mkdir(path, 0o700)
+    except OSError:
+        if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+            raise
+
+
+def _mtime(sftp: paramiko.SFTPClient, path: str) -> float | None:
+    try:
+        return sftp.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def safe_name(name: str) -> bool:
+    """Whether a file name the host sent may be used as one name in a local folder:
+    not empty, ``.`` or ``..``, and with no ``/``, ``\\`` or NUL (so never absolute).
+
+    >>> [safe_name(n) for n in ("a.txt", "..", "../x", "/etc", "a\\0b")]
+    [True, False, False, False, False]
+    """
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def fetch_tree(sftp: paramiko.SFTPClient, remote: str, local: Path) -> None:
+    """Download the regular files under ``remote`` into ``local``; skip unchanged ones.
+
+    The host names the files, so nothing it says may reach outside ``local``: names
+    that are not one plain path component are refused, links on either side are
+    never followed (the host's are not artifacts; one here is left as it is, never
+    written through), and each file is written to a new temporary name, then renamed.
+    """
+    try:
+        entries = sftp.listdir_attr(remote)
+    except FileNotFoundError:
+        return
+    if os.path.islink(local):
+        return
+    local.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        if not safe_name(entry.filename):
+            continue
+        mode = entry.st_mode or 0
+        src, dest = posixpath.join(remote, entry.filename), local / entry.filename
+        try:
+            here = os.lstat(dest)
+        except FileNotFoundError:
+            here = None
+        if here is not None and stat.S_ISLNK(here.st_mode):
+            continue  # never written through, never replaced
+        if stat.S_ISDIR(mode):
+            if here is None or stat.S_ISDIR(here.st_mode):
+                fetch_tree(sftp, src, dest)
+        elif stat.S_ISREG(mode):  # links and devices are not artifacts
+            if here is not None and (not stat.S_ISREG(here.st_mode) or (
+                    here.st_size == entry.st_size and int(here.st_mtime) == entry.st_mtime)):
+                continue
+            _get_file(sftp, src, dest, entry)
+
+
+def _get_file(sftp: paramiko.SFTPClient, src: str, dest: Path,
+              entry: paramiko.SFTPAttributes) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{os.urandom(4).hex()}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sftp.getfo(src, f)
+        os.utime(tmp, (entry.st_atime or 0, entry.st_mtime or 0))
+        os.replace(tmp, dest)
+    except PermissionError:  # the script made it unreadable: not an artifact
+        os.unlink(tmp)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# -- local files -------------------------------------------------------------------------
+
+
+def _terminal(raw: bytes) -> bool:
+    try:
+        return RunStatus(json.loads(raw)["status"]).is_terminal()
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _read_local(path: Path, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _append_local(path: Path, start: int, data: bytes) -> None:
+    """Extend the mirror ``path`` with the part of ``data`` (at ``start``) it lacks.
+
+    Under an exclusive lock, so two followers (a kernel and a CLI) never both append
+    the same bytes.
+    """
+    if not data:
+        return
+    with open(path, "ab") as f:
+        _lock(f.fileno())
+        have = os.fstat(f.fileno()).st_size
+        if start <= have < start + len(data):
+            f.write(data[have - start:])
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: one follower at a time is the common case
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
