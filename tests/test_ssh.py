@@ -491,3 +491,98 @@ def test_errors_are_target_errors(project: Project, host: Server) -> None:
     with pytest.raises(TargetError, match="refused") as info:
         api.attach("vm", "ssh", **host.options(port=sshd.free_port("127.0.0.2")))
     assert info.value.__cause__ is not None  # translated, with the paramiko error behind
+
+
+# -- fetching outputs: the host names the files, this side decides where they go ---------
+
+
+LINKS = """
+import os, sys, time
+os.makedirs("outputs/sub", exist_ok=True)
+with open("outputs/sub/inner.txt", "w") as f:
+    f.write("inner")
+with open("outputs/plain.txt", "w") as f:
+    f.write("plain")
+os.symlink(sys.argv[1], "outputs/link.txt")   # links on the host to files outside
+os.symlink(sys.argv[2], "outputs/linkdir")
+print("ready", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.05)
+"""
+
+
+def test_output_fetch_never_writes_outside_the_local_outputs_folder(
+        project: Project, host: Server, tmp_path: Path) -> None:
+    api.attach("vm", "ssh", **host.options())
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("not an artifact")
+    secret_file.chmod(0o644)
+    tmp_path.chmod(0o755)  # readable by the host's user: the links would work there
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    project.write("links.py", LINKS)
+    run = api.submit("links.py", target="vm", arguments=[str(secret_file), str(tmp_path)])
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    # A link in the local outputs folder where the host has a folder of the same name.
+    local = project.run_dir(run.id) / "outputs"
+    local.mkdir(exist_ok=True)
+    (local / "sub").symlink_to(victim)
+    remote = Path(os.path.expanduser(f"~{sshd.USER}")) / host.workdir[2:] / "runs" / run.id
+    (remote / "workdir" / "go").touch()  # the host is this machine: let the script end
+    assert run.wait(timeout=60).value == "Completed", run.log()
+
+    run.outputs()  # fetched
+    names = sorted(os.path.relpath(os.path.join(d, n), local)
+                   for d, dirs, files in os.walk(local) for n in dirs + files)
+    assert names == ["plain.txt", "sub"], names
+    assert (local / "plain.txt").read_text() == "plain"
+    assert (local / "sub").is_symlink() and list(victim.iterdir()) == []
+    assert secret_file.read_text() == "not an artifact"
+
+
+class LyingSFTP:
+    """A hostile SFTP server's listing, the one stand-in in this file: OpenSSH lists
+    only names that exist in a file system, so it cannot send ``../x``, ``/abs`` or a
+    NUL; a compromised host can."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def listdir_attr(self, path: str) -> list[object]:
+        import stat as st
+
+        import paramiko
+
+        found = []
+        for name, data in self.files.items():
+            attrs = paramiko.SFTPAttributes()
+            attrs.filename, attrs.st_mode = name, st.S_IFREG | 0o644
+            attrs.st_size, attrs.st_mtime, attrs.st_atime = len(data), 1, 1
+            found.append(attrs)
+        return found
+
+    def _data(self, path: str) -> bytes:
+        return self.files[path.rsplit("/outputs/", 1)[1]]
+
+    def getfo(self, path: str, f: object) -> None:
+        f.write(self._data(path))  # type: ignore[attr-defined]
+
+    def get(self, path: str, local: str) -> None:
+        Path(local).write_bytes(self._data(path))
+
+
+def test_output_names_from_the_host_are_checked(tmp_path: Path) -> None:
+    from jupyter_compute.targets.ssh.host import fetch_tree
+
+    outputs = tmp_path / "runs" / "r1" / "outputs"
+    outputs.parent.mkdir(parents=True)
+    escaped = tmp_path / "absolute.txt"
+    crafted = {str(escaped): b"x", "../up.txt": b"x", "../../up2.txt": b"x",
+               "sub/../../../deep.txt": b"x", "nul\0.txt": b"x", "..": b"x", ".": b"x",
+               "": b"x", "ok.txt": b"fine"}
+    fetch_tree(LyingSFTP(crafted), "/srv/runs/r1/outputs", outputs)  # type: ignore[arg-type]
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["runs/r1/outputs/ok.txt"], written
+    assert (outputs / "ok.txt").read_bytes() == b"fine"
