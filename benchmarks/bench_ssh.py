@@ -16,6 +16,7 @@ and measures, in the same session:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -77,6 +78,13 @@ def main() -> None:
     import paramiko
 
     from jupyter_compute import api
+    from jupyter_compute.targets.ssh import SYNC_RECORD
+
+    def sent_by(run_id: str) -> dict[str, int]:
+        """What a submit sent, as it records it in the local run folder."""
+        record: dict[str, int] = json.loads(
+            (project / ".jupyter_compute" / "runs" / run_id / SYNC_RECORD).read_text())
+        return record
 
     root = Path(tempfile.mkdtemp(prefix="bench-ssh-"))
     root.chmod(0o755)  # sshd reads the authorized keys as the user
@@ -175,16 +183,16 @@ def main() -> None:
         t0 = time.perf_counter()
         first = api.submit("hello.py", target="vm")
         first_seconds = time.perf_counter() - t0
-        first_sent = first.target.last_sync  # type: ignore[attr-defined]
+        first_sent = sent_by(first.id)
         first.wait()
         small.write_bytes(os.urandom(512).hex().encode())
-        transport = first.target.conn.client.get_transport()  # type: ignore[attr-defined]
+        transport = first.target.host.conn.client.get_transport()  # type: ignore[attr-defined]
         wire_before = _wire_bytes(transport)
         t0 = time.perf_counter()
         second = api.submit("hello.py", target="vm")
         second_seconds = time.perf_counter() - t0
         wire = _wire_bytes(transport) - wire_before
-        sent = second.target.last_sync  # type: ignore[attr-defined]
+        sent = sent_by(second.id)
         second.wait()
         snapshot_bytes = second.record.snapshot["bytes"]
         changed = small.stat().st_size
@@ -207,18 +215,18 @@ def main() -> None:
     print(f"{'resubmit, one file changed':<30} {'bytes':>12}")
     rows = [
         ("snapshot (all files)", snapshot_bytes),
-        ("first submit: blobs sent", first_sent.blob_bytes),
+        ("first submit: blobs sent", first_sent["blob_bytes"]),
         ("changed file", changed),
-        ("resubmit: blobs sent", sent.blob_bytes),
-        ("resubmit: manifest", sent.manifest_bytes),
-        ("resubmit: spec + status", sent.run_bytes),
-        ("resubmit: all SFTP payload", sent.total),
+        ("resubmit: blobs sent", sent["blob_bytes"]),
+        ("resubmit: manifest", sent["manifest_bytes"]),
+        ("resubmit: spec + status", sent["run_bytes"]),
+        ("resubmit: all SFTP payload", sent["total"]),
         ("resubmit: SSH wire bytes", wire),
     ]
     for name, value in rows:
         print(f"{name:<30} {value:>12,}")
-    print(f"\nresubmit blobs / changed file: {sent.blob_bytes / changed:.2f}x; all SFTP payload "
-          f"/ snapshot: {sent.total / snapshot_bytes:.5f}x; submit took "
+    print(f"\nresubmit blobs / changed file: {sent['blob_bytes'] / changed:.2f}x; all SFTP "
+          f"payload / snapshot: {sent['total'] / snapshot_bytes:.5f}x; submit took "
           f"{first_seconds:.2f}s first, {second_seconds:.2f}s after the change")
 
 

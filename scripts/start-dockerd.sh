@@ -12,21 +12,35 @@ set -euo pipefail
 LOG="${DOCKERD_LOG:-/var/log/jupyter-compute-dockerd.log}"
 WAIT_SECONDS="${DOCKERD_WAIT_SECONDS:-30}"
 
+SOCKET=/var/run/docker.sock
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
 ready() { docker info >/dev/null 2>&1; }
 
+# tests/test_ssh_docker.py reaches this engine as an unprivileged SSH user in the
+# `docker` group. dockerd gives its socket to that group only if the group existed when
+# the engine started; if it was made later (the test fixture runs `groupadd -f docker`),
+# hand the socket to it now. Nothing changes when the group already owns it.
+socket_group() {
+    if [ -S "$SOCKET" ] && getent group docker >/dev/null 2>&1 \
+        && [ "$(stat -c %G "$SOCKET")" != docker ]; then
+        $SUDO chgrp docker "$SOCKET" && $SUDO chmod g+rw "$SOCKET"
+    fi
+}
+
 if ready; then
+    socket_group
     exit 0
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "dockerd is not installed: run scripts/install-test-deps.sh (apt-get install docker.io)" >&2
     exit 1
 fi
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # A socket left by an engine that died would make the new one refuse to start.
-if [ -S /var/run/docker.sock ] && ! pgrep -x dockerd >/dev/null 2>&1; then
-    $SUDO rm -f /var/run/docker.sock
+if [ -S "$SOCKET" ] && ! pgrep -x dockerd >/dev/null 2>&1; then
+    $SUDO rm -f "$SOCKET"
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
     mkdir -p "$(dirname "$LOG")"
@@ -37,6 +51,7 @@ fi
 
 for _ in $(seq 1 $((WAIT_SECONDS * 10))); do
     if ready; then
+        socket_group
         exit 0
     fi
     sleep 0.1

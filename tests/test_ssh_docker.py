@@ -1,0 +1,213 @@
+"""Docker on an SSH host: the agent in a container on the host's engine, reached over SSH.
+
+A real sshd on 127.0.0.4 (tests/sshd.py) in front of the real dockerd of this machine
+(tests/dockerd.py, with the base image ``jupyter-compute/python3:base``): the SSH
+user is in the ``docker`` group, and every engine call goes through its ``docker`` CLI
+over the target's SSH connection, as it would on a VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jupyter_compute import api
+from jupyter_compute.exceptions import UsageError
+
+import dockerd
+import sshd
+from conftest import CLI, Project
+
+IMAGE = dockerd.IMAGE
+
+TRAIN = """
+import json, os, sys
+from jupyter_compute.tracking import get_run
+run = get_run()
+for step in range(3):
+    print(f"step {step}", flush=True)
+    run.log("loss", 1.0 / (step + 1), step=step)
+with open("outputs/result.txt", "w") as f:
+    f.write("done")
+with open("/proc/1/cmdline", "rb") as f:  # in the run's own container, the agent is PID 1
+    pid1 = f.read()
+with open("outputs/where.json", "w") as f:
+    json.dump({"container": b"agent.py" in pid1, "uid": os.getuid(),
+               "python": sys.executable, "argv": sys.argv[1:]}, f)
+"""
+
+SLEEP = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@dataclass
+class Engine:
+    """An sshd whose user may use this machine's Docker engine."""
+
+    sshd: sshd.SSHServer
+    key: Path
+    workdir: str
+
+    def options(self, **extra: object) -> dict[str, object]:
+        opts: dict[str, object] = {
+            "host": self.sshd.address, "port": self.sshd.port, "user": sshd.USER,
+            "key": str(self.key), "workdir": self.workdir, "connect_timeout": 5,
+            "trust_host_key": self.sshd.fingerprint}
+        opts.update(extra)
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def flags(self, **extra: object) -> list[str]:
+        return [a for k, v in self.options(**extra).items()
+                for a in (f"--{k.replace('_', '-')}", str(v))]
+
+    def remote_run(self, run_id: str) -> Path:
+        """The run folder on the host (this machine), as the SSH user sees it."""
+        return Path(os.path.expanduser(f"~{sshd.USER}")) / self.workdir[2:] / "runs" / run_id
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    reason = sshd.unavailable() or dockerd.unavailable()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    sshd.ensure_user(sshd.USER)
+    # The SSH user may use the engine, as on a VM set up for it (idempotent).
+    subprocess.run(["groupadd", "-f", "docker"], check=True)
+    subprocess.run(["usermod", "-aG", "docker", sshd.USER], check=True)
+    dockerd.ensure()
+    root = Path(tempfile.mkdtemp(prefix="jc-sshd-docker-"))
+    root.chmod(0o755)  # sshd reads the authorized keys as the user
+    key = sshd.make_key(root / "id_good")
+    workdir = f"jc-docker-test-{os.getpid()}"
+    try:
+        with sshd.SSHServer(root / "srv", "127.0.0.4") as server:
+            server.authorize(sshd.USER, key)
+            server.start()
+            yield Engine(server, key, f"~/{workdir}")
+    finally:
+        for c in containers():
+            subprocess.run(["docker", "rm", "-f", c], capture_output=True)
+        shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def containers(run_id: str | None = None) -> list[str]:
+    """Names of the containers (any state) of ssh-docker runs, or of one run."""
+    label = f"jupyter_compute.run={run_id}" if run_id else "jupyter_compute.run"
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={label}", "--format",
+                          "{{.Names}}"], capture_output=True, text=True, check=True).stdout
+    return [n for n in out.split() if n.startswith("jc-")]
+
+
+def cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=180,
+                          cwd=project.root, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+def test_run_completes_in_a_container_with_metrics_and_outputs(project: Project,
+                                                              engine: Engine) -> None:
+    out = cli(project, "attach", "box", "--type", "ssh", *engine.flags(),
+              "--docker-image", IMAGE, "--memory", "512m", "--cpus", "1")
+    assert out.returncode == 0, out.stderr
+    project.write("train.py", TRAIN)
+    run = api.submit("train.py", target="box", arguments=["two words", "$(id)"])
+    assert run.wait(timeout=120).value == "Completed", run.log()
+    assert [m["value"] for m in run.metrics()["loss"]] == [1.0, 0.5, 1.0 / 3]
+    assert "step 2" in run.log()
+    assert {p.name for p in run.outputs()} == {"result.txt", "where.json"}
+    where = json.loads((project.run_dir(run.id) / "outputs" / "where.json").read_text())
+    user = pwd.getpwnam(sshd.USER)
+    assert where["container"] and where["argv"] == ["two words", "$(id)"]
+    assert where["uid"] == user.pw_uid  # the run's files stay the SSH user's
+    assert where["python"].startswith("/usr/")  # the image's Python, not the host's venv
+    result = engine.remote_run(run.id) / "outputs" / "result.txt"
+    assert result.stat().st_uid == user.pw_uid
+    assert containers(run.id) == []  # removed once the run was seen to end
+
+
+def test_cancel_kills_the_container(project: Project, engine: Engine) -> None:
+    api.attach("box", "ssh", **engine.options(docker_image=IMAGE))
+    project.write("sleep.py", SLEEP)
+    run = api.submit("sleep.py", target="box")
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    assert containers(run.id) == [f"jc-{run.id}"]
+    t0 = time.monotonic()
+    out = cli(project, "cancel", run.id)
+    assert out.returncode == 0 and "Canceled" in out.stdout, (out.stdout, out.stderr)
+    while (left := containers(run.id)) and time.monotonic() - t0 < 10:
+        run.status()
+        time.sleep(0.1)
+    assert left == [] and dockerd.run_processes(run.id) == []
+    assert run.status().value == "Canceled"
+
+
+def test_docker_image_in_run_yml_runs_in_a_container_on_a_process_target(
+        project: Project, engine: Engine) -> None:
+    api.attach("vm", "ssh", **engine.options())  # no --docker-image: runs are processes
+    project.write("train.py", TRAIN)
+    out = cli(project, "submit", "train.py", "--target", "vm", "--wait")
+    assert out.returncode == 0, out.stderr
+    plain = out.stderr.split()[1]
+    where = json.loads((project.run_dir(plain) / "outputs" / "where.json").read_text())
+    assert not where["container"]
+
+    project.write("run.yml", f"script: train.py\ntarget: vm\nenvironment:\n"
+                             f"  docker_image: {IMAGE}\n")
+    out = cli(project, "submit", "--config", "run.yml", "--wait")
+    assert out.returncode == 0, out.stderr
+    boxed = out.stderr.split()[1]
+    where = json.loads((project.run_dir(boxed) / "outputs" / "where.json").read_text())
+    assert where["container"]
+    assert "step 2" in out.stdout and containers(boxed) == []
+
+
+def test_missing_image_is_one_line_before_the_run_starts(project: Project,
+                                                        engine: Engine) -> None:
+    line = one_line_error(cli(project, "attach", "box", "--type", "ssh", *engine.flags(),
+                              "--docker-image", "no-such/image:1"))
+    assert "no-such/image:1" in line and "docker pull" in line and "docker load" in line
+    api.attach("vm", "ssh", **engine.options())
+    project.write("hello.py", "print('hello')\n")
+    project.write("run.yml", "script: hello.py\ntarget: vm\nenvironment:\n"
+                             "  docker_image: no-such/image:2\n")
+    line = one_line_error(cli(project, "submit", "--config", "run.yml"))
+    assert "no-such/image:2" in line and "docker pull" in line and "docker load" in line
+    assert containers() == []
+
+
+def test_bad_container_options_are_refused_at_attach(project: Project,
+                                                     engine: Engine) -> None:
+    for option, value in (("memory", "lots"), ("cpus", "-1"), ("gpus", "some"),
+                          ("network", "a b")):
+        with pytest.raises(UsageError, match=option):
+            api.attach("box", "ssh", **engine.options(docker_image=IMAGE, **{option: value}))
