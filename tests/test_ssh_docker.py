@@ -171,6 +171,20 @@ def test_cancel_kills_the_container(project: Project, engine: Engine) -> None:
     assert run.status().value == "Canceled"
 
 
+def test_a_container_that_dies_makes_the_run_failed(project: Project, engine: Engine) -> None:
+    api.attach("box", "ssh", **engine.options(docker_image=IMAGE))
+    project.write("sleep.py", SLEEP)
+    run = api.submit("sleep.py", target="box")
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    # the engine loses it (an OOM kill, a host reboot): nothing is left to say it ended
+    subprocess.run(["docker", "rm", "-f", f"jc-{run.id}"], check=True, capture_output=True)
+    shown = json.loads(cli(project, "show", run.id, "--json").stdout)
+    assert shown["status"] == "Failed" and "agent lost" in shown["error"], shown
+    assert dockerd.run_processes(run.id) == []
+
+
 def test_docker_image_in_run_yml_runs_in_a_container_on_a_process_target(
         project: Project, engine: Engine) -> None:
     api.attach("vm", "ssh", **engine.options())  # no --docker-image: runs are processes

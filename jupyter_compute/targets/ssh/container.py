@@ -43,7 +43,6 @@ MARKER = "container.json"
 #: Paths inside the container.
 RUN_DIR, BLOBS_DIR, RUNTIME_DIR = "/jc/run", "/jc/blobs", "/jc/runtime"
 LABEL_RUN, LABEL_TARGET = "jupyter_compute.run", "jupyter_compute.target"
-LABEL_WORKSPACE = "jupyter_compute.workspace"
 DEFAULT_PYTHON = "python3"
 #: A container is inspected at most this often per run (status is polled often).
 INSPECT_EVERY = 0.25
@@ -140,7 +139,6 @@ class ContainerCLILauncher(Launcher):
                                    {"name": name, "image": facts["image"], "python": python})
         argv = ["docker", "run", "--detach", "--name", name,
                 "--label", f"{LABEL_RUN}={run_id}", "--label", f"{LABEL_TARGET}={self.name}",
-                "--label", f"{LABEL_WORKSPACE}={self.workspace.dir}",
                 "--user", facts["user"], "--env", "HOME=/tmp",  # no home for that uid there
                 "--env", f"{protocol.ENV_RUN_ID}={run_id}",
                 "--network", self.network, "--workdir", RUN_DIR,
