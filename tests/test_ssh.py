@@ -188,6 +188,10 @@ def test_api_run_completes_with_metrics_outputs_and_arguments(
     local = project.run_dir(run.id) / "outputs"
     assert json.loads((local / "argv.json").read_text()) == tricky
     assert not (tmp_path / "pwned").exists()
+    # the run's spec may hold its environment variables: the host's other users see nothing
+    remote = Path(os.path.expanduser(f"~{sshd.USER}")) / host.workdir[2:] / "runs" / run.id
+    assert remote.stat().st_mode & 0o777 == 0o700
+    assert (remote / "spec.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_magic_run_on_the_ssh_target(project: Project, host: Server) -> None:

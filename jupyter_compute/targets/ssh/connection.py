@@ -163,7 +163,7 @@ class Connection:
     #: Digests the host's blob store is known to hold, and runtime versions shipped.
     blobs: set[str] = field(default_factory=set, repr=False)
     runtimes: set[str] = field(default_factory=set)
-    #: run id → when its agent was last seen alive (monotonic), to poll /proc sparingly.
+    #: a process identity → when it was last seen alive (monotonic), to poll /proc sparingly.
     seen_alive: dict[str, float] = field(default_factory=dict, repr=False)
     connects: int = 0
     # the decrypted key and the password, kept for reconnects (memory only)
