@@ -67,7 +67,8 @@ def lost(status: dict[str, Any], *, agent_alive: bool | None, heartbeat_age: flo
         return f"agent lost: the agent did not start within {protocol.START_TIMEOUT:.0f}s"
     launched = client.get("launched")
     if launched is None:  # still uploading or building: the client's own beat counts
-        if client.get("alive") or client.get("age", 0.0) < protocol.HEARTBEAT_TIMEOUT:
+        alive = client.get("alive")  # None: its pid cannot be checked from here
+        if alive or alive is None and client.get("age", 0.0) < protocol.HEARTBEAT_TIMEOUT:
             return None
         pid = (client.get("identity") or {}).get("pid")
         return (f"client lost: the process that was submitting the run{f' (pid {pid})' if pid else ''}"
