@@ -590,3 +590,56 @@ def test_output_names_from_the_host_are_checked(tmp_path: Path) -> None:
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert written == ["runs/r1/outputs/ok.txt"], written
     assert (outputs / "ok.txt").read_bytes() == b"fine"
+
+
+# -- a slow link ---------------------------------------------------------------------
+
+
+def test_an_upload_longer_than_the_start_timeout_is_not_agent_lost(
+        project: Project, host: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defect: a run whose upload outlasted START_TIMEOUT (72 MB at 1 MB/s) was made
+    Failed "agent lost" by any reader polling meanwhile, although it then completed.
+
+    Scaled down: START_TIMEOUT is 2 s here and 5 MB go through a 1 MB/s link (~5 s),
+    while a second reader (its own workspace object and target, as the sidebar's
+    server has) polls every 0.2 s.
+    """
+    from jupyter_compute import protocol
+    from jupyter_compute.runs import Run
+    from jupyter_compute.workspace import Workspace
+    from netproxy import NetProxy
+
+    monkeypatch.setattr(protocol, "START_TIMEOUT", 2.0)
+    project.write("train.py", "print('trained', flush=True)\n")
+    (project.root / "data.bin").write_bytes(os.urandom(5_000_000))
+    with NetProxy(host.sshd.address, host.port, rate=1_000_000) as link:
+        api.attach("slow", "ssh", **host.options(host=link.host, port=link.port))
+        submitted: dict[str, object] = {}
+
+        def submit() -> None:
+            try:
+                submitted["run"] = api.submit("train.py", target="slow")
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                submitted["error"] = exc
+
+        started = time.monotonic()
+        thread = threading.Thread(target=submit)
+        thread.start()
+        seen: set[str] = set()
+        while thread.is_alive():
+            reader = Workspace(project.root)
+            for record in reader.store.list(limit=5):
+                seen.add(Run(record, reader).status().value)
+            time.sleep(0.2)
+        thread.join()
+        uploading = time.monotonic() - started
+        assert "error" not in submitted, submitted.get("error")
+        run = submitted["run"]
+        assert isinstance(run, Run)
+        assert run.wait(timeout=120).value == "Completed", run.record.error
+        assert uploading > 2 * protocol.START_TIMEOUT, uploading  # it really was slow
+        assert "Failed" not in seen, seen
+        # A fresh reader agrees, and the log is there.
+        again = Run.get(run.id, Workspace(project.root))
+        assert again.status().value == "Completed"
+        assert "trained" in again.log()
