@@ -7,7 +7,7 @@ run), the target's ``--dockerfile`` (built), its ``--image``, or
 are installed with pip into an image built on top of it, tagged by a hash of the
 base image's id and the requirements, so it is built once and then reused.
 
-This module writes build contexts and reads build output; ``docker.py`` talks to
+This module writes build contexts and reads build output; ``launcher.py`` talks to
 the engine.
 
 Example::
