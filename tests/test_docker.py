@@ -311,6 +311,29 @@ def test_container_killed_from_outside_is_agent_lost(engine, project: Project) -
     assert not dockerd.containers(str(project.root), run.id)
 
 
+def test_a_reader_that_cannot_reach_the_engine_leaves_a_live_run_alone(
+        engine, project: Project) -> None:
+    # With --network host the container has this machine's hostname, so the agent's pid
+    # (1, in its container) passed for this machine's init, which is not the agent: a
+    # reader that could not ask the engine (dockerd restarting) declared the run lost.
+    from jupyter_compute.targets.docker import DockerTarget
+
+    project.write("sleepy.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    api.attach("hostnet", "docker", workspace=project.root, network="host")
+    run = api.submit("sleepy.py", target="hostnet", workspace=project.root)
+    status = project.run_dir(run.id) / "status.json"
+    _wait_for(lambda: json.loads(status.read_text())["status"] == "Running",
+              what="the run to be running")
+    cut_off = DockerTarget("hostnet", {"network": "host",
+                                       "base_url": f"unix://{project.root}/gone.sock"},
+                           run.workspace)
+    assert cut_off.status(run.id)["status"] == "Running"  # its heartbeat is fresh
+    assert run.status() is RunStatus.RUNNING
+    run.cancel()
+    assert run.wait(timeout=30) is RunStatus.CANCELED
+    assert not dockerd.containers(str(project.root), run.id)
+
+
 # -- images ----------------------------------------------------------------------------
 
 

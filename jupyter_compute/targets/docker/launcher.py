@@ -74,13 +74,14 @@ _LIVE_STATES = ("running", "restarting", "paused")
 # operations (atomic under the GIL), and a lost race only repeats a harmless lookup.
 _clients: dict[str, Any] = {}  # engine address -> docker.DockerClient
 _no_overlay: set[str] = set()  # engines that failed to mount an overlay volume
-_seen: dict[str, tuple[float, str]] = {}  # run id -> (when, container state)
+_seen: dict[tuple[str, str], tuple[float, str]] = {}  # (engine, run id) -> (when, state)
 _rootless: dict[str, bool] = {}  # engine address -> runs rootless
 
 
 class ContainerLauncher(Launcher):
     """Starts each run's agent in a container of its own, with the target's limits."""
 
+    host_pids = False  # the agent's pid is the container's; its heartbeat speaks for it
     options = {
         "image": (str, f"image to run (default: {DEFAULT_IMAGE}, built by {BASE_IMAGE_SCRIPT})"),
         "dockerfile": (str, "build the image from this Dockerfile (its folder is the "
@@ -208,7 +209,7 @@ class ContainerLauncher(Launcher):
         if container is not None:
             with contextlib.suppress(Exception):  # already gone or stopping: fine
                 container.kill(signal="SIGTERM")
-        _seen.pop(run_id, None)
+        _seen.pop((self.url, run_id), None)
 
     def ended(self, host: Host, run_id: str, status: dict[str, Any]) -> dict[str, Any]:
         """Once: read how the container ended (out of memory, killed), say it in the
@@ -223,7 +224,7 @@ class ContainerLauncher(Launcher):
         if container is not None:
             with contextlib.suppress(Exception):
                 container.kill()
-        _seen.pop(run_id, None)
+        _seen.pop((self.url, run_id), None)
 
     # -- images --------------------------------------------------------------------------
 
@@ -475,7 +476,7 @@ class ContainerLauncher(Launcher):
         """The container's state (``running``, ``exited``, ``missing``, …), or None if
         it was never created; ``unknown`` when the engine does not answer."""
         now = time.monotonic()
-        seen = _seen.get(run_id)
+        seen = _seen.get((self.url, run_id))
         if seen is not None and now - seen[0] < INSPECT_EVERY:
             return seen[1]
         info = protocol.read_json(os.path.join(host.run_dir(run_id), STATE, "container.json"))
@@ -489,7 +490,7 @@ class ContainerLauncher(Launcher):
             state = "missing"
         except Exception:  # noqa: BLE001 - engine down: the agent's heartbeat decides
             return "unknown"
-        _seen[run_id] = (now, state)
+        _seen[self.url, run_id] = (now, state)
         return str(state)
 
     def _backstop(self, host: Host, run_id: str) -> bool:
@@ -508,7 +509,7 @@ class ContainerLauncher(Launcher):
             with contextlib.suppress(Exception):
                 container.kill()
                 container.wait(timeout=10)
-        _seen.pop(run_id, None)
+        _seen.pop((self.url, run_id), None)
         st = json.loads(host.read(run_id, protocol.STATUS) or b"{}")
         if st.get("status") not in protocol.TERMINAL_STATUSES:  # the reader finds it ended
             now = protocol.utcnow()
@@ -552,7 +553,7 @@ class ContainerLauncher(Launcher):
             work.rmdir()
         (run_dir / STATE).mkdir(exist_ok=True)
         (run_dir / STATE / "finalized").touch()
-        _seen.pop(run_id, None)
+        _seen.pop((self.url, run_id), None)
         return st
 
     def _read_exit(self, host: Host, run_id: str, st: dict[str, Any], container: Any
