@@ -19,10 +19,11 @@ docker target is used.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,12 +33,15 @@ from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import Launcher
 from jupyter_compute.targets.docker.images import (
     BASE_IMAGE_SCRIPT,
+    BUILD_DIR,
     DEFAULT_IMAGE,
     BuildError,
     dockerfile_bases,
     dockerfile_tag,
     follow_build,
-    requirements_context,
+    follow_output,
+    pip_build_files,
+    pip_command,
     requirements_tag,
 )
 from jupyter_compute.targets.docker.mounts import (
@@ -263,10 +267,17 @@ class ContainerLauncher(Launcher):
                                   f"{_said(exc)}") from exc
 
     def _build_requirements(self, base: str, requirements: bytes, say: LogLine) -> str:
-        import docker.errors
+        """Run pip in a container of ``base`` and commit it as the requirements image.
 
-        base_id = self._require(base, "the base of the requirements image").id
-        tag = requirements_tag(base_id, requirements, self.python)
+        pip's settings (index URLs with their tokens) reach it through a read-only bind
+        mount of a 0700 folder, deleted after: they enter no layer, no ``Env``, no
+        history (see ``images.py``).
+        """
+        import docker.errors
+        from docker.types import Mount
+
+        base_image = self._require(base, "the base of the requirements image")
+        tag = requirements_tag(base_image.id, requirements, self.python)
         with self._errors():
             try:
                 image = self.engine.images.get(tag)
@@ -275,23 +286,42 @@ class ContainerLauncher(Launcher):
                 return tag
             except docker.errors.ImageNotFound:
                 pass
-            say(f"building image {tag}: pip install -r requirements on top of {base} (once; "
-                "later runs reuse it)")
-            started = time.monotonic()
-            try:
-                chunks = self.engine.api.build(
-                    fileobj=io.BytesIO(requirements_context(base, requirements, self.python)),
-                    custom_context=True, tag=tag, rm=True, forcerm=True, pull=False,
-                    network_mode="host",  # pip needs the package index
-                    decode=True, labels={"jupyter_compute.base": base})
-                follow_build(chunks, say)
-            except BuildError as exc:
-                raise TargetError(f"pip install failed while building the requirements image: "
-                                  f"{exc.telling or exc.last or exc}; fix the requirements "
-                                  f"(pip's output is in {say.path})") from exc
-            except docker.errors.APIError as exc:
-                raise TargetError(f"the engine refused to build the requirements image: "
-                                  f"{_said(exc)}") from exc
+        say(f"building image {tag}: pip install -r requirements on top of {base} (once; "
+            "later runs reuse it)")
+        started = time.monotonic()
+        (self.workspace.dir / "docker").mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix=".pip-", dir=self.workspace.dir / "docker")
+        try:
+            for name, data in pip_build_files(requirements).items():
+                protocol.write_atomic(os.path.join(folder, name), data, 0o600)
+            with self._errors():
+                container = self.engine.containers.create(
+                    base, pip_command(self.python), network_mode="host",  # pip needs the index
+                    mounts=[Mount(BUILD_DIR, folder, type="bind", read_only=True)],
+                    labels={"jupyter_compute.base": base})
+                try:
+                    container.start()
+                    telling, last = follow_output(container.logs(stream=True, follow=True), say)
+                    code = container.wait().get("StatusCode")
+                    if code != 0:
+                        raise TargetError(
+                            f"pip install failed while building the requirements image: "
+                            f"{telling or last or f'exit code {code}'}; fix the requirements "
+                            f"(pip's output is in {say.path})")
+                    # The container's command would become the image's: restore the base's.
+                    cmd = (base_image.attrs.get("Config") or {}).get("Cmd") or [self.python]
+                    repository, _, version = tag.rpartition(":")
+                    container.commit(repository=repository, tag=version,
+                                     message=f"jupyter_compute: pip install -r requirements.txt "
+                                             f"on {base}", changes=[f"CMD {json.dumps(cmd)}"])
+                except docker.errors.APIError as exc:
+                    raise TargetError(f"the engine refused to build the requirements image: "
+                                      f"{_said(exc)}") from exc
+                finally:
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(v=True, force=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         say(f"built image {tag} in {time.monotonic() - started:.1f}s")
         return tag
 
