@@ -162,6 +162,25 @@ def test_container_of_a_run_nobody_watched_is_removed_by_the_next_submit(
     assert project.show(unwatched)["status"] == "Completed"
 
 
+def test_one_target_object_serves_submits_from_many_threads(engine, project: Project) -> None:
+    # What one submission knows travels in its context, never on the target: a server
+    # or a kernel's widgets share one object across threads.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jupyter_compute.runspec import RunSpec
+
+    project.write("echo.py", "import sys\nprint('argument', sys.argv[1])\n")
+    target = api.attach("shared", "docker", workspace=project.root, memory="128m")
+    specs = [RunSpec(script="echo.py", source_dir=project.root, target="shared",
+                     arguments=[f"n{i}"]) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(target.submit, specs))
+        assert list(pool.map(lambda r: r.wait(timeout=120), runs)) == [RunStatus.COMPLETED] * 4
+    for i, run in enumerate(runs):
+        assert f"argument n{i}\n" in run.log()
+        assert not dockerd.containers(str(project.root), run.id)
+
+
 def test_snapshot_is_mounted_not_copied_and_scripts_cannot_change_it(engine,
                                                                      project: Project) -> None:
     project.write("data.txt", "original\n")
