@@ -162,6 +162,25 @@ def test_container_of_a_run_nobody_watched_is_removed_by_the_next_submit(
     assert project.show(unwatched)["status"] == "Completed"
 
 
+def test_one_target_object_serves_submits_from_many_threads(engine, project: Project) -> None:
+    # What one submission knows travels in its context, never on the target: a server
+    # or a kernel's widgets share one object across threads.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jupyter_compute.runspec import RunSpec
+
+    project.write("echo.py", "import sys\nprint('argument', sys.argv[1])\n")
+    target = api.attach("shared", "docker", workspace=project.root, memory="128m")
+    specs = [RunSpec(script="echo.py", source_dir=project.root, target="shared",
+                     arguments=[f"n{i}"]) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(target.submit, specs))
+        assert list(pool.map(lambda r: r.wait(timeout=120), runs)) == [RunStatus.COMPLETED] * 4
+    for i, run in enumerate(runs):
+        assert f"argument n{i}\n" in run.log()
+        assert not dockerd.containers(str(project.root), run.id)
+
+
 def test_snapshot_is_mounted_not_copied_and_scripts_cannot_change_it(engine,
                                                                      project: Project) -> None:
     project.write("data.txt", "original\n")
@@ -262,6 +281,119 @@ def test_requirements_image_is_built_once_then_reused(engine, project: Project) 
             engine.images.remove(tag, force=True)
 
 
+def _wheel(folder: Path, name: str) -> Path:
+    """A pure-Python wheel of ``name`` 1.0 whose module says ``VALUE = 42``."""
+    import base64
+    import zipfile
+
+    files = {f"{name}/__init__.py": b"VALUE = 42\n",
+             f"{name}-1.0.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+             f"{name}-1.0.dist-info/WHEEL":
+                 b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n" for path, data in files.items())
+    files[f"{name}-1.0.dist-info/RECORD"] = (record + f"{name}-1.0.dist-info/RECORD,,\n").encode()
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for rel, data in files.items():
+            z.writestr(rel, data)
+    return path
+
+
+@pytest.fixture
+def private_index(tmp_path: Path) -> Iterator[dict]:
+    """A package index on 127.0.0.1 that serves one tiny wheel to ``user:s3cr3t`` only
+    (HTTP basic auth, as private indexes do with a token in the URL)."""
+    import base64
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    name = f"jc_probe_{os.urandom(4).hex()}"  # new per session: the image is really built
+    project_dir = tmp_path / "index" / "simple" / name.replace("_", "-")
+    project_dir.mkdir(parents=True)
+    wheel = _wheel(project_dir, name)
+    (project_dir / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    expected = "Basic " + base64.b64encode(b"user:s3cr3t").decode()
+    authorized: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                self.end_headers()
+                return
+            authorized.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 partial(Handler, directory=str(tmp_path / "index")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"name": name, "authorized": authorized,
+               "url": f"http://user:s3cr3t@127.0.0.1:{server.server_address[1]}/simple/"}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_index_token_enters_no_layer_of_the_requirements_image(engine, project: Project,
+                                                              private_index: dict) -> None:
+    # Defect 8: the index URL (with its token) was baked into the image's RUN line.
+    name = private_index["name"]
+    env = {"PIP_INDEX_URL": private_index["url"]}
+    project.write("requirements.txt", f"{name}==1.0\n")
+    project.write("probe.py", f"import {name}\nprint('probe', {name}.VALUE)\n")
+    out = project.cli("attach", "private", "--type", "docker", "--requirements",
+                      "requirements.txt", env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert any(path.endswith(".whl") for path in private_index["authorized"])  # token used
+    out = project.cli("submit", "probe.py", "--target", "private", "--wait", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "probe 42" in out.stdout
+    tag = re.search(r"image (jupyter-compute/requirements:\w+)", out.stdout).group(1)
+    try:
+        history = subprocess.run(["docker", "history", "--no-trunc", tag], capture_output=True,
+                                 text=True, check=True).stdout
+        inspect = subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "pip" in history and "s3cr3t" not in history
+        assert "s3cr3t" not in inspect and "127.0.0.1" not in inspect
+        tail = b""
+        for chunk in engine.images.get(tag).save():  # every layer, as `docker save` writes it
+            assert b"s3cr3t" not in tail + chunk
+            tail = chunk[-16:]
+        # The settings' folder was removed after the build.
+        assert not list((_ws(project) / "docker").glob(".pip-*"))
+    finally:
+        engine.images.remove(tag, force=True)
+
+
+def test_failed_pip_install_is_one_line_and_leaves_nothing_behind(
+        engine, project: Project, private_index: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", private_index["url"])
+    project.write("requirements.txt", "jc-nothing-here==1.0\n")
+    with pytest.raises(TargetError) as info:
+        api.attach("broken", "docker", workspace=project.root, requirements="requirements.txt")
+    assert _one_line(info.value).startswith(
+        "pip install failed while building the requirements image: ERROR: No matching "
+        "distribution found for jc-nothing-here==1.0; fix the requirements")
+    log = (_ws(project) / "docker" / "attach-broken.log").read_text()
+    assert "Looking in indexes" in log and "s3cr3t" not in log  # pip masks the token
+    assert not list((_ws(project) / "docker").glob(".pip-*"))
+    for container in engine.containers.list(all=True):  # the pip container is removed
+        assert not any(m.get("Source", "").startswith(str(project.root))
+                       for m in container.attrs.get("Mounts") or [])
+
+
 def test_cancel_leaves_no_container_and_no_process(engine, project: Project) -> None:
     project.write("stubborn.py", """
         import signal, subprocess, sys, time
@@ -308,6 +440,29 @@ def test_container_killed_from_outside_is_agent_lost(engine, project: Project) -
     engine.containers.get(f"jc-{run.id}").kill()
     assert run.wait(timeout=30) is RunStatus.FAILED
     assert run.record.error.startswith("agent lost: the container exited with code 137")
+    assert not dockerd.containers(str(project.root), run.id)
+
+
+def test_a_reader_that_cannot_reach_the_engine_leaves_a_live_run_alone(
+        engine, project: Project) -> None:
+    # With --network host the container has this machine's hostname, so the agent's pid
+    # (1, in its container) passed for this machine's init, which is not the agent: a
+    # reader that could not ask the engine (dockerd restarting) declared the run lost.
+    from jupyter_compute.targets.docker import DockerTarget
+
+    project.write("sleepy.py", "import time\nprint('up', flush=True)\ntime.sleep(600)\n")
+    api.attach("hostnet", "docker", workspace=project.root, network="host")
+    run = api.submit("sleepy.py", target="hostnet", workspace=project.root)
+    status = project.run_dir(run.id) / "status.json"
+    _wait_for(lambda: json.loads(status.read_text())["status"] == "Running",
+              what="the run to be running")
+    cut_off = DockerTarget("hostnet", {"network": "host",
+                                       "base_url": f"unix://{project.root}/gone.sock"},
+                           run.workspace)
+    assert cut_off.status(run.id)["status"] == "Running"  # its heartbeat is fresh
+    assert run.status() is RunStatus.RUNNING
+    run.cancel()
+    assert run.wait(timeout=30) is RunStatus.CANCELED
     assert not dockerd.containers(str(project.root), run.id)
 
 

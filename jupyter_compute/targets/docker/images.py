@@ -4,10 +4,17 @@ A run's base image is, first found: run.yml's ``environment.docker_image`` (one
 run), the target's ``--dockerfile`` (built), its ``--image``, or
 :data:`DEFAULT_IMAGE` (built by ``scripts/docker-base-image.sh``). Requirements
 (the target's ``--requirements`` file, then the run's ``environment.requirements``)
-are installed with pip into an image built on top of it, tagged by a hash of the
-base image's id and the requirements, so it is built once and then reused.
+are installed with pip into an image made on top of it, tagged by a hash of the
+base image's id and the requirements, so it is made once and then reused.
 
-This module writes build contexts and reads build output; ``docker.py`` talks to
+A requirements image is not built from a Dockerfile: pip runs in a container of the
+base image with its settings bind-mounted read-only (:func:`pip_build_files`), and the
+container is committed. A bind mount is never part of a layer, so index URLs and the
+tokens they carry appear nowhere in the image (``docker history``, ``inspect``,
+``save``); the legacy builder has no build secrets, and a file copied in and deleted
+later would stay in the layer that copied it.
+
+This module writes the build's files and reads build output; ``launcher.py`` talks to
 the engine.
 
 Example::
@@ -20,12 +27,10 @@ from __future__ import annotations
 
 import configparser
 import hashlib
-import io
+import itertools
 import os
 import re
-import shlex
 import sys
-import tarfile
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -37,8 +42,8 @@ DEFAULT_IMAGE = "jupyter-compute/python3:base"
 BASE_IMAGE_SCRIPT = "scripts/docker-base-image.sh"
 REQUIREMENTS_REPO = "jupyter-compute/requirements"
 DOCKERFILE_REPO = "jupyter-compute/dockerfile"
-#: Where the build context lands inside the image while pip runs.
-_BUILD_DIR = "/tmp/jupyter-compute-build"
+#: Where a requirements build's files are mounted (read-only) while pip runs.
+BUILD_DIR = "/tmp/jupyter-compute-build"
 
 
 class BuildError(Exception):
@@ -89,39 +94,46 @@ def dockerfile_bases(text: str) -> list[str]:
     return bases
 
 
-def requirements_context(base: str, requirements: bytes, python: str) -> bytes:
-    """A build context (tar) whose Dockerfile pip-installs ``requirements`` onto ``base``.
+def pip_build_files(requirements: bytes) -> dict[str, bytes]:
+    """The files of a requirements build, mounted read-only at :data:`BUILD_DIR` while
+    pip runs: ``requirements.txt``, ``pip.conf`` and, if this machine has one, pip's CA
+    bundle ``pip-ca.pem``.
 
     pip runs with this machine's pip settings (index URLs, trusted hosts, CA bundle),
-    so a build reaches the same package index as pip here, proxy and all.
+    so a build reaches the same package index as pip here, proxy and all. Index URLs
+    often carry a token: they are in ``pip.conf`` only, which reaches pip through a
+    bind mount, so they never enter an image layer, its history or its config.
     """
-    cert, env = pip_settings()
-    env.update(PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_COLOR="1",
-               PIP_PROGRESS_BAR="off",
-               PIP_ROOT_USER_ACTION="ignore",
-               # Debian's Python refuses system-wide installs (PEP 668); an image is
-               # exactly the place where they belong.
-               PIP_BREAK_SYSTEM_PACKAGES="1")
+    cert, settings = pip_settings()
+    settings.update({"no-cache-dir": "true", "disable-pip-version-check": "true",
+                     "no-color": "true", "progress-bar": "off", "root-user-action": "ignore",
+                     # Debian's Python refuses system-wide installs (PEP 668); an image
+                     # is exactly the place where they belong.
+                     "break-system-packages": "true"})
+    files = {"requirements.txt": requirements}
     if cert is not None:
-        env["PIP_CERT"] = f"{_BUILD_DIR}/pip-ca.pem"
-    assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    dockerfile = (
-        f"FROM {base}\n"
-        f"COPY requirements.txt pip-ca.pem {_BUILD_DIR}/\n"
-        f"RUN {assignments} {shlex.quote(python)} -m pip install "
-        f"-r {_BUILD_DIR}/requirements.txt && rm -rf {_BUILD_DIR}\n")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile.encode()),
-                           ("requirements.txt", requirements), ("pip-ca.pem", cert or b"")):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        settings["cert"] = f"{BUILD_DIR}/pip-ca.pem"
+        files["pip-ca.pem"] = cert
+    conf = "[global]\n" + "".join(f"{k} = {v}\n" for k, v in sorted(settings.items()))
+    files["pip.conf"] = conf.encode()
+    return files
+
+
+def pip_command(python: str) -> list[str]:
+    """The command of the container that installs the requirements.
+
+    ``PIP_CONFIG_FILE`` is set inside the process, not in the container's
+    environment, which a commit would keep in the image's ``Env``; the command line
+    (which ``docker history`` shows) holds nothing but paths.
+    """
+    return [python, "-c", "import os, subprocess, sys; sys.exit(subprocess.call("
+            "[sys.executable, '-m', 'pip', *sys.argv[2:]], "
+            "env=dict(os.environ, PIP_CONFIG_FILE=sys.argv[1])))",
+            f"{BUILD_DIR}/pip.conf", "install", "-r", f"{BUILD_DIR}/requirements.txt"]
 
 
 def pip_settings() -> tuple[bytes | None, dict[str, str]]:
-    """This machine's pip CA bundle and its index settings as ``PIP_*`` variables.
+    """This machine's pip CA bundle and its index settings, as ``pip.conf`` keys.
 
     Read from pip's configuration files, then the environment (which wins). Local
     indexes (``file://``, paths) are left out: they do not exist inside a build.
@@ -136,20 +148,20 @@ def pip_settings() -> tuple[bytes | None, dict[str, str]]:
         value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
         if value:
             found[key] = value
-    env = {}
+    settings = {}
     for key in ("index-url", "extra-index-url"):
         urls = [u for u in found.get(key, "").split() if u.startswith(("http://", "https://"))]
         if urls:
-            env["PIP_" + key.upper().replace("-", "_")] = " ".join(urls)
+            settings[key] = " ".join(urls)
     if found.get("trusted-host"):
-        env["PIP_TRUSTED_HOST"] = " ".join(found["trusted-host"].split())
+        settings["trusted-host"] = " ".join(found["trusted-host"].split())
     cert = None
     if found.get("cert"):
         try:
             cert = Path(os.path.expanduser(found["cert"])).read_bytes()
         except OSError:
             cert = None
-    return cert, env
+    return cert, settings
 
 
 def _pip_config_files() -> list[str]:
@@ -165,6 +177,8 @@ def _pip_config_files() -> list[str]:
 
 _NOISE = re.compile(r"^ ---> |^Removing intermediate container |^Successfully tagged ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: An output line that says why a build failed.
+_TELLING = re.compile(r"^(ERROR|E):|^\S*Error\b|No module named")
 
 
 def follow_build(chunks: Iterable[dict[str, Any]], say: Callable[[str], None]) -> str:
@@ -193,6 +207,22 @@ def follow_build(chunks: Iterable[dict[str, Any]], say: Callable[[str], None]) -
             say(line)
             if not line.startswith("Step "):
                 last = line
-            if re.match(r"^(ERROR|E):|^\S*Error\b|No module named", line):
+            if _TELLING.match(line):
                 telling = line
     return image_id
+
+
+def follow_output(chunks: Iterable[bytes], say: Callable[[str], None]) -> tuple[str, str]:
+    """Follow a container's output (pip's): hand its lines to ``say``; return the line
+    that says why it failed (pip's ``ERROR: …``, or ``""``) and the last line."""
+    telling = last = ""
+    partial = b""
+    for chunk in itertools.chain(chunks, [b"\n"]):  # the newline ends a last partial line
+        *lines, partial = (partial + chunk).split(b"\n")
+        for raw in lines:
+            line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
+            if line:
+                say(line)
+                last = line
+                telling = line if _TELLING.match(line) else telling
+    return telling, last

@@ -1,4 +1,16 @@
-"""The host folders a docker run mounts: its snapshot, materialized once, and the runtime.
+"""What a docker run mounts: its run folder, the runtime, and its snapshot, materialized once.
+
+Inside the container::
+
+    /jc/run           the run folder <ws>/runs/<id> (read-write): log, status, outputs
+    /jc/run/workdir   the snapshot, the script's working folder: an overlay whose
+                      read-only lower layer is the snapshot materialized once on the
+                      host and whose upper layer is <run>/.docker/upper
+    /jc/runtime       agent, tracking, protocol (read-only), on PYTHONPATH
+
+Where the engine cannot mount an overlay volume, the blob store (``/jc/blobs``) and
+the manifest (``/jc/manifest.json``) are mounted read-only instead and the agent
+copies the snapshot into the run folder, as on the local target.
 
 A snapshot is materialized on the host once per snapshot id, and every run of it
 mounts that folder as the read-only lower layer of an overlay whose upper layer is
@@ -9,7 +21,7 @@ copies nothing, and nothing a script does can reach the snapshot or the blob sto
                                      (no data copied), plus ``outputs -> ../outputs``
     <ws>/docker/files/<sha>.<mode>   a blob whose file needs another mode (an
                                      executable script): copied once, then linked
-    <ws>/runtime/<digest>/           agent, tracking, protocol (shared with local)
+    <ws>/runtime/<digest>/           agent, tracking, protocol (``runtime.install_runtime``)
     <ws>/runs/<id>/.docker/upper     what the run's script wrote into its workdir
 
 Every folder is built under a temporary name and renamed into place, so parallel
@@ -26,17 +38,24 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.agent import materialize
-from jupyter_compute.targets.base import runtime_digest, runtime_files
+from jupyter_compute.targets.runtime import install_runtime
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
+
+#: Paths inside the container.
+RUN_DIR, RUNTIME_DIR = "/jc/run", "/jc/runtime"
+BLOBS_DIR, MANIFEST = "/jc/blobs", "/jc/manifest.json"
+#: The kind's own files in the run folder: container.json, manifest.json, upper/, …
+STATE = ".docker"
 
 #: Errors after which a hard link is impossible here and a copy is made instead.
 _NO_LINK = frozenset({errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES,
@@ -77,25 +96,40 @@ def materialize_snapshot(workspace_dir: Path, snapshot_id: str,
     return final
 
 
-def runtime_dir(workspace_dir: Path) -> Path:
-    """The run-side runtime as a folder to put on ``PYTHONPATH``, written once per version.
+def prepare_run_folder(run_dir: Path) -> None:
+    """Make the overlay's upper and work folders and the mount point (ours, not the
+    engine's root), and an empty manifest: with the snapshot mounted, the agent copies
+    nothing."""
+    for sub in (f"{STATE}/upper", f"{STATE}/work", protocol.WORKDIR):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    protocol.write_json_atomic(str(run_dir / STATE / "manifest.json"), {"files": {}}, 0o600)
 
-    Example::
 
-        >>> (runtime_dir(ws.dir) / "jupyter_compute" / "agent.py").is_file()
-        True
-    """
-    folder = workspace_dir / "runtime" / runtime_digest()
-    package = folder / "jupyter_compute"
-    if (package / "__init__.py").exists():
-        return folder
-    package.mkdir(parents=True, exist_ok=True)
-    # __init__.py last: its presence says the folder is complete (as targets/local.py).
-    for name, data in sorted(runtime_files().items(), key=lambda kv: kv[0] == "__init__.py"):
-        tmp = package / f".{name}.{os.getpid()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, package / name)
-    return folder
+def overlay_fits(run_dir: Path, lower: Path) -> bool:
+    """Whether these paths can go into overlay options (``key=a:b,key=…``)."""
+    return not re.search(r"[,:]", f"{run_dir}{lower}")
+
+
+def run_mounts(workspace_dir: Path, run_dir: Path, lower: Path, manifest: Path,
+               overlay: bool) -> list[Any]:
+    """The docker SDK ``Mount`` list of one run: the run folder, the runtime, and the
+    snapshot as an overlay on ``lower`` (or, without ``overlay``, the blob store and
+    ``manifest`` for the agent to copy from)."""
+    from docker.types import DriverConfig, Mount
+
+    mounts = [Mount(RUN_DIR, str(run_dir), type="bind"),
+              Mount(RUNTIME_DIR, str(install_runtime(workspace_dir)), type="bind",
+                    read_only=True)]
+    if overlay:
+        state = run_dir / STATE
+        opts = f"lowerdir={lower},upperdir={state / 'upper'},workdir={state / 'work'}"
+        mounts.append(Mount(f"{RUN_DIR}/{protocol.WORKDIR}", "", type="volume", no_copy=True,
+                            driver_config=DriverConfig("local", {
+                                "type": "overlay", "device": "overlay", "o": opts})))
+    else:
+        mounts += [Mount(BLOBS_DIR, str(workspace_dir / "blobs"), type="bind", read_only=True),
+                   Mount(MANIFEST, str(manifest), type="bind", read_only=True)]
+    return mounts
 
 
 def _link_or_copy(blob: Path, target: str, mode: int, moded: Path) -> None:
