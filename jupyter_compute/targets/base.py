@@ -313,6 +313,10 @@ class Target:
         """Bytes of run-folder file ``name`` from ``offset`` (what is there now)."""
         return self.host.read(run_id, name, offset)
 
+    def write(self, run_id: str, name: str, data: bytes) -> None:
+        """Replace run-folder file ``name`` on the host atomically."""
+        self.host.write(run_id, name, data)
+
     def tail(self, run_id: str, offset: int = 0) -> bytes:
         """The run's log from byte ``offset`` on (what is there now)."""
         return self.host.read(run_id, protocol.LOG, offset)
