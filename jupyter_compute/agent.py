@@ -74,7 +74,8 @@ class Agent:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> RunStatus:
-        self.set_status(RunStatus.PREPARING, agent=protocol.process_identity(os.getpid()))
+        self.set_status(RunStatus.PREPARING, agent=protocol.process_identity(
+            os.getpid(), container=bool(self.spec.get("container"))))
         threading.Thread(target=self._heartbeat, daemon=True).start()
         try:
             workdir = self.materialize()

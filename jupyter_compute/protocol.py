@@ -169,10 +169,18 @@ def parse_metrics(data: bytes, kind: str | None = None) -> dict[str, list[dict[s
 # -- who is alive --------------------------------------------------------------------
 
 
-def process_identity(pid: int) -> dict[str, Any]:
-    """What identifies process ``pid`` across pid reuse: pid, start time, boot, host."""
-    return {"pid": pid, "start_ticks": _start_ticks(pid), "boot_id": _boot_id(),
-            "host": os.uname().nodename}
+def process_identity(pid: int, container: bool = False) -> dict[str, Any]:
+    """What identifies process ``pid`` across pid reuse: pid, start time, boot, host.
+
+    ``container``: the process runs in a container its launcher started, so its pid is
+    the container's own (with host networking even the host name is the host's) and
+    nobody outside can check it by pid: its heartbeat speaks for it.
+    """
+    ident: dict[str, Any] = {"pid": pid, "start_ticks": _start_ticks(pid),
+                             "boot_id": _boot_id(), "host": os.uname().nodename}
+    if container:
+        ident["container"] = True
+    return ident
 
 
 def process_alive(ident: dict[str, Any]) -> bool | None:
@@ -182,7 +190,7 @@ def process_alive(ident: dict[str, Any]) -> bool | None:
     falls back to the heartbeat.
     """
     pid = ident.get("pid")
-    if not pid or ident.get("host") != os.uname().nodename:
+    if not pid or ident.get("container") or ident.get("host") != os.uname().nodename:
         return None
     boot = _boot_id()
     if boot is None or ident.get("boot_id") != boot:

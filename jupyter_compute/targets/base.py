@@ -142,11 +142,6 @@ class Host(Part):
 class Launcher(Part):
     """How the agent starts on a host."""
 
-    #: Whether the agent's recorded pid is a process of the host. Not in a container,
-    #: whose pids are its own (with host networking even its hostname is the host's):
-    #: then, where ``alive`` cannot tell, only the agent's heartbeat decides.
-    host_pids: ClassVar[bool] = True
-
     def validate(self, spec: RunSpec) -> None:  # noqa: B027 - optional hook
         """Refuse a spec this launcher cannot run, before anything is written."""
 
@@ -353,8 +348,8 @@ class Target:
         if verdict is True:
             return None
         ident = st.get("agent")
-        alive = self.host.process_alive(ident) if ident and verdict is None and \
-            self.launcher.host_pids else verdict
+        # An agent in a container says so in its identity: the host cannot check its pid.
+        alive = self.host.process_alive(ident) if ident and verdict is None else verdict
         beat = self.host.heartbeat_age(run_id) if ident and alive is None else None
         return liveness.lost(st, agent_alive=alive, heartbeat_age=beat,
                              client=liveness.client_state(self.workspace.run_dir(run_id)))

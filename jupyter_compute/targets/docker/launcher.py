@@ -85,7 +85,6 @@ _rootless: dict[str, bool] = {}  # engine address -> runs rootless
 class ContainerLauncher(Launcher):
     """Starts each run's agent in a container of its own, with the target's limits."""
 
-    host_pids = False  # the agent's pid is the container's; its heartbeat speaks for it
     options = {
         "image": (str, f"image to run (default: {DEFAULT_IMAGE}, built by {BASE_IMAGE_SCRIPT})"),
         "dockerfile": (str, "build the image from this Dockerfile (its folder is the "
@@ -164,7 +163,7 @@ class ContainerLauncher(Launcher):
             interpreter=None,  # the agent's own: the image's Python
             requirements=None,  # installed into the image instead (see _image)
             manifest=f"{STATE}/manifest.json", blobs=BLOBS_DIR, env_root=f"{STATE}/envs",
-            pythonpath=[RUNTIME_DIR],
+            pythonpath=[RUNTIME_DIR], container=True,  # its pid is the container's
             docker={"image": ctx.spec.docker_image, "python": ctx.spec.python or self.python})
 
     def sync(self, host: Host, ctx: SubmitContext) -> None:

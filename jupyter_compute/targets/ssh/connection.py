@@ -407,7 +407,8 @@ class Connection:
         """``protocol.process_alive`` for a process on the host: True, False or None."""
         probe = self.ensure()
         pid = ident.get("pid")
-        if not pid or ident.get("host") != probe.nodename or not probe.boot_id:
+        if not pid or ident.get("container") or ident.get("host") != probe.nodename or \
+                not probe.boot_id:
             return None
         if ident.get("boot_id") != probe.boot_id:
             return False  # the host rebooted since

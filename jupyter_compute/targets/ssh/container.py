@@ -121,6 +121,7 @@ class ContainerCLILauncher(Launcher):
                                     "runtime": agent["pythonpath"][0]}
         agent.update(interpreter=None,  # the agent's own: the image's Python
                      blobs=BLOBS_DIR, pythonpath=[RUNTIME_DIR],
+                     container=True,  # its pid is the container's: the heartbeat decides
                      env_root=f"{RUN_DIR}/.envs")  # built with the image's Python, per run
 
     def sync(self, host: Host, ctx: SubmitContext) -> None:
