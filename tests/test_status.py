@@ -1,0 +1,135 @@
+"""Status only moves forward — in the store, for every handle, and in the agent — and the
+store is safe across threads (issue 20, defects 2 and 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_compute import Run, RunStatus, get_target, protocol, submit
+from jupyter_compute.store import RunRecord, RunStore
+
+from conftest import Project
+
+
+def record(run_id: str) -> RunRecord:
+    return RunRecord(id=run_id, name="r", target="local", kind="script", status="Queued",
+                     created=protocol.utcnow(), script="s.py", arguments=[], source_dir="/",
+                     snapshot={"id": "x"})
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+def test_helpers_rank_statuses_forward_only() -> None:
+    order = ["Queued", "Preparing", "Running", "Completed"]
+    assert [protocol.status_rank(s) for s in order] == [0, 1, 2, 3]
+    assert protocol.advances(None, "Queued") and protocol.advances("Running", "Canceled")
+    assert not protocol.advances("Running", "Preparing")
+    for terminal in protocol.TERMINAL_STATUSES:
+        for later in [*order, *protocol.TERMINAL_STATUSES]:
+            assert not protocol.advances(terminal, later)
+
+
+def test_store_never_moves_a_status_back(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    store.insert(record("r1"))
+    store.update("r1", status="Running", started="t1")
+    store.update("r1", status="Preparing")  # a reader that read before the agent started
+    assert store.get("r1").status == "Running"
+    store.update("r1", status="Completed", ended="t2", exit_code=0)
+    for stale in ("Running", "Preparing", "Queued", "Failed"):
+        store.update("r1", status=stale, ended=None, exit_code=None, error="agent lost")
+    row = store.get("r1")
+    assert (row.status, row.started, row.ended, row.exit_code, row.error) == \
+        ("Completed", "t1", "t2", 0, None)
+    # What the store accepted comes back, so a handle can take it over.
+    assert store.advance("r1", "Running").status == "Completed"
+    store.update("r1", error="stopped early by the sweep")  # no status: fields still set
+    assert store.get("r1").error == "stopped early by the sweep"
+
+
+def test_a_stale_handle_cannot_turn_completed_back_into_running(project: Project) -> None:
+    """A poller reads status.json (Running), is slow to store it, and meanwhile another
+    reader stores Completed: the late write must not bring Running back."""
+    project.write("wait.py", """
+        import os, sys, time
+        while not os.path.exists(sys.argv[1]):
+            time.sleep(0.02)
+    """)
+    go = project.root / "go"
+    run = submit("wait.py", source_dir=project.root, arguments=[str(go)])
+    queued = dataclasses.replace(run.record)  # a handle made at submit time
+    deadline = time.time() + 30
+    while run.status() is not RunStatus.RUNNING:
+        assert time.time() < deadline
+        time.sleep(0.02)
+
+    read, release = threading.Event(), threading.Event()
+
+    class SlowReader:
+        """The local target, whose answer arrives late (a poller on a busy kernel thread)."""
+
+        def __init__(self, target: Any) -> None:
+            self.target = target
+
+        def status(self, run_id: str) -> dict:
+            st = self.target.status(run_id)
+            read.set()
+            release.wait(60)
+            return st
+
+    stale = Run(queued, run.workspace,
+                target=SlowReader(get_target("local", run.workspace)))  # type: ignore[arg-type]
+    seen: list[RunStatus] = []
+    poller = threading.Thread(target=lambda: seen.append(stale.status()))
+    poller.start()
+    assert read.wait(30)  # it has read "Running"
+    go.touch()
+    assert run.wait(timeout=30) is RunStatus.COMPLETED
+    assert run.workspace.store.get(run.id).status == "Completed"
+    release.set()
+    poller.join(30)
+
+    stored = run.workspace.store.get(run.id)
+    assert stored.status == "Completed" and stored.exit_code == 0 and stored.ended
+    assert seen == [RunStatus.COMPLETED]  # the handle took over what the store holds
+    assert stale.record.status == "Completed" and stale.record.ended == stored.ended
+    assert project.show(run.id)["status"] == "Completed"
+
+
+def test_one_store_serves_many_threads(tmp_path: Path) -> None:
+    """Widgets' Cancel buttons and followers share the kernel's store from other threads."""
+    store = RunStore(tmp_path / "runs.db")
+    errors: list[BaseException] = []
+    threads, per_thread = 12, 15
+
+    def work(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                run_id = f"t{t}-{i}"
+                store.insert(record(run_id))
+                for status in ("Preparing", "Running"):
+                    store.update(run_id, status=status, started=f"s{t}-{i}")
+                    store.get(run_id)
+                    store.list(limit=5)
+                store.update(run_id, status="Completed", exit_code=t * 100 + i, ended="e")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert errors == []
+    rows = {r.id: r for r in store.list()}
+    assert len(rows) == threads * per_thread
+    for t in range(threads):
+        for i in range(per_thread):
+            row = rows[f"t{t}-{i}"]
+            assert (row.status, row.exit_code, row.started) == ("Completed", t * 100 + i,
+                                                                f"s{t}-{i}")
