@@ -1,9 +1,15 @@
 """Status only moves forward — in the store, for every handle, and in the agent — and the
-store is safe across threads (issue 20, defects 2 and 3)."""
+store is safe across threads (issue 20, defects 2 and 3, and the agent side of 5)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +18,9 @@ from typing import Any
 from jupyter_compute import Run, RunStatus, get_target, protocol, submit
 from jupyter_compute.store import RunRecord, RunStore
 
-from conftest import Project
+from conftest import Project, pid_alive
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def record(run_id: str) -> RunRecord:
@@ -133,3 +141,82 @@ def test_one_store_serves_many_threads(tmp_path: Path) -> None:
             row = rows[f"t{t}-{i}"]
             assert (row.status, row.exit_code, row.started) == ("Completed", t * 100 + i,
                                                                 f"s{t}-{i}")
+
+
+# -- the agent ------------------------------------------------------------------------------
+
+
+def prepared_run(folder: Path, script: str, status: str = "Queued") -> Path:
+    """A run folder as a target leaves it for the agent: spec, manifest, blob, status."""
+    run_dir = folder / "run"
+    data = script.encode()
+    digest = hashlib.sha256(data).hexdigest()
+    blob = run_dir / "blobs" / "sha256" / digest[:2] / digest
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    protocol.write_json_atomic(str(run_dir / protocol.MANIFEST),
+                               {"files": {"job.py": [digest, len(data), 0o100644]}})
+    protocol.write_json_atomic(str(run_dir / protocol.SPEC), {
+        "run_id": "r-agent", "kind": "script", "script": "job.py", "arguments": [],
+        "cancel_grace_seconds": 1})
+    created = protocol.utcnow()
+    protocol.write_json_atomic(str(run_dir / protocol.STATUS), {
+        "run_id": "r-agent", "status": status, "created": created,
+        "history": [[status, created]]})
+    return run_dir
+
+
+def agent(run_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "jupyter_compute.agent", str(run_dir)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True)
+
+
+def test_agent_does_not_run_a_run_that_already_ended(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    run_dir = prepared_run(tmp_path, f"open({str(marker)!r}, 'w').close()\n",
+                           status="Canceled")
+    before = (run_dir / protocol.STATUS).read_bytes()
+    proc = agent(run_dir)
+    assert proc.wait(timeout=60) != 0  # not Completed
+    assert not marker.exists()
+    assert (run_dir / protocol.STATUS).read_bytes() == before
+    assert "already ended (Canceled)" in (run_dir / protocol.LOG).read_text()
+
+
+def test_agent_stops_at_once_when_a_reader_ended_the_run(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    run_dir = prepared_run(tmp_path, f"""
+import os, time
+open({str(pid_file)!r}, "w").write(str(os.getpid()))
+time.sleep(600)
+""")
+    proc = agent(run_dir)
+    status_file = run_dir / protocol.STATUS
+    script_pid = None
+    try:
+        deadline = time.time() + 30
+        while json.loads(status_file.read_text())["status"] != "Running" or \
+                not pid_file.exists() or not pid_file.read_text():
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        script_pid = int(pid_file.read_text())
+        # A reader decides the run is over (as "agent lost" does) and says so in the folder.
+        st = json.loads(status_file.read_text())
+        now = protocol.utcnow()
+        st.update(status="Failed", ended=now, error="agent lost: declared by a reader")
+        st["history"].append(["Failed", now])
+        protocol.write_json_atomic(str(status_file), st)
+        t0 = time.time()
+        while time.time() - t0 < 1 + 2 and pid_alive(script_pid):
+            time.sleep(0.05)
+        assert not pid_alive(script_pid), "the script still runs after its run ended"
+        proc.wait(timeout=10)
+        final = json.loads(status_file.read_text())
+        assert final["status"] == "Failed" and final["error"] == "agent lost: declared by a reader"
+        assert [h[0] for h in final["history"]] == ["Queued", "Preparing", "Running", "Failed"]
+    finally:  # on a broken agent, leave nothing behind
+        for pid in (script_pid, proc.pid):
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
