@@ -21,7 +21,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.runspec import RunSpec
+from jupyter_compute.runspec import RunSpec, masked_environment, secret_names, secret_payload
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -73,10 +73,14 @@ class ComputeTarget(ABC):
         self.workspace.store.insert(record)
         try:
             self.sync(record.id, snap, record.spec)
+            secrets = secret_payload(spec)
+            if secrets is not None:
+                self.deliver_secrets(record.id, secrets)
             self.launch(record.id)
         except Exception as exc:
             message = str(exc) if isinstance(exc, ComputeError) else \
                 f"could not start the run on {self.name!r}: {exc}"
+            (self.workspace.run_dir(record.id) / protocol.SECRETS).unlink(missing_ok=True)
             self._fail(record.id, message)
             if isinstance(exc, ComputeError):
                 raise
@@ -154,6 +158,9 @@ class ComputeTarget(ABC):
     def request_cancel(self, run_id: str) -> None:
         """Tell the agent to stop the run."""
 
+    def deliver_secrets(self, run_id: str, payload: bytes) -> None:  # noqa: B027
+        """Put the ``secrets`` file (mode 0600) where the agent reads it before starting."""
+
     def abandon(self, run_id: str, status: dict[str, Any]) -> None:  # noqa: B027
         """Clean up after a lost agent (end the script it left running)."""
 
@@ -186,7 +193,9 @@ class ComputeTarget(ABC):
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
             "requirements": spec.requirements,
-            "environment_variables": dict(spec.environment_variables),
+            # Secret values stay out (`***`); see runspec.secret_payload for their way.
+            "environment_variables": masked_environment(spec),
+            "secret_env": secret_names(spec),
             "max_run_duration_seconds": spec.max_run_duration_seconds,
             "cancel_grace_seconds": spec.cancel_grace_seconds,
         }
@@ -210,7 +219,7 @@ class ComputeTarget(ABC):
         while True:  # ids are unique by construction of their folder
             run_id = f"{stamp}-{slug}-{os.urandom(2).hex()}"
             try:
-                os.mkdir(self.workspace.run_dir(run_id))
+                os.mkdir(self.workspace.run_dir(run_id), 0o700)
                 break
             except FileExistsError:
                 continue

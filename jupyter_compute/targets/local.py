@@ -62,6 +62,12 @@ class LocalTarget(HostFolderTarget):
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / protocol.SPEC),
                                    agent_spec)
 
+    def deliver_secrets(self, run_id: str, payload: bytes) -> None:
+        path = self.workspace.run_dir(run_id) / protocol.SECRETS
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as f:
+            f.write(payload)
+
     def launch(self, run_id: str) -> None:
         run_dir = str(self.workspace.run_dir(run_id))
         if hasattr(os, "fork") and threading.active_count() == 1:
