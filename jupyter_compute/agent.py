@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 POLL_SECONDS = 0.05
+#: How long SIGKILLed processes may take to go before the agent stops waiting for them.
+KILL_WAIT_SECONDS = 5.0
 ERROR_TAIL_LINES = 20
 
 
@@ -243,22 +245,24 @@ class Agent:
         script = self.child.pid if self.child else None
         grace = float(self.spec.get("cancel_grace_seconds", 3))
         signaled: set[int] = set()
-        deadline = time.monotonic() + grace
-        sig = signal.SIGTERM
-        while True:
-            live = self._run_processes(pgid)
-            if not live:
+        kill_at = time.monotonic() + grace
+        give_up_at = kill_at + KILL_WAIT_SECONDS
+        warned = False
+        while live := self._run_processes(pgid):
+            now = time.monotonic()
+            if now >= give_up_at:  # stuck in the kernel (D state), or not ours to kill
+                self.say(f"process{'es' if len(live) > 1 else ''} "
+                         f"{', '.join(map(str, live))} did not end after SIGKILL")
                 break
+            killing = now >= kill_at
+            if killing and not warned:
+                warned = True
+                self.say(f"still running {grace:g}s after SIGTERM; sending SIGKILL")
             for pid in live:
-                if sig == signal.SIGKILL or pid not in signaled:
-                    _kill(pid, sig)
+                if killing or pid not in signaled:
+                    _kill(pid, signal.SIGKILL if killing else signal.SIGTERM)
             signaled.update(live)
-            if sig == signal.SIGTERM and time.monotonic() >= deadline:
-                self.say(f"still running {grace:g}s after SIGTERM: "
-                         f"{len(live)} process{'es' if len(live) > 1 else ''}; sending SIGKILL")
-                sig = signal.SIGKILL
-                continue
-            time.sleep(POLL_SECONDS if sig == signal.SIGTERM else 0.01)
+            time.sleep(0.01 if killing else POLL_SECONDS)
         signaled.discard(script)  # type: ignore[arg-type]
         return len(signaled)
 
