@@ -128,14 +128,14 @@ def read_json(path: str) -> Any:
 
 #: What a secret's value shows as, wherever it is shown or stored.
 SECRET_MASK = "***"
-_SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY")
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "KEY")
 
 
 def is_secret_name(name: str) -> bool:
     """Whether environment variable ``name`` looks like it holds a secret.
 
-    A word of the name (split at ``_``, ``-``, ``.`` and camelCase) is TOKEN,
-    PASSWORD, PASSWD, SECRET or KEY (or its plural), or a word ends in TOKEN,
+    A word of the name (split at ``_``, ``-``, ``.`` and camelCase) is TOKEN, PASSWORD,
+    PASSWD, PASSPHRASE, SECRET or KEY (or its plural), or a word ends in TOKEN,
     PASSWORD or SECRET, or in APIKEY/ACCESSKEY: ``API_TOKEN``, ``DB_PASSWORD``,
     ``AWS_SECRET_ACCESS_KEY``, ``githubToken``, ``OPENAI_APIKEY``. ``MONKEY`` and
     ``KEYBOARD_LAYOUT`` are not secrets.

@@ -108,7 +108,8 @@ def test_a_spec_shows_secret_values_masked() -> None:
 
 def test_names_that_look_secret() -> None:
     secret = ["API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "github_token", "SSH_KEY",
-              "HF_TOKEN", "OPENAI_APIKEY", "apiKey", "MYSQL_ROOT_PASSWORD", "CLIENT_SECRET"]
+              "HF_TOKEN", "OPENAI_APIKEY", "apiKey", "MYSQL_ROOT_PASSWORD", "CLIENT_SECRET",
+              "GPG_PASSPHRASE"]
     plain = ["EPOCHS", "PATH", "MONKEY", "KEYBOARD_LAYOUT", "TOKENIZERS_PARALLELISM", "HOME"]
     assert [n for n in secret if not protocol.is_secret_name(n)] == []
     assert [n for n in plain if protocol.is_secret_name(n)] == []

@@ -143,6 +143,54 @@ def test_one_store_serves_many_threads(tmp_path: Path) -> None:
                                                                 f"s{t}-{i}")
 
 
+def test_eight_pollers_on_one_store_only_ever_move_runs_forward(project: Project) -> None:
+    """The issue's probe: 8 threads poll their own handles of the same runs through one
+    kernel's store while a watcher records every status the store holds."""
+    project.write("quick.py", "import time\ntime.sleep(0.3)\n")
+    ids = [submit("quick.py", source_dir=project.root, name=f"p{i}").id for i in range(12)]
+    ws = Run.get(ids[0]).workspace
+    history: dict[str, list[str]] = {i: [] for i in ids}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        try:
+            handles = [Run(ws.store.get(i), ws) for i in ids]
+            while not stop.is_set():
+                for handle in handles:
+                    handle.status()
+                time.sleep(0.005)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def watch() -> None:
+        try:
+            while not stop.is_set():
+                for row in ws.store.list(limit=100):
+                    if not history[row.id] or history[row.id][-1] != row.status:
+                        history[row.id].append(row.status)
+                time.sleep(0.005)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=poll) for _ in range(8)] + [threading.Thread(target=watch)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + 60
+        while not all(h and h[-1] == "Completed" for h in history.values()) and not errors:
+            assert time.time() < deadline, history
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    for run_id, seen in history.items():
+        ranks = [protocol.status_rank(s) for s in seen]
+        assert ranks == sorted(ranks) and seen[-1] == "Completed", (run_id, seen)
+
+
 # -- the agent ------------------------------------------------------------------------------
 
 
