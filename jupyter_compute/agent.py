@@ -11,6 +11,17 @@ never a shell) in a process group of its own, appends stdout and stderr to
 every status transition to ``status.json``. It is detached from the client, so
 the client (a kernel, a CLI, an SSH session) may go away at any time.
 
+Status only moves forward: before each write the agent reads ``status.json``
+again, and if a reader has already ended the run there (declared it lost, say),
+the agent stops the script at once and leaves that status as it is.
+
+The agent is a child subreaper (Linux): whatever the script starts, even a
+``setsid`` daemon that clears its environment, stays its descendant, and the
+whole tree ends with the run (SIGTERM, then SIGKILL after the grace).
+
+Secret environment values never enter ``spec.json``: they arrive in the 0600
+``secrets`` file, which the agent reads and deletes before anything else.
+
 Standard library only: this file travels to every target with ``protocol.py``
 and ``tracking.py``.
 """
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -39,6 +51,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 POLL_SECONDS = 0.05
+#: How long SIGKILLed processes may take to go before the agent stops waiting for them.
+KILL_WAIT_SECONDS = 5.0
 ERROR_TAIL_LINES = 20
 
 
@@ -50,22 +64,70 @@ class Agent:
         self.spec: dict[str, Any] = protocol.read_json(self._p(protocol.SPEC)) or {}
         self.status: dict[str, Any] = protocol.read_json(self._p(protocol.STATUS)) or {}
         self.log_fd = os.open(self._p(protocol.LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                              0o644)
+                              0o600)
         self.stderr_tail: collections.deque[bytes] = collections.deque(maxlen=ERROR_TAIL_LINES)
         self.stop = threading.Event()  # cancel requested (file or SIGTERM)
         self.wake = threading.Event()  # the script exited, or stop was set
         self.child: subprocess.Popen[bytes] | None = None
+        self.secrets: dict[str, str] = {}
+        #: The terminal status a reader wrote while we ran (None while the run is ours).
+        self.ended_elsewhere: str | None = None
+        self._status_stamp: tuple[int, int] | None = None  # status.json after our write
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
 
     # -- status and log ------------------------------------------------------------
 
-    def set_status(self, status: RunStatus, **fields: Any) -> None:
+    def set_status(self, status: RunStatus, **fields: Any) -> bool:
+        """Record a transition in ``status.json`` if it moves the run forward.
+
+        The file is read again first: when a reader has already ended the run there
+        (``agent lost``, a cancel from a host that lost us), it is left as it is,
+        ``ended_elsewhere`` is set, and False returned — the caller stops.
+        """
+        path = self._p(protocol.STATUS)
+        try:
+            current = protocol.read_json(path)
+        except ValueError:  # torn or foreign: ours is the copy to keep
+            current = None
+        if isinstance(current, dict):
+            self.status = current
+        if not protocol.advances(self.status.get("status"), status.value):
+            if self.status.get("status") in protocol.TERMINAL_STATUSES:
+                self.ended_elsewhere = self.status["status"]
+                self.wake.set()
+            return False
         now = protocol.utcnow()
         self.status.update(fields, status=status.value, updated=now)
         self.status.setdefault("history", []).append([status.value, now])
-        protocol.write_json_atomic(self._p(protocol.STATUS), self.status)
+        protocol.write_json_atomic(path, self.status)
+        self._status_stamp = _mtime(path)
+        return True
+
+    def _check_ended_elsewhere(self) -> bool:
+        """Whether a reader has ended the run in ``status.json`` since our last write."""
+        if self.ended_elsewhere is not None:
+            return True
+        path = self._p(protocol.STATUS)
+        if _mtime(path) == self._status_stamp:
+            return False  # untouched since we wrote it: the cheap, common case
+        try:
+            current = protocol.read_json(path) or {}
+        except ValueError:
+            return False
+        if current.get("status") in protocol.TERMINAL_STATUSES:
+            self.ended_elsewhere = current["status"]
+            return True
+        return False
+
+    def _stopped_by_reader(self) -> RunStatus:
+        """End everything the script started, leaving the reader's status in place."""
+        assert self.ended_elsewhere is not None
+        self.say(f"the run was already ended ({self.ended_elsewhere}) by another reader; "
+                 "stopping without overwriting it")
+        self.end_processes(self.child.pid if self.child else None)
+        return RunStatus(self.ended_elsewhere)
 
     def say(self, message: str) -> None:
         """An agent line in the run's log, where the user looks."""
@@ -74,8 +136,17 @@ class Agent:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> RunStatus:
+        self.secrets = self.take_secrets()  # first: the file must not outlive our start
+        try:
+            os.chmod(self.run_dir, 0o700)
+        except OSError:
+            pass
         self.set_status(RunStatus.PREPARING, agent=protocol.process_identity(
             os.getpid(), container=bool(self.spec.get("container"))))
+        if self.ended_elsewhere is not None:  # canceled or declared lost before we started
+            self.say(f"the run has already ended ({self.ended_elsewhere}); nothing to do")
+            return RunStatus(self.ended_elsewhere)
+        become_subreaper()
         threading.Thread(target=self._heartbeat, daemon=True).start()
         try:
             workdir = self.materialize()
@@ -86,6 +157,8 @@ class Agent:
             self.set_status(RunStatus.FAILED, ended=protocol.utcnow(), exit_code=None,
                             error=f"preparation failed: {exc}")
             return RunStatus.FAILED
+        if self._check_ended_elsewhere():
+            return self._stopped_by_reader()
         if self._cancel_requested():
             self.set_status(RunStatus.CANCELED, ended=protocol.utcnow(),
                             error="canceled before it started")
@@ -108,14 +181,18 @@ class Agent:
         pump.start()
         threading.Thread(target=lambda: (self.child.wait(), self.wake.set()),  # type: ignore
                          daemon=True).start()
-        self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
-                        script=protocol.process_identity(self.child.pid))
+        if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
+                               script=protocol.process_identity(self.child.pid)) \
+                and self.ended_elsewhere is not None:
+            return self._stopped_by_reader()
 
         ended_by = self._supervise()
+        if self.ended_elsewhere is not None:
+            return self._stopped_by_reader()
         returncode = self.child.wait()
         # Leftovers first: one that escaped the group may hold stderr open, and the
         # pump would wait for it (5 s) before a cancel could finish.
-        leftovers = self.end_leftovers(self.child.pid)
+        leftovers = self.end_processes(self.child.pid)
         pump.join(timeout=5)
         if leftovers:
             self.say(f"ended {leftovers} leftover process{'es' if leftovers > 1 else ''} "
@@ -144,11 +221,13 @@ class Agent:
         limit = self.spec.get("max_run_duration_seconds")
         deadline = time.monotonic() + float(limit) if limit else None
         while self.child.poll() is None:
+            if self._check_ended_elsewhere():
+                return None  # the caller stops everything and leaves the status alone
             if self._cancel_requested():
-                self.terminate_group(self.child.pid)
+                self.end_processes(self.child.pid)
                 return RunStatus.CANCELED, "canceled by request"
             if deadline is not None and time.monotonic() >= deadline:
-                self.terminate_group(self.child.pid)
+                self.end_processes(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
             self.wake.wait(POLL_SECONDS)  # wakes at once when the script exits
         return None
@@ -156,31 +235,49 @@ class Agent:
     def _cancel_requested(self) -> bool:
         return self.stop.is_set() or os.path.exists(self._p(protocol.CANCEL))
 
-    def terminate_group(self, pgid: int) -> None:
-        """SIGTERM the script's process group, SIGKILL whatever is left after the grace."""
-        assert self.child is not None
-        grace = float(self.spec.get("cancel_grace_seconds", 3))
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            self.child.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.say(f"still running {grace:g}s after SIGTERM; sending SIGKILL")
-        _signal_group(pgid, signal.SIGKILL)
+    def end_processes(self, pgid: int | None) -> int:
+        """End every process of the run: SIGTERM, then SIGKILL what is left after the grace.
 
-    def end_leftovers(self, pgid: int) -> int:
-        """End processes the script left behind: its group, and any that escaped it
-        (setsid, daemons) but still carry this run's id in their environment."""
-        procs = _run_processes(pgid, self.spec["run_id"])
-        if not procs:
-            return 0
-        for pid in procs:
-            _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + float(self.spec.get("cancel_grace_seconds", 3))
-        while time.monotonic() < deadline and _run_processes(pgid, self.spec["run_id"]):
-            time.sleep(POLL_SECONDS)
-        for pid in _run_processes(pgid, self.spec["run_id"]):
-            _kill(pid, signal.SIGKILL)
-        return len(procs)
+        The run's processes are this agent's descendants (it is a subreaper, so even
+        a ``setsid`` daemon whose parent died is one), the script's process group, and
+        any that carry this run's id in their environment (where there is no subreaper).
+        Returns how many there were, not counting the script itself.
+        """
+        script = self.child.pid if self.child else None
+        grace = float(self.spec.get("cancel_grace_seconds", 3))
+        signaled: set[int] = set()
+        kill_at = time.monotonic() + grace
+        give_up_at = kill_at + KILL_WAIT_SECONDS
+        warned = False
+        while live := self._run_processes(pgid):
+            now = time.monotonic()
+            if now >= give_up_at:  # stuck in the kernel (D state), or not ours to kill
+                self.say(f"process{'es' if len(live) > 1 else ''} "
+                         f"{', '.join(map(str, live))} did not end after SIGKILL")
+                break
+            killing = now >= kill_at
+            if killing and not warned:
+                warned = True
+                self.say(f"still running {grace:g}s after SIGTERM; sending SIGKILL")
+            for pid in live:
+                if killing or pid not in signaled:
+                    _kill(pid, signal.SIGKILL if killing else signal.SIGTERM)
+            signaled.update(live)
+            time.sleep(0.01 if killing else POLL_SECONDS)
+        signaled.discard(script)  # type: ignore[arg-type]
+        return len(signaled)
+
+    def _run_processes(self, pgid: int | None) -> list[int]:
+        """The run's live processes now; zombies that are our children are reaped."""
+        live, zombies = _run_processes(pgid, self.spec.get("run_id", ""))
+        script = self.child.pid if self.child else None
+        for pid in zombies:
+            if pid != script:  # the script is Popen's to reap, or it loses its exit code
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        return live
 
     # -- preparation -------------------------------------------------------------------
 
@@ -242,10 +339,36 @@ class Agent:
             return argv
         return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
 
+    def take_secrets(self) -> dict[str, str]:
+        """Read the ``secrets`` file (secret environment values) and delete it at once."""
+        path = self._p(protocol.SECRETS)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return {}
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            self.say("the secrets file is not JSON; the secret variables are unset")
+            return {}
+        return {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        secret = set(self.spec.get("secret_env") or ())
         env.update({str(k): str(v) for k, v in (self.spec.get("environment_variables") or {})
-                    .items()})
+                    .items() if k not in secret})
+        missing = sorted(secret - set(self.secrets))
+        if missing:
+            self.say(f"secret variable{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                     "did not reach this target; unset")
+        env.update(self.secrets)
         env[protocol.ENV_RUN_ID] = self.spec["run_id"]
         env[protocol.ENV_RUN_DIR] = self.run_dir
         env["PYTHONUNBUFFERED"] = "1"
@@ -280,8 +403,8 @@ class Agent:
     def _heartbeat(self) -> None:
         path = self._p(protocol.HEARTBEAT)
         while True:
-            with open(path, "a"):
-                os.utime(path)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.utime(path)
             time.sleep(protocol.HEARTBEAT_SECONDS)
 
 
@@ -336,13 +459,6 @@ def _safe_join(root: str, rel: str) -> str:
     return os.path.join(root, *parts)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -350,37 +466,87 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _run_processes(pgid: int, run_id: str) -> list[int]:
-    """Live (non-zombie) processes in group ``pgid`` or carrying ``run_id`` in their env."""
+def _mtime(path: str) -> tuple[int, int] | None:
+    """What changes when anyone replaces or rewrites ``path``: its inode and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+#: prctl(2) option: orphaned descendants are re-parented to this process, not to init.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux), so no descendant can leave its tree."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _run_processes(pgid: int | None, run_id: str) -> tuple[list[int], list[int]]:
+    """The run's processes: ``(live, zombie children of ours)``.
+
+    A process belongs to the run if it descends from this agent (walking the ppid
+    links in /proc), is in group ``pgid``, or carries ``run_id`` in its environment.
+    """
     marker = f"{protocol.ENV_RUN_ID}={run_id}\0".encode()
     me = os.getpid()
-    found = []
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     except OSError:  # no /proc (macOS): the process group is all we can reach
+        if pgid is None:
+            return [], []
         try:
             os.killpg(pgid, 0)
-            return [-pgid]
+            return [-pgid], []
         except OSError:
-            return []
+            return [], []
+    table: dict[int, tuple[bytes, int, int]] = {}  # pid -> (state, ppid, pgid)
     for pid in pids:
-        if pid == me:
-            continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 raw = f.read()
             fields = raw[raw.rindex(b")") + 2:].split()
-            if fields[0] == b"Z":
-                continue
-            if int(fields[2]) == pgid:
-                found.append(pid)
-                continue
+            table[pid] = (fields[0], int(fields[1]), int(fields[2]))
+        except (OSError, ValueError, IndexError):
+            continue
+    children: dict[int, list[int]] = {}
+    for pid, (_state, ppid, _pgid) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    ours: set[int] = set()
+    todo = [me]
+    while todo:
+        for kid in children.get(todo.pop(), ()):
+            if kid not in ours:
+                ours.add(kid)
+                todo.append(kid)
+    live, zombies = [], []
+    for pid, (state, ppid, group) in table.items():
+        if pid == me:
+            continue
+        if state == b"Z":
+            if ppid == me:
+                zombies.append(pid)
+            continue
+        if pid in ours or group == pgid:
+            live.append(pid)
+            continue
+        try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 if marker in f.read():
-                    found.append(pid)
-        except (OSError, ValueError):
+                    live.append(pid)
+        except OSError:
             continue
-    return found
+    return live, zombies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,8 +574,9 @@ def run_agent(run_dir: str) -> int:
         import traceback
 
         agent.say(f"agent crashed: {exc!r}\n{traceback.format_exc()}")
-        if agent.child is not None:
-            _signal_group(agent.child.pid, signal.SIGKILL)
+        for pid in _run_processes(agent.child.pid if agent.child else None,
+                                  agent.spec.get("run_id", ""))[0]:
+            _kill(pid, signal.SIGKILL)
         agent.set_status(RunStatus.FAILED, ended=protocol.utcnow(), error=f"agent crashed: {exc!r}")
         return 1
     return 0 if final is RunStatus.COMPLETED else 1

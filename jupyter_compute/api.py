@@ -44,6 +44,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            workspace: Workspace | str | Path | None = None, python: str | None = None,
            requirements: str | None = None,
            environment_variables: dict[str, str] | None = None,
+           secret_env: list[str] | None = None,
            max_run_duration_seconds: float | None = None, wait: bool = False,
            kind: str | None = None, parent_id: str | None = None,
            extra_files: dict[str, bytes] | None = None,
@@ -55,6 +56,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     the source directory (default: the current folder) and must lie inside it.
     A notebook (``.ipynb``) runs through papermill with ``parameters`` injected after
     its cell tagged ``parameters``, on ``kernel`` (default: the notebook's own).
+    Values of ``environment_variables`` named in ``secret_env``, or whose names look
+    secret (``API_TOKEN``, ``DB_PASSWORD``), are never stored and show as ``***``.
 
     >>> run = submit("train.py", target="local", arguments=["--lr", "0.01"])
     >>> run.wait()
@@ -62,7 +65,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     """
     spec = resolve_spec(script, target=target, name=name, arguments=arguments, config=config,
                         source_dir=source_dir, python=python, requirements=requirements,
-                        environment_variables=environment_variables,
+                        environment_variables=environment_variables, secret_env=secret_env,
                         max_run_duration_seconds=max_run_duration_seconds, kind=kind,
                         parent_id=parent_id, extra_files=extra_files,
                         parameters=parameters, kernel=kernel)
@@ -91,11 +94,12 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
     env = dict(cfg.environment_variables)
     env.update(given.pop("environment_variables", None) or {})
+    secret_env = [*cfg.secret_env, *(given.pop("secret_env", None) or [])]
     arguments = given.pop("arguments", None)
     spec = RunSpec(
         script=rel, source_dir=folder,
         arguments=[str(a) for a in (cfg.arguments if arguments is None else arguments)],
-        environment_variables=env, node_count=cfg.node_count,
+        environment_variables=env, secret_env=secret_env, node_count=cfg.node_count,
         cancel_grace_seconds=float(cfg.cancel_grace_seconds),
         snapshot_max_bytes=_limit(cfg.snapshot_max_mb, "JUPYTER_COMPUTE_SNAPSHOT_MAX_MB",
                                   1024 * 1024),

@@ -85,7 +85,6 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
     from jupyter_compute import api
-
     from jupyter_compute.targets import node_counts
 
     nodes = node_counts(api.get_target(name, workspace))
@@ -234,7 +233,6 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from jupyter_compute import api
-
     from jupyter_compute.targets import cluster_of
 
     target = cluster_of(api.get_target(args.name, args.workspace))
@@ -245,7 +243,6 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from jupyter_compute import api
-
     from jupyter_compute.targets import cluster_of
 
     cluster_of(api.get_target(args.name, args.workspace)).stop()

@@ -24,7 +24,7 @@ RUN_KEYS = {
     "source_directory": str, "environment": dict, "environment_variables": dict,
     "max_run_duration_seconds": (int, float), "node_count": int,
     "snapshot_max_mb": (int, float), "snapshot_max_files": int,
-    "cancel_grace_seconds": (int, float),
+    "cancel_grace_seconds": (int, float), "secret_env": list,
 }
 ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "docker_image": str,
                     "docker": dict, "name": str}
@@ -47,6 +47,7 @@ class RunConfig:
     requirements: str | None = None      # requirements file inside the snapshot
     docker_image: str | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
+    secret_env: list[str] = field(default_factory=list)  # variables whose values are secret
     max_run_duration_seconds: float | None = None
     node_count: int = 1
     snapshot_max_mb: float | None = None
@@ -131,10 +132,11 @@ def load_run_config(path: str | Path) -> RunConfig:
     check_keys(doc, raw, RUN_KEYS)
     cfg = RunConfig()
     for key, value in raw.items():
-        if key in ("environment", "arguments") or value is None:
+        if key in ("environment", "arguments", "secret_env") or value is None:
             continue
         setattr(cfg, str(key), value)
     cfg.arguments = [str(a) for a in raw.get("arguments") or []]
+    cfg.secret_env = [str(n) for n in raw.get("secret_env") or []]
     cfg.environment_variables = {str(k): str(v) for k, v in
                                  (raw.get("environment_variables") or {}).items()}
     env = raw.get("environment") or {}
@@ -219,6 +221,7 @@ environment:
   # requirements: requirements.txt  # build (and cache) a virtualenv from this file
   # docker_image: python-base:3.11  # for docker targets
 environment_variables: {}
+# secret_env: [MY_CREDENTIAL]       # also secret (names with TOKEN, KEY, SECRET, PASSWORD are)
 max_run_duration_seconds: null      # TimedOut after this long
 node_count: 1
 # snapshot_max_mb: 300

@@ -14,6 +14,7 @@ names and helpers here, so the format is written down once::
       output.log      stdout and stderr of the script, plus "[agent]" lines
       metrics.jsonl   one JSON record per line, appended by the tracking API
       cancel          present when someone asked the run to stop
+      secrets         secret environment values (mode 0600), deleted by the agent on start
       outputs/        artifacts; the script's ./outputs points here
       workdir/        the materialized snapshot; the script's working directory
 """
@@ -24,6 +25,7 @@ import datetime as _dt
 import enum
 import json
 import os
+import re  # json imports it already: free
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ HEARTBEAT = "heartbeat"
 LOG = "output.log"
 METRICS = "metrics.jsonl"
 CANCEL = "cancel"
+SECRETS = "secrets"
 OUTPUTS = "outputs"
 WORKDIR = "workdir"
 
@@ -72,6 +75,27 @@ class RunStatus(str, enum.Enum):
 _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT}
 #: The same, as the strings status.json holds (an Enum member does not hash as its value).
 TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL)
+#: How far along each status is; every terminal status shares the last rank.
+STATUS_RANK = {RunStatus.QUEUED.value: 0, RunStatus.PREPARING.value: 1,
+               RunStatus.RUNNING.value: 2, **{s: 3 for s in TERMINAL_STATUSES}}
+
+
+def status_rank(status: str | None) -> int:
+    """How far along ``status`` is: Queued 0 < Preparing 1 < Running 2 < terminal 3.
+
+    None (no status yet) ranks below Queued; an unknown name ranks as Queued.
+    """
+    return -1 if status is None else STATUS_RANK.get(str(status), 0)
+
+
+def advances(old: str | None, new: str) -> bool:
+    """Whether a run at status ``old`` may move to ``new``: only forward, never out of
+    a terminal status (so a stale reader cannot turn Completed back into Running).
+
+    >>> advances("Running", "Completed"), advances("Completed", "Running")
+    (True, False)
+    """
+    return status_rank(new) > status_rank(old)
 
 
 def utcnow() -> str:
@@ -101,8 +125,9 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
-def write_json_atomic(path: str, data: Any, mode: int = 0o644) -> None:
-    """``write_atomic`` of ``data`` as JSON."""
+def write_json_atomic(path: str, data: Any, mode: int = 0o600) -> None:
+    """``write_atomic`` of ``data`` as JSON, private by default (0600): a run's spec and
+    status are its owner's business."""
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode)
 
 
@@ -113,6 +138,34 @@ def read_json(path: str) -> Any:
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+# -- secrets -------------------------------------------------------------------------
+
+#: What a secret's value shows as, wherever it is shown or stored.
+SECRET_MASK = "***"
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "KEY")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether environment variable ``name`` looks like it holds a secret.
+
+    A word of the name (split at ``_``, ``-``, ``.`` and camelCase) is TOKEN, PASSWORD,
+    PASSWD, PASSPHRASE, SECRET or KEY (or its plural), or a word ends in TOKEN,
+    PASSWORD or SECRET, or in APIKEY/ACCESSKEY: ``API_TOKEN``, ``DB_PASSWORD``,
+    ``AWS_SECRET_ACCESS_KEY``, ``githubToken``, ``OPENAI_APIKEY``. ``MONKEY`` and
+    ``KEYBOARD_LAYOUT`` are not secrets.
+
+    >>> is_secret_name("API_TOKEN"), is_secret_name("EPOCHS")
+    (True, False)
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    for word in re.split(r"[^A-Za-z0-9]+", spaced.upper()):
+        stem = word[:-1] if word.endswith("S") else word
+        if stem in _SECRET_WORDS or word.endswith(("APIKEY", "ACCESSKEY")) or \
+                word.endswith(("TOKEN", "PASSWORD", "SECRET")):
+            return True
+    return False
 
 
 def metric_record(name: str, value: Any, step: int | None = None, kind: str = "scalar",

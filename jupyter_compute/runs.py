@@ -84,11 +84,13 @@ class Run:
             return RunStatus(self.record.status)
         st = self.target.status(self.id)
         self.detail = st.get("detail")
-        changed = {k: st.get(k) for k in _MIRRORED if st.get(k) != getattr(self.record, k)}
-        if changed:
-            self.workspace.store.update(self.id, **changed)
-            for key, value in changed.items():
-                setattr(self.record, key, value)
+        seen = {k: st.get(k) for k in _MIRRORED}
+        if any(value != getattr(self.record, k) for k, value in seen.items()):
+            # The store takes it only if it moves the run forward; what it holds after
+            # (perhaps a newer status another reader stored) is the truth this handle keeps.
+            accepted = self.workspace.store.advance(self.id, str(seen.pop("status")), **seen)
+            for key in _MIRRORED:
+                setattr(self.record, key, getattr(accepted, key))
         return RunStatus(self.record.status)
 
     def wait(self, timeout: float | None = None, raise_on_failure: bool = False) -> RunStatus:

@@ -5,20 +5,27 @@ while the CLI cancels it), so every write is a short ``BEGIN IMMEDIATE``
 transaction behind a generous busy timeout. The schema is versioned with
 ``PRAGMA user_version``; ``MIGRATIONS[n]`` takes version n to n+1.
 
+Many threads share one ``RunStore`` too (a widget's Cancel button, a follower, the
+kernel): its one connection is used under a lock, so their transactions never
+interleave.
+
 The store mirrors what the agents persist on the targets; it is never the only
-copy of what happened there.
+copy of what happened there. A status only moves forward (``advance``): a reader
+holding an old copy cannot turn Completed back into Running.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError, RunNotFoundError
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -53,6 +60,20 @@ MIGRATIONS = [
 _JSON_COLUMNS = ("arguments", "snapshot", "git", "spec")
 
 
+def _rank_sql(expr: str) -> str:
+    """SQL for ``protocol.status_rank(expr)``, so the store ranks statuses as the agent does."""
+    whens = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in
+                     sorted(protocol.STATUS_RANK.items()))
+    return f"(CASE {expr} {whens} ELSE 0 END)"
+
+
+_TERMINAL_RANK = max(protocol.STATUS_RANK.values())
+#: The row changes only if the new status is further along than the stored one, or the
+#: same and not terminal (filling in fields); a terminal status is never replaced.
+_ADVANCES = (f"({_rank_sql('status')} < {_rank_sql(':status')} OR "
+             f"(status = :status AND {_rank_sql('status')} < {_TERMINAL_RANK}))")
+
+
 @dataclass
 class RunRecord:
     """One row of the store; ``to_dict()`` is the ``show --json`` shape."""
@@ -77,7 +98,11 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("spec")
+        spec = d.pop("spec") or {}
+        secret = set(spec.get("secret_env") or ())
+        d["environment_variables"] = {
+            name: protocol.SECRET_MASK if name in secret or protocol.is_secret_name(name)
+            else value for name, value in (spec.get("environment_variables") or {}).items()}
         d["git"] = self.git or {"repository": None, "branch": None, "commit": None,
                                 "dirty": None}
         return d
@@ -88,6 +113,7 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()  # one connection, many threads: one at a time
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                        check_same_thread=False)
@@ -124,13 +150,14 @@ class RunStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def insert(self, record: RunRecord) -> None:
         row = asdict(record)
@@ -142,7 +169,13 @@ class RunStore:
             db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", row)
 
     def update(self, run_id: str, **fields: Any) -> None:
-        """Set columns of one run, e.g. ``update(id, status="Running", started=...)``."""
+        """Set columns of one run, e.g. ``update(id, error="stopped early")``.
+
+        With a ``status``, this is ``advance``: the row changes only if it moves forward.
+        """
+        if "status" in fields:
+            self.advance(run_id, **fields)
+            return
         for col in _JSON_COLUMNS:
             if col in fields:
                 fields[col] = json.dumps(fields[col])
@@ -150,12 +183,37 @@ class RunStore:
         with self._transaction() as db:
             db.execute(f"UPDATE runs SET {sets} WHERE id = :_id", {**fields, "_id": run_id})
 
-    def get(self, run_id: str) -> RunRecord:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    def advance(self, run_id: str, status: str, **fields: Any) -> RunRecord:
+        """Move run ``run_id`` to ``status`` (setting ``fields`` with it) if that is forward.
+
+        Forward means ``protocol.advances`` (Queued < Preparing < Running < terminal), or
+        the same non-terminal status with fields filled in; a terminal status is never
+        replaced. The check and the write are one SQL statement, so two readers racing
+        cannot undo each other. Returns the record as stored afterwards: what was accepted.
+
+        >>> store.advance(run_id, "Completed", exit_code=0).status
+        'Completed'
+        """
+        for col in _JSON_COLUMNS:
+            if col in fields:
+                fields[col] = json.dumps(fields[col])
+        fields["status"] = str(status)
+        sets = ", ".join(f"{c} = :{c}" for c in fields)
+        with self._transaction() as db:
+            db.execute(f"UPDATE runs SET {sets} WHERE id = :_id AND {_ADVANCES}",
+                       {**fields, "_id": run_id})
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            close = [r[0] for r in self._db.execute(
+            raise RunNotFoundError(run_id)
+        return _record(row)
+
+    def get(self, run_id: str) -> RunRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            close = [] if row is not None else [r[0] for r in self._db.execute(
                 "SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC LIMIT 2",
                 (f"%{run_id}%",))]
+        if row is None:
             hint = f" — did you mean {close[0]!r}?" if len(close) == 1 else ""
             if len(close) == 1 and run_id and close[0].endswith(run_id):
                 return self.get(close[0])  # a unique suffix is as good as the id
@@ -178,10 +236,13 @@ class RunStore:
         sql += " ORDER BY created DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_record(r) for r in self._db.execute(sql, args)]
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_record(r) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def _record(row: sqlite3.Row) -> RunRecord:

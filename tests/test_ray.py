@@ -32,13 +32,13 @@ from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
 from jupyter_compute.runs import Run  # noqa: E402
 from jupyter_compute.targets.ray import joblog as _ray_joblog  # noqa: E402
+from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
 from jupyter_compute.targets.ray.cluster import (  # noqa: E402
     ClusterShape,
     EmbeddedCluster,
     autoscaler_config,
 )
 from jupyter_compute.targets.ray.jobs import JobsClient, normalize_address  # noqa: E402
-from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
 
 COUNTER = """\
 import os, sys, time

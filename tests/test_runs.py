@@ -106,6 +106,43 @@ def test_cancel_ends_children_of_children(project: Project) -> None:
     assert project.show(run_id)["status"] == "Canceled"
 
 
+def test_cancel_ends_setsid_children_that_ignore_sigterm_and_clear_their_env(
+        project: Project) -> None:
+    """Daemons that leave the session, drop the run's id from their environment and
+    ignore SIGTERM are still the run's: cancel ends them all within the grace (+2 s)."""
+    project.write("run.yml", "script: daemons.py\ncancel_grace_seconds: 1\n")
+    project.write("daemons.py", """
+        import os, subprocess, time
+        pids = os.path.abspath("outputs/pids")
+        for _ in range(10):
+            subprocess.Popen(["setsid", "env", "-i", "/bin/sh", "-c",
+                              'trap "" TERM; echo $$ >> "$0"; exec /bin/sleep 600', pids])
+        time.sleep(600)
+    """)
+    run_id = project.submit("--config", "run.yml")
+    pids_file = project.run_dir(run_id) / "outputs" / "pids"
+    pids: list[int] = []
+    try:
+        deadline = time.time() + 30
+        while len(pids) < 10:
+            assert time.time() < deadline
+            time.sleep(0.05)
+            text = pids_file.read_text() if pids_file.exists() else ""
+            pids = [int(p) for p in text.split()] if text.endswith("\n") else pids
+        assert all(pid_alive(p) for p in pids)
+        t0 = time.time()
+        out = project.cli("cancel", run_id)
+        assert out.returncode == 0, out.stderr
+        while time.time() - t0 < 1 + 2 and any(pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        assert [p for p in pids if pid_alive(p)] == []
+        assert project.show(run_id)["status"] == "Canceled"
+    finally:  # whatever survived a broken cancel must not outlive the test
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_max_duration_times_out(project: Project) -> None:
     project.write("slow.py", "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
     out = project.cli("submit", "slow.py", "--wait", "--max-duration", "1")

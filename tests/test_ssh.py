@@ -604,10 +604,11 @@ def test_an_upload_longer_than_the_start_timeout_is_not_agent_lost(
     while a second reader (its own workspace object and target, as the sidebar's
     server has) polls every 0.2 s.
     """
+    from netproxy import NetProxy
+
     from jupyter_compute import protocol
     from jupyter_compute.runs import Run
     from jupyter_compute.workspace import Workspace
-    from netproxy import NetProxy
 
     monkeypatch.setattr(protocol, "START_TIMEOUT", 2.0)
     project.write("train.py", "print('trained', flush=True)\n")

@@ -26,6 +26,7 @@ fails when the target is constructed, not in the middle of a run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runspec import masked_environment, secret_names, secret_payload
 from jupyter_compute.targets import liveness
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -261,11 +263,17 @@ class Target:
             try:
                 self.launcher.sync(self.host, ctx)
                 self.host.sync(ctx)
+                secrets = secret_payload(spec)
+                if secrets is not None:  # 0600, read and deleted by the agent at its start
+                    self.host.write(ctx.run_id, protocol.SECRETS, secrets)
                 self.launcher.launch(self.host, ctx)
                 beat.launched()
             except Exception as exc:
                 message = str(exc) if isinstance(exc, ComputeError) else \
                     f"could not start the run on {self.name!r}: {exc}"
+                if secret_payload(spec) is not None:  # never leave the values behind
+                    with contextlib.suppress(Exception):
+                        self.host.write(ctx.run_id, protocol.SECRETS, b"")
                 self._fail(ctx.run_id, message)
                 if isinstance(exc, ComputeError):
                     raise
@@ -334,7 +342,9 @@ class Target:
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
             "requirements": spec.requirements,
-            "environment_variables": dict(spec.environment_variables),
+            # Secret values stay out (`***`); see runspec.secret_payload for their way.
+            "environment_variables": masked_environment(spec),
+            "secret_env": secret_names(spec),
             "max_run_duration_seconds": spec.max_run_duration_seconds,
             "cancel_grace_seconds": spec.cancel_grace_seconds,
             **self.host.paths(ctx),

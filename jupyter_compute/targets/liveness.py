@@ -71,8 +71,9 @@ def lost(status: dict[str, Any], *, agent_alive: bool | None, heartbeat_age: flo
         if alive or alive is None and client.get("age", 0.0) < protocol.HEARTBEAT_TIMEOUT:
             return None
         pid = (client.get("identity") or {}).get("pid")
-        return (f"client lost: the process that was submitting the run{f' (pid {pid})' if pid else ''}"
-                " ended before the run was started; submit it again")
+        who = f" (pid {pid})" if pid else ""
+        return (f"client lost: the process that was submitting the run{who} ended before "
+                "the run was started; submit it again")
     if now - float(launched) < protocol.START_TIMEOUT:
         return None
     return (f"agent lost: the agent did not start within {protocol.START_TIMEOUT:.0f}s of "

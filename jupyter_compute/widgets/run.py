@@ -214,7 +214,9 @@ class RunWidget(widgets.VBox):
         self.outputs.value = f"<b>outputs</b><ul style='margin:2px 0'>{items}</ul>"
 
     def _render_nodes(self) -> None:
-        nodes = self.follower.run.target.nodes()
+        from jupyter_compute.targets import node_counts
+
+        nodes = node_counts(self.follower.run.target)
         if nodes:
             self.nodes.layout.display = None
             self.nodes.value = (f"nodes <b>{nodes.get('current', '?')}</b> "

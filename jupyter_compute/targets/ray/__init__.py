@@ -67,6 +67,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.targets.base import HostFolderTarget, runtime_digest, runtime_files
 from jupyter_compute.targets.ray.cluster import ClusterShape, EmbeddedCluster, ray_executable
 from jupyter_compute.targets.ray.jobs import (
     PENDING,
@@ -78,7 +79,6 @@ from jupyter_compute.targets.ray.jobs import (
     normalize_address,
     token_from_env,
 )
-from jupyter_compute.targets.base import HostFolderTarget, runtime_digest, runtime_files
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
