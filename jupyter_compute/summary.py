@@ -1,31 +1,47 @@
-"""The static summary of a run: status, the log's tail and the last metric values.
+"""Static summaries: a run's status, log tail and last metrics; a sweep's trials table.
 
-It is what a saved notebook shows where widgets do not render (GitHub, nbviewer,
+They are what a saved notebook shows where widgets do not render (GitHub, nbviewer,
 ``jupyter nbconvert``, VS Code without the widget extension, papermill output),
-and what a terminal IPython prints. No ipywidgets here.
+what a terminal IPython prints and what ``jupyter-compute show`` prints for a sweep.
+Plain text and HTML from the standard library: no ipywidgets here, so the core
+(``Run.summary()``, ``Sweep.summary()``) uses them and the widgets embed them.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+from jupyter_compute.units import format_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from jupyter_compute.runs import Run
-
 STATUS_COLORS = {
     "Queued": "#6b7280", "Preparing": "#2563eb", "Running": "#2563eb",
     "Completed": "#16a34a", "Failed": "#dc2626", "Canceled": "#a16207", "TimedOut": "#c2410c",
 }
-TAIL_LINES = 15
+
+
+class StaticSummary:
+    """Text and HTML of one moment; displayed as such where widgets do not render."""
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def html(self) -> str:
+        raise NotImplementedError
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return self.bundle()
 
 
 @dataclass
-class Summary:
+class Summary(StaticSummary):
     """What is known of a run at one moment, rendered as text or HTML."""
 
     run_id: str
@@ -39,26 +55,12 @@ class Summary:
     last_metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name → (value, step)
     nodes: str | None = None
 
-    @classmethod
-    def of(cls, run: Run, tail_lines: int = TAIL_LINES) -> Summary:
-        """Read a run's current state (status, log tail, last metrics) into a summary."""
-        status = run.status().value
-        tail = deque(run.log().splitlines(), maxlen=tail_lines)
-        last = {name: (recs[-1]["value"], recs[-1]["step"])
-                for name, recs in run.metrics().items() if recs[-1]["kind"] == "scalar"}
-        r = run.record
-        return cls(r.id, r.name, r.target, status, r.started, r.ended, r.error, list(tail), last)
-
     def elapsed(self) -> str:
         if not self.started:
             return ""
         start = datetime.fromisoformat(self.started)
         end = datetime.fromisoformat(self.ended) if self.ended else datetime.now(timezone.utc)
-        secs = max(0.0, (end - start).total_seconds())
-        if secs < 60:
-            return f"{secs:.1f}s"
-        minutes, secs = divmod(int(secs), 60)
-        return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+        return format_duration((end - start).total_seconds())
 
     def metrics_line(self) -> str:
         return " · ".join(f"{name} {format_value(value)}"
@@ -100,25 +102,87 @@ class Summary:
         parts.append("</div>")
         return "".join(parts)
 
-    def bundle(self) -> dict[str, str]:
-        return {"text/plain": self.text(), "text/html": self.html()}
+
+class SweepSummary(StaticSummary):
+    """What a saved notebook or a terminal shows of a sweep: a table of trials."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Trials, best first (by the primary metric), then those without a value."""
+        goal = (self.state.get("primary_metric") or {}).get("goal", "Maximize")
+        sign = -1 if goal == "Maximize" else 1
+        trials = self.state.get("trials") or []
+        return sorted(trials, key=lambda t: (t["metric"] is None,
+                                             sign * (t["metric"] or 0), t["index"]))
+
+    def head(self) -> str:
+        s = self.state
+        metric = s.get("primary_metric") or {}
+        trials = s.get("trials") or []
+        running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
+        stopped = sum(bool(t.get("stop_reason")) and t["status"] == "Canceled" for t in trials)
+        best = s.get("best")
+        parts = [f"Sweep {s.get('id')} · {s.get('script')} on {s.get('target')} · "
+                 f"{s.get('status')}",
+                 f"{len(trials)}/{s.get('max_total_runs')} trials · {running} running · "
+                 f"{stopped} stopped early · {s.get('sampling')} · {s.get('policy')}"]
+        if best:
+            parts.append(f"best: trial {best['index']} {best['run_id']} "
+                         f"{metric.get('name')} {format_value(best['metric'])} "
+                         f"({' '.join(best['arguments'])})")
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        lines = [self.head()]
+        lines += [f"  WARNING: {w}" for w in self.state.get("warnings") or []]
+        rows = self.rows()[:self.MAX_ROWS]
+        if rows:
+            table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
+            table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
+                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
+                      for t in rows]
+            widths = [max(len(r[i]) for r in table) for i in range(5)]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
+                      for r in table]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def html(self) -> str:
+        e = _escape
+        s = self.state
+        best = (s.get("best") or {}).get("index")
+        metric = (s.get("primary_metric") or {}).get("name", "metric")
+        head = e(self.head()).replace("\n", "<br>")
+        parts = [f'<div class="jupyter-compute-sweep"><div>{head}</div>']
+        for w in s.get("warnings") or []:
+            parts.append(f'<div style="color:#b45309"><b>⚠ warning:</b> {e(w)}</div>')
+        cells = []
+        for t in self.rows()[:self.MAX_ROWS]:
+            color = STATUS_COLORS.get(t["status"], "#6b7280")
+            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
+            cells.append(
+                f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
+                f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
+                f'<td style="color:{color}">{e(t["status"])}</td>'
+                f'<td>{format_value(t["metric"])}</td>'
+                f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
+        if cells:
+            parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
+                         f"<th>status</th><th>{e(metric)}</th><th>reason</th></tr></thead>"
+                         f"<tbody>{''.join(cells)}</tbody></table>")
+        parts.append("</div>")
+        return "".join(parts)
 
 
 def _escape(text: str) -> str:
-    # html (and html.entities) load only when HTML is rendered: the CLI prints sizes
-    # through this module on its latency-critical submit path.
+    # html (and html.entities) load only when HTML is rendered, not for a terminal.
     import html
 
     return html.escape(text)
-
-
-def human_size(n: float) -> str:
-    """``2187`` → ``"2.2 kB"``: sizes as the CLI and the widgets show them (SI units)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def format_value(value: Any) -> str:
