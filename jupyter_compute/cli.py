@@ -34,6 +34,16 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def duration_argument(text: str) -> float:
+    """An argparse type for durations: ``90``, ``90s``, ``5m``, ``1h30m`` → seconds."""
+    from jupyter_compute.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
@@ -330,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="RUN_YML", help="run configuration file")
     p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
     p.add_argument("--python", metavar="PATH", help="interpreter on the target")
-    p.add_argument("--max-duration", type=float, metavar="SECONDS",
-                   help="max_run_duration_seconds: TimedOut after this long")
+    p.add_argument("--max-duration", type=duration_argument, metavar="DURATION",
+                   help="TimedOut after this long: 90, 90s, 5m or 1h30m")
     p.add_argument("--wait", "-w", action="store_true",
                    help="stream the logs; exit 0 only if the run Completed")
     add_notebook_flags(p)

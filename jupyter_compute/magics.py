@@ -27,6 +27,7 @@ from IPython.display import display
 from IPython.utils.process import arg_split
 
 from jupyter_compute import api
+from jupyter_compute.cli import duration_argument
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.runs import Run
 from jupyter_compute.widgets import show
@@ -147,7 +148,8 @@ class ComputeMagics(Magics):
     @argument("--cancel-on-interrupt", action="store_true",
               help="with --wait, cancel the run on interrupt instead of detaching")
     @argument("--python", help="interpreter on the target")
-    @argument("--max-duration", type=float, help="max_run_duration_seconds")
+    @argument("--max-duration", type=duration_argument,
+              help="max_run_duration_seconds: 90, 90s, 5m or 1h30m")
     @argument("--lines", type=int, default=500, help="log lines the widget keeps")
     @argument("-o", "--out", metavar="VAR", help="store the Run in this variable")
     @argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),

@@ -8,6 +8,8 @@ import pytest
 
 from jupyter_compute.units import format_duration, format_size, parse_duration, parse_size
 
+from conftest import Project
+
 GiB = 1024 ** 3
 
 
@@ -50,3 +52,11 @@ def test_durations_print_as_the_widgets_and_the_cli_show_them() -> None:
     assert format_duration(4.25) == "4.2s" and format_duration(59.9) == "59.9s"
     assert format_duration(125) == "2m05s" and format_duration(3725) == "1h02m"
     assert format_duration(-3) == "0.0s"
+
+
+def test_the_cli_reads_a_run_duration_in_the_same_grammar(project: Project) -> None:
+    project.write("slow.py", "import time\ntime.sleep(30)\n")
+    out = project.cli("submit", "slow.py", "--max-duration", "1h30")
+    assert out.returncode != 0 and "end the seconds with s, e.g. 1m30s" in out.stderr
+    out = project.cli("submit", "slow.py", "--max-duration", "0m1s", "--wait")
+    assert "TimedOut" in out.stdout
