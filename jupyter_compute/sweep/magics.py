@@ -1,7 +1,7 @@
 """``%sweep PATH --config sweep.yml`` and ``%%sweep --config sweep.yml``, in a notebook.
 
 Thin, like the other magics: start the sweep through the same API as the CLI,
-display it as any run is shown (``magics.show``: a live ``SweepWidget``, a static
+display it as any run is shown (``widgets.show``: a live ``SweepWidget``, a static
 summary where widgets cannot render),
 store the ``Sweep`` in ``-o VAR``, and with ``--wait`` block until it ends — an
 interrupt only stops the waiting; the sweep goes on (its controller is detached).
