@@ -336,7 +336,7 @@ def widget_costs() -> None:
         from jupyter_compute.widgets.sweep import SweepWidget
     except ImportError:
         return
-    from jupyter_compute.sweep.handle import SweepSummary
+    from jupyter_compute.summary import SweepSummary
 
     print("\n   SweepWidget update (table, curves, best so far, parallel coordinates) and "
           "the static summary")

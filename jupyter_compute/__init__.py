@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 
+from jupyter_compute import runkinds as _runkinds
+
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
@@ -50,6 +52,13 @@ _WHERE = {
     # for `jupyter labextension develop`; not part of the public API
     "_jupyter_labextension_paths": "jupyter_compute.server",
 }
+
+
+# This package is the public face: it gives the run kinds their notebook views, so the
+# core (``Run._repr_mimebundle_``) shows widgets without importing them.
+_runkinds.register_view("script", "jupyter_compute.widgets:run_view")
+_runkinds.register_view("notebook", "jupyter_compute.widgets:run_view")
+_runkinds.register_view("sweep", "jupyter_compute.widgets:sweep_view")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from jupyter_compute import workspace as workspace_mod
+from jupyter_compute.attached import attached_targets
+from jupyter_compute.attached import get_target as _get_target
+from jupyter_compute.attached import read_targets_file as _attached
 from jupyter_compute.exceptions import ConflictError, UsageError
-from jupyter_compute.runspec import RunSpec
+from jupyter_compute.runspec import resolve_spec
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
 
-LOCAL = {"type": "local"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -70,84 +71,12 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
                         parent_id=parent_id, extra_files=extra_files,
                         parameters=parameters, kernel=kernel)
     ws = _ws(workspace, start=spec.source_dir)
-    run = get_target(spec.target, ws).submit(spec)
+    from jupyter_compute.runs import Run
+
+    run = Run.submit(_get_target(spec.target, ws), spec)
     if wait:
         run.wait()
     return run
-
-
-def resolve_spec(script: str | Path | None = None, *, config: str | Path | None = None,
-                 source_dir: str | Path | None = None, **given: Any) -> RunSpec:
-    """Merge defaults, ``run.yml`` and arguments into a checked ``RunSpec``."""
-    from jupyter_compute.config import RunConfig, load_run_config
-
-    cfg = load_run_config(config) if config else RunConfig()
-    folder = Path(source_dir or cfg.source_directory or os.getcwd()).expanduser().absolute()
-    if not folder.is_dir():
-        raise UsageError(f"source directory {folder} does not exist; pass --source-dir with "
-                         "an existing folder")
-    script = script if script is not None else cfg.script
-    if not script:
-        raise UsageError("no script to run: name one (submit train.py) or set 'script' in "
-                         "run.yml")
-    extra = given.get("extra_files") or {}
-    rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
-    env = dict(cfg.environment_variables)
-    env.update(given.pop("environment_variables", None) or {})
-    secret_env = [*cfg.secret_env, *(given.pop("secret_env", None) or [])]
-    arguments = given.pop("arguments", None)
-    spec = RunSpec(
-        script=rel, source_dir=folder,
-        arguments=[str(a) for a in (cfg.arguments if arguments is None else arguments)],
-        environment_variables=env, secret_env=secret_env, node_count=cfg.node_count,
-        cancel_grace_seconds=float(cfg.cancel_grace_seconds),
-        snapshot_max_bytes=_limit(cfg.snapshot_max_mb, "JUPYTER_COMPUTE_SNAPSHOT_MAX_MB",
-                                  1024 * 1024),
-        snapshot_max_files=_limit(cfg.snapshot_max_files, "JUPYTER_COMPUTE_SNAPSHOT_MAX_FILES",
-                                  1),
-    )
-    for key in ("target", "name", "python", "requirements", "docker_image",
-                "max_run_duration_seconds"):
-        value = given.pop(key, None)
-        if value is None:
-            value = getattr(cfg, key, None)
-        if value is not None:
-            setattr(spec, key, value)
-    for key, value in given.items():
-        if value is not None:
-            setattr(spec, key, value)
-    spec.target = spec.target or "local"
-    if spec.kind is None:
-        spec.kind = "notebook" if spec.script.endswith(".ipynb") else "script"
-    if spec.kind != "notebook" and (spec.parameters or spec.kernel):
-        raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
-                         "pass a script's options after '--'")
-    return spec
-
-
-def _script_in(folder: Path, script: Path) -> str:
-    """``script`` as a posix path relative to ``folder``; it must exist inside it."""
-    candidates = [script] if script.is_absolute() else [folder / script, Path.cwd() / script]
-    root = folder.resolve()
-    for path in candidates:
-        if path.is_file():
-            try:
-                return path.resolve().relative_to(root).as_posix()
-            except ValueError:
-                raise UsageError(f"{script} is outside the source directory {folder}; the "
-                                 "script must lie inside it (see --source-dir)") from None
-    raise UsageError(f"no script {str(script)!r} in {folder}; the path is relative to the "
-                     "source directory (--source-dir)")
-
-
-def _limit(value: float | None, env: str, unit: int) -> int | None:
-    raw = os.environ.get(env) if value is None else value
-    if raw is None:
-        return None
-    try:
-        return int(float(raw) * unit)
-    except ValueError:
-        raise UsageError(f"{env}={raw!r} is not a number") from None
 
 
 # -- targets -----------------------------------------------------------------------------
@@ -155,30 +84,12 @@ def _limit(value: float | None, env: str, unit: int) -> int | None:
 
 def targets(workspace: Workspace | str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Attached targets by name (``local`` is always there): ``{name: {type, …options}}``."""
-    ws = _ws(workspace)
-    return {"local": dict(LOCAL), **_attached(ws)}
+    return attached_targets(_ws(workspace))
 
 
 def get_target(name: str, workspace: Workspace | str | Path | None = None) -> Target:
     """The attached target ``name``, ready to use."""
-    from jupyter_compute.targets import target_class
-
-    ws = _ws(workspace)
-    if name == "local" and not ws.targets_file.exists():
-        from jupyter_compute.targets.local import LocalTarget
-
-        return LocalTarget("local", {}, ws)  # the common case: no YAML to parse at all
-    attached = targets(ws)
-    if name not in attached:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(attached), n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"no target named {name!r}{hint} attached: {', '.join(attached)}; "
-                         "attach one with 'jupyter-compute attach NAME --type KIND'")
-    config = dict(attached[name])
-    kind = config.pop("type")
-    return target_class(kind)(name, config, ws)
+    return _get_target(name, _ws(workspace))
 
 
 def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = None,
@@ -229,31 +140,13 @@ def detach(name: str, workspace: Workspace | str | Path | None = None) -> None:
     dump_targets(ws.targets_file, attached)
 
 
-def _attached(ws: Workspace) -> dict[str, dict[str, Any]]:
-    """What ``targets.yml`` holds (without the implicit ``local``)."""
-    from jupyter_compute.config import load_targets
-
-    return load_targets(ws.targets_file, _kind_options)
-
-
-def _kind_options(kind: str) -> dict[str, Any]:
-    from jupyter_compute.config import ConfigError
-    from jupyter_compute.targets import target_class
-
-    try:
-        cls = target_class(kind)
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    return {key: typ for key, (typ, _help) in cls.options.items()}
-
-
 # -- runs --------------------------------------------------------------------------------
 
 
 def runs(limit: int | None = 20, status: str | None = None,
          workspace: Workspace | str | Path | None = None) -> list[Run]:
     """Recent runs of the workspace, newest first."""
-    from jupyter_compute.runs import Run
+    from jupyter_compute import runkinds
 
     ws = _ws(workspace, create=False)
-    return [Run(r, ws) for r in ws.store.list(limit=limit, status=status)]
+    return [runkinds.handle(r, ws) for r in ws.store.list(limit=limit, status=status)]

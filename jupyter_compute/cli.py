@@ -34,6 +34,16 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def duration_argument(text: str) -> float:
+    """An argparse type for durations: ``90``, ``90s``, ``5m``, ``1h30m`` → seconds."""
+    from jupyter_compute.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
@@ -94,7 +104,7 @@ def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
 def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_compute import api
     from jupyter_compute.config import load_parameters
-    from jupyter_compute.widgets.summary import human_size
+    from jupyter_compute.units import format_size
 
     params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
     run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
@@ -106,8 +116,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _err(f"warning: {warning}")
     snap = run.record.snapshot
     _err(f"submitted {run.id} to {run.record.target}: {snap['files']} files "
-         f"({human_size(snap['bytes'])}), {snap['new_files']} new "
-         f"({human_size(snap['new_bytes'])})")
+         f"({format_size(snap['bytes'])}), {snap['new_files']} new "
+         f"({format_size(snap['new_bytes'])})")
     if args.wait:
         return _stream(run)
     _out(run.id)
@@ -150,31 +160,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from jupyter_compute.widgets.summary import human_size
-
-    run = _get(args)
-    if run.record.kind == "sweep":  # a sweep is a run whose children are its trials
-        from jupyter_compute.sweep import Sweep
-
-        sweep = Sweep(run)
-        _out(json.dumps(sweep.to_dict(), indent=1) if args.json else sweep.summary().text())
-        return 0
-    d = run.to_dict()
-    if args.json:
-        _out(json.dumps(d, indent=1))
-        return 0
-    for key in ("id", "name", "target", "status", "exit_code", "created", "started", "ended",
-                "script", "arguments", "source_dir"):
-        _out(f"{key + ':':<12} {d[key] if d[key] is not None else '-'}")
-    s = d["snapshot"]
-    _out(f"{'snapshot:':<12} {s['id'][:12]} {s['files']} files ({human_size(s['bytes'])}), "
-         f"{s['new_files']} new ({human_size(s['new_bytes'])})")
-    g = d["git"]
-    if g.get("commit"):
-        _out(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
-             f"{' (dirty)' if g['dirty'] else ''}")
-    if d["error"]:
-        _out(f"{'error:':<12} {d['error']}")
+    run = _get(args)  # the handle of the run's kind: a sweep shows its trials
+    _out(json.dumps(run.to_dict(), indent=1) if args.json else run.describe())
     return 0
 
 
@@ -213,7 +200,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from jupyter_compute import snapshot
-    from jupyter_compute.widgets.summary import human_size
+    from jupyter_compute.units import format_size
 
     if args.list:
         for path in snapshot.list_files(args.dir):
@@ -226,8 +213,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     for warning in snap.warnings:
         _err(f"warning: {warning}")
     s = snap.stats
-    _out(f"snapshot {snap.id}: {s.files} files ({human_size(s.bytes)}), {s.new_files} new "
-         f"({human_size(s.new_bytes)})")
+    _out(f"snapshot {snap.id}: {s.files} files ({format_size(s.bytes)}), {s.new_files} new "
+         f"({format_size(s.new_bytes)})")
     return 0
 
 
@@ -309,9 +296,10 @@ def _duration(started: str | None, ended: str | None) -> str:
         return "-"
     from datetime import datetime, timezone
 
+    from jupyter_compute.units import format_duration
+
     end = datetime.fromisoformat(ended) if ended else datetime.now(timezone.utc)
-    secs = (end - datetime.fromisoformat(started)).total_seconds()
-    return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.1f}m"
+    return format_duration((end - datetime.fromisoformat(started)).total_seconds())
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -354,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="RUN_YML", help="run configuration file")
     p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
     p.add_argument("--python", metavar="PATH", help="interpreter on the target")
-    p.add_argument("--max-duration", type=float, metavar="SECONDS",
-                   help="max_run_duration_seconds: TimedOut after this long")
+    p.add_argument("--max-duration", type=duration_argument, metavar="DURATION",
+                   help="TimedOut after this long: 90, 90s, 5m or 1h30m")
     p.add_argument("--wait", "-w", action="store_true",
                    help="stream the logs; exit 0 only if the run Completed")
     add_notebook_flags(p)

@@ -1,7 +1,8 @@
 """Where a source folder stands in git: repository, branch, commit and dirtiness.
 
 ``git status`` and ``git config`` run as subprocesses, started early so that they
-overlap the snapshot's walk of the folder.
+overlap the snapshot's walk of the folder. ``snapshot.git_info(folder)`` is the
+one-call form.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["GitInfo", "GitProbe", "git_info"]
+__all__ = ["GitInfo", "GitProbe"]
 
 
 @dataclass
@@ -101,18 +102,3 @@ def _is_workspace(line: str) -> bool:
     # Our own untracked workspace folder does not make the code dirty: otherwise every
     # project keeping .jupyter_compute/ inside would always report dirty.
     return line.startswith("? ") and "/.jupyter_compute/" in f"/{line[2:]}"
-
-
-def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
-    """Repository, branch, commit and dirtiness of ``source_dir``; None outside git.
-
-    Example::
-
-        >>> git_info(".")
-        GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
-                dirty=True)
-    """
-    from .snapshot import source_root  # snapshot imports this module: not at the top
-
-    probe = GitProbe.start(source_root(source_dir))
-    return None if probe is None else probe.result()[0]

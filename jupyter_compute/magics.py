@@ -27,8 +27,10 @@ from IPython.display import display
 from IPython.utils.process import arg_split
 
 from jupyter_compute import api
+from jupyter_compute.cli import duration_argument
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.runs import Run
+from jupyter_compute.widgets import show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -148,7 +150,8 @@ class ComputeMagics(Magics):
     @argument("--cancel-on-interrupt", action="store_true",
               help="with --wait, cancel the run on interrupt instead of detaching")
     @argument("--python", help="interpreter on the target")
-    @argument("--max-duration", type=float, help="max_run_duration_seconds")
+    @argument("--max-duration", type=duration_argument,
+              help="max_run_duration_seconds: 90, 90s, 5m or 1h30m")
     @argument("--lines", type=int, default=500, help="log lines the widget keeps")
     @argument("-o", "--out", metavar="VAR", help="store the Run in this variable")
     @argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
@@ -229,28 +232,6 @@ class ComputeMagics(Magics):
         print(f"run {run.id} {run.wait(timeout=10).value}")
 
 
-def show(run: Run, tail_lines: int = 500) -> Any:
-    """Display ``run`` live (a ``RunWidget``), or as a static summary without widgets."""
-    from jupyter_compute.widgets import widgets_available
-
-    if run.record.kind == "sweep":
-        from jupyter_compute.sweep import Sweep
-        from jupyter_compute.sweep.magics import show as show_sweep
-
-        return show_sweep(Sweep(run))
-
-    if widgets_available():
-        from jupyter_compute.widgets.run import RunWidget
-
-        widget = RunWidget(run, tail_lines=tail_lines)
-        widget.display_handle = display(widget, display_id=True)
-        return widget
-    from jupyter_compute.widgets.summary import Summary
-
-    display(Summary.of(run).bundle(), raw=True)
-    return None
-
-
 def _wait(run: Run, widget: Any, cancel_on_interrupt: bool) -> None:
     """Block until the run ends; an interrupt detaches (or cancels, if asked)."""
     try:
@@ -277,7 +258,7 @@ class RunsTable:
     COLUMNS = ("id", "name", "target", "status", "created", "duration")
 
     def __init__(self, runs: list[Run]) -> None:
-        from jupyter_compute.widgets.summary import Summary
+        from jupyter_compute.summary import Summary
 
         self.rows = []
         for run in runs:

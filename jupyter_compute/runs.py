@@ -14,6 +14,8 @@
 
 Everything is read from the run folder on the target through the target's
 ``read``; what the agent reports is mirrored into the workspace's store.
+``Run.get`` gives the handle of the run's kind (``runkinds``): a ``Sweep`` for a
+sweep, which is a ``Run`` whose children are its trials.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.runspec import RunSpec
     from jupyter_compute.store import RunRecord
+    from jupyter_compute.summary import StaticSummary
     from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
 
-#: Poll quickly at first (a person waits on short runs), then ease off a little.
-FAST_POLL, SLOW_POLL, FAST_PERIOD = 0.01, 0.05, 5.0
 _MIRRORED = ("status", "started", "ended", "exit_code", "error")
 
 
 class Run:
     """One run: its status, log, metrics and outputs, wherever it executes."""
+
+    #: Seconds between polls: quick at first (a person waits on short runs), then
+    #: easing off after a few seconds: (fast, slow, how long fast lasts).
+    POLL = (0.01, 0.05, 5.0)
 
     def __init__(self, record: RunRecord, workspace: Workspace,
                  target: Target | None = None) -> None:
@@ -52,13 +58,28 @@ class Run:
         self.detail: str | None = None  # what the target says it is doing ("waiting for …")
 
     @classmethod
+    def submit(cls, target: Target, spec: RunSpec) -> Run:
+        """Submit ``spec`` to ``target`` and return the new run's handle at once.
+
+        >>> run = Run.submit(get_target("local"), resolve_spec("train.py"))
+        """
+        record, warnings = target.submit(spec)
+        run = cls(record, target.workspace, target=target)
+        run.warnings = warnings  # what the snapshot left out, and why
+        return run
+
+    @classmethod
     def get(cls, run_id: str, workspace: Workspace | str | Path | None = None) -> Run:
-        """Reattach to run ``run_id`` (a unique suffix of the id is enough)."""
+        """Reattach to run ``run_id`` (a unique suffix of the id is enough).
+
+        The handle is of the run's kind: ``Run.get`` of a sweep gives a ``Sweep``.
+        """
+        from jupyter_compute import runkinds
         from jupyter_compute import workspace as ws_mod
 
         ws = workspace if isinstance(workspace, ws_mod.Workspace) else \
             ws_mod.find(explicit=workspace, create=False)
-        return cls(ws.store.get(run_id), ws)
+        return runkinds.handle(ws.store.get(run_id), ws)
 
     @property
     def id(self) -> str:
@@ -71,7 +92,7 @@ class Run:
     @property
     def target(self) -> Target:
         if self._target is None:
-            from jupyter_compute.api import get_target
+            from jupyter_compute.attached import get_target
 
             self._target = get_target(self.record.target, self.workspace)
         return self._target
@@ -100,10 +121,14 @@ class Run:
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 return status
-            time.sleep(FAST_POLL if waited < FAST_PERIOD else SLOW_POLL)
+            time.sleep(self._poll_interval(waited))
         if raise_on_failure and status is not RunStatus.COMPLETED:
             raise RunFailedError(self.id, status.value, self.record.error or "")
         return status
+
+    def _poll_interval(self, waited: float) -> float:
+        fast, slow, fast_period = self.POLL
+        return fast if waited < fast_period else slow
 
     # -- log -------------------------------------------------------------------------
 
@@ -135,7 +160,7 @@ class Run:
                 return
             if not end:
                 waited = time.monotonic() - start
-                time.sleep(FAST_POLL if waited < FAST_PERIOD else SLOW_POLL)
+                time.sleep(self._poll_interval(waited))
 
     # -- results ---------------------------------------------------------------------
 
@@ -175,16 +200,58 @@ class Run:
         self.target.cancel(self.id)
         return self.status()
 
+    def primary_metric(self) -> dict[str, Any] | None:
+        """The metric a list of runs shows: ``{"name", "value", "step"}`` of the first
+        numeric one logged, or None."""
+        for name, records in self.metrics().items():
+            value = records[-1]["value"] if records else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return {"name": name, "value": value, "step": records[-1].get("step")}
+        return None
+
+    # -- forms -----------------------------------------------------------------------
+
     def to_dict(self) -> dict[str, Any]:
         """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git."""
         self.status()
         return self.record.to_dict()
 
+    def describe(self) -> str:
+        """What ``jupyter-compute show`` prints: one ``key: value`` line per field."""
+        from jupyter_compute.units import format_size
+
+        d = self.to_dict()
+        lines = [f"{key + ':':<12} {d[key] if d[key] is not None else '-'}" for key in (
+            "id", "name", "target", "status", "exit_code", "created", "started", "ended",
+            "script", "arguments", "source_dir")]
+        s = d["snapshot"]
+        lines.append(f"{'snapshot:':<12} {s['id'][:12]} {s['files']} files "
+                     f"({format_size(s['bytes'])}), {s['new_files']} new "
+                     f"({format_size(s['new_bytes'])})")
+        g = d["git"]
+        if g.get("commit"):
+            lines.append(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
+                         f"{' (dirty)' if g['dirty'] else ''}")
+        if d["error"]:
+            lines.append(f"{'error:':<12} {d['error']}")
+        return "\n".join(lines)
+
+    def summary(self, tail_lines: int = 15) -> StaticSummary:
+        """The run's current state (status, log tail, last metrics) as static text/HTML."""
+        from jupyter_compute.summary import Summary
+
+        status = self.status().value
+        tail = self.log().splitlines()[-tail_lines:]
+        last = {name: (recs[-1]["value"], recs[-1]["step"])
+                for name, recs in self.metrics().items() if recs[-1]["kind"] == "scalar"}
+        r = self.record
+        return Summary(r.id, r.name, r.target, status, r.started, r.ended, r.error, tail, last)
+
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.record.status} on {self.record.target}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook a ``Run`` shows its live widget (a static summary elsewhere)."""
-        from jupyter_compute.widgets import run_bundle
+        """In a notebook a run shows its kind's live view (a static summary elsewhere)."""
+        from jupyter_compute import runkinds
 
-        return run_bundle(self)
+        return runkinds.view(self)._repr_mimebundle_()  # type: ignore[no-any-return]

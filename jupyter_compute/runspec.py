@@ -14,15 +14,21 @@ target delivers to the agent in the run folder's 0600 ``secrets`` file::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from jupyter_compute import protocol
+from jupyter_compute.exceptions import UsageError
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass
 class RunSpec:
-    """What to run where. Built by ``api.submit`` from arguments, ``run.yml`` and defaults."""
+    """What to run where. Built by ``resolve_spec`` from arguments, ``run.yml`` and defaults."""
 
     script: str                          # posix path relative to source_dir
     source_dir: Path                     # absolute; the folder that is snapshotted
@@ -90,3 +96,77 @@ def secret_payload(spec: RunSpec) -> bytes | None:
     """
     secret = split_environment(spec.environment_variables, spec.secret_env)[1]
     return json.dumps(secret).encode() if secret else None
+
+
+def resolve_spec(script: str | Path | None = None, *, config: str | Path | None = None,
+                 source_dir: str | Path | None = None, **given: Any) -> RunSpec:
+    """Merge defaults, ``run.yml`` and arguments into a checked ``RunSpec``."""
+    from jupyter_compute.config import RunConfig, load_run_config
+
+    cfg = load_run_config(config) if config else RunConfig()
+    folder = Path(source_dir or cfg.source_directory or os.getcwd()).expanduser().absolute()
+    if not folder.is_dir():
+        raise UsageError(f"source directory {folder} does not exist; pass --source-dir with "
+                         "an existing folder")
+    script = script if script is not None else cfg.script
+    if not script:
+        raise UsageError("no script to run: name one (submit train.py) or set 'script' in "
+                         "run.yml")
+    extra = given.get("extra_files") or {}
+    rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
+    env = dict(cfg.environment_variables)
+    env.update(given.pop("environment_variables", None) or {})
+    secret_env = [*cfg.secret_env, *(given.pop("secret_env", None) or [])]
+    arguments = given.pop("arguments", None)
+    spec = RunSpec(
+        script=rel, source_dir=folder,
+        arguments=[str(a) for a in (cfg.arguments if arguments is None else arguments)],
+        environment_variables=env, secret_env=secret_env, node_count=cfg.node_count,
+        cancel_grace_seconds=float(cfg.cancel_grace_seconds),
+        snapshot_max_bytes=_limit(cfg.snapshot_max_mb, "JUPYTER_COMPUTE_SNAPSHOT_MAX_MB",
+                                  1024 * 1024),
+        snapshot_max_files=_limit(cfg.snapshot_max_files, "JUPYTER_COMPUTE_SNAPSHOT_MAX_FILES",
+                                  1),
+    )
+    for key in ("target", "name", "python", "requirements", "docker_image",
+                "max_run_duration_seconds"):
+        value = given.pop(key, None)
+        if value is None:
+            value = getattr(cfg, key, None)
+        if value is not None:
+            setattr(spec, key, value)
+    for key, value in given.items():
+        if value is not None:
+            setattr(spec, key, value)
+    spec.target = spec.target or "local"
+    if spec.kind is None:
+        spec.kind = "notebook" if spec.script.endswith(".ipynb") else "script"
+    if spec.kind != "notebook" and (spec.parameters or spec.kernel):
+        raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
+                         "pass a script's options after '--'")
+    return spec
+
+
+def _script_in(folder: Path, script: Path) -> str:
+    """``script`` as a posix path relative to ``folder``; it must exist inside it."""
+    candidates = [script] if script.is_absolute() else [folder / script, Path.cwd() / script]
+    root = folder.resolve()
+    for path in candidates:
+        if path.is_file():
+            try:
+                return path.resolve().relative_to(root).as_posix()
+            except ValueError:
+                raise UsageError(f"{script} is outside the source directory {folder}; the "
+                                 "script must lie inside it (see --source-dir)") from None
+    raise UsageError(f"no script {str(script)!r} in {folder}; the path is relative to the "
+                     "source directory (--source-dir)")
+
+
+def _limit(value: float | None, env: str, unit: int) -> int | None:
+    raw = os.environ.get(env) if value is None else value
+    if raw is None:
+        return None
+    try:
+        return int(float(raw) * unit)
+    except ValueError:
+        raise UsageError(f"{env}={raw!r} is not a number") from None

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file, write_atomic
 from .exceptions import SnapshotError, SnapshotLimitError
-from .gitinfo import GitInfo, GitProbe, git_info
+from .gitinfo import GitInfo, GitProbe
 from .ignore import IgnoreRules, Levels, ignored
 from .protocol import utcnow
+from .units import format_size
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -186,6 +187,19 @@ def source_root(source_dir: str | os.PathLike[str]) -> str:
     return root
 
 
+def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
+    """Repository, branch, commit and dirtiness of ``source_dir``; None outside git.
+
+    Example::
+
+        >>> git_info(".")
+        GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
+                dirty=True)
+    """
+    probe = GitProbe.start(source_root(source_dir))
+    return None if probe is None else probe.result()[0]
+
+
 _SCANDIR_FD = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
 
 
@@ -285,14 +299,6 @@ def _add_link(tree: _Tree, real_root: str, path: str, rel: str) -> None:
 # -- limits --------------------------------------------------------------------------
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def _ignore_line(rel: str) -> str:
     """The ignore-file line naming ``rel`` (a folder when it ends with "/")."""
     line = re.sub(r"([*?\[\\])", r"\\\1", rel)
@@ -306,7 +312,7 @@ def _ignore_line(rel: str) -> str:
 def _limit_error(root: str, ignore_name: str, over: str, setting: str,
                  sizes: Sequence[tuple[str, int]], suggest: str) -> SnapshotLimitError:
     largest = sorted(sizes, key=lambda item: (-item[1], item[0]))[:5]
-    listed = ", ".join(f"{path} ({_human(size)})" for path, size in largest)
+    listed = ", ".join(f"{path} ({format_size(size)})" for path, size in largest)
     key, env = setting, f"JUPYTER_COMPUTE_{setting.upper()}"
     return SnapshotLimitError(
         f"snapshot of {root} {over} (largest: {listed}); add {_ignore_line(suggest)!r} to "
@@ -487,7 +493,7 @@ class _Job:
         sizes = self.sizes()
         top = max(sizes, key=lambda item: item[1])[0]
         raise _limit_error(self.root, self.ignore_name,
-                           f"is {_human(self.total)}, over the {_human(max_bytes)} limit",
+                           f"is {format_size(self.total)}, over the {format_size(max_bytes)} limit",
                            "snapshot_max_mb", sizes, _top_level(top))
 
     def ingest(self, max_changed_files: int, trust_before: int) -> None:

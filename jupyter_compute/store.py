@@ -251,23 +251,3 @@ def _record(row: sqlite3.Row) -> RunRecord:
         d[col] = json.loads(d[col]) if d[col] is not None else None
     return RunRecord(**d)
 
-
-def new_run_id(name: str, runs_dir: Path) -> str:
-    """A new run id, ``20261126-0931-<slug>-7f3a``, and its folder under ``runs_dir``.
-
-    Ids are unique by construction: the folder is created (0700) with ``mkdir``, which
-    fails if another process took the same id first.
-    """
-    import os
-    import re
-    from datetime import datetime, timezone
-
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "run"
-    while True:
-        run_id = f"{stamp}-{slug}-{os.urandom(2).hex()}"
-        try:
-            os.mkdir(runs_dir / run_id, 0o700)
-            return run_id
-        except FileExistsError:
-            continue

@@ -478,8 +478,8 @@ def test_size_limit_names_largest_files_and_writes_nothing(tmp_path: Path) -> No
         snap(src, ws, max_bytes=1024 * 1024)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "3.0 MB" in msg and "over the 1.0 MB limit" in msg
-    assert "data/big.bin (3.0 MB)" in msg
+    assert "3.0 MiB" in msg and "over the 1.0 MiB limit" in msg
+    assert "data/big.bin (3.0 MiB)" in msg
     assert "add 'data/' to .gitignore" in msg
     assert "snapshot_max_mb" in msg and "JUPYTER_COMPUTE_SNAPSHOT_MAX_MB" in msg
     assert err.value.largest[0] == ("data/big.bin", 3 * 1024 * 1024)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -240,7 +241,7 @@ def test_a_broken_script_stops_the_sweep_early(project: Project) -> None:
     s = sweep("broken.py", config)
     assert s.wait(timeout=60).value == "Failed"
     assert len(s.trials()) < 6  # not all 20
-    assert "trials failed; trial 1: no data here" in (s.run.record.error or "")
+    assert "trials failed; trial 1: no data here" in (s.record.error or "")
 
 
 def test_canceling_the_sweep_cancels_its_children(project: Project) -> None:
@@ -289,9 +290,33 @@ def test_to_dict_is_the_show_shape_of_a_sweep(project: Project) -> None:
     text = s.summary().text()
     assert "best: trial 1" in text and "stopped early by BanditPolicy" in text
     # The parent's own metrics: the best value so far, and which run was best.
-    metrics = s.run.metrics()
+    metrics = s.metrics()
     assert metrics["best Accuracy"][-1]["value"] == 0.9
-    assert s.run.tags()["best_run"] == d["best_run"]["id"]
+    assert s.tags()["best_run"] == d["best_run"]["id"]
+
+
+def test_a_sweep_reads_as_a_sweep_wherever_it_is_reattached(project: Project) -> None:
+    """``Run.get``, ``runs()``, ``show`` and a display give the sweep's own form: a
+    ``Sweep`` handle (its best trial, its trials table), not a plain run."""
+    from jupyter_compute.api import runs
+    from jupyter_compute.runs import Run
+
+    project.write("curve.py", CURVE)
+    config = SweepConfig(parameter_space={"--trial": choice(1)}, sampling="grid",
+                         primary_metric_name="Accuracy")
+    s = sweep("curve.py", config, arguments=["--qualities", "0.9", "--steps", "2"],
+              wait=True)
+    run = Run.get(s.id)
+    assert isinstance(run, Sweep) and run.best()["metric"] == 0.9
+    assert [type(r).__name__ for r in runs() if r.id == s.id] == ["Sweep"]
+    assert run.primary_metric() == {"name": "Accuracy", "value": 0.9, "step": None}
+    shown = run._repr_mimebundle_()["text/plain"]  # no kernel here: the static summary
+    assert shown.startswith(f"Sweep {s.id}") and "best: trial 1" in shown
+    out = project.cli("show", s.id)
+    assert out.returncode == 0 and "best: trial 1" in out.stdout
+    child = run.children()[0]  # trial ids and sweep ids are made alike
+    assert re.fullmatch(r"\d{8}-\d{4}-curve-sweep-1-[0-9a-f]{4}", child.id)
+    assert re.fullmatch(r"\d{8}-\d{4}-curve-sweep-[0-9a-f]{4}", s.id)
 
 
 # -- notebooks --------------------------------------------------------------------------

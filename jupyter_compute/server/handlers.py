@@ -268,21 +268,7 @@ def primary_metric(run: Run) -> dict[str, Any] | None:
         return _ENDED_METRICS[run.id]
     metric: dict[str, Any] | None = None
     try:
-        if run.record.kind == "sweep":
-            from jupyter_compute.sweep import Sweep
-
-            sweep = Sweep(run)
-            state = sweep.state()
-            best = sweep.best() or {}
-            if best.get("metric") is not None:
-                metric = {"name": (state.get("primary_metric") or {}).get("name"),
-                          "value": best["metric"], "step": None}
-        else:
-            for name, records in run.metrics().items():
-                value = records[-1]["value"] if records else None
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    metric = {"name": name, "value": value, "step": records[-1].get("step")}
-                    break
+        metric = run.primary_metric()  # a sweep's: its best trial's primary metric
     except ComputeError:
         return None
     if RunStatus(run.record.status).is_terminal():

@@ -41,7 +41,7 @@ def cli_main(args: argparse.Namespace) -> int:
 def _follow(s: Sweep, as_json: bool) -> int:
     log = sys.stderr if as_json else sys.stdout
     try:
-        for line in s.run.follow():
+        for line in s.follow():
             log.write(line)
             log.flush()
     except KeyboardInterrupt:
@@ -56,7 +56,7 @@ def _follow(s: Sweep, as_json: bool) -> int:
     for warning in s.warnings:
         sys.stderr.write(f"warning: {warning}\n")
     if status.value != "Completed":
-        if s.run.record.error:
-            sys.stderr.write(f"error: {s.run.record.error}\n")
+        if s.record.error:
+            sys.stderr.write(f"error: {s.record.error}\n")
         return 1
     return 0

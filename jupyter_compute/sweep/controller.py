@@ -355,20 +355,23 @@ class Controller:
             self.start(Trial(index, params, argument_pairs(params)))
 
     def start(self, trial: Trial) -> None:
-        from jupyter_compute import api
+        from jupyter_compute.attached import get_target
+        from jupyter_compute.runs import Run
+        from jupyter_compute.runspec import resolve_spec
 
         self.trials.append(trial)
         self._dirty = True
         notebook = self.spec["script"].endswith(".ipynb")
         fixed = list(self.spec.get("arguments") or [])
         try:
-            run = api.submit(
+            spec = resolve_spec(
                 self.spec["script"], target=self.spec["target"],
                 name=f"{self.spec['name']}-{trial.index}",
                 arguments=None if notebook else fixed + trial.arguments,
-                source_dir=self.dir / SOURCE, workspace=self.ws, parent_id=self.id,
+                source_dir=self.dir / SOURCE, parent_id=self.id,
                 parameters=notebook_parameters(trial.params) if notebook else None,
                 kernel=self.spec.get("kernel"))
+            run = Run.submit(get_target(spec.target, self.ws), spec)
         except ComputeError as exc:
             trial.status, trial.outcome, trial.error = RunStatus.FAILED.value, "failed", str(exc)
             trial.ended = protocol.utcnow()

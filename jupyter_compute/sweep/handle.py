@@ -17,27 +17,23 @@ at once.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import Run
 from jupyter_compute.sweep.config import SweepConfig, load_sweep_config
 from jupyter_compute.sweep.controller import SOURCE, STATE, argument_pairs
-from jupyter_compute.widgets.summary import format_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from jupyter_compute.runs import Run
+    from jupyter_compute.summary import SweepSummary
     from jupyter_compute.workspace import Workspace
 
 #: Controllers started from this process, kept so they are reaped.
@@ -63,8 +59,10 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
     >>> s.best()["params"]
     {'--penalty': 1}
     """
-    from jupyter_compute import api
     from jupyter_compute.agent import materialize
+    from jupyter_compute.attached import get_target
+    from jupyter_compute.runids import new_run_folder
+    from jupyter_compute.runspec import resolve_spec
     from jupyter_compute.snapshot import (
         DEFAULT_MAX_BYTES,
         DEFAULT_MAX_CHANGED_FILES,
@@ -75,14 +73,14 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
     from jupyter_compute.workspace import find as find_workspace
 
     cfg = _config(config)
-    spec = api.resolve_spec(script, target=target, arguments=arguments, source_dir=source_dir,
-                            extra_files=extra_files, kernel=kernel)
+    spec = resolve_spec(script, target=target, arguments=arguments, source_dir=source_dir,
+                        extra_files=extra_files, kernel=kernel)
     if spec.kind == "notebook" and spec.arguments:
         raise UsageError("a notebook takes no arguments after '--'; fixed values belong in its "
                          "parameters cell, swept ones in the sweep's parameter_space")
     ws = workspace if isinstance(workspace, Workspace) else \
         find_workspace(start=spec.source_dir, explicit=workspace)
-    child_target = api.get_target(spec.target, ws)  # an unknown target fails here, not later
+    child_target = get_target(spec.target, ws)  # an unknown target fails here, not later
     snap = take_snapshot(spec.source_dir, ws.dir,
                          max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                          max_changed_files=spec.snapshot_max_files or DEFAULT_MAX_CHANGED_FILES)
@@ -92,7 +90,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
                          f"{spec.source_dir}; un-ignore it to sweep it")
     stem = Path(spec.script).stem.lstrip("_") or "sweep"
     name = name or f"{stem}-sweep"
-    sweep_id = _new_id(ws, name)
+    sweep_id = new_run_folder(ws.runs_dir, name)
     folder = ws.run_dir(sweep_id)
     materialize({rel: list(entry) for rel, entry in snap.files.items()}, str(ws.blobs_dir),
                 str(folder / SOURCE))
@@ -124,9 +122,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
         spec=sweep_spec, git=git)
     ws.store.insert(record)
     _launch(folder, ws)
-    from jupyter_compute.runs import Run
-
-    handle = Sweep(Run(record, ws))
+    handle = Sweep(record, ws)
     if wait:
         handle.wait()
     return handle
@@ -141,20 +137,6 @@ def _config(config: SweepConfig | str | Path | dict[str, Any]) -> SweepConfig:
         return load_sweep_config(config)
     raise UsageError(f"config must be a sweep.yml path, a SweepConfig or a dict, got "
                      f"{type(config).__name__}")
-
-
-def _new_id(ws: Workspace, name: str) -> str:
-    """A run id like the targets make (``20261126-0931-train-sweep-7f3a``); its folder."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "sweep"
-    ws.runs_dir.mkdir(parents=True, exist_ok=True)
-    while True:
-        run_id = f"{stamp}-{slug}-{os.urandom(2).hex()}"
-        try:
-            os.mkdir(ws.run_dir(run_id))
-            return run_id
-        except FileExistsError:
-            continue
 
 
 def _initial_state(spec: dict[str, Any], cfg: SweepConfig) -> dict[str, Any]:
@@ -181,14 +163,12 @@ def _launch(folder: Path, ws: Workspace) -> None:
             close_fds=True, cwd=str(ws.root)))
 
 
-class Sweep:
-    """A sweep: its parent run, its trials (child runs), the best one, its warnings."""
+class Sweep(Run):
+    """A sweep: a run whose children are its trials; the best one, its warnings.
 
-    def __init__(self, run: Run) -> None:
-        if run.record.kind != KIND:
-            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a sweep; list "
-                             "sweeps with 'jupyter-compute runs'")
-        self.run = run
+    ``Run.get`` of a sweep's id gives a ``Sweep`` (see ``runkinds``), so everything
+    that takes a run (``show``, ``cancel``, the widgets) takes a sweep too.
+    """
 
     @classmethod
     def get(cls, sweep_id: str, workspace: Workspace | str | Path | None = None) -> Sweep:
@@ -197,36 +177,20 @@ class Sweep:
         >>> Sweep.get("7f3a").status()
         <RunStatus.RUNNING: 'Running'>
         """
-        from jupyter_compute.runs import Run
+        run = Run.get(sweep_id, workspace)
+        if not isinstance(run, Sweep):
+            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a sweep; list "
+                             "sweeps with 'jupyter-compute runs'")
+        return run
 
-        return cls(Run.get(sweep_id, workspace))
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def name(self) -> str:
-        return self.run.name
+    #: A sweep lasts minutes: its status is polled less often than a run's.
+    POLL = (0.05, 0.2, 5.0)
 
     @property
     def folder(self) -> Path:
-        return self.run.workspace.run_dir(self.id)
+        return self.workspace.run_dir(self.id)
 
     # -- state -------------------------------------------------------------------------
-
-    def status(self) -> RunStatus:
-        """The sweep's status (Running while its controller works)."""
-        return self.run.status()
-
-    def wait(self, timeout: float | None = None) -> RunStatus:
-        """Block until the sweep ends (or ``timeout`` seconds pass); return its status."""
-        start = time.monotonic()
-        while not (status := self.status()).is_terminal():
-            if timeout is not None and time.monotonic() - start >= timeout:
-                return status
-            time.sleep(0.05 if time.monotonic() - start < 5 else 0.2)
-        return status
 
     def state(self) -> dict[str, Any]:
         """The controller's last ``sweep.json``: trials, best, warnings, settings."""
@@ -244,11 +208,9 @@ class Sweep:
         """
         trials: list[dict[str, Any]] = self.state().get("trials") or []
         if RunStatus(self.status()).is_terminal():
-            from jupyter_compute.runs import Run
-
             for t in trials:
                 if t.get("run_id") and not RunStatus(t["status"]).is_terminal():
-                    run = Run.get(t["run_id"], self.run.workspace)
+                    run = Run.get(t["run_id"], self.workspace)
                     t["status"], t["error"] = run.status().value, run.record.error
         return trials
 
@@ -259,30 +221,27 @@ class Sweep:
 
     def best_run(self) -> Run | None:
         """The best trial's run, to read its metrics, log and outputs."""
-        from jupyter_compute.runs import Run
-
         best = self.best()
-        return Run.get(best["run_id"], self.run.workspace) if best else None
+        return Run.get(best["run_id"], self.workspace) if best else None
 
     @property
     def warnings(self) -> list[str]:
         """Warnings of the sweep, e.g. a primary metric that no trial logs."""
         return list(self.state().get("warnings") or [])
 
+    @warnings.setter
+    def warnings(self, value: list[str]) -> None:
+        """A sweep's warnings are its controller's: the empty list ``Run`` starts with
+        is not kept."""
+
     def children(self) -> list[Run]:
         """The trials' runs, newest first."""
-        from jupyter_compute.runs import Run
-
-        ws = self.run.workspace
+        ws = self.workspace
         return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
-
-    def log(self) -> str:
-        """The controller's log: every trial started, stopped (and why), the best."""
-        return self.run.log()
 
     def cancel(self) -> RunStatus:
         """Stop the sweep and its running trials; returns at once (``wait()`` to see it)."""
-        status = self.run.cancel()
+        status = super().cancel()
         if status.is_terminal():  # a controller that died leaves its children to us
             for child in self.children():
                 if not child.status().is_terminal():
@@ -293,7 +252,7 @@ class Sweep:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``show --json`` shape of a sweep: the run's fields, its children, the best."""
-        d = self.run.to_dict()
+        d = super().to_dict()
         state = self.state()
         metric = state.get("primary_metric") or {}
         children = [{
@@ -316,105 +275,26 @@ class Sweep:
             warnings=list(state.get("warnings") or []))
         return d
 
-    def summary(self) -> SweepSummary:
-        """The sweep's current state, as static text and HTML."""
-        return SweepSummary(self.state(), self.run.record)
+    def primary_metric(self) -> dict[str, Any] | None:
+        """The sweep's best value of its primary metric, or None before any trial logs it."""
+        best = self.best() or {}
+        if best.get("metric") is None:
+            return None
+        name = (self.state().get("primary_metric") or {}).get("name")
+        return {"name": name, "value": best["metric"], "step": None}
+
+    def describe(self) -> str:
+        """What ``jupyter-compute show`` prints for a sweep: its trials, best first."""
+        return self.summary().text()
+
+    def summary(self, tail_lines: int = 0) -> SweepSummary:
+        """The sweep's current state, as static text and HTML (a table of trials)."""
+        from jupyter_compute.summary import SweepSummary
+
+        return SweepSummary(self.state())
 
     def __repr__(self) -> str:
-        return f"<Sweep {self.id} {self.run.record.status}>"
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook a ``Sweep`` shows its live widget (a static summary elsewhere)."""
-        from jupyter_compute.widgets import widgets_available
-
-        if widgets_available():
-            from jupyter_compute.widgets.sweep import SweepWidget
-
-            return SweepWidget(self)._repr_mimebundle_()
-        return self.summary().bundle()
+        return f"<Sweep {self.id} {self.record.status}>"
 
 
-class SweepSummary:
-    """What a saved notebook or a terminal shows of a sweep: a table of trials."""
-
-    MAX_ROWS = 50
-
-    def __init__(self, state: dict[str, Any], record: Any = None) -> None:
-        self.state = state
-        self.record = record
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Trials, best first (by the primary metric), then those without a value."""
-        goal = (self.state.get("primary_metric") or {}).get("goal", "Maximize")
-        sign = -1 if goal == "Maximize" else 1
-        trials = self.state.get("trials") or []
-        return sorted(trials, key=lambda t: (t["metric"] is None,
-                                             sign * (t["metric"] or 0), t["index"]))
-
-    def head(self) -> str:
-        s = self.state
-        metric = s.get("primary_metric") or {}
-        trials = s.get("trials") or []
-        running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
-        stopped = sum(bool(t.get("stop_reason")) and t["status"] == "Canceled" for t in trials)
-        best = s.get("best")
-        parts = [f"Sweep {s.get('id')} · {s.get('script')} on {s.get('target')} · "
-                 f"{s.get('status')}",
-                 f"{len(trials)}/{s.get('max_total_runs')} trials · {running} running · "
-                 f"{stopped} stopped early · {s.get('sampling')} · {s.get('policy')}"]
-        if best:
-            parts.append(f"best: trial {best['index']} {best['run_id']} "
-                         f"{metric.get('name')} {format_value(best['metric'])} "
-                         f"({' '.join(best['arguments'])})")
-        return "\n".join(parts)
-
-    def text(self) -> str:
-        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
-        lines = [self.head()]
-        lines += [f"  WARNING: {w}" for w in self.state.get("warnings") or []]
-        rows = self.rows()[:self.MAX_ROWS]
-        if rows:
-            table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
-            table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
-                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
-                      for t in rows]
-            widths = [max(len(r[i]) for r in table) for i in range(5)]
-            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
-                      for r in table]
-        return "\n".join(line.rstrip() for line in lines)
-
-    def html(self) -> str:
-        import html
-
-        from jupyter_compute.widgets.summary import STATUS_COLORS
-
-        e = html.escape
-        s = self.state
-        best = (s.get("best") or {}).get("index")
-        metric = (s.get("primary_metric") or {}).get("name", "metric")
-        head = e(self.head()).replace("\n", "<br>")
-        parts = [f'<div class="jupyter-compute-sweep"><div>{head}</div>']
-        for w in s.get("warnings") or []:
-            parts.append(f'<div style="color:#b45309"><b>⚠ warning:</b> {e(w)}</div>')
-        cells = []
-        for t in self.rows()[:self.MAX_ROWS]:
-            color = STATUS_COLORS.get(t["status"], "#6b7280")
-            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
-            cells.append(
-                f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
-                f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
-                f'<td style="color:{color}">{e(t["status"])}</td>'
-                f'<td>{format_value(t["metric"])}</td>'
-                f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
-        if cells:
-            parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
-                         f"<th>status</th><th>{e(metric)}</th><th>reason</th></tr></thead>"
-                         f"<tbody>{''.join(cells)}</tbody></table>")
-        parts.append("</div>")
-        return "".join(parts)
-
-    def bundle(self) -> dict[str, str]:
-        return {"text/plain": self.text(), "text/html": self.html()}
-
-
-__all__ = ["Sweep", "SweepSummary", "argument_pairs", "sweep"]
+__all__ = ["Sweep", "argument_pairs", "sweep"]

@@ -1,7 +1,8 @@
 """``%sweep PATH --config sweep.yml`` and ``%%sweep --config sweep.yml``, in a notebook.
 
 Thin, like the other magics: start the sweep through the same API as the CLI,
-display a live ``SweepWidget`` (a static summary where widgets cannot render),
+display it as any run is shown (``widgets.show``: a live ``SweepWidget``, a static
+summary where widgets cannot render),
 store the ``Sweep`` in ``-o VAR``, and with ``--wait`` block until it ends — an
 interrupt only stops the waiting; the sweep goes on (its controller is detached).
 """
@@ -41,25 +42,11 @@ def magic_main(shell: Any, args: argparse.Namespace, script_args: list[str],
               extra_files=extra)
     if getattr(args, "out", None) and shell is not None:
         shell.user_ns[args.out] = s
+    from jupyter_compute.widgets import show
+
     widget = show(s)
     if args.wait:
         wait(s, widget)
-
-
-def show(s: Sweep) -> Any:
-    """Display ``s`` live (a ``SweepWidget``), or as a static summary without widgets."""
-    from IPython.display import display
-
-    from jupyter_compute.widgets import widgets_available
-
-    if widgets_available():
-        from jupyter_compute.widgets.sweep import SweepWidget
-
-        widget = SweepWidget(s)
-        widget.display_handle = display(widget, display_id=True)
-        return widget
-    display(s.summary().bundle(), raw=True)
-    return None
 
 
 def wait(s: Sweep, widget: Any) -> None:
@@ -69,7 +56,7 @@ def wait(s: Sweep, widget: Any) -> None:
             s.wait()
             widget.follower.join(timeout=5)  # its final update belongs to this cell
         else:  # no widgets (a terminal): stream the controller's log here
-            for line in s.run.follow():
+            for line in s.follow():
                 print(line, end="")
     except KeyboardInterrupt:
         print(f"interrupted: stopped waiting; sweep {s.id} goes on "

@@ -35,13 +35,12 @@ from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.runspec import masked_environment, secret_names, secret_payload
-from jupyter_compute.targets import liveness
+from jupyter_compute.targets.liveness import ClientBeat, client_state, lost
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
-    from jupyter_compute.runs import Run
     from jupyter_compute.runspec import RunSpec
     from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.store import RunRecord
@@ -235,9 +234,9 @@ class Target:
         self.host.check()
         self.launcher.check(self.host)
 
-    def submit(self, spec: RunSpec) -> Run:
-        """Validate, snapshot, record and launch ``spec``; return its ``Run`` at once."""
-        from jupyter_compute.runs import Run
+    def submit(self, spec: RunSpec) -> tuple[RunRecord, list[str]]:
+        """Validate, snapshot, record and launch ``spec``; return at once with its record and
+        what the snapshot left out (warnings). ``Run.submit(target, spec)`` gives the handle."""
         from jupyter_compute.snapshot import (
             DEFAULT_MAX_BYTES,
             DEFAULT_MAX_CHANGED_FILES,
@@ -259,7 +258,7 @@ class Target:
         ctx.record.spec = ctx.agent
         self.workspace.store.insert(ctx.record)
         # Until the agent runs, this process keeps the run alive for every reader.
-        with liveness.ClientBeat(self.workspace.run_dir(ctx.run_id)) as beat:
+        with ClientBeat(self.workspace.run_dir(ctx.run_id)) as beat:
             try:
                 self.launcher.sync(self.host, ctx)
                 self.host.sync(ctx)
@@ -278,9 +277,7 @@ class Target:
                 if isinstance(exc, ComputeError):
                     raise
                 raise TargetError(message) from exc
-        run = Run(ctx.record, self.workspace, target=self)
-        run.warnings = list(snap.warnings)  # e.g. symlinks out of the folder, not followed
-        return run
+        return ctx.record, list(snap.warnings)  # e.g. symlinks out of the folder, not followed
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
@@ -361,8 +358,8 @@ class Target:
         # An agent in a container says so in its identity: the host cannot check its pid.
         alive = self.host.process_alive(ident) if ident and verdict is None else verdict
         beat = self.host.heartbeat_age(run_id) if ident and alive is None else None
-        return liveness.lost(st, agent_alive=alive, heartbeat_age=beat,
-                             client=liveness.client_state(self.workspace.run_dir(run_id)))
+        return lost(st, agent_alive=alive, heartbeat_age=beat,
+                             client=client_state(self.workspace.run_dir(run_id)))
 
     def _ended(self, run_id: str, st: dict[str, Any]) -> dict[str, Any]:
         self.host.finish(run_id)
@@ -378,11 +375,11 @@ class Target:
 
     def _record(self, spec: RunSpec, snap: Snapshot) -> RunRecord:
         """Create the run's local folder (Queued) and its record, not yet stored."""
-        from jupyter_compute.store import RunRecord, new_run_id
+        from jupyter_compute.runids import new_run_folder
+        from jupyter_compute.store import RunRecord
 
         name = spec.display_name
-        self.workspace.runs_dir.mkdir(parents=True, exist_ok=True)
-        run_id = new_run_id(name, self.workspace.runs_dir)
+        run_id = new_run_folder(self.workspace.runs_dir, name)
         created = protocol.utcnow()
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / protocol.STATUS), {
             "run_id": run_id, "status": RunStatus.QUEUED.value, "created": created,

@@ -2,7 +2,9 @@
 
 The widget is fed by a ``Follower`` on a background thread and never blocks the
 kernel. Where widgets cannot render (GitHub, nbviewer, nbconvert, a terminal),
-the same display falls back to the static text/HTML summary of ``summary.py``.
+the same display falls back to the static text/HTML summary of
+``jupyter_compute.summary``. The views here are registered per run kind in
+``jupyter_compute.runkinds`` by ``jupyter_compute/__init__.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from jupyter_compute.runs import Run
+    from jupyter_compute.sweep.handle import Sweep
 
 
 def widgets_available() -> bool:
@@ -30,16 +33,34 @@ def widgets_available() -> bool:
     return True
 
 
-def run_bundle(run: Run) -> dict[str, Any]:
-    """The display of a run: its live widget where possible, else the static summary."""
-    if run.record.kind == "sweep":
-        from jupyter_compute.sweep import Sweep
+def show(run: Run, tail_lines: int = 500) -> Any:
+    """Display ``run`` in the cell as its kind shows (``runkinds.view``); return the live
+    widget (its ``display_handle`` set, to swap in the summary at the end) or None."""
+    from IPython.display import display
 
-        return Sweep(run)._repr_mimebundle_()  # type: ignore[no-any-return]
-    if widgets_available():
-        from jupyter_compute.widgets.run import RunWidget
+    from jupyter_compute import runkinds
 
-        return RunWidget(run)._repr_mimebundle_()
-    from jupyter_compute.widgets.summary import Summary
+    shown = runkinds.view(run, tail_lines=tail_lines)
+    handle = display(shown, display_id=True)
+    if not hasattr(shown, "display_handle"):  # a static summary: nothing more to follow
+        return None
+    shown.display_handle = handle
+    return shown
 
-    return Summary.of(run).bundle()
+
+def run_view(run: Run, tail_lines: int = 500) -> Any:
+    """A run's live ``RunWidget``, or None where widgets cannot render (its summary shows)."""
+    if not widgets_available():
+        return None
+    from jupyter_compute.widgets.run import RunWidget
+
+    return RunWidget(run, tail_lines=tail_lines)
+
+
+def sweep_view(sweep: Sweep, tail_lines: int = 500) -> Any:
+    """A sweep's live ``SweepWidget``, or None where widgets cannot render."""
+    if not widgets_available():
+        return None
+    from jupyter_compute.widgets.sweep import SweepWidget
+
+    return SweepWidget(sweep)

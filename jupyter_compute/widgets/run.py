@@ -24,8 +24,9 @@ from collections import deque
 import ipywidgets as widgets
 
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.summary import Summary
+from jupyter_compute.units import format_size
 from jupyter_compute.widgets.follower import Batch, Follower
-from jupyter_compute.widgets.summary import Summary, human_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class RunWidget(widgets.VBox):
             return
         if not files:
             return
-        items = "".join(f"<li><code>{html.escape(name)}</code> ({human_size(size)})</li>"
+        items = "".join(f"<li><code>{html.escape(name)}</code> ({format_size(size)})</li>"
                         for name, size in files)
         self.outputs.value = f"<b>outputs</b><ul style='margin:2px 0'>{items}</ul>"
 
@@ -248,8 +249,8 @@ class RunWidget(widgets.VBox):
             data = self.run.read_log()
             note = ""
             if len(data) > FULL_LOG_LIMIT:
-                note = (f"[showing the last {human_size(FULL_LOG_LIMIT)} of "
-                        f"{human_size(len(data))}]\n")
+                note = (f"[showing the last {format_size(FULL_LOG_LIMIT)} of "
+                        f"{format_size(len(data))}]\n")
                 data = data[-FULL_LOG_LIMIT:]
             self.full_log_view.value = note + data.decode(errors="replace")
             self.full_log_view.layout.display = None

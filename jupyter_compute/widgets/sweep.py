@@ -31,8 +31,8 @@ import ipywidgets as widgets
 import traitlets
 
 from jupyter_compute.protocol import TERMINAL_STATUSES
+from jupyter_compute.summary import STATUS_COLORS, Summary, SweepSummary
 from jupyter_compute.widgets.follower import PollingThread
-from jupyter_compute.widgets.summary import STATUS_COLORS, Summary
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class SweepWidget(widgets.VBox):
         from jupyter_compute.runs import Run
         from jupyter_compute.workspace import Workspace
 
-        self._run = Run(copy.copy(sweep.run.record), Workspace(sweep.run.workspace.root))
+        self._run = Run(copy.copy(sweep.record), Workspace(sweep.workspace.root))
         self.follower = _Follower(self, interval)
         if follow:
             self.follower.start()
@@ -392,7 +392,7 @@ class SweepWidget(widgets.VBox):
         from jupyter_compute.runs import Run
         from jupyter_compute.widgets.run import RunWidget
 
-        run = Run.get(run_id, self.sweep.run.workspace)
+        run = Run.get(run_id, self.sweep.workspace)
         self.detail.children = (RunWidget(run),)
 
     def _on_cancel(self, _button: Any) -> None:
@@ -404,8 +404,6 @@ class SweepWidget(widgets.VBox):
 
     def summary(self) -> Any:
         """The widget's current state as a static summary (text/HTML)."""
-        from jupyter_compute.sweep.handle import SweepSummary
-
         return SweepSummary(self.state)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:

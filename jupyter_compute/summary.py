@@ -1,0 +1,192 @@
+"""Static summaries: a run's status, log tail and last metrics; a sweep's trials table.
+
+They are what a saved notebook shows where widgets do not render (GitHub, nbviewer,
+``jupyter nbconvert``, VS Code without the widget extension, papermill output),
+what a terminal IPython prints and what ``jupyter-compute show`` prints for a sweep.
+Plain text and HTML from the standard library: no ipywidgets here, so the core
+(``Run.summary()``, ``Sweep.summary()``) uses them and the widgets embed them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from jupyter_compute.units import format_duration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+STATUS_COLORS = {
+    "Queued": "#6b7280", "Preparing": "#2563eb", "Running": "#2563eb",
+    "Completed": "#16a34a", "Failed": "#dc2626", "Canceled": "#a16207", "TimedOut": "#c2410c",
+}
+
+
+class StaticSummary:
+    """Text and HTML of one moment; displayed as such where widgets do not render."""
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def html(self) -> str:
+        raise NotImplementedError
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return self.bundle()
+
+
+@dataclass
+class Summary(StaticSummary):
+    """What is known of a run at one moment, rendered as text or HTML."""
+
+    run_id: str
+    name: str
+    target: str
+    status: str
+    started: str | None = None
+    ended: str | None = None
+    error: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    last_metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name → (value, step)
+    nodes: str | None = None
+
+    def elapsed(self) -> str:
+        if not self.started:
+            return ""
+        start = datetime.fromisoformat(self.started)
+        end = datetime.fromisoformat(self.ended) if self.ended else datetime.now(timezone.utc)
+        return format_duration((end - start).total_seconds())
+
+    def metrics_line(self) -> str:
+        return " · ".join(f"{name} {format_value(value)}"
+                          + ("" if step is None else f" (step {step})")
+                          for name, (value, step) in self.last_metrics.items())
+
+    def text(self) -> str:
+        head = f"Run {self.run_id} · {self.name} · {self.target} · {self.status}"
+        lines = [head + (f" · {self.elapsed()}" if self.started else "")]
+        if self.nodes:
+            lines.append(f"  nodes {self.nodes}")
+        if self.metrics_line():
+            lines.append("  " + self.metrics_line())
+        if self.error and self.status != "Completed":
+            lines.append("  error: " + self.error.strip().splitlines()[-1])
+        lines.extend("  | " + line for line in self.log_tail)
+        return "\n".join(lines)
+
+    def badge(self) -> str:
+        color = STATUS_COLORS.get(self.status, "#6b7280")
+        return (f'<span style="background:{color};color:white;border-radius:9px;'
+                f'padding:1px 8px;font-size:0.85em">{_escape(self.status)}</span>')
+
+    def html(self) -> str:
+        e = _escape
+        parts = [f'<div class="jupyter-compute-run" style="font-family:var(--jp-ui-font-family,'
+                 f'sans-serif)"><b>{e(self.name)}</b> <code>{e(self.run_id)}</code> on '
+                 f'<b>{e(self.target)}</b> {self.badge()} {e(self.elapsed())}']
+        if self.nodes:
+            parts.append(f"<div>nodes {e(self.nodes)}</div>")
+        if self.metrics_line():
+            parts.append(f"<div>{e(self.metrics_line())}</div>")
+        if self.error and self.status != "Completed":
+            parts.append(f'<div style="color:#dc2626">{e(self.error.strip().splitlines()[-1])}'
+                         "</div>")
+        if self.log_tail:
+            parts.append('<pre style="max-height:16em;overflow:auto;margin:4px 0">'
+                         f'{e(chr(10).join(self.log_tail))}</pre>')
+        parts.append("</div>")
+        return "".join(parts)
+
+
+class SweepSummary(StaticSummary):
+    """What a saved notebook or a terminal shows of a sweep: a table of trials."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Trials, best first (by the primary metric), then those without a value."""
+        goal = (self.state.get("primary_metric") or {}).get("goal", "Maximize")
+        sign = -1 if goal == "Maximize" else 1
+        trials = self.state.get("trials") or []
+        return sorted(trials, key=lambda t: (t["metric"] is None,
+                                             sign * (t["metric"] or 0), t["index"]))
+
+    def head(self) -> str:
+        s = self.state
+        metric = s.get("primary_metric") or {}
+        trials = s.get("trials") or []
+        running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
+        stopped = sum(bool(t.get("stop_reason")) and t["status"] == "Canceled" for t in trials)
+        best = s.get("best")
+        parts = [f"Sweep {s.get('id')} · {s.get('script')} on {s.get('target')} · "
+                 f"{s.get('status')}",
+                 f"{len(trials)}/{s.get('max_total_runs')} trials · {running} running · "
+                 f"{stopped} stopped early · {s.get('sampling')} · {s.get('policy')}"]
+        if best:
+            parts.append(f"best: trial {best['index']} {best['run_id']} "
+                         f"{metric.get('name')} {format_value(best['metric'])} "
+                         f"({' '.join(best['arguments'])})")
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        lines = [self.head()]
+        lines += [f"  WARNING: {w}" for w in self.state.get("warnings") or []]
+        rows = self.rows()[:self.MAX_ROWS]
+        if rows:
+            table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
+            table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
+                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
+                      for t in rows]
+            widths = [max(len(r[i]) for r in table) for i in range(5)]
+            lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
+                      for r in table]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def html(self) -> str:
+        e = _escape
+        s = self.state
+        best = (s.get("best") or {}).get("index")
+        metric = (s.get("primary_metric") or {}).get("name", "metric")
+        head = e(self.head()).replace("\n", "<br>")
+        parts = [f'<div class="jupyter-compute-sweep"><div>{head}</div>']
+        for w in s.get("warnings") or []:
+            parts.append(f'<div style="color:#b45309"><b>⚠ warning:</b> {e(w)}</div>')
+        cells = []
+        for t in self.rows()[:self.MAX_ROWS]:
+            color = STATUS_COLORS.get(t["status"], "#6b7280")
+            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
+            cells.append(
+                f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
+                f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
+                f'<td style="color:{color}">{e(t["status"])}</td>'
+                f'<td>{format_value(t["metric"])}</td>'
+                f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
+        if cells:
+            parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
+                         f"<th>status</th><th>{e(metric)}</th><th>reason</th></tr></thead>"
+                         f"<tbody>{''.join(cells)}</tbody></table>")
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    # html (and html.entities) load only when HTML is rendered, not for a terminal.
+    import html
+
+    return html.escape(text)
+
+
+def format_value(value: Any) -> str:
+    """A metric value as people read it: ``0.9123`` for floats, ``-`` for none yet."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
