@@ -167,6 +167,7 @@ def test_one_target_object_serves_submits_from_many_threads(engine, project: Pro
     # or a kernel's widgets share one object across threads.
     from concurrent.futures import ThreadPoolExecutor
 
+    from jupyter_compute.runs import Run
     from jupyter_compute.runspec import RunSpec
 
     project.write("echo.py", "import sys\nprint('argument', sys.argv[1])\n")
@@ -174,7 +175,7 @@ def test_one_target_object_serves_submits_from_many_threads(engine, project: Pro
     specs = [RunSpec(script="echo.py", source_dir=project.root, target="shared",
                      arguments=[f"n{i}"]) for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
-        runs = list(pool.map(target.submit, specs))
+        runs = list(pool.map(lambda spec: Run.submit(target, spec), specs))
         assert list(pool.map(lambda r: r.wait(timeout=120), runs)) == [RunStatus.COMPLETED] * 4
     for i, run in enumerate(runs):
         assert f"argument n{i}\n" in run.log()
