@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_compute import protocol
+from jupyter_compute import protocol, units
 from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import Launcher
@@ -112,8 +112,8 @@ class ContainerLauncher(Launcher):
         if config.get("image") and config.get("dockerfile"):
             raise UsageError("give --image or --dockerfile, not both (--requirements can go "
                              "with either)")
-        self.memory = parse_size(config.get("memory"), "--memory")
-        self.shm_size = parse_size(config.get("shm_size"), "--shm-size")
+        self.memory = units.parse_size_option(config.get("memory"), "--memory")
+        self.shm_size = units.parse_size_option(config.get("shm_size"), "--shm-size")
         self.cpus = config.get("cpus")
         if self.cpus is not None and float(self.cpus) <= 0:
             raise UsageError(f"--cpus must be a positive number, not {self.cpus!r}")
@@ -712,21 +712,6 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-
-
-def parse_size(value: Any, flag: str) -> int | None:
-    """``512m`` → bytes, as the engine reads it (powers of 1024); None for no value.
-
-    >>> parse_size("1.5g", "--memory")
-    1610612736
-    """
-    if value is None or value == "":
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", str(value).lower())
-    if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"{flag} must be a size like 512m or 4g, not {value!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def parse_gpus(value: Any) -> dict[str, Any] | None:

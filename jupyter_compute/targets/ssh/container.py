@@ -26,7 +26,7 @@ import json
 import re
 import time
 
-from jupyter_compute import protocol
+from jupyter_compute import protocol, units
 from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.targets import liveness
 from jupyter_compute.targets.base import Launcher
@@ -49,7 +49,6 @@ INSPECT_EVERY = 0.25
 #: After a cancel, the container is killed this long past the run's grace period.
 KILL_MARGIN = 2.0
 _LIVE = ("running", "restarting", "paused")
-_SIZE = re.compile(r"\d+(\.\d+)?[bkmg]?", re.IGNORECASE)
 _GPUS = re.compile(r"all|\d+|device=[\w,.:-]+", re.IGNORECASE)
 #: (host label, run id) -> (monotonic time, state): ``docker inspect`` results, briefly.
 _seen: dict[tuple[str, str], tuple[float, str]] = {}
@@ -259,12 +258,10 @@ def _limits(config: dict[str, Any]) -> list[str]:
         value = config.get(key)
         if value in (None, ""):
             continue
-        if not _SIZE.fullmatch(str(value).strip()) or float(re.sub(r"[^\d.]", "", str(value))) <= 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be a size like 512m or 4g, "
-                             f"not {value!r}")
-        flags += [flag, str(value).strip()]
+        size = units.parse_size_option(value, f"--{key.replace('_', '-')}")
+        flags += [flag, str(size)]
         if key == "memory":  # the limit is what the script gets, not twice it with swap
-            flags += ["--memory-swap", str(value).strip()]
+            flags += ["--memory-swap", str(size)]
     cpus = config.get("cpus")
     if cpus not in (None, ""):
         try:
