@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: In the local run folder: the submitting client's identity; its mtime is the beat.
 CLIENT = "client.json"
+#: The same file once the agent is launched (a rename: no second write); its mtime is when.
+LAUNCHED = "client-launched.json"
 
 
 def lost(status: dict[str, Any], *, agent_alive: bool | None, heartbeat_age: float | None,
@@ -83,17 +85,22 @@ def lost(status: dict[str, Any], *, agent_alive: bool | None, heartbeat_age: flo
 def client_state(run_dir: Path) -> dict[str, Any] | None:
     """The submitting client as the ``client`` argument of ``lost``: its identity, whether
     it lives (None: cannot tell from here), its beat's age and when it launched the agent."""
-    path = os.path.join(str(run_dir), CLIENT)
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        age = time.time() - os.stat(path).st_mtime
-    except (OSError, ValueError):
+    for name in (LAUNCHED, CLIENT):  # launched first: the rename may happen in between
+        path = os.path.join(str(run_dir), name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            mtime = os.stat(path).st_mtime
+            break
+        except (OSError, ValueError):
+            continue
+    else:
         return None
     if not isinstance(record, dict):
         return None
     ident = record.get("identity") or {}
-    return {"identity": ident, "launched": record.get("launched"), "age": age,
+    launched = mtime if name == LAUNCHED else None
+    return {"identity": ident, "launched": launched, "age": time.time() - mtime,
             "alive": protocol.process_alive(ident) if ident else None}
 
 
@@ -111,8 +118,7 @@ class ClientBeat:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = os.path.join(str(run_dir), CLIENT)
-        self.record: dict[str, Any] = {"identity": protocol.process_identity(os.getpid()),
-                                       "launched": None}
+        self.record: dict[str, Any] = {"identity": protocol.process_identity(os.getpid())}
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -127,8 +133,9 @@ class ClientBeat:
         return self
 
     def launched(self) -> None:
-        self.record["launched"] = time.time()
-        protocol.write_json_atomic(self.path, self.record)
+        self._done.set()
+        os.utime(self.path)  # the mtime of the renamed file says when
+        os.rename(self.path, os.path.join(os.path.dirname(self.path), LAUNCHED))
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
@@ -139,7 +146,7 @@ class ClientBeat:
         while not self._done.wait(protocol.HEARTBEAT_SECONDS):
             try:
                 os.utime(self.path)
-            except OSError:
+            except OSError:  # renamed: launched
                 return
 
 
