@@ -181,14 +181,12 @@ def load_targets(path: Path, kinds_options: Any) -> dict[str, dict[str, Any]]:
 
 def dump_targets(path: Path, targets: dict[str, dict[str, Any]]) -> None:
     """Write ``targets.yml`` atomically, keeping its explanatory header."""
-    import os
-
     import yaml
 
+    from jupyter_compute.protocol import write_atomic
+
     body = yaml.safe_dump({"targets": targets}, sort_keys=False, default_flow_style=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(TARGETS_HEADER + body, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(str(path), (TARGETS_HEADER + body).encode("utf-8"))
 
 
 TARGETS_HEADER = """\

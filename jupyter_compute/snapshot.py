@@ -39,11 +39,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file, write_atomic
+from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file
 from .exceptions import SnapshotError, SnapshotLimitError
 from .gitinfo import GitInfo, GitProbe, git_info
 from .ignore import IgnoreRules, Levels, ignored
-from .protocol import utcnow
+from .protocol import utcnow, write_atomic
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ class _SourceCache:
     def save(self, real_root: str) -> None:
         data = {name: getattr(self, name) for name in _CACHED_FIELDS}
         data.update(version=_CACHE_VERSION, source=real_root)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_atomic(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -416,6 +417,7 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
         git=git, warnings=tree.warnings + ([warning] if warning else []),
         manifest_path=os.path.join(ws, "snapshots", f"{job.snap_id}.json"))
     if not os.path.exists(snap.manifest_path):
+        os.makedirs(os.path.dirname(snap.manifest_path), exist_ok=True)
         write_atomic(snap.manifest_path, _manifest_json(snap).encode())
     # written last: everything the cache vouches for is in the store by now
     if (not job.unchanged or rules.used != cache.ignore or tree.ignore_at != cache.ignore_at
