@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import subprocess
 from collections.abc import Coroutine
 from pathlib import Path
@@ -22,6 +23,8 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures, for this m
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from jupyter_compute import api
+
+from conftest import CLI, Project
 
 
 def _one_line(text: str) -> str:
@@ -36,6 +39,70 @@ def _submitted(out: subprocess.CompletedProcess[str]) -> str:
     match = re.search(r"^submitted (\S+) to ", out.stderr, re.MULTILINE)
     assert match, out.stderr
     return match.group(1)
+
+
+# -- defect 9: config files that are binary, huge, bombs or out of range -------------------
+
+
+def _cli_limited(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with 1 GiB of address space, given 5 s: a correctness bound for input
+    that once took 3.4 GB or minutes, not a benchmark."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=5,
+                          cwd=project.root, preexec_fn=limit, check=False)
+
+
+BOMB = "script: t.py\nenvironment_variables:\n" + "".join(
+    f"  {name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip([None, *"abcdefgh"], "abcdefghi"))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (bytes(range(256)) * 2, "run.yml:2: not a text file (byte 0x80"),
+    (b"script: t.py\nname: \x00\x01\n", "run.yml:2: not a text file"),
+    (BOMB.encode(), "aliases (*name) expand to over"),
+    (b"script: t.py\n# " + b"x" * (2 << 20) + b"\n", "run.yml: over 1 MiB"),
+    (b"a: &a [*a]\n", "a loop"),
+    (b"script: t.py\nmax_run_duration_seconds: -5\n",
+     "run.yml:2: 'max_run_duration_seconds' must be a number above 0, got -5"),
+    (b"script: t.py\nmax_run_duration_seconds: .nan\n", "must be a number above 0, got nan"),
+    (b"script: t.py\ncancel_grace_seconds: .inf\n", "must be a number 0 or more, got inf"),
+    (b"script: t.py\nsnapshot_max_files: 0\n", "must be a number above 0, got 0"),
+], ids=["binary", "control-chars", "alias-bomb", "2MB", "alias-loop", "negative", "nan",
+        "inf", "zero-files"])
+def test_bad_run_yml_is_one_line_fast(project: Project, content: bytes, expected: str) -> None:
+    assert len(BOMB) < 500
+    project.write("t.py", "print(1)\n")
+    (project.root / "run.yml").write_bytes(content)
+    out = _cli_limited(project, "submit", "--config", "run.yml")
+    assert out.returncode == 2, out.stderr
+    assert expected in _one_line(out.stderr)
+    assert not (project.root / ".jupyter_compute" / "runs").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfe" + bytes(range(256)), "targets.yml:1: not a text file"),
+    (b"targets:\n  vm:\n    type: ssh\n    host: h\n    port: -22\n",
+     "targets.yml:5: 'port' must be a number 0 or more, got -22"),
+    (b"targets: &t\n  x: [" + b"*t, " * 10 + b"]\n", "a loop"),
+], ids=["binary", "negative-port", "alias-loop"])
+def test_bad_targets_yml_is_one_line_fast(project: Project, content: bytes,
+                                          expected: str) -> None:
+    (project.root / ".jupyter_compute" / "targets.yml").write_bytes(content)
+    out = _cli_limited(project, "targets")
+    assert out.returncode == 2, out.stderr
+    assert expected in _one_line(out.stderr)
+
+
+def test_aliases_within_reason_still_work(project: Project) -> None:
+    project.write("t.py", "import os\nprint(os.environ['A'], os.environ['B'])\n")
+    project.write("run.yml", "script: t.py\nenvironment_variables:\n  A: &v same\n  B: *v\n")
+    out = project.cli("submit", "--config", "run.yml", "--wait")
+    assert out.returncode == 0, out.stderr
+    run_id = _submitted(out)
+    assert "same same" in project.cli("logs", run_id).stdout
 
 
 # -- defect 13: absurd offsets are a 400, not a 500 ----------------------------------------
