@@ -9,6 +9,7 @@ line and the key, and suggests the closest valid key.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from jupyter_compute.exceptions import ConfigError
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 RUN_KEYS = {
@@ -265,6 +267,26 @@ def load_targets(path: Path, kinds_options: Any) -> dict[str, dict[str, Any]]:
                    what=f"option for {body['type']} target")
         check_numbers(doc, body, "targets", str(name))
     return targets
+
+
+@contextlib.contextmanager
+def targets_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``targets.yml`` (through ``.targets.yml.lock`` beside it).
+
+    Wrap every read-modify-write of the file in it, so that two processes attaching
+    at once both land instead of the later write dropping the earlier target.
+    Readers need no lock: :func:`dump_targets` replaces the file atomically.
+    """
+    import fcntl
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def dump_targets(path: Path, targets: dict[str, dict[str, Any]]) -> None:

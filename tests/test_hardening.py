@@ -11,6 +11,7 @@ pytest-jupyter's fixtures are imported into this module only, as in test_server.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import resource
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import yaml
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures, for this module only
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
@@ -103,6 +105,33 @@ def test_aliases_within_reason_still_work(project: Project) -> None:
     assert out.returncode == 0, out.stderr
     run_id = _submitted(out)
     assert "same same" in project.cli("logs", run_id).stdout
+
+
+# -- defect 12: concurrent attaches all land ------------------------------------------------
+
+
+def _attach(args: tuple[str, str, Any]) -> None:
+    root, name, barrier = args
+    barrier.wait()
+    api.attach(name, "local", workspace=root)
+
+
+def test_twenty_concurrent_attaches_all_land(project: Project) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(20)
+    names = [f"t{i:02d}" for i in range(20)]
+    procs = [ctx.Process(target=_attach, args=((str(project.root), name, barrier),))
+             for name in names]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 20
+    data = yaml.safe_load((project.root / ".jupyter_compute" / "targets.yml").read_text())
+    assert sorted(data["targets"]) == names
+    out = project.cli("detach", "t07")
+    assert out.returncode == 0, out.stderr
+    assert "t07" not in api.targets(project.root) and "t08" in api.targets(project.root)
 
 
 # -- defect 13: absurd offsets are a 400, not a 500 ----------------------------------------
