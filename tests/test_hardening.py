@@ -10,11 +10,15 @@ pytest-jupyter's fixtures are imported into this module only, as in test_server.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import os
+import pickle
 import re
 import resource
 import subprocess
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Callable
@@ -105,6 +109,51 @@ def test_aliases_within_reason_still_work(project: Project) -> None:
     assert out.returncode == 0, out.stderr
     run_id = _submitted(out)
     assert "same same" in project.cli("logs", run_id).stdout
+
+
+# -- defect 11: the stat cache is data, never code -----------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_poisoned_snapshot_cache_runs_nothing_and_is_ignored(project: Project) -> None:
+    project.write("t.py", "print('fine')\n")
+    first = project.cli("snapshot")
+    assert first.returncode == 0, first.stderr
+    cache = project.root / ".jupyter_compute" / "cache"
+    files = [p for p in cache.iterdir() if p.is_file()]
+    assert files
+    marker = project.root.parent / "pwned"
+    for path in files:  # whatever the cache is, someone with write access replaces it
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    out = project.cli("submit", "t.py", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert not marker.exists(), "the snapshot cache ran code from the workspace"
+    for path in cache.iterdir():  # and garbage is ignored the same way
+        path.write_bytes(b"{not json")
+    out = project.cli("submit", "t.py", "--wait")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_cache_with_a_forged_digest_is_not_trusted(project: Project) -> None:
+    project.write("t.py", "print('fine')\n")
+    time.sleep(2.1)  # past the racy window, so the cache vouches for t.py
+    assert project.cli("snapshot").returncode == 0
+    [path] = [p for p in (project.root / ".jupyter_compute" / "cache").iterdir()]
+    text = path.read_text()
+    digest = hashlib.sha256(b"print('fine')\n").hexdigest()
+    assert digest in text
+    path.write_text(text.replace(digest, "../../etc/passwd".ljust(64, "x")))
+    out = project.cli("submit", "t.py", "--wait")
+    assert out.returncode == 0, out.stderr
+    run_id = _submitted(out)
+    assert "fine" in project.cli("logs", run_id).stdout
 
 
 # -- defect 12: concurrent attaches all land ------------------------------------------------
