@@ -123,6 +123,33 @@ def write_json_atomic(path: str, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
 
+def link_problem(link: str, root: str, folder: str = "the folder") -> str | None:
+    """Why the symlink at ``link`` may not be kept in the folder ``root``, or None if it may.
+
+    The one rule for symlinks in a snapshot, applied where a snapshot is taken and
+    again where the agent materializes it: the link, fully resolved (every link in
+    its chain followed, not its text compared), must land strictly inside ``root``
+    (a real path) and not on itself or a folder that contains it — that is a loop
+    (``dot -> .``, ``sub/up -> ..``) that walks forever. ``link``'s parent folders
+    must not be symlinks (both callers make sure). ``folder`` names ``root`` in the
+    message.
+
+    Example::
+
+        >>> link_problem("/src/sub/up", "/src")    # sub/up -> ..
+        'it points at a folder that contains it (a loop)'
+    """
+    target = os.path.realpath(link)
+    if not target.startswith(root.rstrip(os.sep) + os.sep):
+        if target == root:
+            return "it points at a folder that contains it (a loop)"
+        return f"it points outside {folder}"
+    if target == link or link.startswith(target + os.sep):
+        return ("it points at itself (a loop)" if target == link
+                else "it points at a folder that contains it (a loop)")
+    return None
+
+
 def read_json(path: str) -> Any:
     """The JSON in ``path``, or None when it does not exist (yet)."""
     try:

@@ -44,7 +44,7 @@ from .blobstore import WHOLE_FILE_BYTES, BlobStore, hash_file
 from .exceptions import SnapshotError, SnapshotLimitError
 from .gitinfo import GitInfo, GitProbe, git_info
 from .ignore import IgnoreRules, Levels, ignored
-from .protocol import utcnow, write_atomic
+from .protocol import link_problem, utcnow, write_atomic
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -335,14 +335,15 @@ def _scan(root: str, rules: IgnoreRules, cache: _SourceCache | None,
 
 
 def _add_link(tree: _Tree, real_root: str, path: str, rel: str) -> None:
+    """Keep the link at ``path`` if the agent will accept it (``protocol.link_problem``),
+    else leave it out with a warning: a run must not fail late for what is caught here."""
     text = os.readlink(path)
-    target = os.path.realpath(path)
-    inside = target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
-    if not os.path.exists(target):
-        tree.warnings.append(f"skipped symlink {rel} -> {text}: its target does not exist")
-    elif not inside:
-        tree.warnings.append(f"skipped symlink {rel} -> {text}: it points outside the "
-                             "source folder")
+    # the walk never enters a linked folder, so real_root/rel has no link above it
+    problem = link_problem(os.path.join(real_root, rel), real_root, "the source folder")
+    if problem is None and not os.path.exists(path):
+        problem = "its target does not exist"
+    if problem is not None:
+        tree.warnings.append(f"skipped symlink {rel} -> {text}: {problem}")
     else:
         tree.links.append((rel, os.fsencode(text)))
 

@@ -18,6 +18,7 @@ import pickle
 import re
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -28,7 +29,8 @@ import yaml
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - fixtures, for this module only
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
-from jupyter_compute import api
+from jupyter_compute import api, protocol
+from jupyter_compute.snapshot import LINK_MODE
 
 from conftest import CLI, Project
 
@@ -45,6 +47,119 @@ def _submitted(out: subprocess.CompletedProcess[str]) -> str:
     match = re.search(r"^submitted (\S+) to ", out.stderr, re.MULTILINE)
     assert match, out.stderr
     return match.group(1)
+
+
+# -- defect 5: the agent materializes a hostile manifest without touching the outside -----
+
+
+def _blob(run_dir: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = run_dir / "blobs" / "sha256" / digest[:2] / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return digest
+
+
+def _run_agent(run_dir: Path, files: dict[str, list[Any]]) -> dict[str, Any]:
+    """Run the agent, as a target starts it, on a run folder holding ``files``."""
+    (run_dir / protocol.SPEC).write_text(json.dumps({"run_id": run_dir.name,
+                                                     "script": "t.py"}))
+    (run_dir / protocol.MANIFEST).write_text(json.dumps({"files": files}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-m", "jupyter_compute.agent", str(run_dir)], env=env,
+                   timeout=60, capture_output=True, check=False)
+    status: dict[str, Any] = json.loads((run_dir / protocol.STATUS).read_text())
+    return status
+
+
+def _script(run_dir: Path) -> list[Any]:
+    data = b"print('ran')\n"
+    return [_blob(run_dir, data), len(data), 0o644]
+
+
+def _link(run_dir: Path, text: str) -> list[Any]:
+    return [_blob(run_dir, text.encode()), len(text), LINK_MODE]
+
+
+def _chain(run_dir: Path) -> dict[str, list[Any]]:
+    """Links that each read as inside the workdir but lead two folders above it.
+
+    "p/q/r/x -> ../../../s" is the folder s; "k -> p/q/r/x/../../.." reads as p, but x
+    being a link, it is s/../../.. : two folders above workdir, that is runs/.
+    """
+    return {"t.py": _script(run_dir), "s/f.py": _script(run_dir),
+            "p/q/r/x": _link(run_dir, "../../../s"), "k": _link(run_dir, "p/q/r/x/../../..")}
+
+
+def test_chained_symlinks_cannot_replace_a_file_outside_the_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    victim = tmp_path / "runs" / "victim.txt"
+    victim.write_text("precious\n")
+    status = _run_agent(run_dir, {**_chain(run_dir),
+                                  "k/victim.txt": _link(run_dir, "t.py")})
+    assert not victim.is_symlink() and victim.read_text() == "precious\n"
+    assert status["status"] == "Failed"
+    assert "refusing 'k/victim.txt'" in status["error"]
+    assert "a folder on its path is a symlink" in status["error"]
+
+
+def test_a_link_whose_chain_leaves_the_workdir_is_refused(tmp_path: Path) -> None:
+    # The same chain without a write through it: only resolving "k" shows where it goes.
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    status = _run_agent(run_dir, _chain(run_dir))
+    assert status["status"] == "Failed"
+    assert "refusing symlink k -> p/q/r/x/../../..: it points outside the run's workdir" \
+        in status["error"]
+
+
+def test_a_digest_cannot_name_a_file_outside_the_blob_store(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    digest = "../../../secret.txt"  # blobs/sha256/../../../secret.txt = runs/secret.txt
+    secret = Path(os.path.normpath(run_dir / "blobs" / "sha256" / digest[:2] / digest))
+    secret.write_text("password\n")
+    status = _run_agent(run_dir, {"t.py": _script(run_dir), "leak.txt": [digest, 9, 0o644]})
+    assert not (run_dir / "workdir" / "leak.txt").exists()
+    assert status["status"] == "Failed" and "is not a sha256" in status["error"]
+
+
+def test_a_legitimate_manifest_with_links_still_runs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    status = _run_agent(run_dir, {
+        "t.py": _script(run_dir), "pkg/m.py": _script(run_dir),
+        "alias.py": _link(run_dir, "t.py"), "pkg/up.py": _link(run_dir, "../t.py"),
+        "lib": _link(run_dir, "pkg"),
+    })
+    assert status["status"] == "Completed", status
+    workdir = run_dir / "workdir"
+    assert (workdir / "lib" / "m.py").read_text() == "print('ran')\n"
+    assert os.readlink(workdir / "pkg" / "up.py") == "../t.py"
+
+
+# -- defect 6: links the agent would refuse are left out by the snapshot -------------------
+
+
+def test_looping_links_are_left_out_with_a_warning_and_the_run_completes(
+        project: Project) -> None:
+    project.write("t.py", "import os\nprint(sorted(os.listdir('.')))\n")
+    project.write("sub/data.txt", "x\n")
+    (project.root / "dot").symlink_to(".")
+    (project.root / "sub" / "up").symlink_to("..")
+    (project.root / "data").symlink_to("sub/data.txt")  # a good link stays
+    out = project.cli("submit", "t.py", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "warning: skipped symlink dot -> .: it points at a folder that contains it" \
+        in out.stderr
+    assert "warning: skipped symlink sub/up -> ..: it points at a folder that contains it" \
+        in out.stderr
+    run_id = _submitted(out)
+    assert project.show(run_id)["status"] == "Completed"
+    workdir = project.run_dir(run_id) / "workdir"
+    assert os.readlink(workdir / "data") == "sub/data.txt"
+    assert not os.path.lexists(workdir / "dot") and not os.path.lexists(workdir / "sub" / "up")
 
 
 # -- defect 9: config files that are binary, huge, bombs or out of range -------------------
