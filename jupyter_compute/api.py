@@ -199,6 +199,11 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
                 options[key] = expected(value)
             except (TypeError, ValueError):
                 raise UsageError(f"{key} must be a {expected.__name__}, got {value!r}") from None
+        value = options[key]
+        # what targets.yml refuses on reading (config.check_numbers) is not written to it
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and not 0 <= value < float("inf")):
+            raise UsageError(f"{key} must be a number 0 or more, got {value!r}")
     ws = _ws(workspace)
     ws.dir.mkdir(parents=True, exist_ok=True)
     if name in _attached(ws) and not replace:  # before a check that may take seconds

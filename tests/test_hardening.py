@@ -217,6 +217,14 @@ def test_bad_targets_yml_is_one_line_fast(project: Project, content: bytes,
     assert expected in _one_line(out.stderr)
 
 
+def test_attach_does_not_write_what_targets_yml_would_refuse(project: Project) -> None:
+    out = project.cli("attach", "vm", "--type", "ssh", "--host", "127.0.0.1", "--port", "-22")
+    assert out.returncode == 2
+    assert "port must be a number 0 or more, got -22" in _one_line(out.stderr)
+    assert not (project.root / ".jupyter_compute" / "targets.yml").exists()
+    assert project.cli("targets").returncode == 0
+
+
 def test_aliases_within_reason_still_work(project: Project) -> None:
     project.write("t.py", "import os\nprint(os.environ['A'], os.environ['B'])\n")
     project.write("run.yml", "script: t.py\nenvironment_variables:\n  A: &v same\n  B: *v\n")
