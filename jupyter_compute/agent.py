@@ -413,34 +413,72 @@ def materialize(files: Mapping[str, Sequence[Any]], blobs: str, dest: str,
     """Write ``files`` (path → [sha256, size, mode]) from the store ``blobs`` into ``dest``.
 
     ``place(blob, target, mode)`` puts one file (default: copy it and set its mode;
-    the docker target hard-links instead). A path can never land outside ``dest``:
-    absolute paths and ``..`` are refused, regular files are written before any
-    symlink exists, and a symlink may only point inside ``dest``.
+    the docker target hard-links instead). The manifest may be hostile, so nothing
+    can land, be deleted or be read outside ``dest`` and ``blobs``:
+
+    * a digest is 64 lowercase hex digits (never ``../x``);
+    * a path is relative and normalized: no ``/`` at either end, no ``//``, ``.``
+      or ``..`` part, no backslash;
+    * nothing is written through a symlink: each target's folder must resolve to
+      itself inside ``dest``, and the default copy opens with ``O_NOFOLLOW``;
+    * symlinks are made last, then each is resolved (its whole chain followed, not
+      its text compared) and must pass :func:`protocol.link_problem`, as the
+      snapshot checked.
     """
     place = place or _copy
     root = os.path.realpath(dest)
+    entries = []
+    for rel, entry in files.items():
+        digest, _size, mode = entry
+        if not (isinstance(digest, str) and _is_digest(digest)):
+            raise ValueError(f"refusing {rel!r} in the snapshot: its digest {str(digest)[:80]!r} "
+                             "is not a sha256")
+        if not isinstance(mode, int) or isinstance(mode, bool):
+            raise ValueError(f"refusing {rel!r} in the snapshot: its mode {mode!r} is not a number")
+        entries.append((rel, _safe_join(root, rel), digest, mode))
     links = []
     made: set[str] = set()
-    for rel, (digest, _size, mode) in files.items():
-        target = _safe_join(root, rel)
+    for rel, target, digest, mode in entries:
         if stat.S_ISLNK(mode):
             links.append((rel, target, digest))
             continue
         parent = os.path.dirname(target)
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
+            _check_parent(root, parent, rel)
             made.add(parent)
+        if os.path.islink(target) or os.path.isfile(target):
+            os.unlink(target)  # from an earlier try: replaced, never written through
         place(_blob(blobs, digest), target, mode & 0o777)
     for rel, target, digest in links:
         with open(_blob(blobs, digest), encoding="utf-8") as f:
             pointee = f.read()
-        resolved = os.path.normpath(os.path.join(os.path.dirname(target), pointee))
-        if os.path.isabs(pointee) or not resolved.startswith(root + os.sep):
+        if not pointee or os.path.isabs(pointee) or "\0" in pointee:
             raise ValueError(f"refusing symlink {rel} -> {pointee}: it points outside the run")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        _check_parent(root, parent, rel)  # links made so far must not redirect this one
         if os.path.lexists(target):
-            os.unlink(target)
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise ValueError(f"refusing symlink {rel}: a folder of the snapshot is there")
+            os.unlink(target)  # the entry itself, in a checked folder: never followed
         os.symlink(pointee, target)
+    # Resolved only now that all exist: a link's meaning depends on links made after it.
+    for rel, target, _digest in links:
+        problem = protocol.link_problem(target, root, "the run's workdir")
+        if problem is not None:
+            raise ValueError(f"refusing symlink {rel} -> {os.readlink(target)}: {problem}")
+
+
+def _is_digest(digest: str) -> bool:
+    """64 lowercase hex digits (strip() runs in C: this is on the path of every file)."""
+    return len(digest) == 64 and not digest.strip("0123456789abcdef")
+
+
+def _check_parent(root: str, parent: str, rel: str) -> None:
+    """``parent`` (a folder under ``root``) must be itself: no symlink on the way to it."""
+    if os.path.realpath(parent) != parent:
+        raise ValueError(f"refusing {rel!r} in the snapshot: a folder on its path is a symlink")
 
 
 def _blob(blobs: str, digest: str) -> str:
@@ -448,13 +486,28 @@ def _blob(blobs: str, digest: str) -> str:
 
 
 def _copy(blob: str, target: str, mode: int) -> None:
-    shutil.copyfile(blob, target)
-    os.chmod(target, mode)
+    src = os.open(blob, os.O_RDONLY)
+    try:
+        # a new file only: whatever appeared at ``target`` meanwhile (a link) is refused
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            while chunk := os.read(src, 1024 * 1024):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view):]
+            os.fchmod(dst, mode)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _safe_join(root: str, rel: str) -> str:
+    if not isinstance(rel, str):
+        raise ValueError(f"refusing path {rel!r} in the snapshot: not a path")
     parts = rel.split("/")
-    if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..")
+                                                                for p in parts):
         raise ValueError(f"refusing path {rel!r} in the snapshot: it would leave the run folder")
     return os.path.join(root, *parts)
 

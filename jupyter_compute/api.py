@@ -98,7 +98,7 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
 
     >>> attach("lab-vm", "ssh", host="lab.example.org", user="me")
     """
-    from jupyter_compute.config import dump_targets, unknown
+    from jupyter_compute.config import dump_targets, targets_lock, unknown
     from jupyter_compute.targets import target_class
 
     if not _NAME.match(name):
@@ -114,30 +114,44 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
                 options[key] = expected(value)
             except (TypeError, ValueError):
                 raise UsageError(f"{key} must be a {expected.__name__}, got {value!r}") from None
+        value = options[key]
+        # what targets.yml refuses on reading (config.check_numbers) is not written to it
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and not 0 <= value < float("inf")):
+            raise UsageError(f"{key} must be a number 0 or more, got {value!r}")
     ws = _ws(workspace)
     ws.dir.mkdir(parents=True, exist_ok=True)
-    attached = _attached(ws)
-    if name in attached and not replace:
-        raise ConflictError(f"a target named {name!r} is already attached; detach it first or "
-                         "pass --replace")
+    if name in _attached(ws) and not replace:  # before a check that may take seconds
+        raise _attached_already(name)
     target = cls(name, options, ws)
     target.check()
-    attached[name] = {"type": kind, **options}
-    dump_targets(ws.targets_file, attached)
+    # read, modify and write under the lock: two attaches at once both land
+    with targets_lock(ws.targets_file):
+        attached = _attached(ws)
+        if name in attached and not replace:
+            raise _attached_already(name)
+        attached[name] = {"type": kind, **options}
+        dump_targets(ws.targets_file, attached)
     return target
+
+
+def _attached_already(name: str) -> ConflictError:
+    return ConflictError(f"a target named {name!r} is already attached; detach it first or "
+                         "pass --replace")
 
 
 def detach(name: str, workspace: Workspace | str | Path | None = None) -> None:
     """Remove target ``name`` from ``targets.yml`` (its runs stay in the store)."""
-    from jupyter_compute.config import dump_targets
+    from jupyter_compute.config import dump_targets, targets_lock
 
     ws = _ws(workspace)
-    attached = _attached(ws)
-    if name not in attached:
-        raise UsageError(f"no target named {name!r} is attached (attached: "
-                         f"{', '.join(attached) or 'none'})")
-    del attached[name]
-    dump_targets(ws.targets_file, attached)
+    with targets_lock(ws.targets_file):
+        attached = _attached(ws)
+        if name not in attached:
+            raise UsageError(f"no target named {name!r} is attached (attached: "
+                             f"{', '.join(attached) or 'none'})")
+        del attached[name]
+        dump_targets(ws.targets_file, attached)
 
 
 # -- runs --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import itertools
 import os
 from pathlib import Path
 
-__all__ = ["WHOLE_FILE_BYTES", "BlobStore", "hash_file", "write_atomic"]
+__all__ = ["WHOLE_FILE_BYTES", "BlobStore", "hash_file"]
 
 # Files up to this size are read whole (hash and blob from one buffer); larger ones
 # are streamed to a temporary blob while hashing.
@@ -143,20 +143,6 @@ def _write_all(fd: int, data: bytes) -> None:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers see the old or the new file, never half."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{folder}/.tmp-{os.getpid()}-{_TOKEN}-{next(_TMP_COUNTER)}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
 
 
 def hash_file(path: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ line and the key, and suggests the closest valid key.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from jupyter_compute.exceptions import ConfigError
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 RUN_KEYS = {
@@ -28,6 +30,9 @@ RUN_KEYS = {
 }
 ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "docker_image": str,
                     "docker": dict, "name": str}
+#: Run settings where 0 means nothing sensible (no time, no files, no nodes).
+_POSITIVE_RUN_KEYS = frozenset({"max_run_duration_seconds", "node_count", "snapshot_max_mb",
+                                "snapshot_max_files"})
 _AZURE_ALIASES = {
     "maxRunDurationSeconds": "max_run_duration_seconds", "nodeCount": "node_count",
     "environmentVariables": "environment_variables", "sourceDirectory": "source_directory",
@@ -55,6 +60,61 @@ class RunConfig:
     cancel_grace_seconds: float = 3.0
 
 
+#: A configuration file larger than this is refused unread (a run.yml is a few hundred bytes).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Most values a document may hold once its aliases (``*name``) are expanded: far more
+#: than any real configuration, far less than an alias bomb's billions.
+MAX_EXPANDED_NODES = 100_000
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a configuration file: at most ``MAX_CONFIG_BYTES``, valid UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"over {MAX_CONFIG_BYTES // 1024 // 1024} MiB; a configuration file "
+                          "is a few lines of YAML — is this the right file?", path=path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not a text file (byte 0x{raw[exc.start]:02x} is not UTF-8); "
+                          "expected YAML", path=path, line=line) from None
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], path: Path) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (memoized per node).
+
+    An alias is the very node it names, so the graph is small while its expansion
+    can be exponential; counting over the graph costs one visit per distinct node.
+    """
+    import yaml
+
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise ConfigError("an alias refers to the node that contains it (a loop)",
+                              path=path, line=node.start_mark.line + 1)
+        return sizes[key]
+    sizes[key] = -1  # being counted: meeting it again below is a loop
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            total += _expanded_size(item, sizes, path)
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, sizes, path) + _expanded_size(v, sizes, path)
+    if total > MAX_EXPANDED_NODES:
+        raise ConfigError(f"its aliases (*name) expand to over {MAX_EXPANDED_NODES:,} values; "
+                          "write the values out instead", path=path,
+                          line=node.start_mark.line + 1)
+    sizes[key] = total
+    return total
+
+
 class _Located:
     """A parsed YAML document that remembers the line of every key."""
 
@@ -62,13 +122,23 @@ class _Located:
         import yaml
 
         self.path = path
+        text = read_config_text(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                if node is not None:
+                    _expanded_size(node, {}, path)  # before building: a bomb stops here
+                self.data: Any = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
+        except RecursionError:
+            raise ConfigError("nested too deeply to be a configuration", path=path) from None
+        except yaml.reader.ReaderError as exc:  # a control character: binary, most likely
+            ch = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            raise ConfigError(f"not a text file (character U+{ch:04X} is not allowed in YAML)",
+                              path=path,
+                              line=text.count("\n", 0, exc.position) + 1) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -116,6 +186,24 @@ def check_keys(doc: _Located, mapping: Any, allowed: dict[str, Any], *where: str
             raise doc.error(f"{key!r} must be a {names}, got {value!r}", *where, str(key))
 
 
+def check_numbers(doc: _Located, mapping: Any, *where: str,
+                  positive: Any = ()) -> None:
+    """Refuse numbers that are NaN, infinite or negative (0 too, for keys in ``positive``).
+
+    YAML reads ``.nan``, ``.inf`` and ``-5`` as numbers, so the type check alone lets
+    them through to a timer or a limit that then never fires or fires at once.
+    """
+    import math
+
+    for key, value in mapping.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or value < 0 or (value == 0 and key in positive):
+            least = "above 0" if key in positive else "0 or more"
+            raise doc.error(f"{key!r} must be a number {least}, got {value!r}", *where,
+                            str(key))
+
+
 def unknown(what: str, name: str, valid: Any) -> str:
     """``unknown key 'scirpt' — did you mean 'script'? valid: …``"""
     valid = sorted(valid)
@@ -130,6 +218,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     raw = {_AZURE_ALIASES.get(k, k): v for k, v in doc.data.items()} \
         if isinstance(doc.data, dict) else doc.data
     check_keys(doc, raw, RUN_KEYS)
+    check_numbers(doc, raw, positive=_POSITIVE_RUN_KEYS)
     cfg = RunConfig()
     for key, value in raw.items():
         if key in ("environment", "arguments", "secret_env") or value is None:
@@ -178,19 +267,38 @@ def load_targets(path: Path, kinds_options: Any) -> dict[str, dict[str, Any]]:
             raise doc.error(str(exc), "targets", str(name), "type") from None
         check_keys(doc, body, {"type": str, **allowed}, "targets", str(name),
                    what=f"option for {body['type']} target")
+        check_numbers(doc, body, "targets", str(name))
     return targets
+
+
+@contextlib.contextmanager
+def targets_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``targets.yml`` (through ``.targets.yml.lock`` beside it).
+
+    Wrap every read-modify-write of the file in it, so that two processes attaching
+    at once both land instead of the later write dropping the earlier target.
+    Readers need no lock: :func:`dump_targets` replaces the file atomically.
+    """
+    import fcntl
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def dump_targets(path: Path, targets: dict[str, dict[str, Any]]) -> None:
     """Write ``targets.yml`` atomically, keeping its explanatory header."""
-    import os
-
     import yaml
 
+    from jupyter_compute.protocol import write_atomic
+
     body = yaml.safe_dump({"targets": targets}, sort_keys=False, default_flow_style=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(TARGETS_HEADER + body, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(str(path), (TARGETS_HEADER + body).encode("utf-8"))
 
 
 TARGETS_HEADER = """\

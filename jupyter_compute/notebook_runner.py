@@ -212,7 +212,6 @@ def papermill_engine() -> type:
                              autosave_cell_every=AUTOSAVE_SECONDS, **kwargs)
             self.progress = progress
             self.ended_by: BaseException | None = None  # what broke execution off
-            self._saves = 0
             self._per_cell = False  # a save papermill makes as a cell starts or ends
             self._saved_at = 0.0
 
@@ -224,16 +223,7 @@ def papermill_engine() -> type:
             if self.output_path:
                 # Atomic: a reader (or a fetch over SSH) never sees half a notebook, and
                 # a save that SIGTERM interrupts cannot spoil the one the handler makes.
-                self._saves += 1
-                tmp = f"{self.output_path}.{os.getpid()}.{self._saves}.tmp"
-                try:
-                    with open(tmp, "w", encoding="utf-8") as f:
-                        f.write(nbformat.writes(self.nb))
-                    os.replace(tmp, self.output_path)
-                except BaseException:
-                    if os.path.exists(tmp):  # not left among the run's outputs
-                        os.unlink(tmp)
-                    raise
+                protocol.write_atomic(self.output_path, nbformat.writes(self.nb).encode("utf-8"))
             self._saved_at = time.monotonic()
             self.last_save_time = self.now()  # papermill's, for its autosave
 

@@ -21,8 +21,10 @@ names and helpers here, so the format is written down once::
 
 from __future__ import annotations
 
+import _thread
 import datetime as _dt
 import enum
+import itertools
 import json
 import os
 import re  # json imports it already: free
@@ -104,31 +106,73 @@ def utcnow() -> str:
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half.
+    """Replace ``path`` with ``data``: a reader sees the old or the new file, never half.
 
-    The temporary name is unique per process, thread and call, so concurrent writers
-    (two server threads) never write into each other's temporary file.
+    The one atomic write of the project. The temporary file sits next to ``path``
+    under a hidden name unique to this process, thread and call, so threads, forked
+    processes and hosts sharing a folder never write into each other's temp file.
+    ``mode`` is the new file's mode (less the umask). Not fsynced: a crash can lose
+    the new content, never tear it.
+
+    Example::
+
+        >>> write_atomic("runs/x/cancel", b"")
     """
-    import threading
-
-    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{_thread.get_ident()}-{_TOKEN}-"
+                               f"{next(_COUNTER)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
-        except OSError:
+        except FileNotFoundError:
             pass
         raise
 
 
+_TOKEN = os.urandom(4).hex()  # tells apart hosts (and pid namespaces) sharing a folder
+_COUNTER = itertools.count()  # next() on it is atomic under the GIL
+
+
 def write_json_atomic(path: str, data: Any, mode: int = 0o600) -> None:
-    """``write_atomic`` of ``data`` as JSON, private by default (0600): a run's spec and
-    status are its owner's business."""
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode(), mode)
+    """Replace ``path`` with ``data`` as JSON, atomically (see :func:`write_atomic`);
+    private by default (0600): a run's spec and status are its owner's business."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"), mode)
+
+
+def link_problem(link: str, root: str, folder: str = "the folder") -> str | None:
+    """Why the symlink at ``link`` may not be kept in the folder ``root``, or None if it may.
+
+    The one rule for symlinks in a snapshot, applied where a snapshot is taken and
+    again where the agent materializes it: the link, fully resolved (every link in
+    its chain followed, not its text compared), must land strictly inside ``root``
+    (a real path) and not on itself or a folder that contains it — that is a loop
+    (``dot -> .``, ``sub/up -> ..``) that walks forever. ``link``'s parent folders
+    must not be symlinks (both callers make sure). ``folder`` names ``root`` in the
+    message.
+
+    Example::
+
+        >>> link_problem("/src/sub/up", "/src")    # sub/up -> ..
+        'it points at a folder that contains it (a loop)'
+    """
+    target = os.path.realpath(link)
+    if not target.startswith(root.rstrip(os.sep) + os.sep):
+        if target == root:
+            return "it points at a folder that contains it (a loop)"
+        return f"it points outside {folder}"
+    if target == link or link.startswith(target + os.sep):
+        return ("it points at itself (a loop)" if target == link
+                else "it points at a folder that contains it (a loop)")
+    return None
 
 
 def read_json(path: str) -> Any:

@@ -65,6 +65,8 @@ NODES_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jupyter-c
 #: Most bytes of log one request returns; the client asks again from ``next_offset``.
 MAX_LOG_CHUNK = 1024 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+#: The largest byte offset a file can have (``off_t``); beyond it a seek overflows.
+MAX_OFFSET = 2**63 - 1
 _STATUSES = [s.value for s in RunStatus]
 #: Primary metrics of ended runs (they no longer change), by run id.
 _ENDED_METRICS: dict[str, dict[str, Any] | None] = {}
@@ -130,13 +132,15 @@ class ComputeHandler(APIHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise UsageError(f"{name} must be a whole number, got {raw!r}") from None
+        digits = raw[1:] if raw[:1] == "-" else raw
+        # int() alone would also take " 7", "1_000" and other scripts' digits
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 4000:
+            raise UsageError(f"{name} must be a whole number, got {raw[:40]!r}")
+        value = int(raw)
         if value < low or (high is not None and value > high):
             upper = f" and at most {high}" if high is not None else ""
-            raise UsageError(f"{name} must be at least {low}{upper}, got {value}")
+            shown = raw if len(raw) <= 40 else raw[:20] + "…"
+            raise UsageError(f"{name} must be at least {low}{upper}, got {shown}")
         return value
 
     def json_body(self) -> dict[str, Any]:
@@ -416,7 +420,7 @@ class RunHandler(ComputeHandler):
 class LogHandler(ComputeHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
-        offset = self.int_argument("offset", 0, 0)
+        offset = self.int_argument("offset", 0, 0, MAX_OFFSET)
         self.reply(await self.blocking(read_log, self.compute.resolve(), run_id, offset))
 
 
@@ -424,7 +428,7 @@ class MetricsHandler(ComputeHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
         given = self.get_query_argument("offset", None) not in (None, "")
-        offset = self.int_argument("offset", 0, 0) if given else None
+        offset = self.int_argument("offset", 0, 0, MAX_OFFSET) if given else None
         self.reply(await self.blocking(read_metrics, self.compute.resolve(), run_id, offset))
 
 

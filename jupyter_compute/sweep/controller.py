@@ -242,9 +242,9 @@ class Controller:
     def write_state(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or (self._dirty and now - self._state_at >= STATE_EVERY):
-            tmp = self.dir / f".{STATE}.{os.getpid()}.tmp"  # compact: hundreds of trials
-            tmp.write_text(json.dumps(self.state(), separators=(",", ":"), default=str))
-            os.replace(tmp, self.dir / STATE)
+            # compact: hundreds of trials
+            protocol.write_atomic(str(self.dir / STATE), json.dumps(
+                self.state(), separators=(",", ":"), default=str).encode("utf-8"))
             self._state_at, self._dirty = now, False
         if now - self._beat_at >= protocol.HEARTBEAT_SECONDS:
             with open(self.dir / protocol.HEARTBEAT, "a"):
