@@ -58,8 +58,7 @@ class RayProject(Project):
         target = self.target(name)
         deadline = time.monotonic() + timeout
         while True:
-            target._nodes = None  # no cache: the test wants the cluster's word now
-            nodes = target.nodes()
+            nodes = target.launcher.nodes(max_age=0)  # the cluster's word now, not a cache
             if predicate(nodes):
                 return nodes
             if time.monotonic() > deadline:
@@ -120,9 +119,9 @@ def separate_head() -> Iterator[SeparateHead]:
     reason = unavailable()
     if reason:
         pytest.fail(reason, pytrace=False)
-    from jupyter_compute.targets.ray.cluster import _free_ports, end_processes, ray_executable
+    from jupyter_compute.targets.ray.cluster import end_processes, free_ports, ray_executable
 
-    gcs, dashboard, client, agent = _free_ports(4)
+    gcs, dashboard, client, agent = free_ports(4)
     temp = f"/tmp/jc-ext-{os.getpid()}"
     cmd = [ray_executable(), "start", "--head", "--num-cpus=1", f"--port={gcs}",
            f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",

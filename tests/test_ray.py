@@ -32,13 +32,13 @@ from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
 from jupyter_compute.runs import Run  # noqa: E402
 from jupyter_compute.targets.ray import joblog as _ray_joblog  # noqa: E402
+from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
 from jupyter_compute.targets.ray.cluster import (  # noqa: E402
     ClusterShape,
     EmbeddedCluster,
     autoscaler_config,
 )
 from jupyter_compute.targets.ray.jobs import JobsClient, normalize_address  # noqa: E402
-from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
 
 COUNTER = """\
 import os, sys, time
@@ -272,19 +272,48 @@ def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject, tm
 
 
 def test_two_runs_in_parallel_on_two_nodes(ray_project: RayProject) -> None:
+    """Two runs get a node each, while four threads poll them through one target object
+    (a kernel's widgets share it: status, log and node counts at once)."""
     p = ray_project
     p.write("window.py", WINDOW)
-    runs = [api.submit("window.py", target=CLUSTER, name=f"par{i}", arguments=["6"])
-            for i in range(2)]
-    most = 0
-    while not all(r.status().is_terminal() for r in runs):
-        most = max(most, p.target().nodes()["current"])
-        time.sleep(0.5)
+    target = p.target()
+    runs = [target.submit(api.resolve_spec("window.py", target=CLUSTER, name=f"par{i}",
+                                           arguments=["12"])) for i in range(2)]
+    seen: list[list[str]] = []  # the statuses each thread saw, in its order
+    errors: list[BaseException] = []
+    most = [0]
+
+    def poll(run: Run) -> None:
+        mine: list[str] = []
+        seen.append(mine)
+        try:
+            while True:
+                st = target.status(run.id)
+                target.tail(run.id)
+                most[0] = max(most[0], target.nodes()["current"])
+                mine.append(st["status"])
+                if RunStatus(st["status"]).is_terminal():
+                    return
+                time.sleep(0.1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=poll, args=(run,)) for run in runs * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
     assert [r.status() for r in runs] == [RunStatus.COMPLETED] * 2, [r.record.error
                                                                      for r in runs]
+    order = [s.value for s in (RunStatus.QUEUED, RunStatus.PREPARING, RunStatus.RUNNING,
+                               RunStatus.COMPLETED)]
+    for statuses in seen:  # every thread saw its run move forward only, to the end
+        steps = [order.index(st) for st in statuses]
+        assert steps == sorted(steps) and steps[-1] == 3, statuses
     (a0, a1), (b0, b1) = (json.loads((r.outputs()[0]).read_text()) for r in runs)
     assert max(a0, b0) < min(a1, b1), "the two runs did not overlap"
-    assert most == 2  # max_nodes: one node per run, never more
+    assert most[0] == 2  # max_nodes: one node per run, never more
 
 
 def test_a_run_fans_out_with_ray_init(ray_project: RayProject) -> None:
@@ -501,8 +530,8 @@ def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
     taken = socket.socket()
     taken.bind(("", 0))
     taken.listen()
-    free = _ray_cluster._free_ports
-    monkeypatch.setattr(_ray_cluster, "_free_ports",
+    free = _ray_cluster.free_ports
+    monkeypatch.setattr(_ray_cluster, "free_ports",
                         lambda n: [taken.getsockname()[1], *free(n - 1)])
     api.attach("broken", "ray", replace=True)
     try:

@@ -258,8 +258,8 @@ class EmbeddedCluster:
         temp = self.temp_dir
         os.makedirs(temp, exist_ok=True)
         _prune_sessions(temp)
-        gcs, dashboard, client, agent = _free_ports(4)
-        node_ip = _node_ip()
+        gcs, dashboard, client, agent = free_ports(4)
+        node_ip = local_node_ip()
         self._write_config(f"{node_ip}:{gcs}")
         token = secrets.token_hex(24)
         fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -521,7 +521,7 @@ def _kill(pid: int, sig: int) -> None:
 # -- small helpers -----------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free right now (the kernel picks them; a race is unlikely)."""
     socks, ports = [], []
     try:
@@ -536,7 +536,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _node_ip() -> str:
+def local_node_ip() -> str:
     """The address Ray picks for this node (it refuses loopback for a node's IP)."""
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("8.8.8.8", 80))  # UDP: nothing is sent; it only picks the route
@@ -593,8 +593,9 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
          poll: float = 1.0) -> int:
     """Stop and remove the ephemeral cluster ``name`` once its one run has ended.
 
-    Runs detached (``python -m jupyter_compute.targets.ray.cluster reap …``), so the
-    cluster goes away even when the process that submitted the run is long gone.
+    Runs detached (``python -m jupyter_compute.targets.ray.cluster reap …``) from the
+    moment the cluster is up, so the cluster goes away even when the submission fails
+    before its job exists, or the process that submitted the run is long gone.
     """
     cluster = EmbeddedCluster(Path(ws_dir), name)
     status_path = os.path.join(run_dir, protocol.STATUS)
@@ -608,6 +609,9 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
         try:
             info = cluster.client(state, timeout=5).info(submission_id)
         except JobNotFoundError:
+            if _still_submitting(run_dir):  # the job is not submitted yet
+                time.sleep(poll)
+                continue
             break
         except TargetError:
             info = {}
@@ -617,6 +621,18 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
         time.sleep(poll)
     cluster.stop(remove_files=True)
     return 0
+
+
+def _still_submitting(run_dir: str) -> bool:
+    """Whether the client that submits the run lives and has not launched it yet."""
+    from jupyter_compute.targets.liveness import client_state
+
+    client = client_state(Path(run_dir))
+    if client is None or client.get("launched") is not None:
+        return False
+    alive = client.get("alive")
+    return bool(alive) if alive is not None else \
+        float(client.get("age", 0.0)) < protocol.HEARTBEAT_TIMEOUT
 
 
 def main(argv: list[str] | None = None) -> int:
