@@ -522,6 +522,32 @@ def test_stop_and_start_touch_only_their_own_processes(ray_project: RayProject,
     assert p.target().cluster().running() and all(pid_alive(x) for x in theirs)
 
 
+def test_stop_spares_strangers_that_name_the_gcs_port(ray_project: RayProject) -> None:
+    """Defect 10: `stop` ended any process whose command line ended in ``:<gcs_port>``
+    (or whose RAY_ADDRESS did). Only what is provably the cluster's may go."""
+    p = ray_project
+    state = p.target().cluster().load()
+    assert state is not None
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    strangers = [
+        subprocess.Popen([*sleeper, f"127.0.0.1:{state.gcs_port}"], start_new_session=True),
+        subprocess.Popen(sleeper, start_new_session=True,
+                         env={**os.environ, "RAY_ADDRESS": state.gcs_address}),
+    ]
+    try:
+        ours = p.target().cluster().processes()
+        assert ours and not {s.pid for s in strangers} & set(ours)
+        p.target().stop()
+        assert not [x for x in ours if pid_alive(x)]
+        assert [s.poll() for s in strangers] == [None, None], \
+            "stop ended processes that are not the cluster's"
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
+        p.target().start()
+
+
 def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `ray start` failure: the GCS port it is given is taken."""
