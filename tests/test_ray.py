@@ -413,6 +413,35 @@ def test_kernel_submit_survives_a_kernel_restart(ray_project: RayProject) -> Non
         k2.shutdown()
 
 
+def test_secret_environment_variables_stay_out_of_the_ray_job(ray_project: RayProject
+                                                              ) -> None:
+    """Defect 8, Ray side: Ray shows a job's runtime env and metadata to anyone who can
+    see its dashboard. A shared-transport run gets its variables from the run folder,
+    never through the job; a job-log run (whose only channel is the job) with
+    secret-looking variables is refused before anything is written."""
+    p = ray_project
+    p.write("env.py", "import os\nprint('token ok', os.environ['API_TOKEN'] == 's3cr3t-v4lue')\n")
+    env = {"API_TOKEN": "s3cr3t-v4lue", "EPOCHS": "3"}
+    run = api.submit("env.py", target=CLUSTER, environment_variables=env)
+    assert run.wait(timeout=240) is RunStatus.COMPLETED, run.record.error
+    assert "token ok True" in run.log()
+    info = p.target().cluster().client().info(run.id)
+    assert "s3cr3t-v4lue" not in json.dumps(info)
+
+    cluster = p.target().cluster()
+    os.environ["CLUSTER_TOKEN_FOR_SECRETS"] = cluster.token() or ""
+    try:
+        api.attach("remote-log", "ray", address=cluster.load().address, transport="job-log",
+                   token_env="CLUSTER_TOKEN_FOR_SECRETS", replace=True)
+        before = {r.id for r in api.runs()}
+        with pytest.raises(UsageError, match=r"API_TOKEN look secret; set them on the "
+                                             r"cluster's nodes"):
+            api.submit("env.py", target="remote-log", environment_variables=env)
+        assert {r.id for r in api.runs()} == before  # refused before a run was recorded
+    finally:
+        del os.environ["CLUSTER_TOKEN_FOR_SECRETS"]
+
+
 def test_job_log_transport_and_infeasible_request_on_an_address(
         ray_project: RayProject, monkeypatch: pytest.MonkeyPatch) -> None:
     """The remote path, on this cluster: the run travels as working_dir, comes back in

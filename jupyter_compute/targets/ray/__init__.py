@@ -48,7 +48,7 @@ from jupyter_compute.targets.base import Cluster, Target
 from jupyter_compute.targets.local import LocalHost
 from jupyter_compute.targets.ray.host import JobLogHost
 from jupyter_compute.targets.ray.jobs import node_counts
-from jupyter_compute.targets.ray.launcher import RayJobLauncher, parse_size
+from jupyter_compute.targets.ray.launcher import RayJobLauncher, parse_size, refuse_secrets
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ class RayTarget(Target, Cluster):
     # -- the template, with the transport settled first --------------------------------
 
     def submit(self, spec: RunSpec) -> Run:
-        """Settle where runs go (``auto``), then submit."""
-        self._settle_host()
+        """Settle where runs go (``auto``), refuse what that place cannot carry, submit."""
+        if isinstance(self._settle_host(), JobLogHost):
+            refuse_secrets(self.name, spec)
         return super().submit(spec)
 
     def _settle_host(self) -> Host:

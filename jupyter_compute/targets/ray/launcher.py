@@ -16,6 +16,10 @@ cluster without an autoscaler: as soon as no node can hold it). A job that ended
 while the agent's status was not terminal is "agent lost". Cancel is Ray's
 ``stop_job``, which signals the job's whole process tree.
 
+**Secrets.** No value of the run's environment goes into the job's ``runtime_env``
+or metadata, which Ray shows in its dashboard and job info: on a shared filesystem
+the agent reads them from the run folder. A job-log node has no other channel, so a
+run with secret-looking variables is refused there (``refuse_secrets``).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ NODES_TTL = 1.0
 #: run's own (ephemeral).
 CLUSTER, EPHEMERAL = "ray_cluster", "ray_ephemeral"
 _INFEASIBLE = re.compile(r"No available node types can fulfill resource request (\{.*?\})")
+#: Words that make an environment variable's name look secret.
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|(^|_)KEY(S?)($|_)|APIKEY",
+                          re.IGNORECASE)
 
 
 class RayJobLauncher(Launcher):
@@ -505,13 +512,37 @@ class RayJobLauncher(Launcher):
         return None
 
 
-# -- the job-log payload ---------------------------------------------------------------
+# -- secrets on the job-log path ---------------------------------------------------------
+
+
+def secret_names(env: dict[str, Any]) -> list[str]:
+    """The names in ``env`` that look secret (TOKEN, PASSWORD, SECRET, KEY in them).
+
+    >>> secret_names({"API_TOKEN": "x", "DB_PASSWORD": "y", "EPOCHS": "3", "SSH_KEY": "z"})
+    ['API_TOKEN', 'DB_PASSWORD', 'SSH_KEY']
+    """
+    return sorted(name for name in env if _SECRET_NAME.search(str(name)))
+
+
+def refuse_secrets(target: str, spec: RunSpec) -> None:
+    """A job-log run cannot carry secrets (see ``job_log_payload``): refuse it, in one line."""
+    names = secret_names(dict(spec.environment_variables))
+    if names:
+        raise UsageError(f"target {target!r} sends runs through Ray's job log, where "
+                         f"environment variables show in the Ray dashboard: "
+                         f"{', '.join(names)} look secret; set them on the cluster's nodes "
+                         "instead (or run where the nodes share this filesystem)")
 
 
 def job_log_payload(ctx: SubmitContext, status: dict[str, Any]) -> str:
     """The run's spec and status for the node's entry script, base64 JSON for the job's
     ``env_vars`` (``joblog.SPEC_ENV``).
 
+    Secrets payload: there is none. Ray shows a job's runtime env in its dashboard and
+    job info, and a job-log node shares no file with this machine, so no channel here
+    keeps a value secret; the target refuses runs with secret-looking variables before
+    anything is written (``refuse_secrets``). The package is no place for them either:
+    it is content-addressed and shared by every run of a snapshot.
     """
     import base64
 
