@@ -59,9 +59,6 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=2, help="cold starts from 0 nodes")
     args = parser.parse_args()
 
-    import jupyter_compute.targets as targets
-
-    targets.BUILTIN_KINDS.setdefault("ray", "jupyter_compute.targets.ray:RayTarget")
     from jupyter_compute import api
     from jupyter_compute.protocol import RunStatus
 
@@ -99,8 +96,7 @@ def main() -> None:
             run = api.submit("hello.py", target="bench")
             probe = api.get_target("bench")
             while True:
-                probe._nodes = None
-                if probe.nodes()["current"] >= 1:
+                if probe.launcher.nodes(max_age=0)["current"] >= 1:
                     break
                 time.sleep(0.05)
             cold_node.append(time.perf_counter() - t0)

@@ -10,8 +10,9 @@ and a head started separately, as a user would, that our code must leave alone.
         ...
 
 Both start once per session (~10-30 s each here) and stop at its end, touching only
-their own processes: those whose command line names their temp dir or GCS port, and
-their descendants (``owned_processes``). ``ray stop`` is never run: it would end
+their own processes: those `ray start` started (recorded by pid and start time),
+those whose command line names their temp dir, and their descendants
+(``owned_processes``). ``ray stop`` is never run: it would end
 every Ray process on the machine, other people's included.
 """
 
@@ -58,8 +59,7 @@ class RayProject(Project):
         target = self.target(name)
         deadline = time.monotonic() + timeout
         while True:
-            target._nodes = None  # no cache: the test wants the cluster's word now
-            nodes = target.nodes()
+            nodes = target.launcher.nodes(max_age=0)  # the cluster's word now, not a cache
             if predicate(nodes):
                 return nodes
             if time.monotonic() > deadline:
@@ -107,11 +107,12 @@ class SeparateHead:
     address: str
     gcs_port: int
     temp_dir: str
+    spawned: list[dict]  # process_identity of what `ray start` started
 
     def processes(self) -> list[int]:
         from jupyter_compute.targets.ray.cluster import owned_processes
 
-        return owned_processes(self.temp_dir, self.gcs_port)
+        return owned_processes(self.temp_dir, self.spawned)
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +121,14 @@ def separate_head() -> Iterator[SeparateHead]:
     reason = unavailable()
     if reason:
         pytest.fail(reason, pytrace=False)
-    from jupyter_compute.targets.ray.cluster import _free_ports, end_processes, ray_executable
+    from jupyter_compute.targets.ray.cluster import (
+        end_processes,
+        free_ports,
+        ray_executable,
+        wait_recording,
+    )
 
-    gcs, dashboard, client, agent = _free_ports(4)
+    gcs, dashboard, client, agent = free_ports(4)
     temp = f"/tmp/jc-ext-{os.getpid()}"
     cmd = [ray_executable(), "start", "--head", "--num-cpus=1", f"--port={gcs}",
            f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
@@ -131,12 +137,16 @@ def separate_head() -> Iterator[SeparateHead]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
            f"{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240,
-                         start_new_session=True)
-    head = SeparateHead(f"http://127.0.0.1:{dashboard}", gcs, temp)
+    log = Path(f"{temp}.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        code, spawned = wait_recording(proc, 240)
+    head = SeparateHead(f"http://127.0.0.1:{dashboard}", gcs, temp, spawned)
     try:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert code == 0, log.read_text(errors="replace")[-4000:]
         yield head
     finally:
-        end_processes(temp, gcs)
+        end_processes(temp, spawned)
+        log.unlink(missing_ok=True)
         shutil.rmtree(temp, ignore_errors=True)

@@ -32,13 +32,14 @@ from jupyter_compute.exceptions import TargetError, UsageError  # noqa: E402
 from jupyter_compute.protocol import RunStatus  # noqa: E402
 from jupyter_compute.runs import Run  # noqa: E402
 from jupyter_compute.targets.ray import joblog as _ray_joblog  # noqa: E402
-from jupyter_compute.targets.ray import node_counts, parse_size  # noqa: E402
+from jupyter_compute.targets.ray import node_counts  # noqa: E402
 from jupyter_compute.targets.ray.cluster import (  # noqa: E402
     ClusterShape,
     EmbeddedCluster,
     autoscaler_config,
 )
 from jupyter_compute.targets.ray.jobs import JobsClient, normalize_address  # noqa: E402
+from jupyter_compute.units import parse_size_option  # noqa: E402
 
 COUNTER = """\
 import os, sys, time
@@ -99,7 +100,7 @@ def _wait_line(run: Run, text: str, timeout: float = 180) -> str:
 
 
 def test_autoscaler_config_is_built_in_code() -> None:
-    shape = ClusterShape(min_nodes=1, max_nodes=4, node_cpus=2, node_memory=parse_size("4g"),
+    shape = ClusterShape(min_nodes=1, max_nodes=4, node_cpus=2, node_memory=4 * 2**30,
                          idle_seconds=30, node_type="small")
     cfg = autoscaler_config(shape, "10.0.0.1:7000")
     worker = cfg["available_node_types"]["small"]
@@ -114,10 +115,11 @@ def test_autoscaler_config_is_built_in_code() -> None:
 
 
 def test_sizes_addresses_and_node_counts() -> None:
-    assert parse_size("512m") == 512 * 2**20 and parse_size("4GiB") == 4 * 2**30
-    assert parse_size(None) is None
-    with pytest.raises(UsageError, match="e.g. 4g"):
-        parse_size("lots")
+    size = parse_size_option  # the one size grammar (units.py), as the ray options use it
+    assert size("512m", "--node-memory") == 512 * 2**20 and size("4GiB", "-") == 4 * 2**30
+    assert size(None, "--node-memory") is None
+    with pytest.raises(UsageError, match="e.g. 512m or 4g"):
+        size("lots", "--node-memory")
     assert normalize_address("10.0.0.5") == "http://10.0.0.5:8265"
     assert normalize_address("https://head:443/") == "https://head:443"
     with pytest.raises(TargetError, match="Ray Client address"):
@@ -272,19 +274,48 @@ def test_scales_from_zero_for_a_run_and_back_to_zero(ray_project: RayProject, tm
 
 
 def test_two_runs_in_parallel_on_two_nodes(ray_project: RayProject) -> None:
+    """Two runs get a node each, while four threads poll them through one target object
+    (a kernel's widgets share it: status, log and node counts at once)."""
     p = ray_project
     p.write("window.py", WINDOW)
-    runs = [api.submit("window.py", target=CLUSTER, name=f"par{i}", arguments=["6"])
-            for i in range(2)]
-    most = 0
-    while not all(r.status().is_terminal() for r in runs):
-        most = max(most, p.target().nodes()["current"])
-        time.sleep(0.5)
+    target = p.target()
+    runs = [target.submit(api.resolve_spec("window.py", target=CLUSTER, name=f"par{i}",
+                                           arguments=["12"])) for i in range(2)]
+    seen: list[list[str]] = []  # the statuses each thread saw, in its order
+    errors: list[BaseException] = []
+    most = [0]
+
+    def poll(run: Run) -> None:
+        mine: list[str] = []
+        seen.append(mine)
+        try:
+            while True:
+                st = target.status(run.id)
+                target.tail(run.id)
+                most[0] = max(most[0], target.nodes()["current"])
+                mine.append(st["status"])
+                if RunStatus(st["status"]).is_terminal():
+                    return
+                time.sleep(0.1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=poll, args=(run,)) for run in runs * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
     assert [r.status() for r in runs] == [RunStatus.COMPLETED] * 2, [r.record.error
                                                                      for r in runs]
+    order = [s.value for s in (RunStatus.QUEUED, RunStatus.PREPARING, RunStatus.RUNNING,
+                               RunStatus.COMPLETED)]
+    for statuses in seen:  # every thread saw its run move forward only, to the end
+        steps = [order.index(st) for st in statuses]
+        assert steps == sorted(steps) and steps[-1] == 3, statuses
     (a0, a1), (b0, b1) = (json.loads((r.outputs()[0]).read_text()) for r in runs)
     assert max(a0, b0) < min(a1, b1), "the two runs did not overlap"
-    assert most == 2  # max_nodes: one node per run, never more
+    assert most[0] == 2  # max_nodes: one node per run, never more
 
 
 def test_a_run_fans_out_with_ray_init(ray_project: RayProject) -> None:
@@ -382,6 +413,35 @@ def test_kernel_submit_survives_a_kernel_restart(ray_project: RayProject) -> Non
         assert "tick 7" in k2.value("again.log()")
     finally:
         k2.shutdown()
+
+
+def test_secret_environment_variables_stay_out_of_the_ray_job(ray_project: RayProject
+                                                              ) -> None:
+    """Defect 8, Ray side: Ray shows a job's runtime env and metadata to anyone who can
+    see its dashboard. A shared-transport run gets its variables from the run folder,
+    never through the job; a job-log run (whose only channel is the job) with
+    secret-looking variables is refused before anything is written."""
+    p = ray_project
+    p.write("env.py", "import os\nprint('token ok', os.environ['API_TOKEN'] == 's3cr3t-v4lue')\n")
+    env = {"API_TOKEN": "s3cr3t-v4lue", "EPOCHS": "3"}
+    run = api.submit("env.py", target=CLUSTER, environment_variables=env)
+    assert run.wait(timeout=240) is RunStatus.COMPLETED, run.record.error
+    assert "token ok True" in run.log()
+    info = p.target().cluster().client().info(run.id)
+    assert "s3cr3t-v4lue" not in json.dumps(info)
+
+    cluster = p.target().cluster()
+    os.environ["CLUSTER_TOKEN_FOR_SECRETS"] = cluster.token() or ""
+    try:
+        api.attach("remote-log", "ray", address=cluster.load().address, transport="job-log",
+                   token_env="CLUSTER_TOKEN_FOR_SECRETS", replace=True)
+        before = {r.id for r in api.runs()}
+        with pytest.raises(UsageError, match=r"API_TOKEN look secret; set them on the "
+                                             r"cluster's nodes"):
+            api.submit("env.py", target="remote-log", environment_variables=env)
+        assert {r.id for r in api.runs()} == before  # refused before a run was recorded
+    finally:
+        del os.environ["CLUSTER_TOKEN_FOR_SECRETS"]
 
 
 def test_job_log_transport_and_infeasible_request_on_an_address(
@@ -493,6 +553,32 @@ def test_stop_and_start_touch_only_their_own_processes(ray_project: RayProject,
     assert p.target().cluster().running() and all(pid_alive(x) for x in theirs)
 
 
+def test_stop_spares_strangers_that_name_the_gcs_port(ray_project: RayProject) -> None:
+    """Defect 10: `stop` ended any process whose command line ended in ``:<gcs_port>``
+    (or whose RAY_ADDRESS did). Only what is provably the cluster's may go."""
+    p = ray_project
+    state = p.target().cluster().load()
+    assert state is not None
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    strangers = [
+        subprocess.Popen([*sleeper, f"127.0.0.1:{state.gcs_port}"], start_new_session=True),
+        subprocess.Popen(sleeper, start_new_session=True,
+                         env={**os.environ, "RAY_ADDRESS": state.gcs_address}),
+    ]
+    try:
+        ours = p.target().cluster().processes()
+        assert ours and not {s.pid for s in strangers} & set(ours)
+        p.target().stop()
+        assert not [x for x in ours if pid_alive(x)]
+        assert [s.poll() for s in strangers] == [None, None], \
+            "stop ended processes that are not the cluster's"
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
+        p.target().start()
+
+
 def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `ray start` failure: the GCS port it is given is taken."""
@@ -501,8 +587,8 @@ def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
     taken = socket.socket()
     taken.bind(("", 0))
     taken.listen()
-    free = _ray_cluster._free_ports
-    monkeypatch.setattr(_ray_cluster, "_free_ports",
+    free = _ray_cluster.free_ports
+    monkeypatch.setattr(_ray_cluster, "free_ports",
                         lambda n: [taken.getsockname()[1], *free(n - 1)])
     api.attach("broken", "ray", replace=True)
     try:

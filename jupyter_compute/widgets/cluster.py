@@ -122,8 +122,8 @@ class ClusterWidget(widgets.VBox):
         self.chart = widgets.HTML()
         super().__init__([self.counts, self.chart], **kwargs)
         self._stop = threading.Event()
-        # The thread gets its own target object: targets cache per object, unlocked.
-        self._poller = _fresh(target)
+        # One target object serves every thread (what a submission knows is in its context).
+        self._poller = target
         self._thread = threading.Thread(target=self._loop, name=f"nodes-{target.name}",
                                         daemon=True)
         self._started = time.monotonic()
@@ -220,15 +220,6 @@ def cluster_display(target: Target) -> ClusterWidget | ClusterSummary:
     from jupyter_compute.widgets import widgets_available
 
     return ClusterWidget(target) if widgets_available() else ClusterSummary(target)
-
-
-def _fresh(target: Target) -> Target:
-    from jupyter_compute.workspace import Workspace
-
-    try:
-        return type(target)(target.name, dict(target.config), Workspace(target.workspace.root))
-    except Exception:  # noqa: BLE001 - an unusual target: share the caller's object
-        return target
 
 
 def _dash(value: Any) -> str:

@@ -29,8 +29,11 @@ Jobs inherit the token, so ``ray.init()`` inside a run just works.
 
 The cluster outlives the process that started it (its own session), and any
 process reattaches through ``<name>.json``. ``stop`` never runs ``ray stop``, which
-ends every Ray process on the machine: it signals the processes whose command
-line names this cluster's temp dir or GCS port, and their descendants.
+ends every Ray process on the machine: it signals only what is provably this
+cluster's (``owned_processes``): the processes recorded by pid and start time when
+the head started, those whose command line names the cluster's own temp dir, and
+their descendants. A port number in a command line proves nothing (any process may
+end an argument with ``:<gcs_port>``), so it is never a reason to signal.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from jupyter_compute.targets.ray.jobs import (
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 INSTALL_HINT = "pip install 'jupyter_compute[ray]'"
@@ -106,6 +109,8 @@ class ClusterState:
     log_path: str
     started: str
     head: dict[str, Any] = field(default_factory=dict)  # process_identity of the GCS
+    #: process_identity of every process the head had once `ray start` returned.
+    processes: list[dict[str, Any]] = field(default_factory=list)
     ephemeral: bool = False
     shape: dict[str, Any] = field(default_factory=dict)
 
@@ -258,8 +263,8 @@ class EmbeddedCluster:
         temp = self.temp_dir
         os.makedirs(temp, exist_ok=True)
         _prune_sessions(temp)
-        gcs, dashboard, client, agent = _free_ports(4)
-        node_ip = _node_ip()
+        gcs, dashboard, client, agent = free_ports(4)
+        node_ip = local_node_ip()
         self._write_config(f"{node_ip}:{gcs}")
         token = secrets.token_hex(24)
         fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -288,17 +293,18 @@ class EmbeddedCluster:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                     close_fds=True)
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                code = None
+            code, spawned = wait_recording(proc, timeout)
         state = ClusterState(name=self.name, address=f"http://127.0.0.1:{dashboard}",
                              gcs_port=gcs, node_ip=node_ip, temp_dir=temp,
                              config_path=str(self.config_path), log_path=str(self.log_path),
                              started=started, ephemeral=self.ephemeral,
                              shape=asdict(self.shape))
+        # What `ray start` left behind is ours even where its command line does not say so
+        # (Ray's client server names only the GCS address): recorded by pid and start time.
+        state.processes = [ident for ident in spawned if protocol.process_alive(ident)]
+        known = {ident["pid"] for ident in state.processes}
+        state.processes += [protocol.process_identity(pid)
+                            for pid in owned_processes(temp) if pid not in known]
         if code != 0:
             self._end_processes(state)
             why = "timed out" if code is None else f"exited {code}"
@@ -358,10 +364,10 @@ class EmbeddedCluster:
     def processes(self, state: ClusterState | None = None) -> list[int]:
         """PIDs of this cluster's live processes (head, worker nodes, jobs and their trees)."""
         state = state or self.load()
-        return owned_processes(state.temp_dir, state.gcs_port) if state else []
+        return owned_processes(state.temp_dir, state.processes) if state else []
 
     def _end_processes(self, state: ClusterState) -> int:
-        return end_processes(state.temp_dir, state.gcs_port)
+        return end_processes(state.temp_dir, state.processes)
 
     @property
     def _lock_path(self) -> Path:
@@ -383,73 +389,103 @@ class EmbeddedCluster:
 # -- this cluster's processes, found in /proc --------------------------------------------
 
 
-def end_processes(temp_dir: str, gcs_port: int, grace: float = STOP_GRACE) -> int:
+def end_processes(temp_dir: str, recorded: Iterable[dict[str, Any]] = (),
+                  grace: float = STOP_GRACE) -> int:
     """SIGTERM the cluster's processes, SIGKILL what is left after ``grace``; how many.
 
-    The autoscaler goes first, so it starts no node while the rest goes down.
+    The autoscaler goes first, so it starts no node while the rest goes down. What
+    was signalled is remembered by pid and start time: a child whose parent died is
+    re-parented (no longer a descendant), and must still go.
     """
-    found = owned_processes(temp_dir, gcs_port)
+    found = owned_processes(temp_dir, recorded)
     if not found:
         return 0
     monitor = [p for p in found if b"monitor.py" in _cmdline(p)]
+    known = [*recorded]
+    seen: set[int] = set()
+
+    def remember(pids: list[int]) -> None:
+        for pid in pids:
+            if pid not in seen:
+                seen.add(pid)
+                known.append(protocol.process_identity(pid))
+
+    remember(found)
     for pid in monitor + [p for p in found if p not in monitor]:
         _kill(pid, signal.SIGTERM)
-    seen = set(found)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        left = owned_processes(temp_dir, gcs_port, require_alive_gcs=False, also=seen)
+        left = owned_processes(temp_dir, known)
         if not left:
             return len(seen)
-        seen.update(left)
+        remember(left)
         time.sleep(0.1)
     for _ in range(3):  # SIGKILL what is left, and whatever it started meanwhile
-        left = owned_processes(temp_dir, gcs_port, require_alive_gcs=False, also=seen)
+        left = owned_processes(temp_dir, known)
         if not left:
             break
-        seen.update(left)
+        remember(left)
         for pid in left:
             _kill(pid, signal.SIGKILL)
         time.sleep(0.3)
     return len(seen)
 
 
-def owned_processes(temp_dir: str, gcs_port: int, require_alive_gcs: bool = True,
-                    also: set[int] | None = None) -> list[int]:
+def owned_processes(temp_dir: str, recorded: Iterable[dict[str, Any]] = ()) -> list[int]:
     """Live processes of the cluster whose temp dir is ``temp_dir``.
 
-    A process is the cluster's when its command line names the temp dir, or (while
-    the cluster's GCS runs, so the port cannot belong to another cluster) ends an
-    argument with ``:<gcs_port>`` or has ``RAY_ADDRESS=…:<gcs_port>``; and so is every
-    descendant of one. ``also``: PIDs known to be the cluster's (still checked alive).
-    The calling process and its ancestors are never listed.
+    A process is the cluster's when its command line names the temp dir (every Ray
+    process of a node gets it: ``--temp-dir``, ``--session-dir``, log paths), when it
+    is one of ``recorded`` (``process_identity``: pid *and* start time, so a reused
+    pid is not mistaken for it), and when it descends from one of those. The calling
+    process and its ancestors are never listed.
     """
     table = _process_table()
     temp = temp_dir.rstrip("/").encode()
-    port = f":{gcs_port}".encode()
     roots = {pid for pid, (_, cmd) in table.items() if _names_dir(cmd, temp)}
-    gcs_alive = any(b"gcs_server" in table[pid][1].split(b"\0", 1)[0] for pid in roots)
-    if gcs_alive or not require_alive_gcs:
-        for pid, (_, cmd) in table.items():
-            if pid in roots:
-                continue
-            if any(arg.endswith(port) for arg in cmd.split(b"\0")) or _env_address(pid, port):
-                roots.add(pid)
-    roots.update(p for p in (also or ()) if p in table)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    owned, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in owned:
-            continue
-        owned.add(pid)
-        todo.extend(children.get(pid, ()))
+    roots.update(int(ident["pid"]) for ident in recorded
+                 if ident.get("pid") in table and protocol.process_alive(ident))
+    owned = _descendants(table, roots)
     me = os.getpid()
     while me > 1:  # never ourselves or an ancestor (a test run inside a job, say)
         owned.discard(me)
         me = table.get(me, (1, b""))[0]
     return sorted(owned)
+
+
+def _descendants(table: dict[int, tuple[int, bytes]], roots: Iterable[int]) -> set[int]:
+    """``roots`` and every process below them in ``table`` (``_process_table``)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def wait_recording(proc: subprocess.Popen[bytes], timeout: float
+                    ) -> tuple[int | None, list[dict[str, Any]]]:
+    """Wait for ``ray start`` (None on timeout, after killing it) while recording every
+    process it starts, by pid and start time: they outlive it, re-parented away."""
+    spawned: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        table = _process_table()
+        for pid in _descendants(table, [proc.pid]) - {proc.pid} - spawned.keys():
+            spawned[pid] = protocol.process_identity(pid)
+        try:
+            return proc.wait(timeout=0.1), list(spawned.values())
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                return None, list(spawned.values())
 
 
 def _process_table() -> dict[int, tuple[int, bytes]]:
@@ -492,19 +528,6 @@ def _names_dir(cmdline: bytes, folder: bytes) -> bool:
     return False
 
 
-def _env_address(pid: int, port: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-    except OSError:
-        return False
-    at = env.find(b"RAY_ADDRESS=")
-    if at < 0:
-        return False
-    value = env[at + 12:env.find(b"\0", at) if env.find(b"\0", at) >= 0 else len(env)]
-    return value.endswith(port)
-
-
 def _find_gcs(temp_dir: str) -> int | None:
     temp = temp_dir.rstrip("/").encode()
     for pid, (_, cmd) in _process_table().items():
@@ -521,7 +544,7 @@ def _kill(pid: int, sig: int) -> None:
 # -- small helpers -----------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free right now (the kernel picks them; a race is unlikely)."""
     socks, ports = [], []
     try:
@@ -536,7 +559,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _node_ip() -> str:
+def local_node_ip() -> str:
     """The address Ray picks for this node (it refuses loopback for a node's IP)."""
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("8.8.8.8", 80))  # UDP: nothing is sent; it only picks the route
@@ -593,8 +616,9 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
          poll: float = 1.0) -> int:
     """Stop and remove the ephemeral cluster ``name`` once its one run has ended.
 
-    Runs detached (``python -m jupyter_compute.targets.ray.cluster reap …``), so the
-    cluster goes away even when the process that submitted the run is long gone.
+    Runs detached (``python -m jupyter_compute.targets.ray.cluster reap …``) from the
+    moment the cluster is up, so the cluster goes away even when the submission fails
+    before its job exists, or the process that submitted the run is long gone.
     """
     cluster = EmbeddedCluster(Path(ws_dir), name)
     status_path = os.path.join(run_dir, protocol.STATUS)
@@ -608,6 +632,9 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
         try:
             info = cluster.client(state, timeout=5).info(submission_id)
         except JobNotFoundError:
+            if _still_submitting(run_dir):  # the job is not submitted yet
+                time.sleep(poll)
+                continue
             break
         except TargetError:
             info = {}
@@ -617,6 +644,18 @@ def reap(ws_dir: str, name: str, run_dir: str, submission_id: str,
         time.sleep(poll)
     cluster.stop(remove_files=True)
     return 0
+
+
+def _still_submitting(run_dir: str) -> bool:
+    """Whether the client that submits the run lives and has not launched it yet."""
+    from jupyter_compute.targets.liveness import client_state
+
+    client = client_state(Path(run_dir))
+    if client is None or client.get("launched") is not None:
+        return False
+    alive = client.get("alive")
+    return bool(alive) if alive is not None else \
+        float(client.get("age", 0.0)) < protocol.HEARTBEAT_TIMEOUT
 
 
 def main(argv: list[str] | None = None) -> int:

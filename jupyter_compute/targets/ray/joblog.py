@@ -15,11 +15,12 @@ control lines::
     \\x1ejc1 outputs-end {"bytes": …, "files": …}
     \\x1ejc1 end {"exit_code": …}
 
-On the client, ``Mirror.feed`` reads the job log (``GET /api/jobs/ID/logs``) from
-where it stopped and rebuilds ``output.log``, ``metrics.jsonl``, ``status.json``
-and ``outputs/`` in the workspace's run folder, so a ``Run`` reads it like any
-other. A terminal status is sent only after the log, the metrics and the outputs,
-so a reader that sees it has everything.
+On the client, ``Mirror.feed`` (called by ``host.JobLogHost``) reads the job log
+(``GET /api/jobs/ID/logs``) from where it stopped and rebuilds ``output.log``,
+``metrics.jsonl``, ``status.json`` and ``outputs/`` in the workspace's run folder,
+so a ``Run`` reads it like any other. A terminal status is sent only after the log,
+the metrics and the outputs, so a reader that sees it has everything; a terminal
+status already in the mirror (a run canceled before its agent started) is kept.
 
 Standard library only, and no import of ``jupyter_compute`` at module level: on
 the node this file runs on its own.
@@ -274,6 +275,8 @@ class Mirror:
             with open(self._p("metrics.jsonl"), "ab") as f:
                 f.write((json.dumps(data, default=str) + "\n").encode())
         elif kind == "status":
+            if self._ended_here():
+                return  # a terminal status is never replaced (a cancel before the start)
             tmp = self._p(f".status.json.{os.getpid()}")
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=1, sort_keys=True)
@@ -285,6 +288,13 @@ class Mirror:
             self._unpack_outputs()
         elif kind == "end":
             self.state["ended"] = True
+
+    def _ended_here(self) -> bool:
+        try:
+            with open(self._p("status.json"), encoding="utf-8") as f:
+                return json.load(f).get("status") in _TERMINAL
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def _unpack_outputs(self) -> None:
         part = self._p(".outputs.tar.gz.part")

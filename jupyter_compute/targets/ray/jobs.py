@@ -250,3 +250,32 @@ def _package_path(uri: str) -> str:
 def _last_line(data: bytes) -> str:
     lines = data.decode(errors="replace").strip().splitlines()
     return lines[-1][:300] if lines else "no details"
+
+
+def node_counts(cluster_status: dict[str, Any],
+                nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Worker node counts from Ray's cluster status (or, without an autoscaler, its nodes).
+
+    ``current``: worker nodes up; ``pending``: being launched; ``idle``: up with no CPU
+    in use. The head is never counted.
+
+    >>> node_counts({"autoscalerReport": {"activeNodes": {"ray.head.default": 1, "cpu": 2},
+    ...              "pendingLaunches": {"cpu": 1}, "pendingNodes": []}})["current"]
+    2
+    """
+    report = cluster_status.get("autoscalerReport") or {}
+    load = cluster_status.get("loadMetricsReport") or {}
+    if report:
+        active = report.get("activeNodes") or {}
+        current = max(0, sum(int(v) for v in active.values()) - 1)  # less the head
+        pending = sum(int(v) for v in (report.get("pendingLaunches") or {}).values()) + \
+            len(report.get("pendingNodes") or [])
+        idle = 0
+        for usage in (load.get("usageByNode") or {}).values():
+            if "node:InternalHead" in usage or "node:__internal_head__" in usage:
+                continue
+            used = (usage.get("CPU") or [0.0, 0.0])[0]
+            idle += 1 if not used else 0
+        return {"current": current, "pending": pending, "idle": min(idle, current)}
+    workers = [n for n in (nodes or []) if not n.get("is_head_node")]
+    return {"current": len(workers), "pending": 0, "idle": None}
