@@ -257,12 +257,12 @@ class Target:
         ctx.agent = self._agent_spec(ctx)
         ctx.record.spec = ctx.agent
         self.workspace.store.insert(ctx.record)
+        secrets = secret_payload(spec)  # never in the store or spec.json: see runspec
         # Until the agent runs, this process keeps the run alive for every reader.
         with ClientBeat(self.workspace.run_dir(ctx.run_id)) as beat:
             try:
                 self.launcher.sync(self.host, ctx)
                 self.host.sync(ctx)
-                secrets = secret_payload(spec)
                 if secrets is not None:  # 0600, read and deleted by the agent at its start
                     self.host.write(ctx.run_id, protocol.SECRETS, secrets)
                 self.launcher.launch(self.host, ctx)
@@ -270,7 +270,7 @@ class Target:
             except Exception as exc:
                 message = str(exc) if isinstance(exc, ComputeError) else \
                     f"could not start the run on {self.name!r}: {exc}"
-                if secret_payload(spec) is not None:  # never leave the values behind
+                if secrets is not None:  # the agent will not delete them: do it here
                     with contextlib.suppress(Exception):
                         self.host.write(ctx.run_id, protocol.SECRETS, b"")
                 self._fail(ctx.run_id, message)
