@@ -118,7 +118,7 @@ def test_sizes_addresses_and_node_counts() -> None:
     size = parse_size_option  # the one size grammar (units.py), as the ray options use it
     assert size("512m", "--node-memory") == 512 * 2**20 and size("4GiB", "-") == 4 * 2**30
     assert size(None, "--node-memory") is None
-    with pytest.raises(UsageError, match="e.g. 512m or 4g"):
+    with pytest.raises(UsageError, match="like 512m or 4g"):
         size("lots", "--node-memory")
     assert normalize_address("10.0.0.5") == "http://10.0.0.5:8265"
     assert normalize_address("https://head:443/") == "https://head:443"
@@ -279,8 +279,8 @@ def test_two_runs_in_parallel_on_two_nodes(ray_project: RayProject) -> None:
     p = ray_project
     p.write("window.py", WINDOW)
     target = p.target()
-    runs = [target.submit(api.resolve_spec("window.py", target=CLUSTER, name=f"par{i}",
-                                           arguments=["12"])) for i in range(2)]
+    runs = [Run.submit(target, api.resolve_spec("window.py", target=CLUSTER, name=f"par{i}",
+                                                arguments=["12"])) for i in range(2)]
     seen: list[list[str]] = []  # the statuses each thread saw, in its order
     errors: list[BaseException] = []
     most = [0]
