@@ -25,7 +25,7 @@ from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError
-from jupyter_compute.targets.base import Host
+from jupyter_compute.targets.local import LocalHost
 from jupyter_compute.targets.ray.jobs import TERMINAL, ClusterUnreachableError, JobNotFoundError
 from jupyter_compute.targets.ray.submission import Clients, job_record
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
@@ -47,8 +47,11 @@ CLIENT, PACKAGE = "ray_client", "ray_package"
 _PULLED = (protocol.STATUS, protocol.LOG, protocol.METRICS)
 
 
-class JobLogHost(Host):
-    """Run folders on a Ray node, mirrored here from the job's log; see the module."""
+class JobLogHost(LocalHost):
+    """Run folders on a Ray node, mirrored here from the job's log; see the module.
+
+    The mirror is a local run folder, so reading and writing it is ``LocalHost``'s;
+    what differs is how it gets there (``pull``) and that nothing runs here."""
 
     def __init__(self, name: str, config: dict[str, Any], workspace: Workspace) -> None:
         super().__init__(name, config, workspace)
@@ -59,9 +62,6 @@ class JobLogHost(Host):
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
         return {}  # the entry script on the node fills in where it unpacked the run
 
-    def run_dir(self, run_id: str) -> str:
-        return str(self.workspace.run_dir(run_id))  # the mirror; the node's is its own
-
     def sync(self, ctx: SubmitContext) -> None:
         protocol.write_json_atomic(os.path.join(self.run_dir(ctx.run_id), protocol.SPEC),
                                    ctx.agent, 0o600)
@@ -71,17 +71,9 @@ class JobLogHost(Host):
     def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
         if name in _PULLED:
             self.pull(run_id)
-        try:
-            with open(self.workspace.run_dir(run_id) / name, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
+        return super().read(run_id, name, offset)
 
-    def write(self, run_id: str, name: str, data: bytes) -> None:
-        # The mirror's file; the node hears of a cancel through Ray's stop_job.
-        protocol.write_atomic(str(self.workspace.run_dir(run_id) / name), data, 0o600)
+    # write: the mirror's file (LocalHost's); the node hears of a cancel through stop_job
 
     def start_agent(self, run_id: str, python: str | None = None) -> None:
         raise TargetError(f"target {self.name!r} starts agents only as Ray jobs")
@@ -90,9 +82,6 @@ class JobLogHost(Host):
             ) -> tuple[int, bytes, bytes]:
         raise TargetError(f"target {self.name!r} runs no commands on its nodes: it reaches "
                           "them through Ray jobs only")
-
-    def process_alive(self, ident: dict[str, Any]) -> bool | None:
-        return protocol.process_alive(ident)  # None unless the node is this machine
 
     def heartbeat_age(self, run_id: str) -> float | None:
         return None  # the heartbeat file stays on the node; the job's state tells
