@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint bench clean
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo
 	$(BIN)/jupyter-compute demo
 
 test: $(VENV)/.installed lint
@@ -29,6 +29,14 @@ $(VENV)/.installed: pyproject.toml labextension/package.json labextension/yarn.l
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q jupyter_compute
+	touch $@
+
+# The demo needs the package alone: not the test weight (Ray, JupyterLab, Chromium) nor
+# the sidebar's JavaScript build, so a fresh machine runs it in seconds, not minutes.
+$(VENV)/.demo: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -f $(VENV)/.installed || SKIP_JUPYTER_BUILDER=1 $(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m compileall -q jupyter_compute
 	touch $@
 
