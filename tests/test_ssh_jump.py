@@ -147,6 +147,21 @@ def test_unknown_host_keys_are_refused_on_either_hop(project: Project, hosts: Ho
                               *hosts.flags(trust_host_key=None)))
     assert "unknown host key for host 10.250.77.2" in line and hosts.target.fingerprint in line
     assert f"--trust-host-key {hosts.target.fingerprint}" in line
+    # the bastion's key, trusted by the user, is known now; the target's is not
+    known = (project.root / ".jupyter_compute" / "known_hosts").read_text()
+    assert "127.0.0.5" in known and hosts.target.address not in known
+    assert not (project.root / ".jupyter_compute" / "targets.yml").exists()
+
+
+def test_a_changed_bastion_key_is_refused_loudly(project: Project, hosts: Hosts,
+                                                 keys: dict[str, Path]) -> None:  # noqa: F811
+    # the workspace records another key for the bastion than the one it offers
+    other = keys["other"].with_suffix(".pub").read_text().split()
+    known = project.root / ".jupyter_compute" / "known_hosts"
+    known.write_text(f"[127.0.0.5]:{hosts.bastion.port} {other[0]} {other[1]}\n")
+    line = one_line_error(cli(project, "attach", "lab", "--type", "ssh", *hosts.flags()))
+    assert "HOST KEY CHANGED for [127.0.0.5]:" in line and hosts.bastion.fingerprint in line
+    assert f"--trust-jump-host-key {hosts.bastion.fingerprint}" in line, line
 
     assert not (project.root / ".jupyter_compute" / "targets.yml").exists()
 
