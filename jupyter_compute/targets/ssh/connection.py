@@ -62,12 +62,12 @@ KEEPALIVE_SECONDS = 15
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 #: SFTP and exec calls that get no answer for this long count as a dropped connection.
 CALL_TIMEOUT = 20.0
-#: errno values of SFTP replies about a path (the connection itself is fine).
 #: paramiko's log of jump-host transports: a refused tunnel is an error we explain in
 #: one line, not a second line on stderr (the handler keeps logging's last resort away;
 #: an application's own logging configuration still sees the records).
 JUMP_LOG = "paramiko.transport.jump"
 logging.getLogger(JUMP_LOG).addHandler(logging.NullHandler())
+#: errno values of SFTP replies about a path (the connection itself is fine).
 _PATH_ERRORS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST,
                           errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.ENOSPC})
 
@@ -343,13 +343,14 @@ class Connection:
                                      [Path(USER_KNOWN_HOSTS).expanduser(), Path(ep.known_hosts)],
                                      flag=_trust_flag(hop))
         error = self._explain(exc, tried, ep, where, "--proxy-jump" if hop else "--host",
-                              "the port in --proxy-jump" if hop else "--port")
+                              "the port in --proxy-jump" if hop else "--port",
+                              "the user in --proxy-jump" if hop else "--user")
         if hop:
             return type(error)(f"jump host {ep.alias or ep.host}: {error}")
         return error
 
     def _explain(self, exc: BaseException, tried: str, ep: Endpoint, where: str,
-                 host_flag: str, port_flag: str) -> TargetError:
+                 host_flag: str, port_flag: str, user_flag: str) -> TargetError:
         if isinstance(exc, paramiko.BadAuthenticationType):
             return SSHAuthError(f"{ep.label} accepts only {', '.join(exc.allowed_types)} "
                                 f"authentication, not what we tried ({tried}); pass --key or "
@@ -357,7 +358,7 @@ class Connection:
         if isinstance(exc, paramiko.AuthenticationException):
             _SECRETS.pop((ep.label, "password"), None)  # a wrong prompt answer: ask again
             return SSHAuthError(f"authentication as {ep.label} failed (tried {tried}); check "
-                                "--user, and that the key is in that user's authorized_keys "
+                                f"{user_flag}, and that the key is in that user's authorized_keys "
                                 "or the password is right")
         if isinstance(exc, socket.gaierror):
             if ep.alias and ep.alias == ep.host:  # no HostName for it in the ssh config
