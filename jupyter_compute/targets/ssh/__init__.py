@@ -47,6 +47,7 @@ class SSHTarget(Target):
     launcher_type = ProcessOrContainer
     options = {
         **SSHHost.options, **ProcessOrContainer.options,
+        "host": (str, "host name or address, or a Host alias of the ssh config"),
         "ssh_config": (str, f"ssh config file whose Host entries --host may name (default "
                             f"{DEFAULT_SSH_CONFIG} if it exists)"),
         "proxy_jump": (str, "[user@]bastion[:port] to reach the host through (a,b for a "
