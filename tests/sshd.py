@@ -12,8 +12,16 @@ its own (127.0.0.2, 127.0.0.3, …)::
         server.restart()          # drops every client connection (runs survive)
         server.rekey()            # a new host key, as if the host were reinstalled
 
-Needs root (sshd, useradd) and ``scripts/install-test-deps.sh`` (openssh-server).
-Everything is idempotent: users that exist are reused, keys that exist are kept.
+A host behind a bastion: ``Island`` is a network namespace joined to this one by
+a veth pair, which only the test user's processes (a bastion's sessions) may reach;
+an ``SSHServer(..., netns=island.name)`` serves there::
+
+    with Island() as island, SSHServer(tmp / "t", island.address, netns=island.name) as t:
+        t.start()                 # 10.250.77.2:22: refused to root, reachable by jctest
+
+Needs root (sshd, useradd, ip) and ``scripts/install-test-deps.sh`` (openssh-server).
+Everything is idempotent: users that exist are reused, keys that exist are kept, an
+island left over from an earlier run is removed first.
 Only processes this module started are ended, by their pids.
 """
 
@@ -89,12 +97,18 @@ class SSHServer:
     """One private sshd; see the module docstring."""
 
     def __init__(self, root: Path, address: str = "127.0.0.2",
-                 users: tuple[str, ...] = (USER,), password_auth: bool = False) -> None:
+                 users: tuple[str, ...] = (USER,), password_auth: bool = False,
+                 netns: str | None = None, extra: tuple[str, ...] = (),
+                 log_level: str = "ERROR") -> None:
         self.root = root
         self.address = address
         self.users = users
         self.password_auth = password_auth
-        self.port = free_port(address)
+        #: serve inside this network namespace (its own ports: 22 is free there)
+        self.netns = netns
+        self.extra = extra              # more sshd_config lines
+        self.log_level = log_level
+        self.port = 22 if netns else free_port(address)
         self.proc: subprocess.Popen[bytes] | None = None
         (root / "authorized").mkdir(parents=True, exist_ok=True)
         self.host_key = root / "host_ed25519"
@@ -133,7 +147,8 @@ class SSHServer:
             "MaxStartups 100",
             "MaxSessions 50",
             "Subsystem sftp internal-sftp",
-            "LogLevel ERROR",
+            f"LogLevel {self.log_level}",
+            *self.extra,
         ]) + "\n")
         return cfg
 
@@ -142,9 +157,15 @@ class SSHServer:
         if self.proc is not None and self.proc.poll() is None:
             return
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation folder
+        command = [SSHD, "-D", "-e", "-f", str(self._config())]
+        if self.netns:  # ip execs sshd: the pid is sshd's
+            command = ["ip", "netns", "exec", self.netns, *command]
         with open(self.root / "sshd.log", "ab") as log:
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self._config())],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log)
+        if self.netns:
+            self._wait_in_netns()
+            return
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -157,6 +178,27 @@ class SSHServer:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError(f"sshd on {self.address}:{self.port} did not start")
+
+    def _wait_in_netns(self) -> None:
+        """Wait for the banner from inside the namespace (this one cannot reach it)."""
+        wait = (f"import socket, time\nend = time.monotonic() + 10\n"
+                f"while time.monotonic() < end:\n"
+                f"    try:\n"
+                f"        socket.create_connection(({self.address!r}, {self.port}), 0.5)"
+                f".recv(4)\n        break\n"
+                f"    except OSError:\n        time.sleep(0.02)\n"
+                f"else:\n    raise SystemExit(1)\n")
+        assert self.netns and self.proc
+        done = subprocess.run(["ip", "netns", "exec", self.netns, "python3", "-c", wait],
+                              capture_output=True)
+        if done.returncode != 0 or self.proc.poll() is not None:
+            raise RuntimeError(f"sshd in {self.netns} on {self.address}:{self.port} did not "
+                               f"start: {(self.root / 'sshd.log').read_text()[-500:]}")
+
+    def log(self) -> str:
+        """What sshd logged (``log_level`` decides how much)."""
+        path = self.root / "sshd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         """Stop sshd and every connection it serves (as a host going down would)."""
@@ -197,6 +239,63 @@ class SSHServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Island:
+    """A network namespace joined to this one by a veth pair, which only ``user``'s
+    processes may reach (a policy-routing rule for that uid; everyone else, root
+    included, gets "no route to host"). Nothing leaves the machine: the subnet is
+    marked unreachable in the main table, so it never falls to the default route.
+
+    Setting up first removes whatever an earlier run left; ``close`` is idempotent.
+    """
+
+    name = "jc-island"
+    veth = "jcisland0"              # this side; the namespace side is jcisland1
+    subnet = "10.250.77.0/30"
+    here = "10.250.77.1"
+    address = "10.250.77.2"         # where the namespace's servers listen
+    table = "25077"
+    pref = "32000"                  # before the main table (32766)
+
+    def __init__(self, user: str = USER) -> None:
+        import pwd
+
+        self.uid = pwd.getpwnam(user).pw_uid
+
+    def __enter__(self) -> Island:
+        self.close()
+        inside = ["ip", "netns", "exec", self.name]
+        for command in (
+                ["ip", "netns", "add", self.name],
+                ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "jcisland1"],
+                ["ip", "link", "set", "jcisland1", "netns", self.name],
+                ["ip", "addr", "add", f"{self.here}/30", "dev", self.veth, "noprefixroute"],
+                ["ip", "link", "set", self.veth, "up"],
+                [*inside, "ip", "addr", "add", f"{self.address}/30", "dev", "jcisland1"],
+                [*inside, "ip", "link", "set", "jcisland1", "up"],
+                [*inside, "ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", self.subnet, "dev", self.veth, "table", self.table],
+                ["ip", "route", "add", "unreachable", self.subnet],
+                ["ip", "rule", "add", "pref", self.pref, "uidrange", f"{self.uid}-{self.uid}",
+                 "to", self.subnet, "lookup", self.table]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                self.close()
+                raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+        return self
+
+    def close(self) -> None:
+        """Remove the rule, routes, veth pair and namespace (whichever exist)."""
+        for command in (["ip", "rule", "del", "pref", self.pref, "to", self.subnet],
+                        ["ip", "route", "del", "unreachable", self.subnet],
+                        ["ip", "route", "flush", "table", self.table],
+                        ["ip", "link", "del", self.veth],
+                        ["ip", "netns", "del", self.name]):
+            subprocess.run(command, capture_output=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def user_processes(user: str) -> list[tuple[int, str]]:

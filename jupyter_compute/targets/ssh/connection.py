@@ -16,6 +16,13 @@ next call reconnects, waiting longer between failed attempts (0.25 s doubling to
 comes back. Failures name their cause (DNS, refused, timeout, host key,
 authentication, no Python) in one line. Secrets are read from environment
 variables or a terminal prompt and kept in memory only.
+
+An endpoint with a ``jump`` (a bastion; ``sshconfig.py`` builds it from
+``--proxy-jump`` or ``ProxyJump``) is reached through it: the connection logs in
+to the jump host (its host key checked like the target's), opens a
+``direct-tcpip`` channel to the target and runs the target's SSH session over
+that channel. A chain of jump hosts nests the same way. The jump connections
+belong to the target's connection: they are closed, and reopened, with it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import base64
 import contextlib
 import errno
 import getpass
+import logging
 import os
 import shlex
 import socket
@@ -54,6 +62,11 @@ KEEPALIVE_SECONDS = 15
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 #: SFTP and exec calls that get no answer for this long count as a dropped connection.
 CALL_TIMEOUT = 20.0
+#: paramiko's log of jump-host transports: a refused tunnel is an error we explain in
+#: one line, not a second line on stderr (the handler keeps logging's last resort away;
+#: an application's own logging configuration still sees the records).
+JUMP_LOG = "paramiko.transport.jump"
+logging.getLogger(JUMP_LOG).addHandler(logging.NullHandler())
 #: errno values of SFTP replies about a path (the connection itself is fine).
 _PATH_ERRORS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST,
                           errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.ENOSPC})
@@ -84,6 +97,9 @@ class Endpoint:
     trusted: str | None = None          # fingerprint the user asked to trust
     known_hosts: str = ""               # the workspace's known_hosts file
     timeout: float = 10.0
+    jump: Endpoint | None = None        # reached through this jump host (a bastion)
+    alias: str = ""                     # the name given (--host, a hop of --proxy-jump)
+    ssh_config: str = ""                # the ssh config file the alias was looked up in
 
     @property
     def label(self) -> str:
@@ -166,9 +182,13 @@ class Connection:
     #: a process identity → when it was last seen alive (monotonic), to poll /proc sparingly.
     seen_alive: dict[str, float] = field(default_factory=dict, repr=False)
     connects: int = 0
+    #: the jump hosts' connections, outermost first (closed with this one)
+    jumps: list[paramiko.SSHClient] = field(default_factory=list, repr=False)
     # the decrypted key and the password, kept for reconnects (memory only)
     _credentials: tuple[paramiko.PKey | None, str | None] | None = field(default=None,
                                                                           repr=False)
+    _hop_credentials: dict[Endpoint, tuple[paramiko.PKey | None, str | None]] = field(
+        default_factory=dict, repr=False)
     _delay: float = 0.0
     _retry_at: float = 0.0
     _last_error: TargetError | None = None
@@ -226,32 +246,11 @@ class Connection:
 
     def _connect(self) -> None:
         ep = self.endpoint
-        client = paramiko.SSHClient()
-        self.client = client
-        client.load_system_host_keys()  # ~/.ssh/known_hosts, if there is one
-        workspace_keys = Path(ep.known_hosts)
-        if workspace_keys.is_file():
-            client.load_host_keys(str(workspace_keys))
-        client.set_missing_host_key_policy(TrustOnlyPolicy(workspace_keys, ep.trusted))
-        if self._credentials is None:
-            self._credentials = credentials(ep)
-        pkey, password = self._credentials
-        try:
-            client.connect(ep.host, ep.port, username=ep.user, pkey=pkey, password=password,
-                           timeout=ep.timeout, banner_timeout=ep.timeout,
-                           auth_timeout=ep.timeout, channel_timeout=ep.timeout,
-                           allow_agent=True, look_for_keys=pkey is None and password is None)
-        except Exception as exc:
-            if isinstance(exc, paramiko.AuthenticationException):
-                self._credentials = None  # read the environment (or ask) again next time
-            raise self._translate(exc, tried=_methods(ep, pkey, password)) from exc
+        sock = self._tunnel(ep.jump, ep.host, ep.port) if ep.jump is not None else None
+        client = self.client = paramiko.SSHClient()
+        self._login(client, ep, sock)
         transport = client.get_transport()
         assert transport is not None
-        transport.set_keepalive(KEEPALIVE_SECONDS)
-        # Without it, a small packet sent right after another (stdin, then EOF) waits
-        # for the host's delayed ACK: 40 ms on every such command.
-        with contextlib.suppress(OSError, AttributeError):
-            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.sftp = client.open_sftp()
         except paramiko.SSHException as exc:
@@ -262,14 +261,96 @@ class Connection:
         self.sftp.get_channel().settimeout(CALL_TIMEOUT)
         self.connects += 1
 
-    def _translate(self, exc: BaseException, tried: str) -> TargetError:
-        ep = self.endpoint
+    def _login(self, client: paramiko.SSHClient, ep: Endpoint,
+               sock: paramiko.Channel | None, hop: bool = False) -> None:
+        """Connect ``client`` to ``ep`` (over ``sock``, a tunnel, if given): host key,
+        credentials, keepalive. ``hop``: ``ep`` is a jump host."""
+        client.load_system_host_keys()  # ~/.ssh/known_hosts, if there is one
+        workspace_keys = Path(ep.known_hosts)
+        if workspace_keys.is_file():
+            client.load_host_keys(str(workspace_keys))
+        client.set_missing_host_key_policy(
+            TrustOnlyPolicy(workspace_keys, ep.trusted, flag=_trust_flag(hop),
+                            what="jump host" if hop else "host"))
+        cached = self._hop_credentials.get(ep) if hop else self._credentials
+        if cached is None:
+            cached = credentials(ep)
+            if hop:
+                self._hop_credentials[ep] = cached
+            else:
+                self._credentials = cached
+        pkey, password = cached
+        try:
+            client.connect(ep.host, ep.port, username=ep.user, pkey=pkey, password=password,
+                           timeout=ep.timeout, banner_timeout=ep.timeout,
+                           auth_timeout=ep.timeout, channel_timeout=ep.timeout,
+                           allow_agent=True, look_for_keys=pkey is None and password is None,
+                           sock=sock)
+        except Exception as exc:
+            if isinstance(exc, paramiko.AuthenticationException):
+                # read the environment (or ask) again next time
+                if hop:
+                    self._hop_credentials.pop(ep, None)
+                else:
+                    self._credentials = None
+            raise self._translate(exc, tried=_methods(ep, pkey, password), ep=ep,
+                                  hop=hop) from exc
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+        # Without it, a small packet sent right after another (stdin, then EOF) waits
+        # for the host's delayed ACK: 40 ms on every such command. (A tunnelled
+        # connection has no socket of its own: its jump host's has the option set.)
+        with contextlib.suppress(OSError, AttributeError):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _tunnel(self, hop: Endpoint, host: str, port: int) -> paramiko.Channel:
+        """Log in to jump host ``hop`` (through its own jumps) and open a ``direct-tcpip``
+        channel from it to ``host:port``."""
+        sock = self._tunnel(hop.jump, hop.host, hop.port) if hop.jump is not None else None
+        client = paramiko.SSHClient()
+        client.set_log_channel(JUMP_LOG)
+        self.jumps.append(client)  # closed by close(), whatever happens next
+        self._login(client, hop, sock, hop=True)
+        transport = client.get_transport()
+        assert transport is not None
+        where = f"{host}:{port}"
+        try:
+            return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                          timeout=hop.timeout)
+        except paramiko.ChannelException as exc:
+            if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                raise TargetError(
+                    f"jump host {hop.label} refuses to forward connections to {where} "
+                    f"({exc.text}); allow TCP forwarding there (AllowTcpForwarding yes in its "
+                    "sshd_config) or choose another --proxy-jump") from exc
+            raise HostUnreachableError(
+                f"jump host {hop.label} cannot reach {where} ({exc.text}); check --host and "
+                "--port as the jump host sees them, and that sshd runs there") from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise HostUnreachableError(f"lost the connection to jump host {hop.label} while "
+                                       f"opening a tunnel to {where}: "
+                                       f"{exc or type(exc).__name__}") from exc
+
+    def _translate(self, exc: BaseException, tried: str, ep: Endpoint | None = None,
+                   hop: bool = False) -> TargetError:
+        ep = ep or self.endpoint
         where = f"{ep.host}:{ep.port}"
         if isinstance(exc, TargetError):  # from our host-key policy
             return exc
         if isinstance(exc, paramiko.BadHostKeyException):
             return changed_key_error(exc, key_name(ep.host, ep.port),
-                                     [Path(USER_KNOWN_HOSTS).expanduser(), Path(ep.known_hosts)])
+                                     [Path(USER_KNOWN_HOSTS).expanduser(), Path(ep.known_hosts)],
+                                     flag=_trust_flag(hop))
+        error = self._explain(exc, tried, ep, where, "--proxy-jump" if hop else "--host",
+                              "the port in --proxy-jump" if hop else "--port",
+                              "the user in --proxy-jump" if hop else "--user")
+        if hop:
+            return type(error)(f"jump host {ep.alias or ep.host}: {error}")
+        return error
+
+    def _explain(self, exc: BaseException, tried: str, ep: Endpoint, where: str,
+                 host_flag: str, port_flag: str, user_flag: str) -> TargetError:
         if isinstance(exc, paramiko.BadAuthenticationType):
             return SSHAuthError(f"{ep.label} accepts only {', '.join(exc.allowed_types)} "
                                 f"authentication, not what we tried ({tried}); pass --key or "
@@ -277,18 +358,26 @@ class Connection:
         if isinstance(exc, paramiko.AuthenticationException):
             _SECRETS.pop((ep.label, "password"), None)  # a wrong prompt answer: ask again
             return SSHAuthError(f"authentication as {ep.label} failed (tried {tried}); check "
-                                "--user, and that the key is in that user's authorized_keys "
+                                f"{user_flag}, and that the key is in that user's authorized_keys "
                                 "or the password is right")
         if isinstance(exc, socket.gaierror):
+            if ep.alias and ep.alias == ep.host:  # no HostName for it in the ssh config
+                config = ep.ssh_config or "~/.ssh/config (none here)"
+                return HostUnreachableError(
+                    f"cannot resolve host {ep.host!r}: no Host {ep.host} in {config} and no "
+                    f"such name (DNS: {exc.strerror}); fix {host_flag}, add that Host to the "
+                    "ssh config, or pass --ssh-config with the file that has it")
             return HostUnreachableError(f"cannot resolve host {ep.host!r} (DNS: "
-                                        f"{exc.strerror}); check --host")
+                                        f"{exc.strerror}); check {host_flag}"
+                                        + (f" and the HostName of Host {ep.alias} in "
+                                           f"{ep.ssh_config}" if ep.alias else ""))
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             codes = {getattr(e, "errno", None) for e in exc.errors.values()}
             if errno.ECONNREFUSED in codes:
                 return HostUnreachableError(f"connection to {where} refused; is sshd running "
-                                            "there, and is --port right?")
+                                            f"there, and is {port_flag} right?")
             return HostUnreachableError(f"no route to {where}; is the host up and on this "
-                                        "network?")
+                                        f"network? (check {host_flag})")
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return HostUnreachableError(f"timed out after {ep.timeout:g}s connecting to "
                                         f"{where}; is the host up, and is the port open?")
@@ -333,9 +422,13 @@ class Connection:
     def close(self) -> None:
         """Close the connection (the next call connects again)."""
         client, self.client, self.sftp, self.probe = self.client, None, None, None
-        if client is not None:
+        jumps, self.jumps = self.jumps, []
+        # the target first, then the jump hosts from the innermost out
+        for each in [client, *reversed(jumps)]:
+            if each is None:
+                continue
             try:
-                client.close()
+                each.close()
             except Exception:  # noqa: BLE001 - closing a dead transport may raise anything
                 pass
 
@@ -517,6 +610,10 @@ def secret(ep: Endpoint, what: str, env: str | None, option: str, of: str) -> st
     raise SSHAuthError(f"the {what} for {of} is needed: pass {flag} VAR naming an environment "
                        "variable that holds it (or use ssh-agent), or run in a terminal to be "
                        "prompted")
+
+
+def _trust_flag(hop: bool) -> str:
+    return "--trust-jump-host-key" if hop else "--trust-host-key"
 
 
 def _methods(ep: Endpoint, pkey: paramiko.PKey | None, password: str | None) -> str:

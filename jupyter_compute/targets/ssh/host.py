@@ -19,7 +19,6 @@ the host is not trusted to name files on this machine.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import posixpath
@@ -36,9 +35,9 @@ from jupyter_compute.exceptions import RemoteCommandError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import Host
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
+from jupyter_compute.targets.ssh import sshconfig
 from jupyter_compute.targets.ssh.connection import (
     Connection,
-    Endpoint,
     HostUnreachableError,
     connection,
     python_command,
@@ -128,13 +127,9 @@ class SSHHost(Host):
         if not host:
             raise UsageError(f"ssh target {self.name!r} has no host; attach it with "
                              "--host NAME")
-        endpoint = Endpoint(
-            host=str(host), port=int(self.config.get("port") or 22),
-            user=str(self.config.get("user") or getpass.getuser()),
-            key=self.config.get("key"), password_env=self.config.get("password_env"),
-            key_passphrase_env=self.config.get("key_passphrase_env"),
-            trusted=self.config.get("trust_host_key"),
-            known_hosts=str(self.workspace.dir / KNOWN_HOSTS),
+        # the ssh config's alias, user, port, key and jump hosts (explicit options win)
+        endpoint = sshconfig.resolve(
+            self.config, known_hosts=str(self.workspace.dir / KNOWN_HOSTS),
             timeout=float(self.config.get("connect_timeout") or DEFAULT_TIMEOUT))
         return connection(endpoint, str(self.config.get("python") or DEFAULT_PYTHON),
                           str(self.config.get("workdir") or DEFAULT_WORKDIR))

@@ -4,7 +4,9 @@ Keys come from the user's ``~/.ssh/known_hosts`` and the workspace's own
 ``.jupyter_compute/known_hosts``. An unknown key is refused with its SHA256
 fingerprint and the flag that trusts it; only a key whose fingerprint the user
 gave (``trust_host_key``) is added, to the workspace's file. A changed key is
-refused loudly, whatever was asked::
+refused loudly, whatever was asked. A jump host (``proxy_jump``) is checked the
+same way against the same files; its key is trusted with ``trust_jump_host_key``
+(several fingerprints, comma-separated, for a chain of jump hosts)::
 
     policy = TrustOnlyPolicy(ws.dir / KNOWN_HOSTS, trusted="SHA256:abc…")
     client.set_missing_host_key_policy(policy)
@@ -43,24 +45,30 @@ class TrustOnlyPolicy(paramiko.MissingHostKeyPolicy):
 
     The named key is appended to the workspace's known_hosts, so the decision is
     visible and later connections check against it like any other known key.
+    ``trusted`` may name several fingerprints, comma-separated (a chain of jump
+    hosts); ``flag`` is the option the refusal tells the user to pass.
     """
 
-    def __init__(self, known_hosts: Path, trusted: str | None = None) -> None:
+    def __init__(self, known_hosts: Path, trusted: str | None = None,
+                 flag: str = "--trust-host-key", what: str = "host") -> None:
         self.known_hosts = known_hosts
-        self.trusted = (trusted or "").strip() or None
+        self.trusted = [t.strip() for t in (trusted or "").split(",") if t.strip()]
+        self.flag = flag
+        self.what = what
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
         found = fingerprint(key)
-        if self.trusted is None:
+        if not self.trusted:
             raise HostKeyError(
-                f"unknown host key for {hostname}: {key.get_name()} {found}; if that is the "
-                f"server's key (on it: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), attach "
-                f"again with --trust-host-key {found}")
-        if not _same_fingerprint(self.trusted, found):
+                f"unknown host key for {self.what} {hostname}: {key.get_name()} {found}; if "
+                f"that is the server's key (on it: ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_*_key.pub), attach again with {self.flag} {found}")
+        if not any(_same_fingerprint(t, found) for t in self.trusted):
             raise HostKeyError(
-                f"{hostname} offers host key {found}, not the {self.trusted} you asked to "
-                "trust; refusing to connect. Check the fingerprint on the server")
+                f"{self.what} {hostname} offers host key {found}, not the "
+                f"{', '.join(self.trusted)} you asked to trust ({self.flag}); refusing to "
+                "connect. Check the fingerprint on the server")
         remember(self.known_hosts, hostname, key)
 
 
@@ -77,7 +85,7 @@ def remember(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
 
 
 def changed_key_error(exc: paramiko.BadHostKeyException, hostname: str,
-                      files: list[Path]) -> HostKeyError:
+                      files: list[Path], flag: str = "--trust-host-key") -> HostKeyError:
     """The loud refusal for a server whose key is not the one recorded for it."""
     recorded = next((str(f) for f in files if _mentions(f, hostname)), " or ".join(map(str, files)))
     offered = fingerprint(exc.key)
@@ -85,7 +93,7 @@ def changed_key_error(exc: paramiko.BadHostKeyException, hostname: str,
         f"HOST KEY CHANGED for {hostname}: it offers {offered}, but {recorded} records "
         f"{fingerprint(exc.expected_key)}. Someone may be intercepting the connection; "
         f"refusing. If the server was re-keyed, delete its line (ssh-keygen -R "
-        f"'{hostname}' -f {recorded}) and attach again with --trust-host-key {offered}")
+        f"'{hostname}' -f {recorded}) and attach again with {flag} {offered}")
 
 
 def _same_fingerprint(given: str, found: str) -> bool:
