@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
 
+import jupyter_compute.targets.ssh.sshconfig as sshconfig
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import RemoteCommandError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import Host
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
-from jupyter_compute.targets.ssh import sshconfig
 from jupyter_compute.targets.ssh.connection import (
     Connection,
     HostUnreachableError,
