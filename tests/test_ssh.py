@@ -546,49 +546,36 @@ def test_output_fetch_never_writes_outside_the_local_outputs_folder(
     assert secret_file.read_text() == "not an artifact"
 
 
-class LyingSFTP:
-    """A hostile SFTP server's listing, the one stand-in in this file: OpenSSH lists
-    only names that exist in a file system, so it cannot send ``../x``, ``/abs`` or a
-    NUL; a compromised host can."""
+def hostile_stream(files: dict[str, bytes]) -> bytes:
+    """What a compromised host could send in place of the outputs stream (see
+    ``transfer.SEND_OUTPUTS``): OpenSSH's Python walking a real folder cannot name a
+    file ``../x``, ``/abs`` or with a NUL; a host that lies can."""
+    import struct
 
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def listdir_attr(self, path: str) -> list[object]:
-        import stat as st
-
-        import paramiko
-
-        found = []
-        for name, data in self.files.items():
-            attrs = paramiko.SFTPAttributes()
-            attrs.filename, attrs.st_mode = name, st.S_IFREG | 0o644
-            attrs.st_size, attrs.st_mtime, attrs.st_atime = len(data), 1, 1
-            found.append(attrs)
-        return found
-
-    def _data(self, path: str) -> bytes:
-        return self.files[path.rsplit("/outputs/", 1)[1]]
-
-    def getfo(self, path: str, f: object) -> None:
-        f.write(self._data(path))  # type: ignore[attr-defined]
-
-    def get(self, path: str, local: str) -> None:
-        Path(local).write_bytes(self._data(path))
+    out = b""
+    for name, data in files.items():
+        head = json.dumps([name, 1, 1]).encode()
+        out += struct.pack(">I", len(head)) + head
+        out += struct.pack(">IB", len(data), 0) + data + struct.pack(">IB", 0, 0)
+    return out + struct.pack(">I", 0)
 
 
 def test_output_names_from_the_host_are_checked(tmp_path: Path) -> None:
-    from jupyter_compute.targets.ssh.host import fetch_tree
+    import io
+
+    from jupyter_compute.targets.ssh.transfer import receive_outputs
 
     outputs = tmp_path / "runs" / "r1" / "outputs"
-    outputs.parent.mkdir(parents=True)
+    outputs.mkdir(parents=True)
     escaped = tmp_path / "absolute.txt"
     crafted = {str(escaped): b"x", "../up.txt": b"x", "../../up2.txt": b"x",
                "sub/../../../deep.txt": b"x", "nul\0.txt": b"x", "..": b"x", ".": b"x",
-               "": b"x", "ok.txt": b"fine"}
-    fetch_tree(LyingSFTP(crafted), "/srv/runs/r1/outputs", outputs)  # type: ignore[arg-type]
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["runs/r1/outputs/ok.txt"], written
+               "": b"x", "a\\..\\..\\b.txt": b"x", "sub//x.txt": b"x", "ok.txt": b"fine",
+               "deeper/ok.txt": b"fine too"}
+    written = receive_outputs(io.BytesIO(hostile_stream(crafted)), outputs)
+    assert written == ["ok.txt", "deeper/ok.txt"]
+    found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert found == ["runs/r1/outputs/deeper/ok.txt", "runs/r1/outputs/ok.txt"], found
     assert (outputs / "ok.txt").read_bytes() == b"fine"
 
 
