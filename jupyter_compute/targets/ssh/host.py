@@ -452,8 +452,15 @@ class SSHHost(Host):
         def converse(chan: paramiko.Channel) -> list[str]:
             chan.sendall(index)
             chan.shutdown_write()
-            local.mkdir(exist_ok=True)
-            return transfer.receive_outputs(chan.makefile("rb"), local)
+            try:
+                return transfer.receive_outputs(chan.makefile("rb"), local)
+            except EOFError:
+                if not chan.get_transport().is_active():
+                    raise  # a dropped connection
+                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                raise RemoteCommandError(chan.recv_exit_status(),
+                                         f"send the outputs of {run_id} on {self.label}",
+                                         err) from None
 
         return self.conn.session(command, converse)
 
