@@ -235,12 +235,14 @@ def main() -> None:
         ("resubmit: blobs sent", sent["blob_bytes"]),
         ("resubmit: manifest", sent["manifest_bytes"]),
         ("resubmit: spec + status", sent["run_bytes"]),
-        ("resubmit: all SFTP payload", sent["total"]),
+        ("resubmit: all payload", sent["total"]),
+        ("resubmit: stream bytes", sent["sent_bytes"]),
+        ("resubmit: round trips", sent["round_trips"]),
         ("resubmit: SSH wire bytes", wire),
     ]
     for name, value in rows:
         print(f"{name:<30} {value:>12,}")
-    print(f"\nresubmit blobs / changed file: {sent['blob_bytes'] / changed:.2f}x; all SFTP "
+    print(f"\nresubmit blobs / changed file: {sent['blob_bytes'] / changed:.2f}x; all "
           f"payload / snapshot: {sent['total'] / snapshot_bytes:.5f}x; submit took "
           f"{first_seconds:.2f}s first, {second_seconds:.2f}s after the change")
     print_sync(sync_rows, args)
