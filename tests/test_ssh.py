@@ -463,6 +463,7 @@ def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) ->
     assert (sent["blobs_sent"], sent["blob_bytes"]) == (1, 1024)
     assert sent["manifest_bytes"] == manifest and sent["runtime_bytes"] == 0
     assert sent["blobs_checked"] == 1  # the connection knew the host had the others
+    assert sent["channels"] == 1 and sent["round_trips"] <= 4, sent  # the goal
     assert second.wait(timeout=60).value == "Completed"
     assert small.read_text()[:16] in second.log()
 
