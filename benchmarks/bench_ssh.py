@@ -7,10 +7,16 @@ and measures, in the same session:
                ``exec_command("python3 script.py")`` → first stdout line; both on a
                warm connection (the target keeps one per process), and both cold (a
                new process: the CLI, against a bare connect + exec)
-  resubmit     bytes sent over SFTP after one 1 KB file changed in a 50 MB
-               snapshot, against that file's size and the whole snapshot
+  resubmit     bytes sent after one 1 KB file changed in a 50 MB snapshot, against
+               that file's size and the whole snapshot
+  sync         a first submit of 5,000 files / 10 MB (half text, half random bytes),
+               on a new connection, against ``rsync -a`` over ssh of the same tree to
+               a new folder; through tests/netproxy.py at a 50 ms round trip and on
+               loopback; then a resubmit after one 1 KB file changed, against rsync
+               of the same change (needs rsync: scripts/install-test-deps.sh)
 
-    python benchmarks/bench_ssh.py [--repeat 20] [--snapshot-mb 50]
+    python benchmarks/bench_ssh.py [--repeat 20] [--snapshot-mb 50] [--sync-repeat 3]
+                                   [--only sync|latency]
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--snapshot-mb", type=int, default=50)
+    parser.add_argument("--sync-repeat", type=int, default=3)
+    parser.add_argument("--sync-files", type=int, default=5000)
+    parser.add_argument("--only", choices=("sync", "latency"))
     args = parser.parse_args()
     reason = sshd.unavailable()
     if reason:
@@ -103,6 +112,10 @@ def main() -> None:
                    "key": str(key), "workdir": f"~/{workdir}",
                    "trust_host_key": server.fingerprint}
         api.attach("vm", "ssh", **options)
+        if args.only == "sync":
+            sync_rows = bench_sync(project, server, key, workdir, options, args)
+            print_sync(sync_rows, args)
+            return
 
         def submit_first_line() -> float:
             t0 = time.perf_counter()
@@ -196,6 +209,8 @@ def main() -> None:
         second.wait()
         snapshot_bytes = second.record.snapshot["bytes"]
         changed = small.stat().st_size
+        sync_rows = None if args.only == "latency" else \
+            bench_sync(project, server, key, workdir, options, args)
     finally:
         server.stop()
         shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir, ignore_errors=True)
@@ -220,14 +235,139 @@ def main() -> None:
         ("resubmit: blobs sent", sent["blob_bytes"]),
         ("resubmit: manifest", sent["manifest_bytes"]),
         ("resubmit: spec + status", sent["run_bytes"]),
-        ("resubmit: all SFTP payload", sent["total"]),
+        ("resubmit: all payload", sent["total"]),
+        ("resubmit: stream bytes", sent["sent_bytes"]),
+        ("resubmit: round trips", sent["round_trips"]),
         ("resubmit: SSH wire bytes", wire),
     ]
     for name, value in rows:
         print(f"{name:<30} {value:>12,}")
-    print(f"\nresubmit blobs / changed file: {sent['blob_bytes'] / changed:.2f}x; all SFTP "
+    print(f"\nresubmit blobs / changed file: {sent['blob_bytes'] / changed:.2f}x; all "
           f"payload / snapshot: {sent['total'] / snapshot_bytes:.5f}x; submit took "
           f"{first_seconds:.2f}s first, {second_seconds:.2f}s after the change")
+    print_sync(sync_rows, args)
+
+
+def write_tree(folder: Path, files: int, total: int) -> None:
+    """``files`` files of ``total`` bytes in all, 100 to a folder: even ones text (as
+    source code compresses), odd ones random bytes (as data does not); new content
+    every call, so the host has none of it."""
+    size = total // files
+    salt = os.urandom(8).hex()
+    for i in range(files):
+        path = folder / f"d{i // 100:03}" / f"f{i:05}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            path.write_bytes(os.urandom(size))
+        else:
+            line = f"value_{i} = compute({salt!r}, {i}) + 1  # a line of code\n".encode()
+            path.write_bytes((line * (size // len(line) + 1))[:size])
+
+
+def bench_sync(project: Path, server: object, key: Path, workdir: str,
+               options: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
+    """First submit (and sync alone) against rsync -a, at 50 ms and on loopback; then a
+    resubmit after one 1 KB change at 50 ms against rsync of the same change."""
+    from netproxy import NetProxy
+
+    from jupyter_compute import api
+    from jupyter_compute.targets.ssh import SYNC_RECORD
+
+    tree = project / "tree"
+    os.environ["JUPYTER_COMPUTE_SNAPSHOT_MAX_FILES"] = str(2 * args.sync_files)
+    (project / "sync.py").write_text("print('synced', flush=True)\n")
+    total = 10_000_000 * args.sync_files // 5000
+    rows: dict[str, object] = {}
+    home = Path(os.path.expanduser(f"~{sshd.USER}")) / workdir
+    for link_name, delay in (("50 ms", 0.025), ("loopback", 0.0)):
+        proxy = NetProxy(server.address, server.port, delay=delay).start()  # type: ignore[attr-defined]
+        try:
+            host, port = (proxy.host, proxy.port) if delay else (server.address, server.port)  # type: ignore[attr-defined]
+            name = f"sync-{link_name.split()[0]}"
+            api.attach(name, "ssh", **{**options, "host": host, "port": port})
+            ssh = (f"ssh -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=no "
+                   f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+
+            def rsync(dest: str, ssh: str = ssh, host: str = host) -> float:
+                t0 = time.perf_counter()
+                subprocess.run(["rsync", "-a", "-e", ssh, f"{tree}/",
+                                f"{sshd.USER}@{host}:{workdir}/{dest}/"], check=True)
+                return time.perf_counter() - t0
+
+            def submit(name: str = name) -> tuple[float, dict[str, float]]:
+                from jupyter_compute.targets.ssh.connection import close_all
+
+                close_all()  # a new connection, as rsync's ssh makes one
+                t0 = time.perf_counter()
+                run = api.submit("sync.py", target=name)
+                elapsed = time.perf_counter() - t0
+                record = json.loads((project / ".jupyter_compute" / "runs" / run.id /
+                                     SYNC_RECORD).read_text())
+                run.wait()
+                return elapsed, record
+
+            times: dict[str, list[float]] = {"rsync -a": [], "submit": [], "sync": []}
+            records = []
+            for rep in range(args.sync_repeat + 1):  # the first is a warm-up
+                shutil.rmtree(tree, ignore_errors=True)
+                write_tree(tree, args.sync_files, total)
+                # alternate who goes first: the page cache favours neither
+                order = ("rsync", "submit") if rep % 2 else ("submit", "rsync")
+                for who in order:
+                    if who == "rsync":
+                        took = rsync(f"rsync-{link_name.split()[0]}-{rep}")
+                        if rep:
+                            times["rsync -a"].append(took)
+                    else:
+                        took, record = submit()
+                        if rep:
+                            times["submit"].append(took)
+                            times["sync"].append(record["seconds"])
+                            records.append(record)
+            rows[link_name] = (times, records)
+            if delay:  # a resubmit after one 1 KB change, on the warm connection
+                changed = tree / "d000" / "f00000.txt"
+                resub: dict[str, list[float]] = {"rsync -a": [], "submit": [], "sync": []}
+                rrecords = []
+                api.submit("sync.py", target=name).wait()
+                rsync("rsync-resubmit")
+                for _ in range(args.sync_repeat):
+                    changed.write_bytes(os.urandom(512).hex().encode())
+                    resub["rsync -a"].append(rsync("rsync-resubmit"))
+                    t0 = time.perf_counter()
+                    run = api.submit("sync.py", target=name)
+                    resub["submit"].append(time.perf_counter() - t0)
+                    record = json.loads((project / ".jupyter_compute" / "runs" / run.id /
+                                         SYNC_RECORD).read_text())
+                    resub["sync"].append(record["seconds"])
+                    rrecords.append(record)
+                    run.wait()
+                rows["resubmit, 1 KB changed, 50 ms"] = (resub, rrecords)
+        finally:
+            from jupyter_compute.targets.ssh.connection import close_all
+
+            close_all()
+            proxy.close()
+            for dest in home.glob("rsync-*"):
+                shutil.rmtree(dest, ignore_errors=True)
+    shutil.rmtree(tree, ignore_errors=True)
+    return rows
+
+
+def print_sync(rows: dict[str, object] | None, args: argparse.Namespace) -> None:
+    if not rows:
+        return
+    print(f"\n{args.sync_files:,} files / {10 * args.sync_files / 5000:g} MB, "
+          f"{args.sync_repeat} runs each, medians")
+    print(f"{'link':<32} {'rsync -a':>9} {'submit':>9} {'sync':>9} {'submit/rsync':>13} "
+          f"{'sync/rsync':>11} {'round trips':>12} {'sent':>12}")
+    for name, (times, records) in rows.items():  # type: ignore[misc]
+        med = {k: statistics.median(v) for k, v in times.items()}
+        trips = statistics.median(r["round_trips"] for r in records)
+        sent = statistics.median(r["sent_bytes"] for r in records)
+        print(f"{name:<32} {med['rsync -a']:8.2f}s {med['submit']:8.2f}s {med['sync']:8.2f}s "
+              f"{med['submit'] / med['rsync -a']:12.2f}x {med['sync'] / med['rsync -a']:10.2f}x "
+              f"{trips:>12g} {sent:>12,.0f}")
 
 
 def _wire_bytes(transport: object) -> int:

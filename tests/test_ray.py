@@ -322,7 +322,7 @@ def test_a_run_fans_out_with_ray_init(ray_project: RayProject) -> None:
     p = ray_project
     p.write("fanout.py", FANOUT)
     run = api.submit("fanout.py", target=CLUSTER)
-    assert run.wait(timeout=300) is RunStatus.COMPLETED, run.log()[-2000:]
+    assert run.wait(timeout=300) is RunStatus.COMPLETED, (run.record.error, run.log()[-2000:])
     assert "tasks on ['fff" in run.log()  # the fake provider's node ids: this cluster's nodes
 
 

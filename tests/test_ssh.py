@@ -463,6 +463,7 @@ def test_resubmit_sends_only_the_changed_file(project: Project, host: Server) ->
     assert (sent["blobs_sent"], sent["blob_bytes"]) == (1, 1024)
     assert sent["manifest_bytes"] == manifest and sent["runtime_bytes"] == 0
     assert sent["blobs_checked"] == 1  # the connection knew the host had the others
+    assert sent["channels"] == 1 and sent["round_trips"] <= 4, sent  # the issue's goal
     assert second.wait(timeout=60).value == "Completed"
     assert small.read_text()[:16] in second.log()
 
@@ -546,49 +547,36 @@ def test_output_fetch_never_writes_outside_the_local_outputs_folder(
     assert secret_file.read_text() == "not an artifact"
 
 
-class LyingSFTP:
-    """A hostile SFTP server's listing, the one stand-in in this file: OpenSSH lists
-    only names that exist in a file system, so it cannot send ``../x``, ``/abs`` or a
-    NUL; a compromised host can."""
+def hostile_stream(files: dict[str, bytes]) -> bytes:
+    """What a compromised host could send in place of the outputs stream (see
+    ``transfer.SEND_OUTPUTS``): OpenSSH's Python walking a real folder cannot name a
+    file ``../x``, ``/abs`` or with a NUL; a host that lies can."""
+    import struct
 
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def listdir_attr(self, path: str) -> list[object]:
-        import stat as st
-
-        import paramiko
-
-        found = []
-        for name, data in self.files.items():
-            attrs = paramiko.SFTPAttributes()
-            attrs.filename, attrs.st_mode = name, st.S_IFREG | 0o644
-            attrs.st_size, attrs.st_mtime, attrs.st_atime = len(data), 1, 1
-            found.append(attrs)
-        return found
-
-    def _data(self, path: str) -> bytes:
-        return self.files[path.rsplit("/outputs/", 1)[1]]
-
-    def getfo(self, path: str, f: object) -> None:
-        f.write(self._data(path))  # type: ignore[attr-defined]
-
-    def get(self, path: str, local: str) -> None:
-        Path(local).write_bytes(self._data(path))
+    out = b""
+    for name, data in files.items():
+        head = json.dumps([name, 1, 1]).encode()
+        out += struct.pack(">I", len(head)) + head
+        out += struct.pack(">IB", len(data), 0) + data + struct.pack(">IB", 0, 0)
+    return out + struct.pack(">I", 0)
 
 
 def test_output_names_from_the_host_are_checked(tmp_path: Path) -> None:
-    from jupyter_compute.targets.ssh.host import fetch_tree
+    import io
+
+    from jupyter_compute.targets.ssh.transfer import receive_outputs
 
     outputs = tmp_path / "runs" / "r1" / "outputs"
-    outputs.parent.mkdir(parents=True)
+    outputs.mkdir(parents=True)
     escaped = tmp_path / "absolute.txt"
     crafted = {str(escaped): b"x", "../up.txt": b"x", "../../up2.txt": b"x",
                "sub/../../../deep.txt": b"x", "nul\0.txt": b"x", "..": b"x", ".": b"x",
-               "": b"x", "ok.txt": b"fine"}
-    fetch_tree(LyingSFTP(crafted), "/srv/runs/r1/outputs", outputs)  # type: ignore[arg-type]
-    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert written == ["runs/r1/outputs/ok.txt"], written
+               "": b"x", "a\\..\\..\\b.txt": b"x", "sub//x.txt": b"x", "ok.txt": b"fine",
+               "deeper/ok.txt": b"fine too"}
+    written = receive_outputs(io.BytesIO(hostile_stream(crafted)), outputs)
+    assert written == ["ok.txt", "deeper/ok.txt"]
+    found = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert found == ["runs/r1/outputs/deeper/ok.txt", "runs/r1/outputs/ok.txt"], found
     assert (outputs / "ok.txt").read_bytes() == b"fine"
 
 
@@ -644,3 +632,157 @@ def test_an_upload_longer_than_the_start_timeout_is_not_agent_lost(
         again = Run.get(run.id, Workspace(project.root))
         assert again.status().value == "Completed"
         assert "trained" in again.log()
+
+
+# -- sync in one stream --------------------------------------------------------------------
+
+HASHES = """
+import hashlib, os
+h = hashlib.sha256()
+for folder, dirs, files in sorted(os.walk("data")):
+    dirs.sort()
+    for name in sorted(files):
+        with open(os.path.join(folder, name), "rb") as f:
+            h.update(name.encode() + f.read())
+print("tree", h.hexdigest(), flush=True)
+"""
+
+
+def tree_hash(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            h.update(name.encode() + (Path(folder) / name).read_bytes())
+    return h.hexdigest()
+
+
+def remote_home(host: Server) -> Path:
+    return Path(os.path.expanduser(f"~{sshd.USER}")) / host.workdir[2:]
+
+
+def test_sync_of_500_files_over_a_50ms_link_costs_a_few_round_trips(
+        project: Project, host: Server) -> None:
+    """The defect: each missing blob was its own SFTP upload, several round trips per
+    file (500 files took 80 s at 50 ms). Now the check and the upload are one exchange
+    on one exec channel, however many files."""
+    from netproxy import NetProxy
+
+    project.write("hashes.py", HASHES)
+    for i in range(500):
+        # unique per test run, so the host lacks them all; half text (compressible)
+        body = f"{os.urandom(8).hex()} line {i}\n" * 20 if i % 2 else os.urandom(200)
+        path = project.root / "data" / f"d{i % 10}" / f"f{i:03}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body.encode() if isinstance(body, str) else body)
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        run = api.submit("hashes.py", target="far")
+        conn = run.target.host.conn  # type: ignore[attr-defined]
+        record = sync_record(project, run.id)
+        assert record["blobs_sent"] == 501 and record["blobs_checked"] == 501
+        assert record["channels"] == 1 and record["round_trips"] <= 4, record
+        assert record["sent_bytes"] < record["blob_bytes"]  # the text went compressed
+        # the whole submit: the probe (which also asked what is missing), the sync, the start
+        assert conn.channels <= 3, conn.channels
+        assert run.wait(timeout=60).value == "Completed", run.log()
+        conn.close()  # before the proxy goes
+    assert f"tree {tree_hash(project.root / 'data')}" in run.log()
+
+
+def test_a_blob_corrupted_on_the_way_is_refused_by_the_host(project: Project,
+                                                             host: Server) -> None:
+    """Bytes that do not match their sha256 never become a blob on the host: the file's
+    copy in the local blob store is damaged after it was hashed (as a bad disk or a
+    flipped bit on the way would), and the host says no, naming the file."""
+    from jupyter_compute.snapshot import take_snapshot
+    from jupyter_compute.targets.ssh.transfer import CorruptBlobError
+
+    api.attach("vm", "ssh", **host.options())
+    project.write("hello.py", "print(open('data.txt').read())\n")
+    project.write("data.txt", f"payload {os.urandom(8).hex()}\n")
+    snap = take_snapshot(project.root, project.root / ".jupyter_compute")
+    digest = snap.files["data.txt"][0]
+    blob = project.root / ".jupyter_compute" / "blobs" / "sha256" / digest[:2] / digest
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes().upper())  # same size, other bytes
+    with pytest.raises(CorruptBlobError, match=r"data\.txt .*refused") as info:
+        api.submit("hello.py", target="vm")
+    assert str(blob) in str(info.value)
+    stored = remote_home(host) / "blobs" / "sha256" / digest[:2]
+    assert not (stored / digest).exists()
+    assert [p.name for p in stored.glob(f"{digest}*")] == []  # no half-written temporary
+    (failed,) = api.runs(limit=1)
+    assert failed.status().value == "Failed" and "data.txt" in (failed.record.error or "")
+
+
+def test_a_dropped_link_mid_upload_resumes_with_what_is_missing(
+        project: Project, host: Server) -> None:
+    """The link drops in the middle of a 3 MB upload at 1 MB/s: the submit reconnects,
+    asks again what the host lacks, sends only that, and the run sees every byte."""
+    from netproxy import NetProxy
+
+    project.write("hashes.py", HASHES)
+    for i in range(30):
+        (project.root / "data").mkdir(exist_ok=True)
+        (project.root / "data" / f"part{i:02}.bin").write_bytes(os.urandom(100_000))
+    total = 30 * 100_000
+    with NetProxy(host.sshd.address, host.port, delay=0.025, rate=1_000_000) as link:
+        api.attach("slow", "ssh", **host.options(host=link.host, port=link.port))
+        dropped = threading.Event()
+
+        def drop_once() -> None:
+            deadline = time.monotonic() + 60
+            while link.bytes_forwarded < total // 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            link.drop()
+            dropped.set()
+
+        dropper = threading.Thread(target=drop_once, daemon=True)
+        dropper.start()
+        run = api.submit("hashes.py", target="slow")
+        assert dropped.is_set()
+        record = sync_record(project, run.id)
+        assert record["attempts"] == 2, record
+        assert 0 < record["blob_bytes"] < total * 0.8, record  # the rest, not all again
+        conn = run.target.host.conn  # type: ignore[attr-defined]
+        assert conn.connects == 2
+        assert run.wait(timeout=60).value == "Completed", run.log()
+        conn.close()  # before the proxy goes
+    assert f"tree {tree_hash(project.root / 'data')}" in run.log()
+    leftovers = [p for p in (remote_home(host) / "blobs" / "sha256").rglob("*.tmp-*")]
+    assert leftovers == []
+
+
+GROWING = """
+import os, time
+os.makedirs("outputs/sub", exist_ok=True)
+with open("outputs/first.txt", "w") as f:
+    f.write("first")
+print("ready", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.05)
+with open("outputs/sub/second.txt", "w") as f:
+    f.write("second")
+"""
+
+
+def test_outputs_fetched_while_running_are_not_sent_again(project: Project,
+                                                         host: Server) -> None:
+    api.attach("vm", "ssh", **host.options())
+    project.write("grow.py", GROWING)
+    run = api.submit("grow.py", target="vm")
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    assert [p.name for p in run.outputs()] == ["first.txt"]  # what is there so far
+    local = project.run_dir(run.id) / "outputs"
+    first = (local / "first.txt").stat()
+    (remote_home(host) / "runs" / run.id / "workdir" / "go").touch()
+    assert run.wait(timeout=60).value == "Completed", run.log()
+    assert sorted(p.relative_to(local).as_posix() for p in run.outputs()) == \
+        ["first.txt", "sub/second.txt"]
+    assert (local / "sub" / "second.txt").read_text() == "second"
+    assert (local / "first.txt").stat().st_ino == first.st_ino  # unchanged: not re-sent

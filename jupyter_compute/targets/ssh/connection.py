@@ -184,6 +184,8 @@ class Connection:
     connects: int = 0
     #: the jump hosts' connections, outermost first (closed with this one)
     jumps: list[paramiko.SSHClient] = field(default_factory=list, repr=False)
+    #: exec channels opened (each costs two round trips: open, then exec)
+    channels: int = 0
     # the decrypted key and the password, kept for reconnects (memory only)
     _credentials: tuple[paramiko.PKey | None, str | None] | None = field(default=None,
                                                                           repr=False)
@@ -451,6 +453,29 @@ class Connection:
             transport = self.client.get_transport()
         return self._guard(lambda: self._exec(command, stdin, timeout, transport))
 
+    def session(self, command: str, fn: Callable[[paramiko.Channel], T],
+                timeout: float = CALL_TIMEOUT) -> T:
+        """``fn(channel)`` on a new exec channel running ``command``, for a conversation
+        over its stdin and stdout (see ``transfer``); the channel is closed after."""
+        with self.lock:
+            self.ensure()
+            assert self.client is not None
+            transport = self.client.get_transport()
+
+        def converse() -> T:
+            if transport is None or not transport.is_active():
+                raise EOFError("the connection is closed")
+            chan = transport.open_session(timeout=self.endpoint.timeout)
+            self.channels += 1
+            try:
+                chan.settimeout(timeout)
+                chan.exec_command(command)
+                return fn(chan)
+            finally:
+                chan.close()
+
+        return self._guard(converse)
+
     def _guard(self, fn: Callable[[], T]) -> T:
         """``fn()``, with a dropped connection closed and raised as ``HostUnreachableError``."""
         try:
@@ -471,6 +496,7 @@ class Connection:
         if transport is None or not transport.is_active():
             raise EOFError("the connection is closed")
         chan = transport.open_session(timeout=self.endpoint.timeout)
+        self.channels += 1
         try:
             chan.settimeout(timeout)
             chan.exec_command(command)

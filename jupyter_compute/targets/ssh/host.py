@@ -7,14 +7,16 @@ Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
     runs/<run-id>/                     the run folder (see protocol.py), 0700
     envs/<hash>/                       venvs built from requirements files, reused
 
-``sync`` uploads only the blobs the host lacks (SFTP, a temporary name, then a
-rename). The agent starts detached (setsid, nohup), so a dropped connection or a
-closed kernel does not stop the run. Whatever is read back (log, metrics, status)
-is kept in the workspace's run folder as well, so ``logs``, ``metrics`` and
-``show`` work while the host is unreachable, and a follower resumes at its byte
-offset after a reconnect. When the run ends (``finish``), the rest of its log and
-metrics and its ``outputs/`` are fetched there, under names checked on this side:
-the host is not trusted to name files on this machine.
+``sync`` sends only the blobs the host lacks, with the runtime and the run's files,
+in one stream on one exec channel (``transfer``): the host checks each blob's
+sha256 before it renames it into place. The agent starts detached (setsid, nohup),
+so a dropped connection or a closed kernel does not stop the run. Whatever is read
+back (log, metrics, status) is kept in the workspace's run folder as well, so
+``logs``, ``metrics`` and ``show`` work while the host is unreachable, and a
+follower resumes at its byte offset after a reconnect. When the run ends
+(``finish``), the rest of its log and metrics and its ``outputs/`` (one stream) are
+fetched there, under names checked on this side: the host is not trusted to name
+files on this machine.
 """
 
 from __future__ import annotations
@@ -23,20 +25,21 @@ import json
 import os
 import posixpath
 import shlex
-import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import jupyter_compute.targets.ssh.sshconfig as sshconfig
+import jupyter_compute.targets.ssh.transfer as transfer
 from jupyter_compute import protocol
-from jupyter_compute.exceptions import RemoteCommandError, UsageError
+from jupyter_compute.exceptions import RemoteCommandError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import Host
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
 from jupyter_compute.targets.ssh.connection import (
+    CALL_TIMEOUT,
     Connection,
     HostUnreachableError,
     connection,
@@ -45,6 +48,9 @@ from jupyter_compute.targets.ssh.connection import (
     sh_command,
 )
 from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
+from jupyter_compute.targets.ssh.transfer import safe_name
+
+__all__ = ["SSHHost", "SyncStats", "put", "safe_name"]
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -76,20 +82,26 @@ _PRIVATE = (protocol.SPEC, protocol.STATUS, protocol.CANCEL)
 
 @dataclass
 class SyncStats:
-    """What one ``sync`` sent over SFTP, in files and bytes; kept as ``sync.json`` in the
-    local run folder.
+    """What one ``sync`` sent, in files and bytes (the last attempt's), and what it cost
+    in round trips; kept as ``sync.json`` in the local run folder.
 
     >>> run = submit("train.py", target="vm")
     >>> json.loads((ws.run_dir(run.id) / SYNC_RECORD).read_text())["blob_bytes"]
     1024
     """
 
-    blobs_checked: int = 0    # digests asked about (the rest were known to be there)
+    blobs_checked: int = 0    # digests not known to be there: asked about, or (a few
+                              # small ones) sent unasked, as one round trip costs more
     blobs_sent: int = 0
-    blob_bytes: int = 0
+    blob_bytes: int = 0       # their sizes (on the wire: sent_bytes, compressed where it paid)
     manifest_bytes: int = 0
     run_bytes: int = 0        # spec.json and status.json
     runtime_bytes: int = 0    # agent and tracking API, once per version and host
+    sent_bytes: int = 0       # all of the stream (frames, compressed), the last attempt's
+    round_trips: int = 0      # waits on the host: channel open, exec, answers
+    channels: int = 0         # exec channels (one per attempt)
+    attempts: int = 1         # 2 after a dropped connection
+    seconds: float = 0.0
 
     @property
     def total(self) -> int:
@@ -155,8 +167,7 @@ class SSHHost(Host):
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
         conn = self.conn
         if conn.probe is None:
-            # A new connection: its probe also tells what the host lacks (for sync).
-            ctx.scratch[SCRATCH_MISSING] = self._inspect(ctx.run_id, ctx.snap)
+            self._inspect(ctx)  # a new connection: its probe also tells what the host lacks
         work = conn.ensure().workdir
         return {"interpreter": ctx.spec.python,  # None: the agent's own, the host's python
                 "manifest": protocol.MANIFEST, "blobs": posixpath.join(work, "blobs"),
@@ -167,15 +178,23 @@ class SSHHost(Host):
         return self.remote(run_id)
 
     def sync(self, ctx: SubmitContext) -> None:
-        for attempt in (1, 2):  # every step is idempotent: after a drop, reconnect and redo
+        """Send what the host lacks in one stream (see ``transfer``).
+
+        Every step is idempotent and blobs that arrived whole are kept: after a drop,
+        reconnect, ask again, and send only the rest.
+        """
+        started = time.monotonic()
+        for attempt in (1, 2):
+            stats = SyncStats(attempts=attempt)
             try:
-                stats = self._sync(ctx)
+                self._sync(ctx, stats)
                 break
             except HostUnreachableError:
                 if attempt == 2:
                     raise
                 ctx.scratch.pop(SCRATCH_MISSING, None)
                 self.conn.ensure(force=True)
+        stats.seconds = round(time.monotonic() - started, 4)
         protocol.write_json_atomic(str(self.workspace.run_dir(ctx.run_id) / SYNC_RECORD),
                                    {**asdict(stats), "total": stats.total})
 
@@ -285,57 +304,110 @@ class SSHHost(Host):
 
     # -- sync ------------------------------------------------------------------------------
 
-    def _sync(self, ctx: SubmitContext) -> SyncStats:
+    def _sync(self, ctx: SubmitContext, stats: SyncStats) -> None:
+        """One exec channel: ask what the host lacks (unless known), then stream it all."""
         from jupyter_compute.snapshot import BlobStore
 
         conn, snap, run_id = self.conn, ctx.snap, ctx.run_id
-        work = conn.ensure().workdir
-        run = self.remote(run_id)
-        digests = sorted({digest for digest, _size, _mode in snap.files.values()})
+        probe = conn.ensure()
+        sizes = {digest: size for digest, size, _mode in snap.files.values()}
+        digests = sorted(sizes)
         version = runtime_digest()
-        runtime = posixpath.join(work, "runtime", version)
-        stats = SyncStats(blobs_checked=len([d for d in digests if d not in conn.blobs]))
-        inspected = ctx.scratch.pop(SCRATCH_MISSING, None)
-        missing, ship_runtime = inspected if inspected is not None else \
-            self._inspect(run_id, snap)
+        known = ctx.scratch.pop(SCRATCH_MISSING, None)
+        ask = [] if known is not None else [d for d in digests if d not in conn.blobs]
+        if known is None and version in conn.runtimes and sum(
+                sizes[d] for d in ask) <= transfer.SEND_UNASKED:
+            known = (ask, False, len(ask))  # cheaper to send them than to ask: no wait
+            ask = []
+        wait = known is None
+        stats.blobs_checked = known[2] if known is not None else len(ask)
         store = BlobStore(self.workspace.blobs_dir)
-        for digest in missing:
-            dest = posixpath.join(work, "blobs", "sha256", digest[:2], digest)
-            stats.blob_bytes += conn.call(partial(put, src=store.path(digest), dest=dest))
-            stats.blobs_sent += 1
-        conn.blobs.update(digests)
-        if ship_runtime:
-            package = posixpath.join(runtime, "jupyter_compute")
-            files = sorted(runtime_files().items(), key=lambda kv: kv[0] == "__init__.py")
-            for name, data in files:  # __init__.py last: it marks the runtime complete
-                stats.runtime_bytes += conn.call(
-                    partial(put, src=data, dest=posixpath.join(package, name)))
-        conn.runtimes.add(version)
         manifest = Path(snap.manifest_path).read_bytes()
         spec = json.dumps(ctx.agent, indent=1).encode()
         status = (self.workspace.run_dir(run_id) / protocol.STATUS).read_bytes()
-        for name, data in ((protocol.MANIFEST, manifest), (protocol.SPEC, spec),
-                           (protocol.STATUS, status)):
-            # a fresh run folder nobody reads yet: no need for a temporary name
-            conn.call(partial(put, src=data, dest=posixpath.join(run, name), atomic=False,
-                              mode=0o600 if name in _PRIVATE else None))
+        command = python_command(probe.python, transfer.RECEIVE, probe.workdir,
+                                 posixpath.join("runs", run_id),
+                                 posixpath.join("runtime", version))
+
+        def converse(chan: paramiko.Channel) -> None:
+            stats.round_trips += 2  # the channel opened, the command started
+            stats.channels += 1
+            out = chan.makefile("rb")
+            writer = transfer.FrameWriter(chan.sendall)
+            writer.write(f"W {len(ask)}\n{''.join(d + chr(10) for d in ask)}".encode())
+            try:
+                if wait:
+                    writer.flush()
+                    missing, ship_runtime = self._answer(chan, out, transfer.read_missing)
+                    stats.round_trips += 1
+                else:  # known: send at once, the answer is read at the end
+                    missing, ship_runtime = (known[0], known[1]) if known else ([], False)
+                for digest in missing:
+                    stats.blob_bytes += writer.blob(digest, store.path(digest))
+                    stats.blobs_sent += 1
+                if ship_runtime:  # in order, __init__.py last: it marks the runtime complete
+                    for name, data in runtime_files().items():
+                        writer.frame(f"R {name}", *transfer.pack(data))
+                        stats.runtime_bytes += len(data)
+                for name, data in ((protocol.MANIFEST, manifest), (protocol.SPEC, spec),
+                                   (protocol.STATUS, status)):
+                    mode = 0o600 if name in _PRIVATE else 0o644
+                    writer.frame(f"F {name} {mode:o}", *transfer.pack(data))
+                writer.write(b"E\n")
+                writer.flush()
+                chan.shutdown_write()
+            except OSError:
+                if not chan.get_transport().is_active():
+                    raise
+                # The receiver stopped reading: what it said is read below.
+            if not wait:
+                self._answer(chan, out, transfer.read_missing)
+            self._answer(chan, out, transfer.read_result)
+            stats.round_trips += 1
+            stats.sent_bytes += writer.sent
+
+        try:
+            conn.session(command, converse, timeout=max(CALL_TIMEOUT, 60.0))
+        except transfer.ReceiverError as exc:
+            raise self._refused(exc.said, snap, store) from None
+        conn.blobs.update(digests)
+        conn.runtimes.add(version)
         stats.manifest_bytes = len(manifest)
         stats.run_bytes = len(spec) + len(status)
-        return stats
 
-    def _inspect(self, run_id: str, snap: Snapshot) -> tuple[list[str], bool]:
-        """Make the run folder; which blobs and whether the runtime the host lacks.
+    def _answer(self, chan: paramiko.Channel, out: Any, read: Any) -> Any:
+        """``read(out)``; an empty answer on a dead link is a dropped connection."""
+        try:
+            return read(out)
+        except transfer.ReceiverError as exc:
+            if not exc.said and not chan.get_transport().is_active():
+                raise EOFError("the connection dropped during sync") from None
+            if not exc.said:
+                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                raise RemoteCommandError(chan.recv_exit_status(), f"sync on {self.label}",
+                                         err) from None
+            raise
 
-        Asks the host about the digests this connection does not know it has; when
-        it knows them all (a resubmit), one SFTP mkdir is all it costs.
-        """
+    def _refused(self, said: list[bytes], snap: Snapshot, store: Any) -> Exception:
+        words = [w.decode(errors="replace") for w in said]
+        if words[:2] == ["ERR", "corrupt"] and len(words) > 2:
+            digest = words[2]
+            names = sorted(n for n, (d, _size, _mode) in snap.files.items() if d == digest)
+            return transfer.CorruptBlobError(
+                f"{', '.join(names) or 'a file'} (sha256 {digest[:12]}…) arrived on "
+                f"{self.label} with other bytes than its hash: the host refused it and keeps "
+                f"nothing of it; submit again, and if it repeats, delete {store.path(digest)} "
+                "(a damaged copy in this workspace) first")
+        return TargetError(f"sync to {self.label} failed: {' '.join(words[1:]) or words}")
+
+    def _inspect(self, ctx: SubmitContext) -> None:
+        """On a new connection: its probe also makes the run folder and says which blobs
+        and whether the runtime the host lacks (kept for ``sync``)."""
         conn = self.conn
-        run = posixpath.join("runs", run_id)
-        unknown = sorted({d for d, _size, _mode in snap.files.values()} - conn.blobs)
-        if unknown or runtime_digest() not in conn.runtimes or conn.probe is None:
-            return conn.inspect(unknown, run, posixpath.join("runtime", runtime_digest()))
-        conn.call(lambda sftp: _mkdir(sftp, self.remote(run_id)))
-        return [], False
+        unknown = sorted({d for d, _size, _mode in ctx.snap.files.values()} - conn.blobs)
+        missing, runtime = conn.inspect(unknown, posixpath.join("runs", ctx.run_id),
+                                        posixpath.join("runtime", runtime_digest()))
+        ctx.scratch[SCRATCH_MISSING] = (missing, runtime, len(unknown))
 
     # -- the local mirror --------------------------------------------------------------
 
@@ -365,10 +437,29 @@ class SSHHost(Host):
         protocol.write_atomic(str(path), data, 0o600)
         return data
 
-    def _fetch_outputs(self, run_id: str) -> None:
-        remote = self.remote(run_id, protocol.OUTPUTS)
+    def _fetch_outputs(self, run_id: str) -> list[str]:
+        """The run's new or changed ``outputs/`` files, in one stream (``transfer``)."""
         local = self.workspace.run_dir(run_id) / protocol.OUTPUTS
-        self.conn.call(lambda sftp: fetch_tree(sftp, remote, local))
+        if os.path.islink(local):
+            return []  # never written through
+        index = json.dumps(transfer.local_index(local)).encode()
+        command = python_command(self.conn.ensure().python, transfer.SEND_OUTPUTS,
+                                 self.remote(run_id, protocol.OUTPUTS))
+
+        def converse(chan: paramiko.Channel) -> list[str]:
+            chan.sendall(index)
+            chan.shutdown_write()
+            try:
+                return transfer.receive_outputs(chan.makefile("rb"), local)
+            except EOFError:
+                if not chan.get_transport().is_active():
+                    raise  # a dropped connection
+                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                raise RemoteCommandError(chan.recv_exit_status(),
+                                         f"send the outputs of {run_id} on {self.label}",
+                                         err) from None
+
+        return self.conn.session(command, converse)
 
     def _checked(self, command: str, what: str, stdin: bytes = b"") -> bytes:
         code, out, err = self.conn.run(command, stdin)
@@ -406,82 +497,11 @@ def put(sftp: paramiko.SFTPClient, src: bytes | Path, dest: str, atomic: bool = 
     return sent
 
 
-def _mkdir(sftp: paramiko.SFTPClient, path: str) -> None:
-    try:
-        sftp.mkdir(path, 0o700)
-    except OSError:
-        if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
-            raise
-
-
 def _mtime(sftp: paramiko.SFTPClient, path: str) -> float | None:
     try:
         return sftp.stat(path).st_mtime
     except FileNotFoundError:
         return None
-
-
-def safe_name(name: str) -> bool:
-    """Whether a file name the host sent may be used as one name in a local folder:
-    not empty, ``.`` or ``..``, and with no ``/``, ``\\`` or NUL (so never absolute).
-
-    >>> [safe_name(n) for n in ("a.txt", "..", "../x", "/etc", "a\\0b")]
-    [True, False, False, False, False]
-    """
-    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
-
-
-def fetch_tree(sftp: paramiko.SFTPClient, remote: str, local: Path) -> None:
-    """Download the regular files under ``remote`` into ``local``; skip unchanged ones.
-
-    The host names the files, so nothing it says may reach outside ``local``: names
-    that are not one plain path component are refused, links on either side are
-    never followed (the host's are not artifacts; one here is left as it is, never
-    written through), and each file is written to a new temporary name, then renamed.
-    """
-    try:
-        entries = sftp.listdir_attr(remote)
-    except FileNotFoundError:
-        return
-    if os.path.islink(local):
-        return
-    local.mkdir(parents=True, exist_ok=True)
-    for entry in entries:
-        if not safe_name(entry.filename):
-            continue
-        mode = entry.st_mode or 0
-        src, dest = posixpath.join(remote, entry.filename), local / entry.filename
-        try:
-            here = os.lstat(dest)
-        except FileNotFoundError:
-            here = None
-        if here is not None and stat.S_ISLNK(here.st_mode):
-            continue  # never written through, never replaced
-        if stat.S_ISDIR(mode):
-            if here is None or stat.S_ISDIR(here.st_mode):
-                fetch_tree(sftp, src, dest)
-        elif stat.S_ISREG(mode):  # links and devices are not artifacts
-            if here is not None and (not stat.S_ISREG(here.st_mode) or (
-                    here.st_size == entry.st_size and int(here.st_mtime) == entry.st_mtime)):
-                continue
-            _get_file(sftp, src, dest, entry)
-
-
-def _get_file(sftp: paramiko.SFTPClient, src: str, dest: Path,
-              entry: paramiko.SFTPAttributes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{os.urandom(4).hex()}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sftp.getfo(src, f)
-        os.utime(tmp, (entry.st_atime or 0, entry.st_mtime or 0))
-        os.replace(tmp, dest)
-    except PermissionError:  # the script made it unreadable: not an artifact
-        os.unlink(tmp)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # -- local files -------------------------------------------------------------------------
