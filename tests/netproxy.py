@@ -84,6 +84,11 @@ class NetProxy:
         if self._server is not None:
             self._server.close()
         await self._drop()
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:  # the pipes of connections still open: end them quietly
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drop(self) -> None:
         for writer in list(self._writers):
@@ -100,8 +105,11 @@ class NetProxy:
         for w in (client_w, server_w):
             w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._writers.add(w)
-        await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w),
-                             return_exceptions=True)
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w),
+                                 self._pipe(server_r, client_w), return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # closing: end normally (asyncio reports a cancelled connection task)
         for w in (client_w, server_w):
             self._writers.discard(w)
             w.close()
