@@ -461,20 +461,7 @@ class Connection:
             self.ensure()
             assert self.client is not None
             transport = self.client.get_transport()
-
-        def converse() -> T:
-            if transport is None or not transport.is_active():
-                raise EOFError("the connection is closed")
-            chan = transport.open_session(timeout=self.endpoint.timeout)
-            self.channels += 1
-            try:
-                chan.settimeout(timeout)
-                chan.exec_command(command)
-                return fn(chan)
-            finally:
-                chan.close()
-
-        return self._guard(converse)
+        return self._guard(lambda: self._converse(transport, command, fn, timeout))
 
     def _guard(self, fn: Callable[[], T]) -> T:
         """``fn()``, with a dropped connection closed and raised as ``HostUnreachableError``."""
@@ -493,13 +480,8 @@ class Connection:
         if transport is None:
             assert self.client is not None
             transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise EOFError("the connection is closed")
-        chan = transport.open_session(timeout=self.endpoint.timeout)
-        self.channels += 1
-        try:
-            chan.settimeout(timeout)
-            chan.exec_command(command)
+
+        def whole(chan: paramiko.Channel) -> tuple[int, bytes, bytes]:
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
@@ -507,6 +489,20 @@ class Connection:
             out = chan.makefile("rb").read()
             err = chan.makefile_stderr("rb").read()
             return chan.recv_exit_status(), out, err
+
+        return self._converse(transport, command, whole, timeout)
+
+    def _converse(self, transport: paramiko.Transport | None, command: str,
+                  fn: Callable[[paramiko.Channel], T], timeout: float) -> T:
+        """``fn(channel)`` on a new exec channel running ``command``; closed after."""
+        if transport is None or not transport.is_active():
+            raise EOFError("the connection is closed")
+        chan = transport.open_session(timeout=self.endpoint.timeout)
+        self.channels += 1  # each costs two round trips: open, then exec
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            return fn(chan)
         finally:
             chan.close()
 
