@@ -226,3 +226,24 @@ def test_client_may_exit_while_the_run_goes_on(project: Project) -> None:
     out = project.cli("logs", run_id, "-f")
     assert "still here" in out.stdout
     assert project.show(run_id)["status"] == "Completed"
+
+
+def test_requirements_environment_on_the_local_target_from_another_folder(
+        project: Project) -> None:
+    """`environment: requirements:` on the local target, submitted from a subfolder.
+
+    The defect: the venv was built at a path relative to the run folder but used from
+    the submitting shell's folder ("could not start ../../envs/<key>/bin/python").
+    The agent's paths are absolute now; the venv lives in the workspace's envs/.
+    """
+    project.write("requirements.txt", "six\n")
+    project.write("uses_six.py", "import six\nprint('six', six.__version__)\n")
+    project.write("run.yml", "script: uses_six.py\nenvironment:\n"
+                             "  requirements: requirements.txt\n")
+    (project.root / "elsewhere").mkdir()
+    out = project.cli("submit", "--config", "../run.yml", "--source-dir", "..", "--wait",
+                      cwd=project.root / "elsewhere", timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "six 1." in out.stdout
+    envs = project.root / ".jupyter_compute" / "envs"
+    assert [p for p in envs.iterdir() if (p / "bin" / "python").exists()]
