@@ -786,3 +786,87 @@ def test_outputs_fetched_while_running_are_not_sent_again(project: Project,
         ["first.txt", "sub/second.txt"]
     assert (local / "sub" / "second.txt").read_text() == "second"
     assert (local / "first.txt").stat().st_ino == first.st_ino  # unchanged: not re-sent
+
+
+# -- over a 50 ms link ---------------------------------------------------------------------
+
+NUMBERED = """
+import time
+for i in range(200):
+    print(f"line {i} {time.time():.6f}", flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_a_link_dropped_mid_run_loses_and_repeats_no_line(project: Project,
+                                                          host: Server) -> None:
+    """Through a 50 ms link, the proxy drops every connection mid-run (twice): the
+    follower reconnects and resumes at its byte offset, so its text and the local
+    mirror have each of the 200 numbered lines exactly once, in order."""
+    from netproxy import NetProxy
+
+    project.write("numbered.py", NUMBERED)
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        run = api.submit("numbered.py", target="far")
+        seen: list[str] = []
+        errors: list[BaseException] = []
+
+        def follow() -> None:
+            try:
+                seen.extend(run.follow())
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                errors.append(exc)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        for mark in ("line 40 ", "line 120 "):
+            deadline = time.monotonic() + 30
+            while not any(s.startswith(mark) for s in seen) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert any(s.startswith(mark) for s in seen), (seen[-3:], errors)
+            link.drop()
+        follower.join(timeout=60)
+        assert not follower.is_alive() and not errors, errors
+        assert run.status().value == "Completed", run.record.error
+        conn = run.target.host.conn  # type: ignore[attr-defined]
+        assert conn.connects >= 3  # it did reconnect, after each drop
+        conn.close()  # before the proxy goes
+    numbers = [int(s.split()[1]) for s in seen if s.startswith("line ")]
+    assert numbers == list(range(200))
+    mirror = (project.run_dir(run.id) / "output.log").read_text().splitlines()
+    assert [int(s.split()[1]) for s in mirror if s.startswith("line ")] == list(range(200))
+
+
+def test_sync_follow_cancel_and_outputs_over_a_50ms_link(project: Project,
+                                                          host: Server) -> None:
+    """The whole round over a 50 ms link: a run is synced, followed to its line and
+    canceled (Canceled within the grace and a few seconds, nothing left on the host);
+    a second run's outputs come back."""
+    from netproxy import NetProxy
+
+    project.write("tree.py", CANCEL)
+    project.write("train.py", TRAIN)
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        run = api.submit("tree.py", target="far")
+        for line in run.follow():
+            if line.startswith("ready"):
+                break
+        assert len(sshd.processes_of_run(sshd.USER, run.id)) >= 5
+        grace = float((run.record.spec or {}).get("cancel_grace_seconds", 3))
+        t0 = time.monotonic()
+        run.cancel()
+        assert run.wait(timeout=grace + 5).value == "Canceled"
+        while (left := sshd.processes_of_run(sshd.USER, run.id)) and \
+                time.monotonic() - t0 < grace + 3:
+            time.sleep(0.05)
+        assert left == [] and time.monotonic() - t0 < grace + 3, left
+
+        second = api.submit("train.py", arguments=["a b"], target="far")
+        assert second.wait(timeout=60).value == "Completed", second.log()
+        outputs = {p.name: p for p in second.outputs()}
+        assert outputs["result.txt"].read_text() == "done"
+        assert json.loads(outputs["argv.json"].read_text()) == ["a b"]
+        assert "step 2" in second.log()
+        second.target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
