@@ -14,9 +14,15 @@ and measures, in the same session:
                a new folder; through tests/netproxy.py at a 50 ms round trip and on
                loopback; then a resubmit after one 1 KB file changed, against rsync
                of the same change (needs rsync: scripts/install-test-deps.sh)
+  link         through tests/netproxy.py at a 50 ms round trip: submit → first log
+               line against a bare paramiko exec of ``python3 -u t.py`` → first line
+               (both on a warm connection through the same proxy; goal ≤ +3 round
+               trips), and print → Run.follow() consumer, p95 over 100 lines (the
+               script stamps each line with time.time(), the consumer compares it with
+               its own clock: same machine; goal ≤ RTT + 100 ms)
 
     python benchmarks/bench_ssh.py [--repeat 20] [--snapshot-mb 50] [--sync-repeat 3]
-                                   [--only sync|latency]
+                                   [--only sync|latency|link]
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def main() -> None:
     parser.add_argument("--snapshot-mb", type=int, default=50)
     parser.add_argument("--sync-repeat", type=int, default=3)
     parser.add_argument("--sync-files", type=int, default=5000)
-    parser.add_argument("--only", choices=("sync", "latency"))
+    parser.add_argument("--only", choices=("sync", "latency", "link"))
     args = parser.parse_args()
     reason = sshd.unavailable()
     if reason:
@@ -115,6 +121,9 @@ def main() -> None:
         if args.only == "sync":
             sync_rows = bench_sync(project, server, key, workdir, options, args)
             print_sync(sync_rows, args)
+            return
+        if args.only == "link":
+            print_link(bench_link(project, server, key, workdir, options, args), args)
             return
 
         def submit_first_line() -> float:
@@ -211,6 +220,8 @@ def main() -> None:
         changed = small.stat().st_size
         sync_rows = None if args.only == "latency" else \
             bench_sync(project, server, key, workdir, options, args)
+        link_rows = None if args.only == "latency" else \
+            bench_link(project, server, key, workdir, options, args)
     finally:
         server.stop()
         shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir, ignore_errors=True)
@@ -246,6 +257,8 @@ def main() -> None:
           f"payload / snapshot: {sent['total'] / snapshot_bytes:.5f}x; submit took "
           f"{first_seconds:.2f}s first, {second_seconds:.2f}s after the change")
     print_sync(sync_rows, args)
+    if link_rows:
+        print_link(link_rows, args)
 
 
 def write_tree(folder: Path, files: int, total: int) -> None:
@@ -368,6 +381,93 @@ def print_sync(rows: dict[str, object] | None, args: argparse.Namespace) -> None
         print(f"{name:<32} {med['rsync -a']:8.2f}s {med['submit']:8.2f}s {med['sync']:8.2f}s "
               f"{med['submit'] / med['rsync -a']:12.2f}x {med['sync'] / med['rsync -a']:10.2f}x "
               f"{trips:>12g} {sent:>12,.0f}")
+
+STAMPED = """
+import time
+time.sleep(0.5)
+for i in range({lines}):
+    print(f"{{i}} {{time.time():.6f}}", flush=True)
+    time.sleep(0.02)
+"""
+
+
+def bench_link(project: Path, server: object, key: Path, workdir: str,
+               options: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
+    """Submit → first line and print → follower, through a 50 ms proxy (see the top)."""
+    import paramiko
+    from netproxy import NetProxy
+
+    from jupyter_compute import api
+
+    delay = 0.025
+    lines = 100
+    (project / "stamped.py").write_text(STAMPED.format(lines=lines))
+    with NetProxy(server.address, server.port, delay=delay) as proxy:  # type: ignore[attr-defined]
+        api.attach("link", "ssh", **{**options, "host": proxy.host, "port": proxy.port})
+        bare = paramiko.SSHClient()
+        bare.load_host_keys(str(project / ".jupyter_compute" / "known_hosts"))
+        api.submit("hello.py", target="link").wait()  # known_hosts has the key now
+        bare.load_host_keys(str(project / ".jupyter_compute" / "known_hosts"))
+        bare.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # the proxy's address
+        bare.connect(proxy.host, proxy.port, username=sshd.USER, key_filename=str(key),
+                     look_for_keys=False, allow_agent=False)
+        script = f"{workdir}/t.py"
+        with bare.open_sftp() as sftp, sftp.open(script, "w") as f:
+            f.write(SCRIPT)
+
+        def bare_first_line() -> float:
+            t0 = time.perf_counter()
+            _, stdout, _ = bare.exec_command(f"python3 -u {script}")
+            stdout.readline()
+            elapsed = time.perf_counter() - t0
+            stdout.channel.recv_exit_status()
+            return elapsed
+
+        def submit_first_line() -> float:
+            t0 = time.perf_counter()
+            run = api.submit("hello.py", target="link")
+            for line in run.follow():
+                if not line.startswith("[agent]"):
+                    break
+            elapsed = time.perf_counter() - t0
+            run.wait()
+            return elapsed
+
+        first = interleaved({"bare paramiko exec, 50 ms": bare_first_line,
+                             "API submit, 50 ms": submit_first_line},
+                            max(3, args.repeat // 2))
+        bare.close()
+
+        lags: list[float] = []
+        run = api.submit("stamped.py", target="link")
+        for line in run.follow():
+            now = time.time()
+            words = line.split()
+            if len(words) == 2 and words[0].isdigit():
+                lags.append(now - float(words[1]))
+        run.wait()
+        run.target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
+    return {"rtt": 2 * delay, "first": first, "lags": lags}
+
+
+def print_link(rows: dict[str, object], args: argparse.Namespace) -> None:
+    rtt: float = rows["rtt"]  # type: ignore[assignment]
+    first: dict[str, list[float]] = rows["first"]  # type: ignore[assignment]
+    lags: list[float] = sorted(rows["lags"])  # type: ignore[arg-type]
+    n = len(next(iter(first.values())))
+    print(f"\n{'through the proxy, RTT ' + format(rtt * 1000, '.0f') + ' ms':<30} "
+          f"{'median':>9} {'p90':>9} {'overhead':>9}   ({n} runs)")
+    base = statistics.median(first["bare paramiko exec, 50 ms"])
+    for name, times in first.items():
+        med = statistics.median(times)
+        p90 = sorted(times)[int(0.9 * (len(times) - 1))]
+        print(f"{name:<30} {med * 1000:8.1f}ms {p90 * 1000:8.1f}ms {(med - base) * 1000:+8.1f}ms")
+    over = statistics.median(first["API submit, 50 ms"]) - base
+    print(f"submit → first line overhead: {over / rtt:+.1f} round trips (goal ≤ +3)")
+    p95 = lags[int(0.95 * (len(lags) - 1))]
+    print(f"print → follower ({len(lags)} lines): median {statistics.median(lags) * 1000:.1f}"
+          f" ms, p95 {p95 * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms (goal ≤ RTT + 100 ms "
+          f"= {(rtt + 0.1) * 1000:.0f} ms)")
 
 
 def _wire_bytes(transport: object) -> int:
