@@ -249,12 +249,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cli_main(args)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from jupyter_compute import api
+#: The folder, under the current one, that ``demo`` copies an installed example into.
+DEMO_DIRNAME = "jupyter-compute-demo"
 
-    folder = demo_folder()
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jupyter_compute import api, workspace
+
+    folder, packaged = demo_folder()
+    ws: Any = args.workspace
+    if packaged:
+        # Nothing is ever written under the installed package (it may be read-only): the
+        # example runs from a copy here, in the workspace every other command finds from
+        # here (the nearest .jupyter_compute/ up from this folder, else a new one in it),
+        # so a `jupyter compute runs` typed next lists it.
+        folder = _demo_copy(folder, Path.cwd() / DEMO_DIRNAME)
+        ws = workspace.find(explicit=args.workspace)
+        _err(f"demo: the example is in {folder} (edit it and run it again there); "
+             f"its runs are in {ws.dir}")
     _err(f"demo: running {folder / 'train.py'} on the local target")
-    run = api.submit("train.py", source_dir=folder, name="demo", workspace=args.workspace,
+    run = api.submit("train.py", source_dir=folder, name="demo", workspace=ws,
                      arguments=["--epochs", "5"])
     code = _stream(run)
     if code == 0:
@@ -265,13 +279,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def demo_folder() -> Path:
-    """The example that ``demo`` runs: ``notebooks/`` of a checkout, or the packaged copy."""
+def demo_folder() -> tuple[Path, bool]:
+    """The example that ``demo`` runs, and whether it lies inside the installed package.
+
+    ``notebooks/`` of a checkout (run in place), or the copy packaged with a wheel.
+    """
     here = Path(__file__).resolve().parent
-    for folder in (here / "examples", here.parent / "notebooks"):
+    for folder, packaged in ((here / "examples", True), (here.parent / "notebooks", False)):
         if (folder / "train.py").is_file():
-            return folder
+            return folder, packaged
     raise ComputeError("the demo example (train.py) is not installed with this package")
+
+
+def _demo_copy(example: Path, dest: Path) -> Path:
+    """``dest`` holding the example's files; a file already there is kept (maybe edited)."""
+    import shutil
+
+    try:
+        dest.mkdir(exist_ok=True)
+        for path in sorted(example.iterdir()):
+            if path.is_file() and not (dest / path.name).exists():
+                shutil.copyfile(path, dest / path.name)  # content only: not a read-only mode
+    except OSError as exc:
+        raise ComputeError(f"cannot copy the demo example to {dest}: {exc.strerror}; "
+                           "run the demo from a folder you can write to") from None
+    return dest
 
 
 # -- plumbing ----------------------------------------------------------------------------

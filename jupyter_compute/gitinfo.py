@@ -2,7 +2,9 @@
 
 ``git status`` and ``git config`` run as subprocesses, started early so that they
 overlap the snapshot's walk of the folder. ``snapshot.git_info(folder)`` is the
-one-call form.
+one-call form. What the snapshot never ships (its always-excluded folders, passed in by
+:mod:`.snapshot`) does not make the tree dirty: JupyterLab's ``.ipynb_checkpoints/``, the
+workspace, the run's ``outputs/``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from dataclasses import dataclass
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 __all__ = ["GitInfo", "GitProbe"]
+
+# environment settings that change how git reads pathspecs (literal ones lose the magic)
+_PATHSPEC_ENV = frozenset({"GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS",
+                           "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS"})
 
 
 @dataclass
@@ -50,16 +57,28 @@ class GitProbe:
         self.status, self.remote = status, remote
 
     @classmethod
-    def start(cls, source: str) -> GitProbe | None:
+    def start(cls, source: str, excluded_dirs: Sequence[str] = (),
+              root_excluded_dirs: Sequence[str] = ()) -> GitProbe | None:
+        """Start the probe of ``source``; None outside a git work tree or without git.
+
+        Changes inside a folder named in ``excluded_dirs`` (at any depth of the
+        repository) or ``root_excluded_dirs`` (directly in ``source``) do not count as
+        dirty.
+        """
         if not _in_git_tree(source):
             return None
-        # optional locks off: never contend with the user's own git for index.lock
-        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+        # optional locks off: never contend with the user's own git for index.lock;
+        # the user's pathspec settings off: the excludes below are pathspec magic
+        env = {key: value for key, value in os.environ.items()
+               if key not in _PATHSPEC_ENV}
+        env["GIT_OPTIONAL_LOCKS"] = "0"
         opts: dict[str, Any] = {"cwd": source, "env": env, "stdin": subprocess.DEVNULL,
                                 "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         try:
             status = subprocess.Popen(["git", "status", "--porcelain=v2", "--branch",
-                                       "--untracked-files=normal"], **opts)
+                                       "--untracked-files=normal", "--",
+                                       *_excludes(excluded_dirs, root_excluded_dirs)],
+                                      **opts)
         except OSError:  # no git on PATH
             return None
         try:
@@ -84,7 +103,7 @@ class GitProbe:
                 branch = line[len("# branch.head "):]
             elif line.startswith("# branch.oid "):
                 commit = line[len("# branch.oid "):]
-            elif not line.startswith("#") and not _is_workspace(line):
+            elif not line.startswith("#"):
                 dirty = True
         return GitInfo(repository=url,
                        branch=None if branch == "(detached)" else branch,
@@ -98,7 +117,12 @@ class GitProbe:
             proc.communicate()
 
 
-def _is_workspace(line: str) -> bool:
-    # Our own untracked workspace folder does not make the code dirty: otherwise every
-    # project keeping .jupyter_compute/ inside would always report dirty.
-    return line.startswith("? ") and "/.jupyter_compute/" in f"/{line[2:]}"
+def _excludes(excluded_dirs: Sequence[str], root_excluded_dirs: Sequence[str]) -> list[str]:
+    """Exclude-only pathspecs: git then reports the whole work tree minus these folders.
+
+    ``top`` anchors a name-anywhere folder at the repository root (``**/`` also matches
+    no folder at all); a root-only folder is relative to ``cwd``, the source folder.
+    A collapsed untracked folder (``? .ipynb_checkpoints/``) is matched too.
+    """
+    return ([f":(top,exclude,glob)**/{name}/**" for name in excluded_dirs]
+            + [f":(exclude,glob){name}/**" for name in root_excluded_dirs])

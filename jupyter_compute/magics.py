@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -290,25 +291,32 @@ class RunsTable:
 
 
 class TargetsTable:
-    """``%compute list`` / ``show``: HTML in Jupyter, text elsewhere."""
+    """``%compute list`` / ``show``: HTML in Jupyter, text elsewhere.
+
+    A target with every option at its default says what that means (``local``: this
+    machine and the interpreter its runs use) rather than showing an empty cell.
+    """
 
     def __init__(self, targets: dict[str, dict[str, Any]],
                  nodes: dict[str, dict[str, int] | None] | None = None) -> None:
         self.targets = targets
         self.nodes = nodes or {}
 
-    def _rows(self) -> list[tuple[str, str, str]]:
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        """(name, type, options, what the defaults mean when there are no options)."""
         rows = []
         for name, config in self.targets.items():
             options = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("type", "name"))
             n = self.nodes.get(name)
             if n:
                 options += f" nodes={n.get('current')}/{n.get('min')}..{n.get('max')}"
-            rows.append((name, str(config.get("type")), options.strip()))
+            kind = str(config.get("type"))
+            options = options.strip()
+            rows.append((name, kind, options, "" if options else _defaults_note(kind)))
         return rows
 
     def __repr__(self) -> str:
-        rows = [("NAME", "TYPE", "OPTIONS"), *self._rows()]
+        rows = [("NAME", "TYPE", "OPTIONS"), *((a, b, c or d) for a, b, c, d in self._rows())]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                          for r in rows)
@@ -316,10 +324,24 @@ class TargetsTable:
     def _repr_html_(self) -> str:
         import html
 
+        def options(text: str, note: str) -> str:
+            if text:
+                return f"<code>{html.escape(text)}</code>"
+            return f"<span style='opacity:0.75'>{html.escape(note)}</span>" if note else ""
+
         body = "".join(f"<tr><td><b>{html.escape(a)}</b></td><td>{html.escape(b)}</td>"
-                       f"<td><code>{html.escape(c)}</code></td></tr>" for a, b, c in self._rows())
+                       f"<td>{options(c, d)}</td></tr>" for a, b, c, d in self._rows())
         return ("<table><thead><tr><th>name</th><th>type</th><th>options</th></tr></thead>"
                 f"<tbody>{body}</tbody></table>")
+
+
+def _defaults_note(kind: str) -> str:
+    """What a target of ``kind`` with no options runs on, in a few words."""
+    if kind == "local":
+        # LocalHost runs with the submitting interpreter: this kernel's
+        version = ".".join(map(str, sys.version_info[:3]))
+        return f"this machine, python {version} ({sys.executable})"
+    return "default options"
 
 
 def load_ipython_extension(ipython: Any) -> None:

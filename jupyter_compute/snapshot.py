@@ -261,8 +261,13 @@ def git_info(source_dir: str | os.PathLike[str]) -> GitInfo | None:
         GitInfo(repository='git@github.com:me/proj.git', branch='main', commit='3f1e...',
                 dirty=True)
     """
-    probe = GitProbe.start(source_root(source_dir))
+    probe = _git_probe(source_root(source_dir))
     return None if probe is None else probe.result()[0]
+
+
+def _git_probe(root: str) -> GitProbe | None:
+    # what is never snapshotted (JupyterLab's checkpoints, outputs/) is not "dirty" either
+    return GitProbe.start(root, ALWAYS_EXCLUDED_DIRS, _ROOT_EXCLUDED_DIRS)
 
 
 _SCANDIR_FD = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY")
@@ -466,7 +471,7 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
     root = source_root(source_dir)
     real_root = os.path.realpath(root)
     ws = os.path.abspath(os.path.expanduser(os.fspath(workspace_dir)))
-    probe = GitProbe.start(root) if with_git else None  # runs while we walk
+    probe = _git_probe(root) if with_git else None  # runs while we walk
     try:
         cache = _SourceCache.load(os.path.join(ws, "cache"), real_root)
         rules = IgnoreRules(root, cache.ignore)

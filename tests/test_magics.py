@@ -94,6 +94,23 @@ def test_compute_attach_list_show_detach(project: Project, kernel: Kernel) -> No
     assert kernel.run("%compute detach sys").status == "ok"
 
 
+def test_compute_list_says_what_local_runs_on(project: Project, kernel: Kernel) -> None:
+    # `local` has no options: its row said nothing (an empty grey chip). It runs on this
+    # machine with the kernel's own interpreter, and now says so.
+    python = kernel.value("__import__('sys').executable")
+    version = kernel.value("'.'.join(map(str, __import__('sys').version_info[:3]))")
+    listed = kernel.run("%compute list")
+    assert listed.status == "ok", listed.error_text
+    bundle = listed.data[-1]
+    row = next(line for line in bundle["text/plain"].splitlines() if line.startswith("local"))
+    assert row.split(None, 2) == ["local", "local", f"this machine, python {version} ({python})"]
+    html_row = bundle["text/html"].split("<td><b>local</b></td>", 1)[1].split("</tr>", 1)[0]
+    assert f"this machine, python {version} ({python})" in html_row
+    assert "<code></code>" not in bundle["text/html"]
+    shown = kernel.run("%compute show local").data[0]
+    assert f"python {version} ({python})" in shown["text/plain"]
+
+
 @pytest.mark.parametrize("line, words", [
     ("%submit nope.py", "no script 'nope.py'"),
     ("%submit --bogus", "unrecognized arguments: --bogus"),

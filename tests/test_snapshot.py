@@ -643,6 +643,30 @@ def test_git_info_branch_commit_dirty_remote(tmp_path: Path) -> None:
     assert git_info(repo).branch is None
 
 
+def test_jupyterlab_checkpoints_and_outputs_leave_a_clean_tree_clean(project) -> None:
+    # JupyterLab writes .ipynb_checkpoints/ beside every notebook it saves; a run writes
+    # outputs/. Neither is snapshotted, so neither makes a submit from JupyterLab "dirty".
+    project.write("train.py", "print('hi')\n")
+    project.write("nb/analysis.ipynb", "{}\n")
+    git(project.root, "init", "-q")
+    git(project.root, "add", "train.py", "nb")
+    git(project.root, "commit", "-q", "-m", "first")
+    head = git(project.root, "rev-parse", "HEAD").strip()
+    project.write(".ipynb_checkpoints/x-checkpoint.ipynb", "{}\n")
+    project.write("nb/.ipynb_checkpoints/analysis-checkpoint.ipynb", "{}\n")
+    project.write("outputs/y", "result\n")
+
+    def submitted_git() -> dict:
+        out = project.cli("submit", "train.py", "--wait")
+        assert out.returncode == 0, out.stderr
+        return project.show(out.stderr.split()[1])["git"]
+
+    assert submitted_git() == {"repository": None, "branch": "main", "commit": head,
+                               "dirty": False}
+    project.write("train.py", "print('changed')\n")  # a real change still counts
+    assert submitted_git()["dirty"] is True
+
+
 def test_no_git_info_outside_git_or_when_not_asked(tmp_path: Path) -> None:
     src = make(tmp_path / "plain", {"a.py": "a"})
     assert git_info(src) is None
