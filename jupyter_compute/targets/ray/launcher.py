@@ -73,6 +73,10 @@ NODES_TTL = 1.0
 #: run's own (ephemeral).
 CLUSTER, EPHEMERAL = "ray_cluster", "ray_ephemeral"
 _INFEASIBLE = re.compile(r"No available node types can fulfill resource request (\{.*?\})")
+#: Ray dropped the job before anything of it ran: its supervisor actor was cancelled
+#: (the node it was placed on was scaled away at that moment). Submitted again this often.
+_NEVER_RAN = re.compile(r"actor never ran|cancelled before it started", re.IGNORECASE)
+RESUBMITS = 2
 
 
 class RayJobLauncher(Launcher):
@@ -259,15 +263,57 @@ class RayJobLauncher(Launcher):
             agent = install_runtime(self.workspace.dir) / "jupyter_compute" / "agent.py"
             entrypoint = shlex.join([python or sys.executable, str(agent), str(run_dir)])
         client: JobsClient = ctx.scratch[CLIENT]
+        shared = not isinstance(host, JobLogHost)
         protocol.write_json_atomic(str(run_dir / JOB_RECORD), {
             "address": client.address, "submission_id": ctx.run_id,
-            "transport": "job-log" if isinstance(host, JobLogHost) else "shared",
+            "transport": "shared" if shared else "job-log",
             "request": request, "submitted": time.time(), "cluster": ctx.scratch[CLUSTER],
-            "ephemeral": ctx.scratch[EPHEMERAL]})
-        client.submit(entrypoint, submission_id=ctx.run_id, runtime_env=runtime_env,
-                      metadata={"jupyter_compute_run": ctx.run_id, "target": self.name},
+            "ephemeral": ctx.scratch[EPHEMERAL],
+            # what any reader needs to submit it again (shared: nothing secret in it)
+            "entrypoint": entrypoint if shared else None})
+        self._submit(client, ctx.run_id, ctx.run_id, entrypoint, runtime_env, request)
+
+    def _submit(self, client: JobsClient, run_id: str, submission_id: str, entrypoint: str,
+                runtime_env: dict[str, Any], request: dict[str, Any]) -> None:
+        client.submit(entrypoint, submission_id=submission_id, runtime_env=runtime_env,
+                      metadata={"jupyter_compute_run": run_id, "target": self.name},
                       entrypoint_num_cpus=request["CPU"],
                       entrypoint_memory=int(request["memory"]) if "memory" in request else None)
+
+    def _resubmit(self, run_id: str, rec: dict[str, Any], info: dict[str, Any] | None,
+                  cancel: bool) -> bool:
+        """Submit a job again that Ray dropped before any of it ran; True if it now runs.
+
+        Only for the shared transport (the agent writes the run folder itself, so a new
+        job simply picks it up), a few times, and by one reader: the record is rewritten
+        under a lock, and a reader that finds it rewritten already just follows it.
+        """
+        if cancel or info is None or rec.get("transport") != "shared" or \
+                rec.get("ephemeral") or not rec.get("entrypoint") or \
+                not _NEVER_RAN.search(str(info.get("message") or "")):
+            return False
+        import fcntl
+
+        path = self.workspace.run_dir(run_id) / JOB_RECORD
+        with open(path.with_name(f".{JOB_RECORD}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            now = job_record(self.workspace, run_id) or rec
+            if now.get("submission_id") != rec.get("submission_id"):
+                return True  # another reader submitted it again already
+            attempt = int(now.get("attempt", 0)) + 1
+            if attempt > RESUBMITS:
+                return False
+            submission_id = f"{run_id}-retry{attempt}"
+            try:
+                self._submit(self.clients.for_record(now), run_id, submission_id,
+                             now["entrypoint"], {}, now["request"])
+            except TargetError:
+                return False
+            protocol.write_json_atomic(str(path), {**now, "submission_id": submission_id,
+                                                   "attempt": attempt})
+        with self._lock:
+            self._info.pop(run_id, None)
+        return True
 
     # -- hooks: a run that was launched ----------------------------------------------
 
@@ -302,6 +348,11 @@ class RayJobLauncher(Launcher):
         if info is None or info.get("status") in TERMINAL:
             host.finish(run_id)  # job-log: the final status may be in the log
             if not _read_status(host, run_id).get("agent"):
+                if self._resubmit(run_id, rec, info, cancel):
+                    status.update(status=RunStatus.PREPARING.value,
+                                  detail="Ray dropped the job before it ran (its node went "
+                                         "away); submitted it again")
+                    return True
                 self._end(host, run_id, *self._why_ended(run_id, rec, info, cancel))
             return False  # with an agent that did not end the run: "agent lost"
         if agent:
