@@ -77,6 +77,20 @@ def interleaved(fns: dict[str, Callable[[], float]], repeat: int) -> dict[str, l
     return times
 
 
+def first_line(target: str) -> float:
+    """Seconds from ``submit`` to the script's first line of output, then wait it out."""
+    from jupyter_compute import api
+
+    t0 = time.perf_counter()
+    run = api.submit("hello.py", target=target)
+    for line in run.follow():
+        if not line.startswith("[agent]"):
+            break
+    elapsed = time.perf_counter() - t0
+    run.wait()
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,14 +141,7 @@ def main() -> None:
             return
 
         def submit_first_line() -> float:
-            t0 = time.perf_counter()
-            run = api.submit("hello.py", target="vm")
-            for line in run.follow():
-                if not line.startswith("[agent]"):
-                    break
-            elapsed = time.perf_counter() - t0
-            run.wait()
-            return elapsed
+            return first_line("vm")
 
         def cli_first_line() -> float:
             t0 = time.perf_counter()
@@ -424,14 +431,7 @@ def bench_link(project: Path, server: object, key: Path, workdir: str,
             return elapsed
 
         def submit_first_line() -> float:
-            t0 = time.perf_counter()
-            run = api.submit("hello.py", target="link")
-            for line in run.follow():
-                if not line.startswith("[agent]"):
-                    break
-            elapsed = time.perf_counter() - t0
-            run.wait()
-            return elapsed
+            return first_line("link")
 
         first = interleaved({"bare paramiko exec, 50 ms": bare_first_line,
                              "API submit, 50 ms": submit_first_line},

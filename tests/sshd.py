@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -364,3 +365,33 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+@dataclass
+class Login:
+    """A running sshd, a key authorized for ``USER`` and a remote workdir: what a test
+    needs to attach an ssh target to it (``options`` for the API, ``flags`` for the CLI)."""
+
+    sshd: SSHServer
+    key: Path            # authorized for USER
+    workdir: str         # the session's remote workdir (under the user's home)
+
+    @property
+    def port(self) -> int:
+        return self.sshd.port
+
+    def options(self, **extra: object) -> dict[str, object]:
+        opts: dict[str, object] = {
+            "host": self.sshd.address, "port": self.port, "user": USER,
+            "key": str(self.key), "workdir": self.workdir, "connect_timeout": 5,
+            "trust_host_key": self.sshd.fingerprint}
+        opts.update(extra)
+        return {k: v for k, v in opts.items() if v is not None}
+
+    def flags(self, **extra: object) -> list[str]:
+        return as_flags(self.options(**extra))
+
+
+def as_flags(options: dict[str, object]) -> list[str]:
+    """``{"proxy_jump": "a"}`` → ``["--proxy-jump", "a"]``: attach options as CLI flags."""
+    return [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]

@@ -17,8 +17,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,29 +48,7 @@ TRICKY = ["two words", "it's", 'say "hi"', "$(touch {canary})", "a; touch {canar
           "--x=1", "\\back\\slash", "new\nline", "*"]
 
 
-@dataclass
-class Server:
-    """One running sshd and what a test needs to attach it."""
-
-    sshd: sshd.SSHServer
-    key: Path            # authorized for sshd.USER
-    workdir: str         # the session's remote workdir (under the user's home)
-
-    @property
-    def port(self) -> int:
-        return self.sshd.port
-
-    def options(self, **extra: object) -> dict[str, object]:
-        opts: dict[str, object] = {
-            "host": self.sshd.address, "port": self.port, "user": sshd.USER,
-            "key": str(self.key), "workdir": self.workdir, "connect_timeout": 5,
-            "trust_host_key": self.sshd.fingerprint}
-        opts.update(extra)
-        return {k: v for k, v in opts.items() if v is not None}
-
-    def flags(self, **extra: object) -> list[str]:
-        return [a for k, v in self.options(**extra).items()
-                for a in (f"--{k.replace('_', '-')}", str(v))]
+Server = sshd.Login  # one running sshd and what a test needs to attach it
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +108,23 @@ def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     return lines[0]
+
+
+def follow_in_thread(run: Any) -> tuple[list[str], list[BaseException], threading.Thread]:
+    """Follow ``run`` on a daemon thread (it never hangs the session): the lines it
+    yields, the error it raised (if any), and the thread, already started."""
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            seen.extend(run.follow())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    return seen, errors, follower
 
 
 # -- a run end to end ----------------------------------------------------------------
@@ -336,17 +331,7 @@ def test_disconnect_mid_run_loses_and_repeats_no_line(project: Project, host: Se
     api.attach("vm", "ssh", **host.options())
     project.write("count.py", COUNT)
     run = api.submit("count.py", target="vm")
-    seen: list[str] = []
-    errors: list[BaseException] = []
-
-    def follow() -> None:
-        try:
-            seen.extend(run.follow())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            errors.append(exc)
-
-    follower = threading.Thread(target=follow, daemon=True)  # never hang the session
-    follower.start()
+    seen, errors, follower = follow_in_thread(run)
     deadline = time.monotonic() + 30
     while "8\n" not in seen and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -809,17 +794,7 @@ def test_a_link_dropped_mid_run_loses_and_repeats_no_line(project: Project,
     with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
         api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
         run = api.submit("numbered.py", target="far")
-        seen: list[str] = []
-        errors: list[BaseException] = []
-
-        def follow() -> None:
-            try:
-                seen.extend(run.follow())
-            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-                errors.append(exc)
-
-        follower = threading.Thread(target=follow, daemon=True)
-        follower.start()
+        seen, errors, follower = follow_in_thread(run)
         for mark in ("line 40 ", "line 120 "):
             deadline = time.monotonic() + 30
             while not any(s.startswith(mark) for s in seen) and time.monotonic() < deadline:

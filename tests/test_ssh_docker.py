@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,25 +53,8 @@ time.sleep(300)
 """
 
 
-@dataclass
-class Engine:
+class Engine(sshd.Login):
     """An sshd whose user may use this machine's Docker engine."""
-
-    sshd: sshd.SSHServer
-    key: Path
-    workdir: str
-
-    def options(self, **extra: object) -> dict[str, object]:
-        opts: dict[str, object] = {
-            "host": self.sshd.address, "port": self.sshd.port, "user": sshd.USER,
-            "key": str(self.key), "workdir": self.workdir, "connect_timeout": 5,
-            "trust_host_key": self.sshd.fingerprint}
-        opts.update(extra)
-        return {k: v for k, v in opts.items() if v is not None}
-
-    def flags(self, **extra: object) -> list[str]:
-        return [a for k, v in self.options(**extra).items()
-                for a in (f"--{k.replace('_', '-')}", str(v))]
 
     def remote_run(self, run_id: str) -> Path:
         """The run folder on the host (this machine), as the SSH user sees it."""

@@ -56,8 +56,7 @@ class Hosts:
         return {k: v for k, v in opts.items() if v is not None}
 
     def flags(self, **extra: object) -> list[str]:
-        return [a for k, v in self.options(**extra).items()
-                for a in (f"--{k.replace('_', '-')}", str(v))]
+        return sshd.as_flags(self.options(**extra))
 
 
 @pytest.fixture(scope="module")
