@@ -357,9 +357,12 @@ class Target:
         ident = st.get("agent")
         # An agent in a container says so in its identity: the host cannot check its pid.
         alive = self.host.process_alive(ident) if ident and verdict is None else verdict
+        if alive:
+            return None  # the common case on every poll: no more files to read
         beat = self.host.heartbeat_age(run_id) if ident and alive is None else None
-        return lost(st, agent_alive=alive, heartbeat_age=beat,
-                             client=client_state(self.workspace.run_dir(run_id)))
+        # The submitting client matters only until the agent has started.
+        client = None if ident else client_state(self.workspace.run_dir(run_id))
+        return lost(st, agent_alive=alive, heartbeat_age=beat, client=client)
 
     def _ended(self, run_id: str, st: dict[str, Any]) -> dict[str, Any]:
         self.host.finish(run_id)
