@@ -300,13 +300,33 @@ def test_a_build_that_fails_halfway_is_built_afresh_next_time(project: Project,
     assert "building environment" in log and "value 42" in log
 
 
-def test_pip_builds_where_uv_is_not_wanted(project: Project) -> None:
+def test_pip_builds_where_uv_is_not_wanted_and_build_time_is_not_run_time(
+        project: Project) -> None:
+    """pip's build (a venv with ensurepip, then pip) takes seconds: longer than the run's
+    max duration, which must start only when the script does."""
+    project.write("requirements.txt", "six\n")
+    project.write("uses.py", USES)
+    run = api.submit("uses.py", environment={"requirements": "requirements.txt",
+                                             "installer": "pip"}, max_run_duration_seconds=1)
+    assert run.wait(timeout=300).value == "Completed", run.log()
+    assert "with pip (installer: pip)" in run.log() and "six 1." in run.log()
+    assert run.to_dict()["prepare_seconds"] > 1
+
+
+def test_cancel_during_a_build_leaves_nothing_half_built(project: Project) -> None:
     project.write("requirements.txt", "six\n")
     project.write("uses.py", USES)
     run = api.submit("uses.py", environment={"requirements": "requirements.txt",
                                              "installer": "pip"})
-    assert run.wait(timeout=300).value == "Completed", run.log()
-    assert "with pip" in run.log() and "six 1." in run.log()
+    deadline = time.monotonic() + 60
+    while "building environment" not in run.log():
+        assert time.monotonic() < deadline, run.log()
+        time.sleep(0.05)
+    assert run.status().value == "Preparing"
+    assert run.cancel().value in ("Preparing", "Canceled")
+    assert run.wait(timeout=60).value == "Canceled", run.log()
+    assert "canceled during" in run.log()
+    assert built(project) == []
 
 
 # -- the model, without a build --------------------------------------------------------------
