@@ -198,6 +198,9 @@ def prepare(env: dict[str, Any], *, default_python: str, env_root: str, blobs: s
             stopped: Callable[[], bool] = lambda: False) -> Lease | str:
     """The interpreter for a run: a plain one (returned as a path) when nothing is to be
     installed, else a :class:`Lease` on a built (or reused) environment."""
+    if env.get("provided"):  # the launcher's platform installed it (Ray's runtime_env)
+        say(f"environment ({env.get('source')}): {env['provided']}")
+        return default_python
     started = time.monotonic()
     installer = env.get("installer") or "auto"
     wants_uv = installer in ("auto", "uv")
