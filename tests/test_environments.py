@@ -179,6 +179,7 @@ def test_a_sweep_shares_one_environment_across_its_trials(project: Project) -> N
 
 
 def test_two_concurrent_submits_build_the_environment_once(project: Project) -> None:
+    """pip builds for seconds, so the second run surely arrives during the build."""
     project.write("requirements.txt", "six\nidna\n")
     project.write("uses.py", USES)
     runs: list = []
@@ -186,7 +187,8 @@ def test_two_concurrent_submits_build_the_environment_once(project: Project) -> 
 
     def submit() -> None:
         barrier.wait()
-        runs.append(api.submit("uses.py", requirements="requirements.txt"))
+        runs.append(api.submit("uses.py", environment={"requirements": "requirements.txt",
+                                                       "installer": "pip"}))
 
     threads = [threading.Thread(target=submit) for _ in range(2)]
     for t in threads:
@@ -198,7 +200,9 @@ def test_two_concurrent_submits_build_the_environment_once(project: Project) -> 
     logs = [run.log() for run in runs]
     assert sum("building environment" in log for log in logs) == 1, logs
     assert len(built(project)) == 1
+    key, = built(project)
     other = next(log for log in logs if "building environment" not in log)
+    assert f"waiting for the build of environment {key}" in other
     assert "reusing environment" in other
 
 
