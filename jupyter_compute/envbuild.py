@@ -179,6 +179,7 @@ def _uv_env(cache: str | None) -> dict[str, str]:
     if cache:
         env["UV_CACHE_DIR"] = cache
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.setdefault("UV_NATIVE_TLS", "1")  # the host's trust store, as pip uses (a proxy's CA)
     env["UV_NO_PROGRESS"] = "1"
     env.pop("VIRTUAL_ENV", None)
     # uv does not read pip's settings: carry the index a user set for pip over to it
@@ -201,6 +202,8 @@ def prepare(env: dict[str, Any], *, default_python: str, env_root: str, blobs: s
     if env.get("provided"):  # the launcher's platform installed it (Ray's runtime_env)
         say(f"environment ({env.get('source')}): {env['provided']}")
         return default_python
+    for notice in env.get("notices") or ():
+        say(f"environment: {notice}")
     started = time.monotonic()
     installer = env.get("installer") or "auto"
     wants_uv = installer in ("auto", "uv")

@@ -212,7 +212,8 @@ def resolve(env: Environment | None, source_dir: Path,
          "uv_wheel": None | {"uv-….whl": "<sha256>"},  # a uv to use where none is
          "installer": "auto" | "uv" | "pip",
          "image": None | str, "dockerfile": None | str,  # docker launchers only
-         "digest": "<sha256>"}   # of python, requirements, wheels, no_index, venv
+         "notices": ["one line each"],  # what the kernel source left out (said in the log)
+         "digest": "<sha256>"}   # spec_digest: python, requirements, wheels, no_index, venv
 
     Files are read here, relative to ``source_dir`` (else the current folder).
     """
@@ -225,6 +226,7 @@ def resolve(env: Environment | None, source_dir: Path,
     wheels: dict[str, str] = {}
     no_index = False
     uv_wheel = None
+    notices: list[str] = []
     if env.requirements:
         path = _find(env.requirements, source_dir, "requirements file", "--requirements")
         lines += read_requirements(path)
@@ -247,16 +249,26 @@ def resolve(env: Environment | None, source_dir: Path,
         python = python or part.get("python")
         no_index = bool(part.get("no_index"))
         uv_wheel = part.get("uv_wheel")
+        notices += [str(n) for n in part.get("notices") or []]
         sources.append("kernel")
     if python and not sources:
         sources.append(f"python {python}")
-    content = {"python": python, "requirements": lines, "wheels": wheels,
-               "no_index": no_index}
-    content["venv"] = env.installs()  # a package source, even an empty one: isolate it
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    return {"source": ", ".join(sources) or "image", **content, "uv_wheel": uv_wheel,
-            "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,
-            "digest": digest}
+    resolved = {"source": ", ".join(sources) or "image", "python": python,
+                "requirements": lines, "wheels": wheels, "no_index": no_index,
+                "venv": env.installs(),  # a package source, even an empty one: isolate it
+                "uv_wheel": uv_wheel,
+                "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,
+                "notices": notices}
+    resolved["digest"] = spec_digest(resolved)
+    return resolved
+
+
+def spec_digest(resolved: dict[str, Any]) -> str:
+    """The content hash of a resolved environment: what decides what gets installed."""
+    content = {k: resolved.get(k) for k in ("python", "requirements", "wheels", "no_index",
+                                            "venv")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 def _kernel_part(workspace: Workspace | None, python: str | None) -> dict[str, Any]:
@@ -269,7 +281,9 @@ def _kernel_part(workspace: Workspace | None, python: str | None) -> dict[str, A
                          "jupyter_compute (jupyter_compute.wheelhouse is missing)") from None
     if workspace is None:
         raise UsageError("the 'kernel' environment needs a workspace to keep its wheels in")
-    part: dict[str, Any] = kernel_environment(workspace, python=python)
+    # Its python is the client interpreter whose packages to pin: this one (the
+    # environment's python selector names the target's interpreter instead).
+    part: dict[str, Any] = kernel_environment(workspace)
     return part
 
 
