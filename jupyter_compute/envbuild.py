@@ -196,9 +196,21 @@ def _uv_env(cache: str | None) -> dict[str, str]:
 
 def prepare(env: dict[str, Any], *, default_python: str, env_root: str, blobs: str | None,
             cwd: str, say: Callable[[str], None], log_fd: int,
-            stopped: Callable[[], bool] = lambda: False) -> Lease | str:
+            stopped: Callable[[], bool] = lambda: False,
+            progress: Callable[[str], None] | None = None) -> Lease | str:
     """The interpreter for a run: a plain one (returned as a path) when nothing is to be
-    installed, else a :class:`Lease` on a built (or reused) environment."""
+    installed, else a :class:`Lease` on a built (or reused) environment.
+
+    ``say`` writes a line to the run's log; ``progress`` (if given) shows what the build
+    is doing now (``environment: 12/40 packages``) beside the run's status."""
+    if progress is not None:
+        plain_say = say
+
+        def say(message: str) -> None:  # every build line is also the current progress
+            plain_say(message)
+            if message.startswith(("environment:", "building", "waiting")):
+                progress(message)
+
     if env.get("provided"):  # the launcher's platform installed it (Ray's runtime_env)
         say(f"environment ({env.get('source')}): {env['provided']}")
         return default_python

@@ -315,6 +315,7 @@ def test_pip_builds_where_uv_is_not_wanted_and_build_time_is_not_run_time(
     assert run.wait(timeout=300).value == "Completed", run.log()
     assert "with pip (installer: pip)" in run.log() and "six 1." in run.log()
     assert run.to_dict()["prepare_seconds"] > 1
+    assert "detail" not in json.loads((project.run_dir(run.id) / "status.json").read_text())
 
 
 def test_cancel_during_a_build_leaves_nothing_half_built(project: Project) -> None:
@@ -327,6 +328,9 @@ def test_cancel_during_a_build_leaves_nothing_half_built(project: Project) -> No
         assert time.monotonic() < deadline, run.log()
         time.sleep(0.05)
     assert run.status().value == "Preparing"
+    # beside the status (the widget shows it): what the build is doing now
+    assert run.detail is not None and run.detail.startswith(("building environment",
+                                                             "environment:")), run.detail
     assert run.cancel().value in ("Preparing", "Canceled")
     assert run.wait(timeout=60).value == "Canceled", run.log()
     assert "canceled during" in run.log()
