@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 INSTALLERS = ("auto", "uv", "pip")
 _VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 _EXTRAS = re.compile(r"^(?P<path>.+?)\[(?P<extras>[^\]]*)\]$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: The workspace folder of named environments: ``--env NAME`` is ``NAME.yml`` there.
+NAMED_DIR = "environments"
 #: The ``environment:`` keys of ``run.yml`` (besides ``environment_variables``).
 KEYS = {"python": (str, dict), "requirements": str, "pyproject": str, "extras": list,
         "conda_file": str, "image": str, "docker_image": str, "dockerfile": str,
@@ -56,6 +59,7 @@ class Environment:
     dockerfile: str | None = None    # docker targets: build the image from this file
     kernel: bool = False             # this interpreter's distributions, pinned
     installer: str = "auto"          # auto (uv where found, else pip) | uv | pip
+    named: str | None = None         # --env NAME: .jupyter_compute/environments/NAME.yml
 
     @classmethod
     def parse(cls, value: Any) -> Environment | None:
@@ -82,8 +86,11 @@ class Environment:
             return cls._from_yaml_file(path)
         if suffix in (".txt", ".in") or path.exists():
             return cls(requirements=str(path))
-        raise UsageError(f"unknown environment {text!r}: give 'kernel' or a file (requirements "
-                         ".txt, pyproject.toml[extras], conda environment.yml)")
+        if _NAME.match(text):  # found in the workspace when resolved (see resolve)
+            return cls(named=text)
+        raise UsageError(f"unknown environment {text!r}: give 'kernel', a name from "
+                         ".jupyter_compute/environments/, or a file (requirements .txt, "
+                         "pyproject.toml[extras], conda environment.yml)")
 
     @classmethod
     def _from_yaml_file(cls, path: Path) -> Environment:
@@ -134,6 +141,7 @@ class Environment:
         env.dockerfile = raw.get("dockerfile")
         env.kernel = bool(raw.get("kernel"))
         env.installer = raw.get("installer") or "auto"
+        env.named = raw.get("named")  # only in to_mapping's output (a sweep's trials)
         env.check()
         return env
 
@@ -219,6 +227,9 @@ def resolve(env: Environment | None, source_dir: Path,
     """
     if env is None or env.is_empty():
         return None
+    if env.named:
+        env = _named(env.named, workspace).merged(Environment(**{
+            f.name: getattr(env, f.name) for f in fields(env) if f.name != "named"}))
     env.check()
     lines: list[str] = []
     sources: list[str] = []
@@ -269,6 +280,21 @@ def spec_digest(resolved: dict[str, Any]) -> str:
                                             "venv")}
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()
+
+
+def _named(name: str, workspace: Workspace | None) -> Environment:
+    """The environment file ``NAME.yml`` of the workspace's ``environments/`` folder."""
+    folder = workspace.dir / NAMED_DIR if workspace is not None else None
+    path = folder / f"{name}.yml" if folder is not None else None
+    if path is None or not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yml")) if folder and folder.is_dir() \
+            else []
+        raise UsageError(f"no environment named {name!r} (looked for {path or NAMED_DIR}); "
+                         f"known: {', '.join(known) or 'none'} — or give a file or 'kernel'")
+    env = Environment._from_yaml_file(path)
+    if env.named:
+        raise UsageError(f"{path}: a named environment cannot name another")
+    return env
 
 
 def _kernel_part(workspace: Workspace | None, python: str | None) -> dict[str, Any]:

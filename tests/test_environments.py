@@ -129,6 +129,16 @@ def other_python() -> tuple[str, Path] | None:
     return None
 
 
+def test_a_named_environment_from_the_workspace(project: Project) -> None:
+    project.write(".jupyter_compute/environments/science.yml", CONDA)
+    project.write("uses.py", USES)
+    out = project.cli("submit", "uses.py", "--env", "science", "--wait", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "six 1.17" in out.stdout
+    line = one_line(project.cli("submit", "uses.py", "--env", "sceince"))
+    assert "no environment named 'sceince'" in line and "known: science" in line
+
+
 def test_python_by_version_and_by_path(project: Project, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     project.write("which.py", "import sys\nprint('version', sys.version_info[:2], "
