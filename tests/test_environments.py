@@ -405,3 +405,11 @@ def test_an_edited_local_package_makes_a_new_environment(tmp_path: Path) -> None
     assert resolve(env, tmp_path)["digest"] == before["digest"]  # type: ignore[index]
     (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
     assert resolve(env, tmp_path)["digest"] != before["digest"]  # type: ignore[index]
+
+
+def test_an_unquoted_python_version_in_run_yml_is_one_clear_line(project: Project) -> None:
+    project.write("uses.py", USES)
+    project.write("run.yml", "script: uses.py\nenvironment:\n  python: 3.10\n")
+    line = one_line(project.cli("submit", "--config", "run.yml"))
+    assert line.endswith("run.yml:3: write the Python version in quotes (python: \"3.1\"): "
+                         "unquoted, YAML reads 3.10 as the number 3.1"), line
