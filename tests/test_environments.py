@@ -22,6 +22,7 @@ from jupyter_compute.environments import Environment, conda_to_pip, read_conda_f
 from jupyter_compute.exceptions import ConfigError, UsageError
 
 from conftest import Project
+from kernel import Kernel
 
 USES = """
 import sys
@@ -413,3 +414,17 @@ def test_an_unquoted_python_version_in_run_yml_is_one_clear_line(project: Projec
     line = one_line(project.cli("submit", "--config", "run.yml"))
     assert line.endswith("run.yml:3: write the Python version in quotes (python: \"3.1\"): "
                          "unquoted, YAML reads 3.10 as the number 3.1"), line
+
+
+def test_magics_take_the_same_environment_flags(project: Project, kernel: Kernel) -> None:
+    project.write("requirements.txt", "six\n")
+    project.write("uses.py", USES)
+    out = kernel.run("%submit uses.py --requirements requirements.txt --wait -o r",
+                     timeout=300)
+    assert out.status == "ok", out.error_text
+    assert kernel.value("r.status().value") == "Completed"
+    log = kernel.value("r.log()")
+    assert "building environment" in log and "six 1." in log
+    out = kernel.run("%%submit --conda-file environment.yml\nprint(1)")
+    assert out.status == "error" and "conda file 'environment.yml' does not exist" in \
+        out.error_text
