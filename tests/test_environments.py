@@ -246,12 +246,15 @@ def test_envs_prune_spares_an_environment_a_running_run_uses(project: Project) -
 def test_a_missing_package_is_named_and_nothing_is_left(project: Project) -> None:
     project.write("requirements.txt", "six\njc-nothing-here-xyz==1.0\n")
     project.write("uses.py", USES)
-    run = api.submit("uses.py", requirements="requirements.txt")
-    assert run.wait(timeout=300).value == "Failed"
-    assert run.record.error == (
-        "environment: package 'jc-nothing-here-xyz' (from requirements requirements.txt) "
-        "was not found on the package index; fix its name or version, or remove it")
-    assert built(project) == []
+    for installer in ("uv", "pip"):  # each says it its own way
+        run = api.submit("uses.py", environment={"requirements": "requirements.txt",
+                                                 "installer": installer})
+        assert run.wait(timeout=300).value == "Failed"
+        assert run.record.error == (
+            "environment: package 'jc-nothing-here-xyz' (from requirements requirements.txt) "
+            "was not found on the package index; fix its name or version, or remove it")
+        assert f"with {installer}" in run.log()
+        assert built(project) == []
 
 
 def test_an_impossible_python_pin_is_one_line(project: Project) -> None:
