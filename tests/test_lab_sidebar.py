@@ -202,6 +202,21 @@ def project_with_train(root: Path) -> Path:
     return project
 
 
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A plain PNG of one colour (no imaging library needed)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def test_the_run_page(lab: JupyterLab) -> None:
     """A sweep of train.py: its trials nest under it in the sidebar, the search finds
     runs by tag, and a trial's page shows its params, tags, git, metric charts and
@@ -216,10 +231,15 @@ def test_the_run_page(lab: JupyterLab) -> None:
     s = sweep("train.py", config, target="local", name="lr-sweep",
               arguments=["--epochs", "6"], source_dir=project, workspace=lab.root)
     assert s.wait(timeout=120).value == "Completed", s.log()
+    long_name = "a-rather-long-run-name-that-would-never-fit-on-one-line-of-the-sidebar"
+    long_run = api.submit(project / "train.py", target="local", name=long_name,
+                          source_dir=project, workspace=lab.root)
+    assert long_run.wait(timeout=60).value == "Completed", long_run.log()
     trials = sorted(s.trials(), key=lambda t: t["index"])
     trial = next(t for t in trials if t["params"] == {"--lr": 0.5})
     run = Run.get(trial["run_id"], lab.root)
     model = run.target.outputs_dir(run.id) / "model.json"
+    sleeper = None
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -234,6 +254,14 @@ def test_the_run_page(lab: JupyterLab) -> None:
             # The workspace path keeps its leading "/" (it reads left to right).
             workspace = page.locator(".jp-Compute-workspace")
             assert workspace.inner_text().startswith("/"), workspace.inner_text()
+            assert workspace.evaluate("e => e.scrollWidth <= e.clientWidth")
+            # Names are never cut off: they wrap.
+            page.locator(f'.jp-Compute-run[data-run-id="{long_run.id}"]').wait_for(
+                timeout=TIMEOUT)
+            cut = page.locator(".jp-Compute-run .jp-Compute-name").evaluate_all(
+                "names => names.filter(n => n.scrollWidth > n.clientWidth)"
+                ".map(n => n.textContent)")
+            assert cut == [], cut
 
             # The trials come right after their sweep, indented, oldest first.
             ids = page.locator(".jp-Compute-run").evaluate_all(
@@ -252,11 +280,12 @@ def test_the_run_page(lab: JupyterLab) -> None:
             search.fill("model=logistic")
             shown = page.locator(".jp-Compute-run").evaluate_all(
                 "rows => rows.map(r => r.dataset.runId)")
-            assert set(shown) == {s.id, *(t["run_id"] for t in trials)}, shown
+            assert set(shown) == {s.id, long_run.id, *(t["run_id"] for t in trials)}, shown
             search.fill("no-such-run-anywhere")
             wait_text(page.locator(".jp-Compute-empty"), "No run matches")
-            search.fill("lr-sweep")
+            search.fill("")
             page.screenshot(path=str(ARTIFACTS / "sidebar-nested-light.png"))
+            search.fill("lr-sweep")
 
             # The trial's page, from a click on its row.
             page.locator(f'.jp-Compute-run[data-run-id="{trial["run_id"]}"] '
@@ -301,8 +330,11 @@ def test_the_run_page(lab: JupyterLab) -> None:
                       "saved outputs/model.json")
             page.locator(".jp-Compute-runTabs .lm-TabBar-tab", has_text="Overview").click()
 
-            # The sweep's page: a trials table and one line per trial, with a legend.
-            page.locator(f'.jp-Compute-run[data-run-id="{s.id}"] .jp-Compute-open').click()
+            # The sweep's page (from the trial's "part of sweep" link): a trials table
+            # and one line per trial, with a legend.
+            header = overview.locator(".jp-Compute-pageHeader")
+            assert "part of sweep lr-sweep" in header.inner_text()
+            header.get_by_role("button", name="lr-sweep").click()
             sweep_page = page.locator(".jp-Compute-runPage:visible")
             wait_text(sweep_page.locator('[data-section="trials"]'), "trial 1")
             sweep_chart = sweep_page.locator(".jp-Compute-chart")
@@ -324,9 +356,40 @@ def test_the_run_page(lab: JupyterLab) -> None:
                          has_text=f"Run: {run.name}").click()
             time.sleep(1)
             page.screenshot(path=str(ARTIFACTS / "runpage-dark.png"), full_page=True)
+            search.fill("")
             page.screenshot(path=str(ARTIFACTS / "sidebar-nested-dark.png"))
+
+            # A running run's page: outputs show up while it runs, an image previews,
+            # and Cancel ends it (then Cancel is gone).
+            (project / "curve.png").write_bytes(png(60, 30, (220, 40, 40)))
+            (project / "sleeper.py").write_text(textwrap.dedent("""\
+                import shutil, time
+                from jupyter_compute.tracking import get_run
+                shutil.copy('curve.png', get_run().outputs_dir)
+                print('sleeping', flush=True)
+                time.sleep(600)
+                """))
+            sleeper = api.submit(project / "sleeper.py", target="local", source_dir=project,
+                                 workspace=lab.root).id
+            page.locator(f'.jp-Compute-run[data-run-id="{sleeper}"] .jp-Compute-open').click()
+            live = page.locator(".jp-Compute-runPage:visible")
+            wait_text(live.locator('[data-role="status"]'), "Running")
+            image = live.locator('[data-output="curve.png"]')
+            wait_text(image, "curve.png")
+            image.get_by_role("button", name="Preview").click()
+            shown = live.locator(".jp-Compute-preview img")
+            shown.wait_for(timeout=TIMEOUT)
+            page.wait_for_function("img => img.complete && img.naturalWidth === 60",
+                                   arg=shown.element_handle(), timeout=TIMEOUT)
+            page.screenshot(path=str(ARTIFACTS / "runpage-running-dark.png"), full_page=True)
+            live.get_by_role("button", name="Cancel").click()
+            wait_text(live.locator('[data-role="status"]'), "Canceled")
+            assert live.get_by_role("button", name="Cancel").count() == 0
+            wait_text(badge(page, sleeper), "Canceled")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "runpage-failure.png"), full_page=True)
             raise
         finally:
+            if sleeper:
+                Run.get(sleeper, lab.root).cancel()  # whatever failed, no sleeper stays
             browser.close()

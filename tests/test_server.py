@@ -298,7 +298,7 @@ def test_run_page_detail_lists_params_tags_git_snapshot_and_outputs(call: Fetch,
     assert status == 200, page
     assert page["status"] == "Completed" and page["arguments"] == ["--lr", "0.5"]
     assert page["tags"] == {"model": "logistic-regression"}
-    assert page["params"] == {}
+    assert page["params"] == {} and page["parent"] is None
     assert page["git"]["branch"] == "main" and len(page["git"]["commit"]) == 40
     assert page["git"]["dirty"] is True  # page.py is not committed
     files = {f["path"]: f["size"] for f in page["snapshot_files"]}

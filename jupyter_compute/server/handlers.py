@@ -392,8 +392,15 @@ def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
     run = get_run(ws, run_id)
     row = run_row(run)
     files = runinfo.snapshot_files(run)
+    parent = None
+    if run.record.parent_id:
+        try:
+            found = ws.store.get(run.record.parent_id)
+            parent = {"id": found.id, "name": found.name, "kind": found.kind}
+        except RunNotFoundError:
+            parent = None
     row.update(
-        params=runinfo.params(run),
+        parent=parent, params=runinfo.params(run),
         snapshot_files=[{"path": p, "size": n} for p, n in files[:MAX_SNAPSHOT_FILES]],
         snapshot_files_total=len(files),
         outputs=list_outputs(run))

@@ -95,6 +95,8 @@ export interface IRunDetail extends IRun {
   git: IGit;
   environment_variables: Record<string, string>;
   params: Record<string, unknown>;
+  /** The run this one is part of (a sweep, for a trial). */
+  parent: { id: string; name: string; kind: string } | null;
   snapshot_files: IFile[];
   snapshot_files_total: number;
   outputs: IFile[];

@@ -79,7 +79,7 @@ export class MetricChart {
     const xs = this.series.flatMap(s => s.x);
     const ys = this.series.flatMap(s => s.y);
     const xaxis: Record<string, unknown> = {
-      title: { text: this.xTitle },
+      title: { text: this.xTitle, standoff: 4 },
       gridcolor: grid,
       zerolinecolor: grid,
       tickformat: 'd',
@@ -110,12 +110,12 @@ export class MetricChart {
     const layout = {
       autosize: true,
       height: 240,
-      margin: { l: 50, r: 12, t: 8, b: 70 },
+      margin: { l: 50, r: 12, t: 8, b: 56 },
       paper_bgcolor: 'rgba(0,0,0,0)',
       plot_bgcolor: 'rgba(0,0,0,0)',
       font: { color: text, family: font, size: 11 },
       showlegend: true,
-      legend: { orientation: 'h', x: 0, y: -0.28, yanchor: 'top' },
+      legend: { orientation: 'h', x: 0, y: -0.22, yanchor: 'top' },
       xaxis,
       yaxis
     };

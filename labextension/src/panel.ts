@@ -116,9 +116,7 @@ export class ComputePanel extends Widget {
         api.targets(),
         api.runs(LIMIT, this.filter.value)
       ]);
-      // An isolated left-to-right run: the rtl box (which cuts the path on its left,
-      // keeping the folder's name) would otherwise move the leading "/" to the end.
-      this.workspace.replaceChildren(el('bdi', { dir: 'ltr' }, targets.workspace));
+      this.workspace.textContent = targets.workspace;
       this.workspace.title = targets.workspace;
       this.renderTargets(targets.targets);
       this.renderRuns(runs.runs);
@@ -427,7 +425,7 @@ export class ComputePanel extends Widget {
   private readonly search = el('input', {
     className: 'jp-Compute-search',
     type: 'search',
-    placeholder: 'Filter by name, status or tag=value',
+    placeholder: 'Filter: name, status, tag',
     title: 'Runs whose name, id, target, status or a tag (key=value) contain every word'
   });
   private readonly collapsed = new Set<string>();

@@ -191,7 +191,7 @@ export class RunOverview extends Widget {
     this.detail = d;
     const same = (keys: (keyof IRunDetail)[]) =>
       previous !== null && keys.every(k => JSON.stringify(previous[k]) === JSON.stringify(d[k]));
-    if (!same(['name', 'status', 'kind', 'target', 'error', 'id'])) {
+    if (!same(['name', 'status', 'kind', 'target', 'error', 'id', 'parent'])) {
       this.renderHeader(d);
     }
     if (!same(['status', 'started', 'ended', 'exit_code', 'error', 'arguments', 'params',
@@ -239,13 +239,21 @@ export class RunOverview extends Widget {
       };
       buttons.append(cancel);
     }
+    const where = el('span', { className: 'jp-Compute-kind' }, `${d.kind} on ${d.target}`);
+    if (d.parent) {
+      const parent = d.parent;
+      const link = el('button', { className: 'jp-Compute-textLink', type: 'button' }, parent.name);
+      link.title = `Open ${parent.kind} ${parent.id}`;
+      link.onclick = () => this.actions.openRun(parent.id, parent.name);
+      where.append(`, part of ${parent.kind} `, link);
+    }
     this.header.replaceChildren(
       el(
         'div',
         { className: 'jp-Compute-pageTitle' },
         el('h2', { title: d.name }, d.name),
         badge,
-        el('span', { className: 'jp-Compute-kind' }, `${d.kind} on ${d.target}`)
+        where
       ),
       el('div', { className: 'jp-Compute-pageId' }, d.id),
       buttons
@@ -508,7 +516,7 @@ export class RunOverview extends Widget {
     const rows = [...trials]
       .sort((a, b) => a.trial - b.trial)
       .map(t => {
-        const link = el('button', { className: 'jp-Compute-link', type: 'button' },
+        const link = el('button', { className: 'jp-Compute-textLink', type: 'button' },
           `trial ${t.trial}`);
         link.disabled = !t.id;
         link.onclick = () => t.id && this.actions.openRun(t.id, `${d.name} trial ${t.trial}`);
