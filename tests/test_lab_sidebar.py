@@ -320,7 +320,7 @@ def test_the_run_page(lab: JupyterLab) -> None:
             # Snapshot files: what was sent.
             files = overview.locator('[data-section="snapshot-files"]')
             files.locator("summary").click()
-            assert "train.py" in files.inner_text()
+            wait_text(files, "train.py")
             # An ended run offers no Cancel.
             assert overview.get_by_role("button", name="Cancel").count() == 0
 
@@ -361,11 +361,19 @@ def test_the_run_page(lab: JupyterLab) -> None:
 
             # A running run's page: outputs show up while it runs, an image previews,
             # and Cancel ends it (then Cancel is gone).
+            import nbformat
+
             (project / "curve.png").write_bytes(png(60, 30, (220, 40, 40)))
+            report = nbformat.v4.new_notebook()
+            report.cells = [nbformat.v4.new_markdown_cell("# Report of the run"),
+                            nbformat.v4.new_code_cell("print('the best lr is 0.5')", outputs=[
+                                nbformat.v4.new_output("stream", text="the best lr is 0.5\n")])]
+            nbformat.write(report, project / "report.ipynb")
             (project / "sleeper.py").write_text(textwrap.dedent("""\
                 import shutil, time
                 from jupyter_compute.tracking import get_run
                 shutil.copy('curve.png', get_run().outputs_dir)
+                shutil.copy('report.ipynb', get_run().outputs_dir)
                 print('sleeping', flush=True)
                 time.sleep(600)
                 """))
@@ -382,6 +390,13 @@ def test_the_run_page(lab: JupyterLab) -> None:
             page.wait_for_function("img => img.complete && img.naturalWidth === 60",
                                    arg=shown.element_handle(), timeout=TIMEOUT)
             page.screenshot(path=str(ARTIFACTS / "runpage-running-dark.png"), full_page=True)
+            # A notebook output: rendered by the server, shown read-only.
+            live.locator('[data-output="report.ipynb"]').get_by_role(
+                "button", name="Preview").click()
+            rendered = page.frame_locator(".jp-Compute-preview iframe").locator("body")
+            wait_text(rendered, "the best lr is 0.5")
+            assert "Report of the run" in rendered.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "runpage-notebook-dark.png"), full_page=True)
             live.get_by_role("button", name="Cancel").click()
             wait_text(live.locator('[data-role="status"]'), "Canceled")
             assert live.get_by_role("button", name="Cancel").count() == 0

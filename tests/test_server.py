@@ -226,6 +226,8 @@ def test_bad_input_gets_json_errors(call: Fetch, root: Path) -> None:
 
 def test_unauthenticated_requests_are_refused(call: Fetch, root: Path) -> None:
     for path, method in [(("targets",), "GET"), (("runs",), "GET"),
+                         (("runs", "x", "detail"), "GET"),
+                         (("runs", "x", "outputs", "file"), "GET"),
                          (("targets",), "POST"), (("runs", "x", "cancel"), "POST")]:
         status, err = call(*path, method=method, headers={"Authorization": ""})
         assert status == 403, (path, err)
@@ -277,6 +279,7 @@ RUN_PAGE_SCRIPT = """\
     os.symlink(os.path.abspath(os.path.join(out, '..', 'status.json')),
                os.path.join(out, 'escape.json'))
     os.symlink('model.json', os.path.join(out, 'alias.json'))
+    os.symlink('/etc', os.path.join(out, 'etc'))  # a folder outside
     print('done', flush=True)
     """
 
@@ -301,9 +304,10 @@ def test_run_page_detail_lists_params_tags_git_snapshot_and_outputs(call: Fetch,
     assert page["params"] == {} and page["parent"] is None
     assert page["git"]["branch"] == "main" and len(page["git"]["commit"]) == 40
     assert page["git"]["dirty"] is True  # page.py is not committed
-    files = {f["path"]: f["size"] for f in page["snapshot_files"]}
-    assert files["page.py"] == (root / "page.py").stat().st_size and "README.md" in files
-    assert page["snapshot_files_total"] == len(files)
+    status, snap = call("runs", run.id, "snapshot")
+    files = {f["path"]: f["size"] for f in snap["files"]}
+    assert files == {"page.py": (root / "page.py").stat().st_size, "README.md": 6}
+    assert snap["total"] == 2 == page["snapshot"]["files"]
     outs = {o["path"]: o["size"] for o in page["outputs"]}
     assert outs == {"model.json": 13, "alias.json": 13, "sub/notes é.txt": 6,
                     "blob.bin": 1024 * 1024}, "the escaping link must not be listed"
@@ -346,6 +350,7 @@ def test_output_download_streams_the_file_and_never_leaves_outputs(
     for rel, code in [("../status.json", 403), ("sub/../../status.json", 403),
                       ("sub/../model.json", 403), (str(secret), 403), ("escape.json", 403),
                       ("..", 403), ("sub\\..\\..\\status.json", 403),
+                      ("etc/hostname", 403),
                       ("missing.txt", 404), ("sub", 404), ("", 404)]:
         resp = fetch(rel)
         assert resp.code == code, (rel, resp.code, resp.body[:200])

@@ -14,8 +14,9 @@
     GET    runs/ID/metrics[?offset=N] all metrics, or the records after byte N
     POST   runs/ID/cancel             ask it to stop, wait for the end (briefly)
     GET    runs/ID/notebook           a notebook run's executed notebook, as HTML
-    GET    runs/ID/detail             the run page: the run, params, tags, snapshot files,
+    GET    runs/ID/detail             the run page: the run, its parent, params, tags,
                                       outputs with sizes
+    GET    runs/ID/snapshot           {files: [{path, size}], total}: what the run was sent
     GET    runs/ID/outputs            {outputs: [{path, size}]}
     GET    runs/ID/outputs/file?path=P   one output's bytes, as an attachment
     GET    runs/ID/outputs/notebook?path=P&theme=light|dark   an output notebook as HTML
@@ -388,10 +389,10 @@ def render_notebook(path: Path, theme: str) -> str:
 
 
 def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
-    """Everything the run page shows, in one answer (metrics and the log come apart)."""
+    """What the run page shows and polls while the run goes on (metrics, the log and
+    the snapshot's files, which never change, come apart)."""
     run = get_run(ws, run_id)
     row = run_row(run)
-    files = runinfo.snapshot_files(run)
     parent = None
     if run.record.parent_id:
         try:
@@ -400,11 +401,15 @@ def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
         except RunNotFoundError:
             parent = None
     row.update(
-        parent=parent, params=runinfo.params(run),
-        snapshot_files=[{"path": p, "size": n} for p, n in files[:MAX_SNAPSHOT_FILES]],
-        snapshot_files_total=len(files),
-        outputs=list_outputs(run))
+        parent=parent, params=runinfo.params(run), outputs=list_outputs(run))
     return row
+
+
+def snapshot_files(ws: Workspace, run_id: str) -> dict[str, Any]:
+    run = get_run(ws, run_id)
+    files = runinfo.snapshot_files(run)
+    return {"run_id": run.id, "total": len(files),
+            "files": [{"path": p, "size": n} for p, n in files[:MAX_SNAPSHOT_FILES]]}
 
 
 def list_outputs(run: Run) -> list[dict[str, Any]]:
@@ -528,6 +533,12 @@ class DetailHandler(ComputeHandler):
         self.reply(await self.blocking(run_detail, self.compute.resolve(), run_id))
 
 
+class SnapshotHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.blocking(snapshot_files, self.compute.resolve(), run_id))
+
+
 class OutputsHandler(ComputeHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
@@ -586,6 +597,7 @@ def setup_handlers(serverapp: Any) -> None:
         (f"runs/{run}/cancel", CancelHandler),
         (f"runs/{run}/notebook", NotebookHandler),
         (f"runs/{run}/detail", DetailHandler),
+        (f"runs/{run}/snapshot", SnapshotHandler),
         (f"runs/{run}/outputs", OutputsHandler),
         (f"runs/{run}/outputs/file", OutputFileHandler),
         (f"runs/{run}/outputs/notebook", OutputNotebookHandler),

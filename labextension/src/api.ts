@@ -97,8 +97,6 @@ export interface IRunDetail extends IRun {
   params: Record<string, unknown>;
   /** The run this one is part of (a sweep, for a trial). */
   parent: { id: string; name: string; kind: string } | null;
-  snapshot_files: IFile[];
-  snapshot_files_total: number;
   outputs: IFile[];
   children?: ITrial[];
   primary_metric?: { name?: string; goal?: string };
@@ -202,6 +200,8 @@ export const api = {
   notebook: (id: string, theme: 'light' | 'dark') =>
     request<INotebookView>(`runs/${enc(id)}/notebook?theme=${theme}`),
   detail: (id: string) => request<IRunDetail>(`runs/${enc(id)}/detail`),
+  snapshot: (id: string) =>
+    request<{ run_id: string; total: number; files: IFile[] }>(`runs/${enc(id)}/snapshot`),
   metrics: (id: string) =>
     request<{ run_id: string; metrics: Record<string, IMetricRecord[]> }>(
       `runs/${enc(id)}/metrics`

@@ -204,8 +204,8 @@ export class RunOverview extends Widget {
     if (!same(['children'])) {
       this.renderTrials(d);
     }
-    if (!same(['snapshot_files'])) {
-      this.renderFiles(d);
+    if (!previous) {
+      this.renderFiles(d); // a snapshot never changes
     }
   }
 
@@ -541,29 +541,46 @@ export class RunOverview extends Widget {
     this.trials.dataset.section = 'trials';
   }
 
+  /** The snapshot's files: asked for once, when the person opens the list. */
   private renderFiles(d: IRunDetail): void {
-    const files = d.snapshot_files ?? [];
-    const more = d.snapshot_files_total - files.length;
-    this.files.replaceChildren(
-      el(
-        'details',
-        {},
-        el('summary', {}, `Snapshot files (${d.snapshot_files_total})`),
-        el(
-          'table',
-          { className: 'jp-Compute-files' },
-          el(
-            'tbody',
-            {},
-            ...files.map(f =>
-              el('tr', {}, el('td', { className: 'jp-Compute-path' }, f.path),
-                el('td', { className: 'jp-Compute-size' }, size(f.size)))
-            )
-          )
-        ),
-        ...(more > 0 ? [none(`and ${more} more`)] : [])
-      )
+    const list = el('div', {}, 'Loading…');
+    const details = el(
+      'details',
+      {},
+      el('summary', {}, `Snapshot files (${d.snapshot?.files ?? 0})`),
+      list
     );
+    let asked = false;
+    details.addEventListener('toggle', async () => {
+      if (!details.open || asked) {
+        return;
+      }
+      asked = true;
+      try {
+        const { files, total } = await api.snapshot(this.runId);
+        list.replaceChildren(
+          el(
+            'table',
+            { className: 'jp-Compute-files' },
+            el(
+              'tbody',
+              {},
+              ...files.map(f =>
+                el('tr', {}, el('td', { className: 'jp-Compute-path' }, f.path),
+                  el('td', { className: 'jp-Compute-size' }, size(f.size)))
+              )
+            )
+          ),
+          ...(total > files.length ? [none(`and ${total - files.length} more`)] : []),
+          ...(total === 0 ? [none('The snapshot\'s manifest is not in this workspace.')] : [])
+        );
+      } catch (reason) {
+        asked = false;
+        list.replaceChildren(el('span', { className: 'jp-Compute-rowError' },
+          describe(reason)));
+      }
+    });
+    this.files.replaceChildren(details);
     this.files.dataset.section = 'snapshot-files';
   }
 
