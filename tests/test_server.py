@@ -312,6 +312,7 @@ def test_run_page_detail_lists_params_tags_git_snapshot_and_outputs(call: Fetch,
     assert outs == {"model.json": 13, "alias.json": 13, "sub/notes é.txt": 6,
                     "blob.bin": 1024 * 1024}, "the escaping link must not be listed"
     assert call("runs", run.id, "outputs")[1]["outputs"] == page["outputs"]
+    assert call("runs", run.id, "detail", params={"outputs": "0"})[1]["outputs"] is None
     # The list rows carry the tags too (the sidebar filters by them).
     row = next(r for r in call("runs")[1]["runs"] if r["id"] == run.id)
     assert row["tags"] == {"model": "logistic-regression"}

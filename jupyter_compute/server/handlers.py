@@ -14,8 +14,9 @@
     GET    runs/ID/metrics[?offset=N] all metrics, or the records after byte N
     POST   runs/ID/cancel             ask it to stop, wait for the end (briefly)
     GET    runs/ID/notebook           a notebook run's executed notebook, as HTML
-    GET    runs/ID/detail             the run page: the run, its parent, params, tags,
-                                      outputs with sizes
+    GET    runs/ID/detail[?outputs=0] the run page: the run, its parent, params, tags,
+                                      outputs with sizes (not with outputs=0: listing a
+                                      remote run's outputs fetches them)
     GET    runs/ID/snapshot           {files: [{path, size}], total}: what the run was sent
     GET    runs/ID/outputs            {outputs: [{path, size}]}
     GET    runs/ID/outputs/file?path=P   one output's bytes, as an attachment
@@ -388,7 +389,7 @@ def render_notebook(path: Path, theme: str) -> str:
     return str(html)
 
 
-def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
+def run_detail(ws: Workspace, run_id: str, with_outputs: bool = True) -> dict[str, Any]:
     """What the run page shows and polls while the run goes on (metrics, the log and
     the snapshot's files, which never change, come apart)."""
     run = get_run(ws, run_id)
@@ -401,7 +402,8 @@ def run_detail(ws: Workspace, run_id: str) -> dict[str, Any]:
         except RunNotFoundError:
             parent = None
     row.update(
-        parent=parent, params=runinfo.params(run), outputs=list_outputs(run))
+        parent=parent, params=runinfo.params(run),
+        outputs=list_outputs(run) if with_outputs else None)
     return row
 
 
@@ -530,7 +532,9 @@ class NotebookHandler(ComputeHandler):
 class DetailHandler(ComputeHandler):
     @tornado.web.authenticated
     async def get(self, run_id: str) -> None:
-        self.reply(await self.blocking(run_detail, self.compute.resolve(), run_id))
+        with_outputs = self.get_query_argument("outputs", "1") != "0"
+        self.reply(await self.blocking(run_detail, self.compute.resolve(), run_id,
+                                       with_outputs))
 
 
 class SnapshotHandler(ComputeHandler):

@@ -97,7 +97,8 @@ export interface IRunDetail extends IRun {
   params: Record<string, unknown>;
   /** The run this one is part of (a sweep, for a trial). */
   parent: { id: string; name: string; kind: string } | null;
-  outputs: IFile[];
+  /** null when not asked for (`detail(id, false)`). */
+  outputs: IFile[] | null;
   children?: ITrial[];
   primary_metric?: { name?: string; goal?: string };
 }
@@ -199,7 +200,8 @@ export const api = {
   cancel: (id: string) => post<IRun>(`runs/${enc(id)}/cancel`),
   notebook: (id: string, theme: 'light' | 'dark') =>
     request<INotebookView>(`runs/${enc(id)}/notebook?theme=${theme}`),
-  detail: (id: string) => request<IRunDetail>(`runs/${enc(id)}/detail`),
+  detail: (id: string, outputs = true) =>
+    request<IRunDetail>(`runs/${enc(id)}/detail` + (outputs ? '' : '?outputs=0')),
   snapshot: (id: string) =>
     request<{ run_id: string; total: number; files: IFile[] }>(`runs/${enc(id)}/snapshot`),
   metrics: (id: string) =>

@@ -49,6 +49,20 @@ export function integerDtick(min: number, max: number): number {
   return Math.max(1, 10 * power);
 }
 
+/** `[min, max]` of many values (a spread into Math.min overflows the stack). */
+function extent(values: number[]): [number, number] | null {
+  if (!values.length) {
+    return null;
+  }
+  let low = values[0];
+  let high = values[0];
+  for (const v of values) {
+    low = v < low ? v : low;
+    high = v > high ? v : high;
+  }
+  return [low, high];
+}
+
 /** A chart: a heading and a plot; `update` redraws it with new series. */
 export class MetricChart {
   readonly node: HTMLElement;
@@ -76,28 +90,28 @@ export class MetricChart {
     const text = cssVar('--jp-ui-font-color1', '#222');
     const grid = cssVar('--jp-border-color2', '#ddd');
     const font = cssVar('--jp-ui-font-family', 'sans-serif');
-    const xs = this.series.flatMap(s => s.x);
-    const ys = this.series.flatMap(s => s.y);
+    const xs = extent(this.series.flatMap(s => s.x));
+    const ys = extent(this.series.flatMap(s => s.y));
     const xaxis: Record<string, unknown> = {
       title: { text: this.xTitle, standoff: 4 },
       gridcolor: grid,
       zerolinecolor: grid,
       tickformat: 'd',
       tick0: 0,
-      dtick: xs.length ? integerDtick(Math.min(...xs), Math.max(...xs)) : 1
+      dtick: xs ? integerDtick(xs[0], xs[1]) : 1
     };
     const yaxis: Record<string, unknown> = {
       gridcolor: grid,
       zerolinecolor: grid,
       automargin: true
     };
-    if (ys.length && Math.min(...ys) === Math.max(...ys)) {
+    if (ys && ys[0] === ys[1]) {
       // One value (or one point): a band around it, not plotly's -0.5 to 1.
       const v = ys[0];
       const pad = Math.abs(v) * 0.1 || 1;
       yaxis.range = [v - pad, v + pad];
     }
-    if (xs.length && Math.min(...xs) === Math.max(...xs)) {
+    if (xs && xs[0] === xs[1]) {
       xaxis.range = [xs[0] - 1, xs[0] + 1];
     }
     const data = this.series.map(s => ({

@@ -27,6 +27,9 @@ import { LogView } from './logview';
 
 const INTERVAL = 2000;
 const MAX_BACKOFF = 10000;
+/** While a run goes on, its outputs are listed every this many polls (listing a
+ * remote run's outputs fetches the new ones). */
+const OUTPUTS_EVERY = 5;
 /** Text outputs larger than this are offered for download only. */
 const MAX_TEXT_PREVIEW = 1024 * 1024;
 const TEXT = new Set([
@@ -154,8 +157,16 @@ export class RunOverview extends Widget {
     let wait = INTERVAL;
     let ended = false;
     try {
-      const detail = await api.detail(this.runId);
+      const withOutputs = this.polls++ % OUTPUTS_EVERY === 0 || this.endedSeen;
+      let detail = await api.detail(this.runId, withOutputs);
       ended = TERMINAL.includes(detail.status);
+      if (ended && !withOutputs) {
+        detail = await api.detail(this.runId); // the final list of outputs
+      }
+      this.endedSeen = ended;
+      if (detail.outputs === null && this.detail) {
+        detail.outputs = this.detail.outputs; // not asked for this time
+      }
       if (this.detail && this.detail.status !== detail.status) {
         this.actions.changed();
       }
@@ -585,6 +596,8 @@ export class RunOverview extends Widget {
   }
 
   private detail: IRunDetail | null = null;
+  private polls = 0;
+  private endedSeen = false;
   private metricsKey = '';
   private backoff = INTERVAL;
   private timer = 0;
