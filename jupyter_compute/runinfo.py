@@ -6,7 +6,8 @@ snapshot sent, and its outputs, with the one safe way to open an output by path.
     from jupyter_compute import runinfo
 
     run = Run.get("20261126-0931-train-7f3a")
-    runinfo.params(run)            # {"alpha": 0.5} (notebook) or {"--lr": 0.1} (sweep trial)
+    runinfo.params(run)            # {"alpha": 0.5} (notebook), {"--lr": 0.1} (sweep trial),
+                                   # {"--lr": "choice(0.1, 0.5)"} (sweep)
     runinfo.snapshot_files(run)    # [("train.py", 1234), …]
     runinfo.outputs(run)           # [("model.json", 57), ("curve.png", 20417)]
     runinfo.output_path(run, "model.json")   # a Path inside outputs/, or OutputPathError
@@ -38,11 +39,17 @@ class OutputPathError(ComputeError):
 
 
 def params(run: Run) -> dict[str, Any]:
-    """The run's parameters: a notebook's papermill parameters, and the values a sweep
-    sampled for a trial (as its controller recorded them)."""
-    found: dict[str, Any] = dict((run.record.spec or {}).get("parameters") or {})
+    """The run's parameters: a notebook's papermill parameters, the values a sweep
+    sampled for a trial (as its controller recorded them), a sweep's parameter space."""
+    spec = run.record.spec or {}
+    found: dict[str, Any] = dict(spec.get("parameters") or {})
     if run.record.parent_id:
         found.update(_trial_params(run))
+    space = ((spec.get("config") or {}).get("sampling") or {}).get("parameter_space") or []
+    for item in space:  # a sweep's: [{"name", "expression", "values"}]
+        if isinstance(item, dict) and "name" in item:
+            values = ", ".join(repr(v) for v in item.get("values") or [])
+            found[item["name"]] = f"{item.get('expression')}({values})"
     return found
 
 

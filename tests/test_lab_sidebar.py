@@ -337,6 +337,8 @@ def test_the_run_page(lab: JupyterLab) -> None:
             header.get_by_role("button", name="lr-sweep").click()
             sweep_page = page.locator(".jp-Compute-runPage:visible")
             wait_text(sweep_page.locator('[data-section="trials"]'), "trial 1")
+            assert "choice(0.1, 0.5)" in sweep_page.locator(".jp-Compute-params").inner_text()
+            assert "Maximize accuracy" in sweep_page.locator('[data-section="sweep"]').inner_text()
             sweep_chart = sweep_page.locator(".jp-Compute-chart")
             sweep_chart.locator(".main-svg").first.wait_for(timeout=TIMEOUT)
             sweep_chart.locator(".legend .traces").nth(1).wait_for(timeout=TIMEOUT)

@@ -99,8 +99,17 @@ export interface IRunDetail extends IRun {
   parent: { id: string; name: string; kind: string } | null;
   /** null when not asked for (`detail(id, false)`). */
   outputs: IFile[] | null;
+  // a sweep's
   children?: ITrial[];
   primary_metric?: { name?: string; goal?: string };
+  sampling?: string;
+  policy?: string;
+  max_total_runs?: number | null;
+  max_concurrent_runs?: number | null;
+  max_duration_minutes?: number | null;
+  ended_by?: string | null;
+  best_run?: { id: string; trial: number; primary_metric: number | null } | null;
+  warnings?: string[];
 }
 
 /** One logged value: `{value, step, time, kind}`. */

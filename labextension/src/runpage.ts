@@ -206,7 +206,7 @@ export class RunOverview extends Widget {
       this.renderHeader(d);
     }
     if (!same(['status', 'started', 'ended', 'exit_code', 'error', 'arguments', 'params',
-      'tags', 'git', 'snapshot', 'script'])) {
+      'tags', 'git', 'snapshot', 'script', 'best_run', 'warnings', 'ended_by'])) {
       this.renderFacts(d);
     }
     if (!same(['outputs'])) {
@@ -299,11 +299,40 @@ export class RunOverview extends Widget {
           ? el('span', { className: 'jp-Compute-dirty' }, 'dirty (uncommitted changes)')
           : 'clean';
     const snap = d.snapshot;
+    const sweep: HTMLElement[] = [];
+    if (d.kind === 'sweep') {
+      const best = d.best_run;
+      const bestLink = best
+        ? el('button', { className: 'jp-Compute-textLink', type: 'button' },
+            `trial ${best.trial}` +
+              (best.primary_metric === null ? '' : ` (${metricValue(best.primary_metric)})`))
+        : none('no result yet');
+      if (best) {
+        bestLink.onclick = () => this.actions.openRun(best.id, `${d.name} trial ${best.trial}`);
+      }
+      const limit = (n: number | null | undefined) => (n === null || n === undefined ? '–' : String(n));
+      sweep.push(
+        section(
+          'sweep',
+          'Sweep',
+          table([
+            ['goal', `${d.primary_metric?.goal ?? ''} ${d.primary_metric?.name ?? '–'}`.trim()],
+            ['best', bestLink],
+            ['sampling', d.sampling ?? '–'],
+            ['policy', d.policy ?? '–'],
+            ['runs', `${limit(d.max_total_runs)} at most, ${limit(d.max_concurrent_runs)} at once`],
+            ...(d.ended_by ? [['ended by', d.ended_by] as [string, string]] : []),
+            ...(d.warnings ?? []).map(w => ['warning', w] as [string, string])
+          ])
+        )
+      );
+    }
     this.facts.replaceChildren(
       section('run', 'Run', times),
+      ...sweep,
       section(
         'arguments',
-        'Script and arguments',
+        d.kind === 'sweep' ? 'Script, arguments and search space' : 'Script and arguments',
         command,
         el('h4', {}, 'Parameters'),
         params.length
