@@ -2,7 +2,9 @@
 — no browser download): a target and a running run are listed, the run turns Completed
 without a reload, Cancel from the panel ends another run (its process is gone), a log
 tab shows the run's lines, and the attach form shows the server's refusal inline.
-Screenshots, light and dark, go to tests/artifacts/."""
+A run's page (a click on it) shows its params, tags, git, metric charts and outputs,
+previews and downloads them, and cancels a live run; a sweep's trials nest under it and
+the filter finds runs by tag. Screenshots, light and dark, go to tests/artifacts/."""
 
 from __future__ import annotations
 
