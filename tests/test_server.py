@@ -274,7 +274,7 @@ RUN_PAGE_SCRIPT = """\
     with open(os.path.join(out, 'sub', 'notes é.txt'), 'w') as f:
         f.write('notes\\n')
     with open(os.path.join(out, 'blob.bin'), 'wb') as f:
-        f.write(bytes(range(256)) * 4096)  # 1 MiB: more than one streamed chunk
+        f.write(bytes(range(256)) * 4096 * 3)  # 3 MiB: more than one streamed chunk
     # A link to a file outside outputs/ (the run's own status.json) and one inside.
     os.symlink(os.path.abspath(os.path.join(out, '..', 'status.json')),
                os.path.join(out, 'escape.json'))
@@ -310,7 +310,7 @@ def test_run_page_detail_lists_params_tags_git_snapshot_and_outputs(call: Fetch,
     assert snap["total"] == 2 == page["snapshot"]["files"]
     outs = {o["path"]: o["size"] for o in page["outputs"]}
     assert outs == {"model.json": 13, "alias.json": 13, "sub/notes é.txt": 6,
-                    "blob.bin": 1024 * 1024}, "the escaping link must not be listed"
+                    "blob.bin": 3 * 1024 * 1024}, "the escaping link must not be listed"
     assert call("runs", run.id, "outputs")[1]["outputs"] == page["outputs"]
     assert call("runs", run.id, "detail", params={"outputs": "0"})[1]["outputs"] is None
     # The list rows carry the tags too (the sidebar filters by them).

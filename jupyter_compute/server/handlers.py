@@ -83,7 +83,7 @@ _STATUSES = [s.value for s in RunStatus]
 #: Primary metric and tags of ended runs (they no longer change), by run id.
 _ENDED: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {}
 #: Bytes of an output file sent per write: the file is streamed, never read whole.
-OUTPUT_CHUNK = 256 * 1024
+OUTPUT_CHUNK = 1024 * 1024
 #: The most snapshot files the run page lists (a manifest may hold many thousands).
 MAX_SNAPSHOT_FILES = 2000
 
