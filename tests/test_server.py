@@ -181,6 +181,23 @@ def test_runs_newest_first_and_the_log_tails_by_offset(call: Fetch, root: Path) 
     assert status == 400 and "only notebook runs" in err["message"]
 
 
+def test_a_listed_child_brings_its_parent_along(call: Fetch, root: Path) -> None:
+    """A sweep older than the newest runs listed still heads its trials."""
+    (root / "quick.py").write_text("print('x')\n")
+    parent = api.submit(root / "quick.py", target="local", name="parent", source_dir=root,
+                        workspace=root)
+    children = [api.submit(root / "quick.py", target="local", name=f"child{i}",
+                           source_dir=root, workspace=root, parent_id=parent.id)
+                for i in range(3)]
+    for run in (parent, *children):
+        run.wait(timeout=60)
+    rows = call("runs", params={"limit": "2"})[1]["runs"]
+    assert [r["id"] for r in rows] == [parent.id, children[2].id, children[1].id]
+    assert rows[1]["parent_id"] == parent.id
+    rows = call("runs", params={"limit": "10"})[1]["runs"]
+    assert [r["id"] for r in rows] == [c.id for c in reversed(children)] + [parent.id]
+
+
 def test_cancel_from_the_api_leaves_no_process(call: Fetch, root: Path) -> None:
     run_id = submit(root, "forever", """\
         import os, time

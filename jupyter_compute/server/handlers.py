@@ -8,7 +8,8 @@
     DELETE targets/NAME               detach                                     → 204
     POST   targets/NAME/start|stop    start or stop a cluster target
     GET    kinds                      installed kinds and the options each takes
-    GET    runs?limit=50&status=S     newest first
+    GET    runs?limit=50&status=S     newest first; a listed run's parent (a trial's sweep)
+                                      comes along, just before its first child
     GET    runs/ID                    one run (the ``show --json`` shape + metric)
     GET    runs/ID/log?offset=N       {text, offset, next_offset, status, done}
     GET    runs/ID/metrics[?offset=N] all metrics, or the records after byte N
@@ -323,7 +324,27 @@ def list_runs(ws: Workspace, limit: int, status: str | None) -> dict[str, Any]:
     if not ws.dir.is_dir():  # a folder without a workspace has no runs; don't make one
         return {"workspace": str(ws.root), "runs": []}
     return {"workspace": str(ws.root),
-            "runs": [run_row(run) for run in api.runs(limit=limit, status=status, workspace=ws)]}
+            "runs": [run_row(run) for run in with_parents(
+                ws, api.runs(limit=limit, status=status, workspace=ws))]}
+
+
+def with_parents(ws: Workspace, runs: list[Run]) -> list[Run]:
+    """``runs`` with the parent of each (a trial's sweep) that is not among them, placed
+    just before its first child: a sweep older than its newest 50 trials still heads them."""
+    from jupyter_compute import runkinds
+
+    listed = {run.id for run in runs}
+    found: list[Run] = []
+    for run in runs:
+        parent_id = run.record.parent_id
+        if parent_id and parent_id not in listed:
+            listed.add(parent_id)
+            try:
+                found.append(runkinds.handle(ws.store.get(parent_id), ws))
+            except RunNotFoundError:
+                pass  # deleted: the child shows on its own
+        found.append(run)
+    return found
 
 
 def read_log(ws: Workspace, run_id: str, offset: int) -> dict[str, Any]:
