@@ -20,7 +20,7 @@ from jupyter_compute import api
 from jupyter_compute.runs import Run
 
 from conftest import pid_alive
-from labserver import JupyterLab, launch_chromium
+from labserver import JupyterLab, launch_chromium, set_theme
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TIMEOUT = 60_000
@@ -66,6 +66,7 @@ def test_compute_sidebar(lab: JupyterLab) -> None:
         try:
             page.goto(f"{lab.base}/lab?reset&token={lab.token}")
             page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=TIMEOUT)
+            set_theme(page, "light")
             page.locator('.jp-SideBar [data-id="jupyter-compute-panel"]').click()
             page.locator('.jp-Compute-target[data-target="local"]').wait_for(timeout=TIMEOUT)
             assert "ready" in page.locator('.jp-Compute-target[data-target="local"]').inner_text()
@@ -131,12 +132,7 @@ def test_compute_sidebar(lab: JupyterLab) -> None:
             page.screenshot(path=str(ARTIFACTS / "sidebar-log-light.png"))
 
             # Dark theme: the same panel through JupyterLab's theme variables.
-            page.get_by_role("menuitem", name="Settings").click()
-            page.locator(".lm-Menu-item", has_text="Theme").first.hover()
-            page.get_by_text("JupyterLab Dark", exact=True).click()
-            page.wait_for_selector('body[data-jp-theme-light="false"]', state="attached",
-                                   timeout=TIMEOUT)
-            time.sleep(1)
+            set_theme(page, "dark")
             page.screenshot(path=str(ARTIFACTS / "sidebar-dark.png"))
 
             # A server restart: the panel says it lost the server, then reconnects.
@@ -250,6 +246,7 @@ def test_the_run_page(lab: JupyterLab) -> None:
         try:
             page.goto(f"{lab.base}/lab?reset&token={lab.token}")
             page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=TIMEOUT)
+            set_theme(page, "light")
             page.locator('.jp-SideBar [data-id="jupyter-compute-panel"]').click()
             sweep_row = page.locator(f'.jp-Compute-run[data-run-id="{s.id}"]')
             sweep_row.wait_for(timeout=TIMEOUT)
@@ -349,12 +346,7 @@ def test_the_run_page(lab: JupyterLab) -> None:
             page.screenshot(path=str(ARTIFACTS / "runpage-sweep-light.png"), full_page=True)
 
             # Dark theme: the same pages through the theme's variables.
-            page.get_by_role("menuitem", name="Settings").click()
-            page.locator(".lm-Menu-item", has_text="Theme").first.hover()
-            page.get_by_text("JupyterLab Dark", exact=True).click()
-            page.wait_for_selector('body[data-jp-theme-light="false"]', state="attached",
-                                   timeout=TIMEOUT)
-            time.sleep(1)
+            set_theme(page, "dark")
             page.screenshot(path=str(ARTIFACTS / "runpage-sweep-dark.png"), full_page=True)
             page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab",
                          has_text=f"Run: {run.name}").click()
