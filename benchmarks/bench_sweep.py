@@ -393,10 +393,12 @@ def _bare_widget(cls: type, fake: object) -> object:
     widget.sweep, widget.interval, widget.display_handle = fake, 0.25, None
     widget.state = {}
     widget._curves, widget._parcoords_at, widget._parcoords_key = {}, 0.0, None
-    widget._figures, widget._done, widget.updates = {}, False, 0
+    widget._figures, widget._done, widget.updates, widget._drawn = {}, False, 0, {}
     widget.header, widget.warning_box = widgets.HTML(), widgets.HTML()
     widget.cancel_button, widget.table = widgets.Button(), TrialTable()
-    widget.charts, widget.detail = widgets.GridBox(), widgets.VBox()
+    from jupyter_compute.widgets.charts import ChartGrid
+
+    widget.charts, widget.detail = ChartGrid(time_axis=False), widgets.VBox()
     widgets.VBox.__init__(widget, [widget.header, widget.table, widget.charts])
     return widget
 
