@@ -25,6 +25,7 @@ cell blocks the kernel) charts use ``START_WIDTH``, which fits any usual cell.
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import anywidget
@@ -80,6 +81,26 @@ _CSS = """
 .jc-run-bar > .jc-run-head .widget-html-content { white-space: normal; line-height: 1.5; }
 .jc-run-bar > .jupyter-button { flex: 0 0 auto; }
 """
+
+
+_plotly_loaded = threading.Event()
+_plotly_loading = threading.Lock()
+
+
+def plotly_ready() -> bool:
+    """Whether plotly is imported; the first call starts importing it on a thread of its
+    own. Importing it takes seconds on a busy machine, and a widget's follower must not
+    stop showing the log (and status) meanwhile: it draws charts once this says True."""
+    if _plotly_loaded.is_set():
+        return True
+    if _plotly_loading.acquire(blocking=False):
+        def load() -> None:
+            import plotly.graph_objects  # noqa: F401
+
+            _plotly_loaded.set()
+
+        threading.Thread(target=load, name="import-plotly", daemon=True).start()
+    return False
 
 
 class _Meter(anywidget.AnyWidget):
@@ -293,10 +314,13 @@ class ChartGrid(widgets.VBox):
                                       layout=widgets.Layout(width="auto"))
         self.smoothing = widgets.Dropdown(options=list(SMOOTHING), value="off",
                                           description="smoothing",
-                                          layout=widgets.Layout(width="170px"))
+                                          layout=widgets.Layout(width="auto"),
+                                          style={"description_width": "initial"})
         self.x_axis = widgets.ToggleButtons(options=["step", "time"], value="step",
                                             description="x axis",
-                                            style={"button_width": "56px"})
+                                            layout=widgets.Layout(width="auto"),
+                                            style={"button_width": "56px",
+                                                   "description_width": "initial"})
         controls: list[widgets.Widget] = [self.log_y, self.smoothing]
         if time_axis:
             controls.append(self.x_axis)

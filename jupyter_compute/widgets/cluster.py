@@ -27,7 +27,7 @@ from datetime import datetime
 import ipywidgets as widgets
 
 from jupyter_compute.targets import node_counts
-from jupyter_compute.widgets.charts import Chart, ChartGrid
+from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -192,6 +192,8 @@ class ClusterWidget(widgets.VBox):
             self.counts.value = value
 
     def _render_chart(self, nodes: dict[str, Any]) -> None:
+        if self.chart is None and not plotly_ready():
+            return  # the points wait; the next poll draws them all
         if self.chart is None:
             self.chart = self.charts.add(Chart("worker nodes", x_title="time",
                                                integer_x=False, time_x=True,

@@ -34,7 +34,7 @@ import traitlets
 from jupyter_compute.protocol import RunStatus, early_stop_reason
 from jupyter_compute.summary import Summary
 from jupyter_compute.units import format_size
-from jupyter_compute.widgets.charts import Chart, ChartGrid
+from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import Batch, Follower
 
 TYPE_CHECKING = False
@@ -66,17 +66,28 @@ function render({ model, el }) {
   toggle.className = "jc-log-toggle";
   bar.append(note, toggle);
   el.append(scroller, chip, bar);
-  // Follow the newest line unless the person scrolled up to read.
-  let follow = true;
+  // Follow the newest line unless the person scrolled up to read: only their own
+  // scrolling (wheel, keys, touch, dragging the bar) stops following; reaching the
+  // bottom again resumes it.
+  let follow = true, userAt = 0;
   const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 8;
+  const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+  for (const name of ["wheel", "keydown", "touchmove", "pointerdown"])
+    scroller.addEventListener(name, (e) => {
+      userAt = performance.now();
+      // Upward intent stops following at once (a smooth scroll lands later).
+      if ((name === "wheel" && e.deltaY < 0) ||
+          (name === "keydown" && ["ArrowUp", "PageUp", "Home"].includes(e.key))) follow = false;
+    }, { passive: true });
   scroller.addEventListener("scroll", () => {
-    follow = atBottom();
-    if (follow) chip.hidden = true;
+    const bottom = atBottom();
+    if (performance.now() - userAt < 1500) follow = bottom;  // their scroll (smooth: later)
+    if (bottom) { follow = true; chip.hidden = true; }
   });
   chip.onclick = () => {
     follow = true;
     chip.hidden = true;
-    scroller.scrollTop = scroller.scrollHeight;
+    toBottom();
   };
   toggle.onclick = () => { model.set("show_all", !model.get("show_all")); model.save_changes(); };
   function drawBar() {
@@ -92,8 +103,10 @@ function render({ model, el }) {
     const text = model.get("text");
     scroller.hidden = !text;
     pre.textContent = text;
-    if (follow) scroller.scrollTop = scroller.scrollHeight;
-    else chip.hidden = false;
+    if (follow) {
+      toBottom();
+      requestAnimationFrame(toBottom);  // once laid out (a first render is not yet)
+    } else chip.hidden = false;
     drawBar();
   }
   model.on("change:text", draw);
@@ -145,6 +158,7 @@ class RunWidget(widgets.VBox):
         self._status = run.record.status
         self._series: dict[str, tuple[list[Any], list[Any]]] = {}
         self._times: dict[str, list[float]] = {}   # wall-clock time of each point
+        self._unplotted: set[str] = set()  # metrics with points not drawn yet
         self._figures: dict[str, Chart] = {}
         self._rows: dict[str, deque[dict[str, Any]]] = {}
         self._image_views: dict[str, widgets.Image] = {}
@@ -220,6 +234,8 @@ class RunWidget(widgets.VBox):
             self._render_nodes()
         if batch.metrics:
             self._apply_metrics(batch.metrics)
+        elif self._unplotted:
+            self._plot_pending()
         if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
             self._render_outputs()
         if batch.done and self.display_handle is not None:
@@ -253,10 +269,16 @@ class RunWidget(widgets.VBox):
                 self._show_image(name, str(value))
             elif kind == "progress" and isinstance(value, dict):
                 self._progress = value
-        if changed:
-            self.charts.redraw(*(self._plot(name) for name in changed))
+        self._unplotted |= changed
+        self._plot_pending()
         if any(r.get("kind") == "row" for r in records):
             self._render_rows()
+
+    def _plot_pending(self) -> None:
+        """Draw the metrics that changed, once plotly is loaded (until then they wait)."""
+        if self._unplotted and plotly_ready():
+            changed, self._unplotted = self._unplotted, set()
+            self.charts.redraw(*(self._plot(name) for name in sorted(changed)))
 
     def _plot(self, name: str) -> Chart:
         """The chart of metric ``name``, its series set (drawn by the caller)."""

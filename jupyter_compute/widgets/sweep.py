@@ -36,7 +36,7 @@ import traitlets
 
 from jupyter_compute.protocol import TERMINAL_STATUSES
 from jupyter_compute.summary import STATUS_COLORS, Summary, SweepSummary
-from jupyter_compute.widgets.charts import Chart, ChartGrid
+from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import PollingThread
 
 TYPE_CHECKING = False
@@ -151,6 +151,7 @@ class SweepWidget(widgets.VBox):
         self._parcoords_key: Any = None
         self._figures: dict[str, Chart] = {}  # made on the first update (see _apply)
         self._drawn: dict[int, int] = {}  # trial → how many of its points the chart has
+        self._charts_due = False  # the charts wait for plotly; the follower asks again
         self._done = False
         self.updates = 0  # how many batches were applied (tests and benchmarks read it)
 
@@ -217,11 +218,15 @@ class SweepWidget(widgets.VBox):
         if ended and not self._done:
             self.cancel_button.layout.display = "none"  # the badge says how it ended
         if not self._figures:
-            # Made here, on the follower's thread: plotly's first FigureWidget costs ~2 s
-            # of imports, which must not hold up the cell that shows the sweep.
+            # Made here, on the follower's thread, once plotly is imported (a thread of
+            # its own loads it: seconds that must hold up neither the cell nor the table).
+            if not plotly_ready():
+                self._charts_due = True
+                return
             self._make_charts()
             trials_changed = True
-        if trials_changed:
+        if trials_changed or self._charts_due:
+            self._charts_due = False
             self._render_best_so_far()
         if points or trials_changed:
             self._render_curves()
@@ -430,9 +435,9 @@ class _Follower(PollingThread):
 
     def tick(self) -> bool:
         state, points, done = self.poll()
-        if state is not None or points:
+        if state is not None or points or self.widget._charts_due:
             self.widget._apply(state or self.widget.state, points)
-        return done
+        return done and not self.widget._charts_due
 
     def poll(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
         """One read: the new state (None if unchanged), new points, and whether done."""
