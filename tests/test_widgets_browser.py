@@ -157,7 +157,6 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
             chip = out.locator(".jc-log-new")
             chip.wait_for(state="visible", timeout=5_000)
             assert log.evaluate("e => e.scrollTop") < 20
-            out.screenshot(path=str(ARTIFACTS / "run-widget-scrolled-up-light.png"))
             chip.click()
             page.wait_for_timeout(300)
             geometry = log.evaluate("e => [e.scrollTop, e.clientHeight, e.scrollHeight]")
