@@ -290,6 +290,26 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    comparison = api.compare(*args.runs, workspace=args.workspace)
+    if args.diff:
+        sys.stdout.write(comparison.diff(args.diff))
+    elif args.json:
+        _out(json.dumps(comparison.to_dict(), indent=1))
+    else:
+        sys.stdout.write(comparison.text(width=_columns()))
+    return 0
+
+
+def _columns() -> int:
+    """The terminal's width for tables (100 when not a terminal), at least 60."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from jupyter_compute.sweep import cli_main
 
@@ -470,6 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "logs":
             p.add_argument("-f", "--follow", action="store_true",
                            help="follow until the run ends")
+
+    p = add("compare", cmd_compare, "show runs side by side: arguments, params, metrics "
+            "(last and best), environment, git, and the files that changed")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="two runs or more (unique id suffixes), or one sweep for its trials")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--diff", metavar="PATH",
+                       help="print a unified diff of this file between the runs")
 
     p = add("snapshot", cmd_snapshot, "snapshot a folder, or list what would be sent")
     p.add_argument("dir", nargs="?", default=".")
