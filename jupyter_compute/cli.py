@@ -304,10 +304,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _columns() -> int:
-    """The terminal's width for tables (100 when not a terminal), at least 60."""
+    """The width for the compare table: 100 columns, fewer in a narrower terminal."""
     import shutil
 
-    return max(60, shutil.get_terminal_size((100, 24)).columns)
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

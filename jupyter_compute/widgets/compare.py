@@ -45,7 +45,11 @@ class CompareWidget(widgets.VBox):
         self.header = widgets.HTML(f"<b>Comparing {html.escape(what)}</b>")
         self.charts = ChartGrid()
         for name, goal in c.goals.items():
-            chart = self.charts.add(Chart(f"{name} ({goal.word} is best)"))
+            title = f"{name} ({goal.word} is best)"
+            logged = [i for i, run in enumerate(c.runs) if run.curves.get(name)]
+            if len(logged) == 1:  # a lone series has no legend: the title names its run
+                title += f" · only {self.labels[logged[0]]}"
+            chart = self.charts.add(Chart(title))
             for i, run in enumerate(c.runs):
                 points = run.curves.get(name)
                 if not points:
