@@ -48,6 +48,7 @@ LABEL_WIDTH = 22     # the row labels' column, at most
 MIN_COLUMN = 14      # a run's column, at least: more runs than fit wrap into blocks
 LISTED_FILES = 20    # per kind (added, removed, changed) in the text and HTML
 DIFF_MAX_BYTES = 2 * 1024 * 1024  # larger files are not diffed here
+_TD = "padding:1px 8px;line-height:1.5;text-align:left;vertical-align:top"
 #: The name the widgets register the live compare view under (``runkinds.register_view``).
 VIEW = "comparison"
 
@@ -76,6 +77,7 @@ class RunColumn:
     target: str
     arguments: list[str]
     params: dict[str, Any]
+    tags: dict[str, Any]
     metrics: dict[str, dict[str, Any]]   # name → {last, last_step, best, best_step, count}
     curves: dict[str, list[tuple[Any, float, float | None]]]  # name → [(step, value, time)]
     started: str | None
@@ -96,7 +98,7 @@ class RunColumn:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "kind": self.kind, "status": self.status,
                 "target": self.target, "parent_id": self.parent_id, "trial": self.trial,
-                "arguments": self.arguments, "params": self.params,
+                "arguments": self.arguments, "params": self.params, "tags": self.tags,
                 "metrics": {name: {k: _json_number(v) for k, v in m.items()}
                             for name, m in self.metrics.items()},
                 "started": self.started, "ended": self.ended,
@@ -170,6 +172,8 @@ class Comparison(StaticSummary):
         for name in _union(r.params for r in runs):
             add("params", name, (_cell(r.params[name]) if name in r.params else None
                                  for r in runs))
+        for name in _union(r.tags for r in runs):
+            add("tags", name, (_cell(r.tags[name]) if name in r.tags else None for r in runs))
         for name, goal in self.goals.items():
             add("metrics", f"{name} last", (_metric(r, name, "last") for r in runs))
             add("metrics", f"{name} best ({goal.word})", (_metric(r, name, "best") for r in runs))
@@ -279,17 +283,18 @@ class Comparison(StaticSummary):
         for sec, label, cells in self.rows():
             if sec != section:
                 section = sec
-                body.append(f"<tr><th colspan='{len(cells) + 1}' style='text-align:left;"
-                            f"opacity:0.7;padding-top:6px'>{e(sec)}</th></tr>")
+                body.append(f"<tr><th colspan='{len(cells) + 1}' style='{_TD};"
+                            f"text-align:left;opacity:0.7;padding-top:6px'>{e(sec)}</th></tr>")
             style = " style='background:rgba(245,158,11,0.15)'" if len(set(cells)) > 1 else ""
-            tds = "".join(f"<td style='max-width:24em;overflow-wrap:anywhere'>{e(c)}</td>"
-                          for c in cells)
-            body.append(f"<tr{style}><td><b>{e(label)}</b></td>{tds}</tr>")
+            tds = "".join(f"<td style='{_TD};max-width:24em;overflow-wrap:anywhere'>{e(c)}"
+                          "</td>" for c in cells)
+            body.append(f"<tr{style}><td style='{_TD}'><b>{e(label)}</b></td>{tds}</tr>")
         notes = "highlighted rows differ"
         if self.goals:
             notes = "best: " + "; ".join(f"{g.word} for {name} (by {g.by})"
                                          for name, g in self.goals.items()) + " · " + notes
-        return (f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}"
+        return (f"<table style='font-size:12px'><thead><tr><th></th>{head}</tr></thead>"
+                f"<tbody>{''.join(body)}"
                 f"</tbody></table><div style='opacity:0.75;font-size:0.9em'>{e(notes)}</div>")
 
     def diff_html(self) -> str:
@@ -415,7 +420,7 @@ def _column(run: Run) -> RunColumn:
             curves[name] = points
     return RunColumn(
         id=r.id, name=r.name, kind=r.kind, status=status, target=r.target,
-        arguments=[str(a) for a in r.arguments], params=runinfo.params(run),
+        arguments=[str(a) for a in r.arguments], params=runinfo.params(run), tags=run.tags(),
         metrics={}, curves=curves, started=r.started, ended=r.ended,
         environment=_environment(run), git=r.to_dict()["git"],
         snapshot=(r.snapshot or {}).get("id"), parent_id=r.parent_id, trial=_trial_index(run))

@@ -4,6 +4,7 @@ the compare widget in a real kernel. Scripts take a fraction of a second."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ from jupyter_compute.sweep import SweepConfig, choice, sweep
 from conftest import Project
 from kernel import Kernel
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
 #: Logs the given losses (and, from the second version on, an accuracy) by step.
 TRAIN_V1 = """
 import argparse
@@ -24,6 +27,7 @@ p.add_argument("--losses")
 p.add_argument("--note", default="")
 a = p.parse_args()
 run = get_run()
+run.tag("model", "linear" if a.note else "tree")
 for step, loss in enumerate(a.losses.split(",")):
     run.log("loss", float(loss), step=step)
 """
@@ -66,6 +70,7 @@ def test_compare_json_gives_metrics_arguments_and_the_snapshot_diff(project: Pro
     # accuracy is raised; run A never logged it.
     assert rb["metrics"]["accuracy"]["last"] == 0.7 and rb["metrics"]["accuracy"]["best"] == 0.8
     assert "accuracy" not in ra["metrics"]
+    assert (ra["tags"], rb["tags"]) == ({"model": "tree"}, {"model": "linear"})
     assert result["metrics"] == {"loss": {"best": "min", "by": "its name"},
                                  "accuracy": {"best": "max", "by": "its name"}}
     for r in (ra, rb):
@@ -158,7 +163,7 @@ def test_bad_input_is_one_line(project: Project) -> None:
     # Outside a kernel, a comparison shows as its table (HTML and text), not a widget.
     bundle = jupyter_compute.compare(a, b)._repr_mimebundle_()
     assert sorted(bundle) == ["text/html", "text/plain"]
-    assert "<table>" in bundle["text/html"] and "snapshot diff" in bundle["text/plain"]
+    assert "<table " in bundle["text/html"] and "snapshot diff" in bundle["text/plain"]
 
 
 def test_widget_overlays_each_metric_per_run_in_a_kernel(project: Project,
@@ -168,7 +173,7 @@ def test_widget_overlays_each_metric_per_run_in_a_kernel(project: Project,
     out = k.run(f"%runs --compare {a} {b}")
     assert out.status == "ok", out.error_text
     [shown] = [d for d in out.data if "application/vnd.jupyter.widget-view+json" in d]
-    assert "<table>" in shown["text/html"]  # the static fallback travels with the widget
+    assert "<table " in shown["text/html"]  # the static fallback travels with the widget
     out = k.run("import jupyter_compute\n"
                 "from jupyter_compute.widgets.compare import CompareWidget\n"
                 f"w = CompareWidget(jupyter_compute.compare({a!r}, {b!r}))\n"
@@ -192,3 +197,60 @@ def test_widget_overlays_each_metric_per_run_in_a_kernel(project: Project,
     assert out.status == "error"
     assert out.error_text.strip() == (
         "UsageError: no run 'nope' in this workspace; list runs with 'jupyter-compute runs'")
+
+
+def test_widget_in_jupyterlab_overlays_the_runs_with_a_legend(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """As a person sees it: JupyterLab in headless Chromium, ``%runs --compare``."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    from labserver import JupyterLab, launch_chromium, run_all_cells
+
+    root = tmp_path / "lab"
+    (root / ".jupyter_compute").mkdir(parents=True)
+    monkeypatch.chdir(root)
+    a, b = two_runs(Project(root))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c)
+                for c in ("%load_ext jupyter_compute", f"%runs --compare {a} {b}")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, root / "compare.ipynb")
+    lab = JupyterLab(root, tmp_path / "lab-state").start()
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            try:
+                run_all_cells(page, lab, "compare.ipynb")
+                out = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea-output").last
+                charts = out.locator(".js-plotly-plot")
+                charts.nth(1).wait_for(timeout=60_000)
+                assert charts.count() == 2
+                loss = charts.first
+                assert loss.locator(".scatterlayer .trace").count() == 2  # one per run
+                legend = loss.locator(".legend .traces").all_text_contents()
+                assert sorted(t.strip() for t in legend) == sorted(
+                    [f"train {a.rsplit('-', 1)[1]}", f"train {b.rsplit('-', 1)[1]}"])
+                # Every chart inside the cell; the table and the diff below them.
+                fit = out.evaluate("""(out) => {
+                  const box = out.getBoundingClientRect();
+                  return Math.max(0, ...[...out.querySelectorAll('.js-plotly-plot')].map(
+                    e => e.getBoundingClientRect().right - box.right)); }""")
+                assert fit <= 1, fit
+                assert "loss best (min)" in out.locator("table").first.inner_text()
+                out.get_by_label("diff of").select_option("train.py")
+                out.locator("pre", has_text="accuracy").wait_for(timeout=10_000)
+                ARTIFACTS.mkdir(exist_ok=True)
+                out.screenshot(path=str(ARTIFACTS / "compare-widget.png"))
+            except Exception:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "compare-widget-failure.png"),
+                                full_page=True)
+                raise
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
