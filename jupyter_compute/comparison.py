@@ -227,9 +227,10 @@ class Comparison(StaticSummary):
         snapshot diff and which way each metric's best goes."""
         rows = self.rows()
         label_w = min(LABEL_WIDTH, max(len(label) for _, label, _ in rows) + 2)
-        per_block = max(1, (width - label_w) // (MIN_COLUMN + 2))
-        blocks = [list(range(i, min(i + per_block, len(self.runs))))
-                  for i in range(0, len(self.runs), per_block)]
+        fit = max(1, (width - label_w) // (MIN_COLUMN + 2))
+        n = len(self.runs)
+        per_block = -(-n // -(-n // fit))  # as many blocks as needed, evenly filled
+        blocks = [list(range(i, min(i + per_block, n))) for i in range(0, n, per_block)]
         out: list[str] = []
         for block in blocks:
             col_w = max(MIN_COLUMN, (width - label_w) // len(block) - 2)
@@ -256,7 +257,10 @@ class Comparison(StaticSummary):
 
     def _diff_lines(self, width: int) -> list[str]:
         base = self.runs[0]
-        lines = [f"snapshot diff against {base.id} ({(base.snapshot or '-')[:12]}):"]
+        snap = (base.snapshot or "-")[:12]
+        if not self.changed_paths() and not any(d.missing for d in self.diffs):
+            return [f"snapshot diff: the {len(self.runs)} runs ran the same files ({snap})"]
+        lines = [f"snapshot diff against {base.id} ({snap}):"]
         for d in self.diffs:
             lines.append(f"  {d.run}: {d.counts()}")
             for sign, paths in (("+", d.added), ("-", d.removed), ("~", d.changed)):
@@ -350,9 +354,9 @@ def compare(runs: Sequence[str | Run], workspace: Workspace) -> Comparison:
         trials = _trials(run)
         if trials is not None:
             sweep = run.id
-            handles += trials
-        elif all(h.id != run.id for h in handles):
-            handles.append(run)
+        for one in trials if trials is not None else [run]:
+            if all(h.id != one.id for h in handles):  # each run once, where first named
+                handles.append(one)
     if len(handles) < 2:
         got = "no runs" if not handles else f"only {handles[0].id}"
         raise UsageError(f"compare needs two runs or more (a sweep counts as its trials), got "
@@ -612,7 +616,7 @@ def _git(git: dict[str, Any]) -> str | None:
 
 def _env_source(env: dict[str, Any] | None) -> str:
     if not env:
-        return "the target's python"
+        return "target's python"
     parts = [env.get("source") or "", env.get("image") or ""]
     if env.get("python") and "python" not in (env.get("source") or ""):
         parts.append(f"python {env['python']}")

@@ -4,6 +4,7 @@ the compare widget in a real kernel. Scripts take a fraction of a second."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,25 +38,43 @@ for step in range(3):
 """
 
 
-def two_runs(project: Project) -> tuple[str, str]:
+def two_runs(project: Project, git: bool = False) -> tuple[str, str]:
     """Run A, then change the code (one file changed, one removed, one added, a binary
-    one changed) and run B."""
+    one changed) and run B; with ``git``, each from a commit of its own."""
     project.write("train.py", TRAIN_V1)
     project.write("helper.py", "X = 1\n")
     (project.root / "weights.bin").write_bytes(b"\0\1\2")
+    project.write("reqs.txt", "# no packages: an environment of its own all the same\n")
+    if git:
+        commit(project.root, "init")
     a = submit("train.py", arguments=["--losses", "0.9,0.3,0.5"], wait=True)
     project.write("train.py", TRAIN_V2)
     (project.root / "helper.py").unlink()
     project.write("extra.py", "Y = 2\n")
     (project.root / "weights.bin").write_bytes(b"\0\1\3")
+    if git:
+        commit(project.root, "accuracy")
     b = submit("train.py", arguments=["--losses", "0.8,0.6,0.2", "--note", "n" * 150],
-               wait=True)
+               requirements="reqs.txt", wait=True)
     assert (a.status().value, b.status().value) == ("Completed", "Completed"), b.log()
     return a.id, b.id
 
 
+def commit(root: Path, message: str) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], check=True, text=True,
+                              capture_output=True).stdout.strip()
+
+    if not (root / ".git").exists():
+        git("init", "-q", "-b", "main")
+        (root / ".gitignore").write_text(".jupyter_compute/\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", message)
+    return git("rev-parse", "HEAD")
+
+
 def test_compare_json_gives_metrics_arguments_and_the_snapshot_diff(project: Project) -> None:
-    a, b = two_runs(project)
+    a, b = two_runs(project, git=True)
     out = project.cli("compare", a, b, "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -75,7 +94,16 @@ def test_compare_json_gives_metrics_arguments_and_the_snapshot_diff(project: Pro
                                  "accuracy": {"best": "max", "by": "its name"}}
     for r in (ra, rb):
         assert r["target"] == "local" and r["status"] == "Completed"
-        assert r["duration_seconds"] > 0 and "commit" in r["git"] and "environment" in r
+        assert r["duration_seconds"] > 0
+    # Each run's commit; the history between them is git's to tell.
+    log = subprocess.run(["git", "log", "--format=%H"], cwd=project.root, text=True,
+                         capture_output=True, check=True).stdout.split()
+    assert [ra["git"]["commit"], rb["git"]["commit"]] == log[::-1]
+    assert ra["git"]["dirty"] is False and ra["git"]["branch"] == "main"
+    # A's environment is the target's python; B's was built from its requirements.
+    assert ra["environment"] is None
+    assert rb["environment"]["source"] == "requirements reqs.txt"
+    assert len(rb["environment"]["key"]) >= 12 and rb["environment"]["installer"]
     [diff] = result["snapshot_diff"]
     assert (diff["base"], diff["run"]) == (a, b)
     assert diff["added"] == ["extra.py"]
@@ -90,6 +118,10 @@ def test_compare_json_gives_metrics_arguments_and_the_snapshot_diff(project: Pro
     assert a in lines[0] and b in lines[0]
     assert any(line.startswith("*arguments") and line.endswith("…") for line in lines)
     assert any(line.startswith("*loss best (min)") and "0.3 @1" in line and "0.2 @2" in line
+               for line in lines)
+    assert any(line.startswith("*git") and log[1][:10] in line and log[0][:10] in line
+               for line in lines)
+    assert any(line.startswith("*environment") and "requirements reqs.txt" in line
                for line in lines)
     assert "    + extra.py" in lines and "    - helper.py" in lines and "    ~ train.py" in lines
 
