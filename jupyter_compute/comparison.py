@@ -361,9 +361,9 @@ def compare(runs: Sequence[str | Run], workspace: Workspace) -> Comparison:
         got = "no runs" if not handles else f"only {handles[0].id}"
         raise UsageError(f"compare needs two runs or more (a sweep counts as its trials), got "
                          f"{got}; list runs with 'jupyter-compute runs'")
-    goals_from_sweeps = _sweep_goals(handles)
-    columns = [_column(run) for run in handles]
-    goals = _goals(columns, goals_from_sweeps)
+    sweeps = _sweep_states(handles)
+    columns = [_column(run, sweeps) for run in handles]
+    goals = _goals(columns, _sweep_goals(sweeps))
     for col in columns:
         col.metrics = {name: _summarize(col.curves[name], goals[name])
                        for name in goals if name in col.curves}
@@ -397,21 +397,27 @@ def _trials(run: Run) -> list[Run] | None:
     return found
 
 
-def _sweep_goals(handles: list[Run]) -> dict[str, bool]:
-    """``{metric: lower_is_better}`` from the sweeps the runs are trials of."""
+def _sweep_states(handles: list[Run]) -> dict[str, dict[str, Any]]:
+    """The ``sweep.json`` of each sweep the runs are trials of, read once."""
     from jupyter_compute import protocol
     from jupyter_compute.sweep.controller import STATE
 
+    parents = {h.record.parent_id for h in handles if h.record.parent_id}
+    return {parent: protocol.read_json(str(handles[0].workspace.run_dir(parent) / STATE)) or {}
+            for parent in sorted(parents)}
+
+
+def _sweep_goals(states: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """``{metric: lower_is_better}`` from the sweeps' primary metrics."""
     goals: dict[str, bool] = {}
-    for parent in {h.record.parent_id for h in handles if h.record.parent_id}:
-        state = protocol.read_json(str(handles[0].workspace.run_dir(parent) / STATE)) or {}
+    for state in states.values():
         metric = state.get("primary_metric") or {}
         if metric.get("name"):
             goals[metric["name"]] = str(metric.get("goal", "")).lower() == "minimize"
     return goals
 
 
-def _column(run: Run) -> RunColumn:
+def _column(run: Run, sweeps: dict[str, dict[str, Any]]) -> RunColumn:
     from jupyter_compute import runinfo
 
     status = run.status().value
@@ -426,18 +432,14 @@ def _column(run: Run) -> RunColumn:
         id=r.id, name=r.name, kind=r.kind, status=status, target=r.target,
         arguments=[str(a) for a in r.arguments], params=runinfo.params(run), tags=run.tags(),
         metrics={}, curves=curves, started=r.started, ended=r.ended,
-        environment=_environment(run), git=r.to_dict()["git"],
-        snapshot=(r.snapshot or {}).get("id"), parent_id=r.parent_id, trial=_trial_index(run))
+        environment=_environment(run), git=dict(r.git or dict.fromkeys(
+            ("repository", "branch", "commit", "dirty"))),
+        snapshot=(r.snapshot or {}).get("id"), parent_id=r.parent_id,
+        trial=_trial_index(run, sweeps.get(r.parent_id or "")))
 
 
-def _trial_index(run: Run) -> int | None:
-    if not run.record.parent_id:
-        return None
-    from jupyter_compute import protocol
-    from jupyter_compute.sweep.controller import STATE
-
-    state = protocol.read_json(str(run.workspace.run_dir(run.record.parent_id) / STATE)) or {}
-    for t in state.get("trials") or []:
+def _trial_index(run: Run, sweep_state: dict[str, Any] | None) -> int | None:
+    for t in (sweep_state or {}).get("trials") or []:
         if t.get("run_id") == run.id:
             return int(t["index"])
     return None
