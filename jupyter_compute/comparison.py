@@ -133,8 +133,8 @@ class SnapshotDiff:
 class Comparison(StaticSummary):
     """N runs side by side: ``to_dict()`` (JSON), ``text()``, ``html()``, ``diff(path)``.
 
-    In a notebook it shows the compare widget where one can render (the widgets
-    register it, see ``register_view``), else this table as HTML.
+    In a notebook it shows the compare widget where one can render (a face registers
+    it as ``runkinds.register_view(VIEW, …)``), else this table as HTML.
     """
 
     def __init__(self, runs: list[RunColumn], goals: dict[str, MetricGoal],
@@ -208,7 +208,11 @@ class Comparison(StaticSummary):
         parts = []
         for run, files in zip(self.runs[1:], manifests[1:]):
             old, new = base_files.get(path), files.get(path)
-            if (old and old[0]) == (new and new[0]):
+            if old == new:
+                continue
+            if old and new and old[0] == new[0]:  # the same bytes: only the mode changed
+                parts.append(f"{path}: mode {_mode(old)} in {base.id}, {_mode(new)} in "
+                             f"{run.id}\n")
                 continue
             parts.append(_unified(store, path, base.id, old, run.id, new))
         if not parts:
@@ -252,10 +256,10 @@ class Comparison(StaticSummary):
             out.append("best: " + "; ".join(f"{g.word} for {name} (by {g.by})"
                                              for name, g in self.goals.items()))
         out.append("")
-        out += self._diff_lines(width)
+        out += self._diff_lines()
         return "\n".join(_clip(line, width) for line in out).rstrip() + "\n"
 
-    def _diff_lines(self, width: int) -> list[str]:
+    def _diff_lines(self) -> list[str]:
         base = self.runs[0]
         snap = (base.snapshot or "-")[:12]
         if not self.changed_paths() and not any(d.missing for d in self.diffs):
@@ -603,6 +607,10 @@ def _metric(run: RunColumn, name: str, which: str) -> str | None:
         return None
     step = m[f"{which}_step"]
     return format_value(m[which]) + ("" if step is None else f" @{step}")
+
+
+def _mode(entry: list[Any]) -> str:
+    return oct(int(entry[2]) & 0o7777)[2:] if len(entry) > 2 else "?"
 
 
 def _cell(value: Any) -> str:
