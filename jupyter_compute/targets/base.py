@@ -193,6 +193,20 @@ class ProcessLauncher(Launcher):
                              "a docker target (--type docker), or an ssh target with "
                              "--docker-image, and use it")
 
+    def check(self, host: Host) -> None:
+        from jupyter_compute.wheelhouse import forget_host
+
+        forget_host(self.workspace, self.name)  # (re)attached: ask the host afresh
+
+    def sync(self, host: Host, ctx: SubmitContext) -> None:
+        """The host's own Python builds the environment: wheels where it has no index,
+        uv's wheel where it has no uv (``wheelhouse``); fetched while the run is on record,
+        kept alive by this client's heartbeat."""
+        if ctx.agent.get("environment"):
+            from jupyter_compute.wheelhouse import prepare_environment
+
+            prepare_environment(host, self.workspace, ctx.agent)
+
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         host.start_agent(ctx.run_id)
 
