@@ -56,10 +56,19 @@ from jupyter_compute.exceptions import ComputeError, UsageError
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import Any
+    from typing import Any, Protocol
 
-    from jupyter_compute.targets.base import Host
     from jupyter_compute.workspace import Workspace
+
+    class Host(Protocol):
+        """What is asked of a target's host here (``targets.base.Host`` has it; that
+        module calls this one, so it is not imported)."""
+
+        name: str
+        config: dict[str, Any]
+
+        def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
+                ) -> tuple[int, bytes, bytes]: ...
 
 __all__ = ["FACTS_TTL", "HostFacts", "WheelError", "for_host", "host_facts",
            "kernel_environment", "wheel_sources"]
