@@ -29,7 +29,6 @@ and ``tracking.py``.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -73,6 +72,9 @@ class Agent:
         #: The terminal status a reader wrote while we ran (None while the run is ours).
         self.ended_elsewhere: str | None = None
         self._status_stamp: tuple[int, int] | None = None  # status.json after our write
+        self.lease: Any = None  # envbuild.Lease: the environment this run uses, if built
+        self.environment_record: dict[str, Any] | None = None
+        self.prepare_seconds: float | None = None  # snapshot + environment, not run time
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -148,15 +150,25 @@ class Agent:
             return RunStatus(self.ended_elsewhere)
         become_subreaper()
         threading.Thread(target=self._heartbeat, daemon=True).start()
+        preparing = time.monotonic()
         try:
             workdir = self.materialize()
             python = self.interpreter()
             argv = self.command(python)
         except Exception as exc:  # noqa: BLE001 - any preparation failure ends the run
-            self.say(f"preparation failed: {exc}")
+            from jupyter_compute.envbuild import BuildError
+
+            if self._cancel_requested() and isinstance(exc, BuildError):
+                self.say(str(exc))
+                self.set_status(RunStatus.CANCELED, ended=protocol.utcnow(), error=str(exc))
+                return RunStatus.CANCELED
+            why = f"environment: {exc}" if isinstance(exc, BuildError) else \
+                f"preparation failed: {exc}"
+            self.say(why)
             self.set_status(RunStatus.FAILED, ended=protocol.utcnow(), exit_code=None,
-                            error=f"preparation failed: {exc}")
+                            error=why, prepare_seconds=round(time.monotonic() - preparing, 3))
             return RunStatus.FAILED
+        self.prepare_seconds = round(time.monotonic() - preparing, 3)
         if self._check_ended_elsewhere():
             return self._stopped_by_reader()
         if self._cancel_requested():
@@ -181,8 +193,11 @@ class Agent:
         pump.start()
         threading.Thread(target=lambda: (self.child.wait(), self.wake.set()),  # type: ignore
                          daemon=True).start()
+        extra: dict[str, Any] = {"prepare_seconds": self.prepare_seconds}
+        if self.environment_record is not None:
+            extra["environment"] = self.environment_record
         if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
-                               script=protocol.process_identity(self.child.pid)) \
+                               script=protocol.process_identity(self.child.pid), **extra) \
                 and self.ended_elsewhere is not None:
             return self._stopped_by_reader()
 
@@ -298,34 +313,26 @@ class Agent:
         return workdir
 
     def interpreter(self) -> str:
-        """The Python that runs the script: given, built from requirements, or ours."""
+        """The Python that runs the script: the run's environment (built or reused on this
+        host by ``envbuild``), else the given interpreter, else ours."""
         python = self.spec.get("interpreter") or sys.executable
-        requirements = self.spec.get("requirements")
-        if not requirements:
+        env = self.spec.get("environment")
+        if not env:
             return python
-        req_path = os.path.join(self._p(protocol.WORKDIR), requirements)
-        with open(req_path, "rb") as f:
-            key = hashlib.sha256(f.read() + python.encode()).hexdigest()[:16]
-        env_dir = os.path.join(self.spec.get("env_root") or self._p("envs"), key)
-        venv_python = os.path.join(env_dir, "bin", "python")
-        if os.path.exists(os.path.join(env_dir, ".complete")):
-            self.say(f"reusing environment {env_dir}")
-            return venv_python
-        import fcntl
+        from jupyter_compute import envbuild  # the runtime ships it beside this file
 
-        os.makedirs(os.path.dirname(env_dir), exist_ok=True)
-        with open(env_dir + ".lock", "w") as lock:  # one builder per environment
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(os.path.join(env_dir, ".complete")):
-                self.say(f"building environment {env_dir} from {requirements}")
-                for cmd in ([python, "-m", "venv", "--clear", env_dir],
-                            [venv_python, "-m", "pip", "install", "-r", req_path]):
-                    rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=self.log_fd,
-                                         stderr=self.log_fd)
-                    if rc:
-                        raise RuntimeError(f"{' '.join(cmd[:4])} … exited {rc}; see the log")
-                open(os.path.join(env_dir, ".complete"), "w").close()
-        return venv_python
+        got = envbuild.prepare(
+            env, default_python=python,
+            env_root=self.spec.get("env_root") or self._p("envs"),
+            blobs=os.path.join(self.run_dir, self.spec.get("blobs", "blobs")),
+            cwd=self._p(protocol.WORKDIR), say=self.say, log_fd=self.log_fd,
+            stopped=self._cancel_requested)
+        if isinstance(got, str):
+            return got
+        self.lease = got  # held (a shared lock) while the run uses the environment
+        self.environment_record = {"key": got.key, "reused": got.reused,
+                                   "installer": got.installer, "path": got.env_dir}
+        return got.python
 
     def command(self, python: str) -> list[str]:
         """What runs: the script with its arguments, or papermill on the notebook."""

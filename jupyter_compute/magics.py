@@ -125,6 +125,12 @@ class ComputeMagics(Magics):
     @argument("--target", "-t", help="target name (default: local)")
     @argument("--name", "-n", help="sweep name")
     @argument("--seed", type=int, help="random seed, for a reproducible sweep")
+    @argument("--env", help="'kernel' (this notebook's packages) or an environment file")
+    @argument("--requirements", help="a requirements.txt to install on the target")
+    @argument("--pyproject", help="a pyproject.toml's dependencies: pyproject.toml[extras]")
+    @argument("--conda-file", help="a conda environment.yml, installed from PyPI")
+    @argument("--image", help="docker targets: the image to run in")
+    @argument("--python", help="interpreter on the target: a path, or a version (3.11)")
     @argument("--wait", "-w", action="store_true", help="block until the sweep ends")
     @argument("-o", "--out", metavar="VAR", help="store the Sweep in this variable")
     @line_cell_magic
@@ -150,7 +156,12 @@ class ComputeMagics(Magics):
     @argument("--wait", "-w", action="store_true", help="block until the run ends")
     @argument("--cancel-on-interrupt", action="store_true",
               help="with --wait, cancel the run on interrupt instead of detaching")
-    @argument("--python", help="interpreter on the target")
+    @argument("--env", help="'kernel' (this notebook's packages) or an environment file")
+    @argument("--requirements", help="a requirements.txt to install on the target")
+    @argument("--pyproject", help="a pyproject.toml's dependencies: pyproject.toml[extras]")
+    @argument("--conda-file", help="a conda environment.yml, installed from PyPI")
+    @argument("--image", help="docker targets: the image to run in")
+    @argument("--python", help="interpreter on the target: a path, or a version (3.11)")
     @argument("--max-duration", type=duration_argument,
               help="max_run_duration_seconds: 90, 90s, 5m or 1h30m")
     @argument("--lines", type=int, default=500, help="log lines the widget keeps")
@@ -180,11 +191,15 @@ class ComputeMagics(Magics):
         elif not path and not args.config:
             raise UsageError("%submit needs a script: %submit train.py [--target T] [-- ARGS]")
         from jupyter_compute.config import load_parameters
+        from jupyter_compute.environments import from_flags
 
         params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
         run = api.submit(path, target=args.target, name=args.name or (
             "cell" if cell is not None else None), config=args.config,
-            arguments=script_args or None, source_dir=os.getcwd(), python=args.python,
+            arguments=script_args or None, source_dir=os.getcwd(),
+            environment=from_flags(args.env, requirements=args.requirements,
+                                   pyproject=args.pyproject, conda_file=args.conda_file,
+                                   image=args.image, python=args.python),
             max_run_duration_seconds=args.max_duration, extra_files=extra,
             parameters=params or None, kernel=args.kernel)
         if args.out and self.shell is not None:

@@ -50,14 +50,17 @@ if TYPE_CHECKING:
 class SubmitContext:
     """One submission, handed to every hook: the spec, its snapshot, its record, the
     agent's ``spec.json`` as it is being built, and room for what a part must pass
-    from one of its hooks to the next (``scratch``)."""
+    from one of its hooks to the next (``scratch``). ``environment`` is the run's resolved
+    environment (``environments.resolve``), None when it has none."""
 
-    __slots__ = ("spec", "snap", "record", "agent", "scratch")
+    __slots__ = ("spec", "snap", "record", "agent", "scratch", "environment")
 
-    def __init__(self, spec: RunSpec, snap: Snapshot, record: RunRecord) -> None:
+    def __init__(self, spec: RunSpec, snap: Snapshot, record: RunRecord,
+                 environment: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.snap = snap
         self.record = record
+        self.environment = environment
         self.agent: dict[str, Any] = {}
         self.scratch: dict[str, Any] = {}
 
@@ -131,6 +134,31 @@ class Host(Part):
     @abstractmethod
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
         """Send signal ``name`` (``"SIGTERM"``) to process ``ident`` or its group, if it lives."""
+
+    def env_root(self) -> tuple[str, str] | None:
+        """``(python, folder)``: where this host keeps built environments and a Python to
+        inspect them with; None if it keeps none (its images or cluster hold them)."""
+        return None
+
+    def environments(self, prune: bool = False, days: float | None = None
+                     ) -> list[dict[str, Any]]:
+        """The environments built on this host (``envbuild.list_envs``), or with ``prune``
+        those just removed: unused by any running run (and for ``days``, if given)."""
+        where = self.env_root()
+        if where is None:
+            raise UsageError(f"target {self.name!r} keeps no environments of its own (its "
+                             "image or cluster holds the packages)")
+        python, root = where
+        source = (Path(__file__).resolve().parent.parent / "envbuild.py").read_bytes()
+        argv = [python, "-", "prune" if prune else "list", root]
+        if days is not None:
+            argv += ["--days", str(days)]
+        code, out, err = self.run(argv, stdin=source, timeout=600)
+        if code:
+            last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise TargetError(f"could not read the environments on {self.name!r}: {last}")
+        found: list[dict[str, Any]] = json.loads(out)
+        return found
 
     def finish(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Bring back what an ended run left (log, metrics, outputs) where they are remote."""
@@ -251,6 +279,7 @@ class Target:
     def submit(self, spec: RunSpec) -> tuple[RunRecord, list[str]]:
         """Validate, snapshot, record and launch ``spec``; return at once with its record and
         what the snapshot left out (warnings). ``Run.submit(target, spec)`` gives the handle."""
+        from jupyter_compute.environments import resolve
         from jupyter_compute.snapshot import (
             DEFAULT_MAX_BYTES,
             DEFAULT_MAX_CHANGED_FILES,
@@ -258,6 +287,8 @@ class Target:
         )
 
         self.launcher.validate(spec)
+        # Its files are read now: a missing or malformed one fails before anything is written.
+        environment = resolve(spec.environment, spec.source_dir, self.workspace)
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
@@ -267,7 +298,7 @@ class Target:
                              f"in {spec.source_dir}; un-ignore it to run it")
         self.host.prepare()
         self.launcher.prepare(self.host)
-        ctx = SubmitContext(spec, snap, self._record(spec, snap))
+        ctx = SubmitContext(spec, snap, self._record(spec, snap), environment)
         ctx.agent = self._agent_spec(ctx)
         ctx.record.spec = ctx.agent
         self.workspace.store.insert(ctx.record)
@@ -352,7 +383,7 @@ class Target:
             "run_id": record.id, "kind": spec.kind or "script", "script": spec.script,
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
-            "requirements": spec.requirements,
+            "environment": ctx.environment,  # built or reused on the target by envbuild
             # Secret values stay out (`***`); see runspec.secret_payload for their way.
             "environment_variables": masked_environment(spec),
             "secret_env": secret_names(spec),

@@ -161,7 +161,7 @@ class ContainerLauncher(Launcher):
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
         ctx.agent.update(
             interpreter=None,  # the agent's own: the image's Python
-            requirements=None,  # installed into the image instead (see _image)
+            environment=None,  # installed into the image instead (see _image)
             manifest=f"{STATE}/manifest.json", blobs=BLOBS_DIR, env_root=f"{STATE}/envs",
             pythonpath=[RUNTIME_DIR], container=True,  # its pid is the container's
             docker={"image": ctx.spec.docker_image, "python": ctx.spec.python or self.python})

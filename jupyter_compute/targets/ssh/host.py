@@ -179,6 +179,10 @@ class SSHHost(Host):
     def run_dir(self, run_id: str) -> str:
         return self.remote(run_id)
 
+    def env_root(self) -> tuple[str, str] | None:
+        probe = self.conn.ensure()
+        return probe.python, posixpath.join(probe.workdir, "envs")
+
     def sync(self, ctx: SubmitContext) -> None:
         """Send what the host lacks in one stream (see ``transfer``).
 
