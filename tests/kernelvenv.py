@@ -17,6 +17,7 @@ from pathlib import Path
 #: From the index: the ssh target's client needs (paramiko, yaml, pathspec) and one more.
 FROM_INDEX = ("paramiko", "pyyaml", "pathspec", "six==1.17.0")
 LOCAL = "jc_local_lib"
+CHECKOUT = Path(__file__).resolve().parents[1]
 LOCAL_VERSION = "0.3.1"
 
 
@@ -33,9 +34,9 @@ def make_local_project(folder: Path, greeting: str = "hello from the notebook's 
     return folder
 
 
-def make_kernel_venv(folder: Path) -> Path:
-    """The venv at ``folder/venv`` (made once), with :data:`FROM_INDEX` and the local
-    project at ``folder/src`` installed editable; returns its Python."""
+def make_kernel_venv(folder: Path, extra: tuple[str, ...] = ()) -> Path:
+    """The venv at ``folder/venv`` (made once), with :data:`FROM_INDEX`, ``extra`` and the
+    local project at ``folder/src`` installed editable; returns its Python."""
     python = folder / "venv" / "bin" / "python"
     if python.exists():
         return python
@@ -45,9 +46,19 @@ def make_kernel_venv(folder: Path) -> Path:
         subprocess.run([uv, "venv", "--quiet", "--seed", "--python", sys.executable,
                         str(folder / "venv")], check=True)
         subprocess.run([uv, "pip", "install", "--quiet", "--python", str(python), *FROM_INDEX,
-                        "-e", str(src)], check=True)
+                        *extra, "-e", str(src)], check=True)
     else:
         subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *FROM_INDEX, "-e", str(src)],
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *FROM_INDEX, *extra, "-e",
+                        str(src)],
                        check=True)
     return python
+
+
+def kernel_cli(python: Path, cwd: Path, *args: str, timeout: float = 600
+               ) -> subprocess.CompletedProcess[str]:
+    """This checkout's CLI run by the kernel venv's ``python`` (a notebook's client)."""
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
+    return subprocess.run([str(python), "-m", "jupyter_compute.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernelvenv import make_kernel_venv
+from kernelvenv import kernel_cli, make_kernel_venv
 
 import sshd
 from conftest import Project
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 NOWHERE = "http://127.0.0.1:9/simple"  # a closed port inside the namespace
 SCRIPT = """
 import jc_local_lib, six, yaml
@@ -68,13 +67,9 @@ def kernel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_kernel_venv(tmp_path_factory.mktemp("kernel"))
 
 
-def client(python: Path, project: Project, *args: str, timeout: float = 600
-           ) -> subprocess.CompletedProcess[str]:
+def client(python: Path, project: Project, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI of this checkout, run by the kernel venv's Python (the notebook's client)."""
-    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
-    return subprocess.run([str(python), "-m", "jupyter_compute.cli", *args], cwd=project.root,
-                          capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
+    return kernel_cli(python, project.root, *args)
 
 
 def on_host(login: sshd.Login, command: str) -> subprocess.CompletedProcess[str]:
