@@ -484,7 +484,10 @@ def _needed_blobs(ctx: SubmitContext, blobs_dir: Path) -> dict[str, int]:
     from jupyter_compute.wheelhouse import wheel_sources
 
     sizes = {digest: size for digest, size, _mode in ctx.snap.files.values()}
-    for digest in wheel_sources(ctx.agent.get("environment")):
+    # The agent's (with wheels for a host with no index), or the run's own (a container
+    # launcher installs it into an image: the agent's is None then).
+    for digest in [*wheel_sources(ctx.agent.get("environment")),
+                   *wheel_sources(ctx.environment)]:
         if digest not in sizes:
             sizes[digest] = (blobs_dir / "sha256" / digest[:2] / digest).stat().st_size
     return sizes
