@@ -502,13 +502,18 @@ def download(workspace: Workspace, lines: list[str], facts: HostFacts, python: s
 
 
 def _pip_download(cache: Path, lines: list[str], platforms: list[str], python: str, abi: str,
-                  no_deps: bool) -> tuple[list[str], list[str]]:
-    """Run ``pip download`` into a fresh folder, leaving out what has no wheel (pip stops
-    at the first one: each is named, left out, and pip runs again); move the wheels into
-    ``cache``. Returns (file names, names left out)."""
+                  no_deps: bool, build: bool = True) -> tuple[list[str], list[str]]:
+    """Run ``pip download`` into ``cache``; returns (wheel file names, names left out).
+
+    pip stops at the first requirement with no wheel for the platform: that one is built
+    into a wheel here instead (an sdist-only project is usually pure Python, and a pure
+    wheel installs anywhere) or, when what is built would not install there, left out;
+    then pip runs again without it.
+    """
     dropped: list[str] = []
+    built: list[str] = []
     todo = list(lines)
-    while True:
+    while todo:
         out = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
         try:
             reqs = out / "requirements.txt"
@@ -526,7 +531,7 @@ def _pip_download(cache: Path, lines: list[str], platforms: list[str], python: s
                 files = sorted(p.name for p in out.glob("*.whl"))
                 for name in files:
                     os.replace(out / name, cache / name)
-                return files, dropped
+                return sorted([*files, *built]), dropped
             missing = re.search(r"(?:No matching distribution found for|Could not find a "
                                 r"version that satisfies the requirement) ([^\s(]+)",
                                 done.stderr)
@@ -537,12 +542,35 @@ def _pip_download(cache: Path, lines: list[str], platforms: list[str], python: s
                 raise WheelError(f"could not download wheels for the target's host "
                                  f"(Python {python}, {platforms[0]}): "
                                  f"{_last_line(done.stderr) or f'exit {done.returncode}'}")
-            dropped.append(name)
+            wheel = _build_for(cache, left[0], platforms, abi) if build else None
+            if wheel:
+                built.append(wheel)
+            else:
+                dropped.append(name)
             todo = [line for line in todo if line not in left]
-            if not todo:
-                return [], dropped
         finally:
             shutil.rmtree(out, ignore_errors=True)
+    return sorted(built), dropped
+
+
+def _build_for(cache: Path, line: str, platforms: list[str], abi: str) -> str | None:
+    """A wheel of requirement ``line`` built here (``pip wheel --no-deps``) into ``cache``,
+    if it builds and installs on the platforms (pure, or theirs); else None."""
+    out = Path(tempfile.mkdtemp(prefix=".wheel-", dir=cache))
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                               "--disable-pip-version-check", "--progress-bar", "off",
+                               "--wheel-dir", str(out), line], capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=1800)
+        for wheel in out.glob("*.whl"):
+            *_rest, wheel_abi, plat = wheel.name[:-4].split("-")
+            fits = plat == "any" or bool(set(plat.split(".")) & set(platforms))
+            if done.returncode == 0 and fits and wheel_abi in ("none", "abi3", abi):
+                os.replace(wheel, cache / wheel.name)
+                return wheel.name
+        return None
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def uv_wheel(workspace: Workspace, facts: HostFacts,
@@ -560,7 +588,7 @@ def uv_wheel(workspace: Workspace, facts: HostFacts,
         say("environment: fetching uv's wheel for the target's host (once)")
     try:
         files, _dropped = _pip_download(_made(cache), ["uv"], facts.platforms(), facts.python,
-                                        facts.abi(), no_deps=True)
+                                        facts.abi(), no_deps=True, build=False)
     except WheelError:
         return None
     uv = [f for f in files if f.startswith("uv-")]

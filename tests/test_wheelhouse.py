@@ -82,7 +82,9 @@ def test_a_host_without_index_gets_wheels_for_its_platform(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     # Another platform than this one: the wheels must be the target's, not ours.
     facts = HostFacts(python="3.12", machine="aarch64", glibc="2.31", online=False, uv="")
-    env = {"requirements": ["six==1.17.0", "pyyaml==6.0.2", "jc-nowhere-at-all==1.0"],
+    # docopt 0.6.2 is an sdist only: it is built here into a pure wheel, which travels.
+    env = {"requirements": ["six==1.17.0", "pyyaml==6.0.2", "jc-nowhere-at-all==1.0",
+                            "docopt==0.6.2"],
            "wheels": {}, "python": None, "no_index": False, "installer": "auto"}
     shipped = wheelhouse.for_host(ws, env, facts)
     names = sorted(shipped["wheels"])
@@ -90,7 +92,8 @@ def test_a_host_without_index_gets_wheels_for_its_platform(
     assert "-cp312-cp312-" in yaml and "aarch64" in yaml
     assert any(n.startswith("six-1.17.0-") for n in names)
     assert shipped["no_index"] is True
-    assert shipped["requirements"] == ["six==1.17.0", "pyyaml==6.0.2"]
+    assert any(n.startswith("docopt-0.6.2-") and n.endswith("-none-any.whl") for n in names)
+    assert shipped["requirements"] == ["six==1.17.0", "pyyaml==6.0.2", "docopt==0.6.2"]
     (notice,) = shipped["notices"]
     assert notice.startswith("jc-nowhere-at-all: no wheel for Python 3.12 on aarch64")
     store = BlobStore(ws.blobs_dir)

@@ -322,7 +322,9 @@ class Target:
                 if isinstance(exc, ComputeError):
                     raise
                 raise TargetError(message) from exc
-        return ctx.record, list(snap.warnings)  # e.g. symlinks out of the folder, not followed
+        # e.g. symlinks out of the folder, not followed; packages an environment left out
+        notices = (ctx.agent.get("environment") or ctx.environment or {}).get("notices") or []
+        return ctx.record, [*snap.warnings, *notices]
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
