@@ -250,7 +250,7 @@ def build_wheel(workspace: Workspace, source: Path, name: str, python: str | Non
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
     try:
-        uv = shutil.which("uv")
+        uv = _client_uv()
         command = ([uv, "build", "--wheel", "--out-dir", str(tmp), str(source)] if uv else
                    [python or sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "--disable-pip-version-check", "--wheel-dir", str(tmp), str(source)])
@@ -271,6 +271,19 @@ def build_wheel(workspace: Workspace, source: Path, name: str, python: str | Non
 
 
 _BUILD_OUTPUT = re.compile(r"(^|/)(build|dist|\.eggs|__pycache__|[^/]*\.egg-info)/")
+
+
+def _client_uv() -> str | None:
+    """uv on this machine: on PATH, else the ``uv`` package's binary, else None."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found,unused-ignore]
+
+        return str(find_uv_bin())
+    except Exception:  # noqa: BLE001 - not installed, or a broken install: use pip
+        return None
 
 
 def _wheel_version(filename: str) -> str:
@@ -449,6 +462,16 @@ def for_host(workspace: Workspace, environment: dict[str, Any], facts: HostFacts
     env = dict(environment)
     notices = list(env.get("notices") or [])
     python = str(env["python"]) if _is_version(env.get("python")) else facts.python
+    if "kernel" in str(env.get("source") or "").split(", "):
+        foreign = client_only(facts, python)
+        if foreign:
+            kept = [line for line in env.get("requirements") or []
+                    if canonical(_requirement_name(line)) not in foreign]
+            if len(kept) != len(env.get("requirements") or []):
+                for name, why in sorted(foreign.items()):
+                    notices.append(f"{name}: left out, only needed where {why} (not on the "
+                                   f"target: Python {python}, {facts.system})")
+                env["requirements"] = kept
     if not facts.online:
         lines = list(env.get("requirements") or [])
         pinned = all(re.fullmatch(r"[A-Za-z0-9_.-]+==[^\s;,]+", line) for line in lines)
@@ -469,6 +492,49 @@ def for_host(workspace: Workspace, environment: dict[str, Any], facts: HostFacts
     if notices:
         env["notices"] = notices
     return env
+
+
+def client_only(facts: HostFacts, python: str) -> dict[str, str]:
+    """This interpreter's distributions needed here but not on the host ``facts``
+    describes: ``{canonical name: the marker that pulled it in}``.
+
+    A distribution is left out only when every requirement naming it has a marker that
+    holds here and not there (``appnope; sys_platform == "darwin"``, ``tomli;
+    python_version < "3.11"``); one required unconditionally, by no one (the user's
+    own choice), or through an extra (which extras were asked for is not recorded) stays.
+    """
+    import importlib.metadata as md
+
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    system = {"linux": "Linux", "darwin": "Darwin", "win32": "Windows"}.get(
+        "linux" if facts.system.startswith("linux") else facts.system, "")
+    there: dict[str, str] = {
+        **{k: str(v) for k, v in default_environment().items()},
+        "python_version": python, "python_full_version": f"{python}.0",
+        "sys_platform": facts.system, "platform_system": system,
+        "platform_machine": facts.machine, "os_name": "nt" if facts.system == "win32"
+        else "posix", "implementation_name": facts.implementation,
+        "platform_python_implementation": "CPython" if facts.implementation == "cpython"
+        else facts.implementation}
+    keep: set[str] = set()
+    reasons: dict[str, str] = {}
+    for dist in md.distributions():
+        for line in dist.requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            name, marker = canonical(req.name), req.marker
+            if marker is None or "extra" in str(marker):
+                keep.add(name)
+            elif marker.evaluate():  # why it is installed here
+                if marker.evaluate(there):  # type: ignore[arg-type,unused-ignore]
+                    keep.add(name)
+                else:
+                    reasons.setdefault(name, str(marker))
+    return {name: why for name, why in reasons.items() if name not in keep}
 
 
 def download(workspace: Workspace, lines: list[str], facts: HostFacts, python: str,

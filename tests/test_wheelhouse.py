@@ -114,3 +114,30 @@ def test_a_host_with_an_index_and_uv_is_left_as_it_is(ws: Workspace) -> None:
     env = {"requirements": ["six==1.17.0"], "wheels": {}, "python": None, "no_index": False}
     assert wheelhouse.for_host(ws, env, facts) == env
     assert not (ws.dir / "wheels").exists()  # nothing downloaded
+
+
+def test_what_only_this_platform_needs_is_left_out_with_a_notice(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installed distribution (a real .dist-info on sys.path) that needs one helper only
+    # on Linux, one only through an extra, and six everywhere.
+    info = tmp_path / "site" / "jc_needs_helpers-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: jc-needs-helpers\nVersion: 1.0\n"
+        "Requires-Dist: jc-linux-helper; sys_platform == \"linux\"\n"
+        "Requires-Dist: jc-extra-helper; extra == \"fast\"\nRequires-Dist: six\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    windows = HostFacts(python="3.11", system="win32", machine="AMD64", online=True, uv="uv")
+    linux = HostFacts(python="3.11", system="linux", machine="x86_64", online=True, uv="uv")
+    assert wheelhouse.client_only(windows, "3.11") == {
+        "jc-linux-helper": 'sys_platform == "linux"'}
+    assert "jc-linux-helper" not in wheelhouse.client_only(linux, "3.11")
+
+    env = {"source": "kernel", "requirements": ["jc-linux-helper==2.0", "jc-extra-helper==1.0",
+                                                "six==1.17.0"],
+           "wheels": {}, "python": "3.11", "no_index": False}
+    shipped = wheelhouse.for_host(ws, env, windows)
+    assert shipped["requirements"] == ["jc-extra-helper==1.0", "six==1.17.0"]
+    assert shipped["notices"] == ['jc-linux-helper: left out, only needed where sys_platform '
+                                  '== "linux" (not on the target: Python 3.11, win32)']
+    assert wheelhouse.for_host(ws, env, linux) == env  # Linux needs it: nothing changes
