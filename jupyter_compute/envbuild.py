@@ -206,8 +206,8 @@ def prepare(env: dict[str, Any], *, default_python: str, env_root: str, blobs: s
         raise BuildError("installer uv was asked for, but no uv is on this host; install it "
                          "or use installer: auto")
     base = find_python(env.get("python"), default_python, uv)
-    if not env.get("requirements") and not env.get("wheels"):
-        return base
+    if not env.get("venv", bool(env.get("requirements") or env.get("wheels"))):
+        return base  # an interpreter alone: nothing to build
     key = env_key(str(env.get("digest", "")), base)
     os.makedirs(env_root, mode=0o700, exist_ok=True)
     env_dir = os.path.join(env_root, key)
@@ -319,18 +319,21 @@ def _build(env: dict[str, Any], base: str, env_dir: str, env_root: str, blobs: s
             uv_env = _uv_env(cache)
             _run([uv, "venv", "--quiet", "--python", base, env_dir], cwd, uv_env, log_fd, say,
                  stopped, "uv venv")
-            _run([uv, "pip", "install", "--python", os.path.join(env_dir, "bin", "python"),
-                  "-r", req, *extra], cwd, uv_env, log_fd, say, stopped, "uv pip install",
-                 source)
+            if lines:
+                _run([uv, "pip", "install", "--python", os.path.join(env_dir, "bin", "python"),
+                      "-r", req, *extra], cwd, uv_env, log_fd, say, stopped,
+                     "uv pip install", source)
             used = "uv"
         else:
+            why = "installer: pip" if env.get("installer") == "pip" else "no uv on this host"
             say(f"building environment {os.path.basename(env_dir)} from {source} with pip "
-                "(no uv on this host)")
+                f"({why})")
             _run([base, "-m", "venv", env_dir], cwd, None, log_fd, say, stopped,
                  "python -m venv")
-            _run([os.path.join(env_dir, "bin", "python"), "-m", "pip", "install",
-                  "--disable-pip-version-check", "-r", req, *extra], cwd, None, log_fd, say,
-                 stopped, "pip install", source)
+            if lines:
+                _run([os.path.join(env_dir, "bin", "python"), "-m", "pip", "install",
+                      "--disable-pip-version-check", "-r", req, *extra], cwd, None, log_fd,
+                     say, stopped, "pip install", source)
             used = "pip"
         with open(os.path.join(env_dir, META), "w", encoding="utf-8") as f:
             json.dump({"key": os.path.basename(env_dir), "source": source, "python": base,

@@ -208,10 +208,11 @@ def resolve(env: Environment | None, source_dir: Path,
          "requirements": ["six==1.17.0", ...],         # requirement lines, in order
          "wheels": {"x-1.0-py3-none-any.whl": "<sha256>"},  # blobs, via --find-links
          "no_index": False,                            # install only from the wheels
+         "venv": True,     # build one (a package source was given, even an empty one)
          "uv_wheel": None | {"uv-….whl": "<sha256>"},  # a uv to use where none is
          "installer": "auto" | "uv" | "pip",
          "image": None | str, "dockerfile": None | str,  # docker launchers only
-         "digest": "<sha256>"}   # of python, requirements, wheels, no_index
+         "digest": "<sha256>"}   # of python, requirements, wheels, no_index, venv
 
     Files are read here, relative to ``source_dir`` (else the current folder).
     """
@@ -251,6 +252,7 @@ def resolve(env: Environment | None, source_dir: Path,
         sources.append(f"python {python}")
     content = {"python": python, "requirements": lines, "wheels": wheels,
                "no_index": no_index}
+    content["venv"] = env.installs()  # a package source, even an empty one: isolate it
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return {"source": ", ".join(sources) or "image", **content, "uv_wheel": uv_wheel,
             "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,

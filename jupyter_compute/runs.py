@@ -212,9 +212,19 @@ class Run:
     # -- forms -----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git."""
+        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git,
+        and the preparation (``prepare_seconds``: snapshot + environment, before the script
+        started; ``environment``: its key, whether it was reused, which installer built it)."""
         self.status()
-        return self.record.to_dict()
+        d = self.record.to_dict()
+        try:  # the agent's status.json, as mirrored into the local run folder
+            st = protocol.read_json(str(self.workspace.run_dir(self.id) / protocol.STATUS))
+        except ValueError:
+            st = None
+        st = st if isinstance(st, dict) else {}
+        d["prepare_seconds"] = st.get("prepare_seconds")
+        d["environment"] = st.get("environment")
+        return d
 
     def describe(self) -> str:
         """What ``jupyter-compute show`` prints: one ``key: value`` line per field."""
@@ -232,6 +242,13 @@ class Run:
         if g.get("commit"):
             lines.append(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
                          f"{' (dirty)' if g['dirty'] else ''}")
+        if d["prepare_seconds"] is not None:
+            env = d["environment"]
+            how = "" if not env else (f", environment {env['key']} reused" if env.get("reused")
+                                      else f", environment {env['key']} built with "
+                                      f"{env.get('installer')}")
+            lines.append(f"{'prepared:':<12} {d['prepare_seconds']:.2f}s (before the script "
+                         f"started; not run time{how})")
         if d["error"]:
             lines.append(f"{'error:':<12} {d['error']}")
         return "\n".join(lines)

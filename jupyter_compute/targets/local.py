@@ -45,7 +45,7 @@ class LocalHost(Host):
         python = paths["interpreter"]
         env = ctx.environment
         if (python and os.path.realpath(python) != os.path.realpath(sys.executable)) or (
-                env and (env.get("python") or env.get("requirements") or env.get("wheels"))):
+                env and (env.get("python") or env.get("venv"))):
             # Another interpreter (or a built environment) may not have jupyter_compute:
             # give it the runtime.
             paths["pythonpath"] = [str(install_runtime(self.workspace.dir))]
