@@ -179,6 +179,9 @@ def _uv_env(cache: str | None) -> dict[str, str]:
     if cache:
         env["UV_CACHE_DIR"] = cache
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    # The host's trust store, as pip uses (a proxy's CA installed there): uv's own
+    # bundled roots would refuse it ("invalid peer certificate: UnknownIssuer").
+    env.setdefault("UV_NATIVE_TLS", "1")
     env["UV_NO_PROGRESS"] = "1"
     env.pop("VIRTUAL_ENV", None)
     # uv does not read pip's settings: carry the index a user set for pip over to it
