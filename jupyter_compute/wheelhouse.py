@@ -149,7 +149,10 @@ class Installed:
 def installed_distributions(python: str | None = None) -> tuple[str, list[Installed]]:
     """The client interpreter's ``X.Y`` and its distributions (``python``: another one's)."""
     # Not realpath: a venv's python is a link to its base interpreter, with other packages.
-    if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
+    # A version ("3.11") or a path not on this machine selects the target's interpreter,
+    # not a client's: the kernel is this process.
+    if python is None or _is_version(python) or not os.path.isfile(python) or \
+            os.path.abspath(python) == os.path.abspath(sys.executable):
         ns: dict[str, Any] = {}
         exec(_INSTALLED, ns)  # noqa: S102 - our own constant, shared with the subprocess path
         found = ns["installed"]()

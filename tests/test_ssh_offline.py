@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from kernelvenv import kernel_cli, make_kernel_venv
+from test_ssh import host, keys  # noqa: F401 - the session's online sshd, as fixtures
 
 import sshd
 from conftest import Project
@@ -121,3 +122,21 @@ def test_kernel_environment_on_a_host_with_no_index(project: Project, kernel_pyt
     assert "reusing environment" in (project.run_dir(run2) / "output.log").read_text()
     again = json.loads((project.run_dir(run2) / "sync.json").read_text())
     assert again["blobs_sent"] == 0 and again["blob_bytes"] == 0  # nothing travelled twice
+
+
+def test_kernel_environment_on_a_host_with_an_index_sends_only_what_it_lacks(
+        project: Project, kernel_python: Path, host: sshd.Login) -> None:  # noqa: F811
+    project.write("job.py", SCRIPT)
+    attach = client(kernel_python, project, "attach", "vm", "--type", "ssh", *host.flags())
+    assert attach.returncode == 0, attach.stderr
+    out = client(kernel_python, project, "submit", "job.py", "--target", "vm", "--env",
+                 "kernel", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "greeting: hello from the notebook's own code" in out.stdout
+    run = out.stdout.strip().splitlines()[-1].split()[1]
+    remote = Path(os.path.expanduser(f"~{sshd.USER}")) / host.workdir[2:] / "runs" / run
+    env = json.loads((remote / "spec.json").read_text())["environment"]
+    # The index has the rest (paramiko, cryptography, …): only the local package travels.
+    assert env["no_index"] is False
+    assert [n.split("-")[0] for n in env["wheels"]] == ["jc_local_lib"]
+    assert "cryptography" in " ".join(env["requirements"])
