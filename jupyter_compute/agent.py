@@ -101,11 +101,28 @@ class Agent:
                 self.wake.set()
             return False
         now = protocol.utcnow()
+        self.status.pop("detail", None)  # what it was doing while in the previous status
         self.status.update(fields, status=status.value, updated=now)
         self.status.setdefault("history", []).append([status.value, now])
         protocol.write_json_atomic(path, self.status)
         self._status_stamp = _mtime(path)
         return True
+
+    def set_detail(self, text: str) -> None:
+        """What the run is doing within its status (``environment: 12/40 packages``), in
+        ``status.json``'s ``detail``: the widget shows it beside the status."""
+        path = self._p(protocol.STATUS)
+        try:
+            current = protocol.read_json(path)
+        except ValueError:
+            current = None
+        if isinstance(current, dict):
+            self.status = current
+        if self.status.get("status") in protocol.TERMINAL_STATUSES:
+            return  # ended by a reader: not ours to write any more
+        self.status["detail"] = text
+        protocol.write_json_atomic(path, self.status)
+        self._status_stamp = _mtime(path)
 
     def _check_ended_elsewhere(self) -> bool:
         """Whether a reader has ended the run in ``status.json`` since our last write."""
@@ -326,7 +343,7 @@ class Agent:
             env_root=self.spec.get("env_root") or self._p("envs"),
             blobs=os.path.join(self.run_dir, self.spec.get("blobs", "blobs")),
             cwd=self._p(protocol.WORKDIR), say=self.say, log_fd=self.log_fd,
-            stopped=self._cancel_requested)
+            stopped=self._cancel_requested, progress=self.set_detail)
         if isinstance(got, str):
             return got
         self.lease = got  # held (a shared lock) while the run uses the environment

@@ -162,8 +162,11 @@ def environments(target: str | None = None, *, prune: bool = False,
     last_used (epoch seconds), runs (how many runs use it now). With ``prune``, remove
     those no running run uses (only those unused for ``days`` days, if given) and
     return them."""
-    host = _get_target(target or "local", _ws(workspace)).host
-    return host.environments(prune=prune, days=days)
+    found = _get_target(target or "local", _ws(workspace))
+    if not getattr(found.launcher, "keeps_environments", True):  # docker: its images do
+        raise UsageError(f"target {found.name!r} keeps environments as images, not folders: "
+                         "see 'docker images jupyter-compute/*'")
+    return found.host.environments(prune=prune, days=days)
 
 
 # -- runs --------------------------------------------------------------------------------

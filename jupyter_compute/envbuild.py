@@ -179,9 +179,7 @@ def _uv_env(cache: str | None) -> dict[str, str]:
     if cache:
         env["UV_CACHE_DIR"] = cache
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
-    # The host's trust store, as pip uses (a proxy's CA installed there): uv's own
-    # bundled roots would refuse it ("invalid peer certificate: UnknownIssuer").
-    env.setdefault("UV_NATIVE_TLS", "1")
+    env.setdefault("UV_NATIVE_TLS", "1")  # the host's trust store, as pip uses (a proxy's CA)
     env["UV_NO_PROGRESS"] = "1"
     env.pop("VIRTUAL_ENV", None)
     # uv does not read pip's settings: carry the index a user set for pip over to it
@@ -198,9 +196,26 @@ def _uv_env(cache: str | None) -> dict[str, str]:
 
 def prepare(env: dict[str, Any], *, default_python: str, env_root: str, blobs: str | None,
             cwd: str, say: Callable[[str], None], log_fd: int,
-            stopped: Callable[[], bool] = lambda: False) -> Lease | str:
+            stopped: Callable[[], bool] = lambda: False,
+            progress: Callable[[str], None] | None = None) -> Lease | str:
     """The interpreter for a run: a plain one (returned as a path) when nothing is to be
-    installed, else a :class:`Lease` on a built (or reused) environment."""
+    installed, else a :class:`Lease` on a built (or reused) environment.
+
+    ``say`` writes a line to the run's log; ``progress`` (if given) shows what the build
+    is doing now (``environment: 12/40 packages``) beside the run's status."""
+    if progress is not None:
+        plain_say = say
+
+        def say(message: str) -> None:  # every build line is also the current progress
+            plain_say(message)
+            if message.startswith(("environment:", "building", "waiting")):
+                progress(message)
+
+    if env.get("provided"):  # the launcher's platform installed it (Ray's runtime_env)
+        say(f"environment ({env.get('source')}): {env['provided']}")
+        return default_python
+    for notice in env.get("notices") or ():
+        say(f"environment: {notice}")
     started = time.monotonic()
     installer = env.get("installer") or "auto"
     wants_uv = installer in ("auto", "uv")

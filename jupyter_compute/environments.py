@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 INSTALLERS = ("auto", "uv", "pip")
 _VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 _EXTRAS = re.compile(r"^(?P<path>.+?)\[(?P<extras>[^\]]*)\]$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: The workspace folder of named environments: ``--env NAME`` is ``NAME.yml`` there.
+NAMED_DIR = "environments"
 #: The ``environment:`` keys of ``run.yml`` (besides ``environment_variables``).
 KEYS = {"python": (str, dict), "requirements": str, "pyproject": str, "extras": list,
         "conda_file": str, "image": str, "docker_image": str, "dockerfile": str,
@@ -56,6 +59,7 @@ class Environment:
     dockerfile: str | None = None    # docker targets: build the image from this file
     kernel: bool = False             # this interpreter's distributions, pinned
     installer: str = "auto"          # auto (uv where found, else pip) | uv | pip
+    named: str | None = None         # --env NAME: .jupyter_compute/environments/NAME.yml
 
     @classmethod
     def parse(cls, value: Any) -> Environment | None:
@@ -82,8 +86,11 @@ class Environment:
             return cls._from_yaml_file(path)
         if suffix in (".txt", ".in") or path.exists():
             return cls(requirements=str(path))
-        raise UsageError(f"unknown environment {text!r}: give 'kernel' or a file (requirements "
-                         ".txt, pyproject.toml[extras], conda environment.yml)")
+        if _NAME.match(text):  # found in the workspace when resolved (see resolve)
+            return cls(named=text)
+        raise UsageError(f"unknown environment {text!r}: give 'kernel', a name from "
+                         ".jupyter_compute/environments/, or a file (requirements .txt, "
+                         "pyproject.toml[extras], conda environment.yml)")
 
     @classmethod
     def _from_yaml_file(cls, path: Path) -> Environment:
@@ -134,6 +141,7 @@ class Environment:
         env.dockerfile = raw.get("dockerfile")
         env.kernel = bool(raw.get("kernel"))
         env.installer = raw.get("installer") or "auto"
+        env.named = raw.get("named")  # only in to_mapping's output (a sweep's trials)
         env.check()
         return env
 
@@ -212,12 +220,16 @@ def resolve(env: Environment | None, source_dir: Path,
          "uv_wheel": None | {"uv-….whl": "<sha256>"},  # a uv to use where none is
          "installer": "auto" | "uv" | "pip",
          "image": None | str, "dockerfile": None | str,  # docker launchers only
-         "digest": "<sha256>"}   # of python, requirements, wheels, no_index, venv
+         "notices": ["one line each"],  # what the kernel source left out (said in the log)
+         "digest": "<sha256>"}   # spec_digest: python, requirements, wheels, no_index, venv
 
     Files are read here, relative to ``source_dir`` (else the current folder).
     """
     if env is None or env.is_empty():
         return None
+    if env.named:
+        env = _named(env.named, workspace).merged(Environment(**{
+            f.name: getattr(env, f.name) for f in fields(env) if f.name != "named"}))
     env.check()
     lines: list[str] = []
     sources: list[str] = []
@@ -225,6 +237,7 @@ def resolve(env: Environment | None, source_dir: Path,
     wheels: dict[str, str] = {}
     no_index = False
     uv_wheel = None
+    notices: list[str] = []
     if env.requirements:
         path = _find(env.requirements, source_dir, "requirements file", "--requirements")
         lines += read_requirements(path)
@@ -247,16 +260,41 @@ def resolve(env: Environment | None, source_dir: Path,
         python = python or part.get("python")
         no_index = bool(part.get("no_index"))
         uv_wheel = part.get("uv_wheel")
+        notices += [str(n) for n in part.get("notices") or []]
         sources.append("kernel")
     if python and not sources:
         sources.append(f"python {python}")
-    content = {"python": python, "requirements": lines, "wheels": wheels,
-               "no_index": no_index}
-    content["venv"] = env.installs()  # a package source, even an empty one: isolate it
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    return {"source": ", ".join(sources) or "image", **content, "uv_wheel": uv_wheel,
-            "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,
-            "digest": digest}
+    resolved = {"source": ", ".join(sources) or "image", "python": python,
+                "requirements": lines, "wheels": wheels, "no_index": no_index,
+                "venv": env.installs(),  # a package source, even an empty one: isolate it
+                "uv_wheel": uv_wheel,
+                "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,
+                "notices": notices}
+    resolved["digest"] = spec_digest(resolved)
+    return resolved
+
+
+def spec_digest(resolved: dict[str, Any]) -> str:
+    """The content hash of a resolved environment: what decides what gets installed."""
+    content = {k: resolved.get(k) for k in ("python", "requirements", "wheels", "no_index",
+                                            "venv")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def _named(name: str, workspace: Workspace | None) -> Environment:
+    """The environment file ``NAME.yml`` of the workspace's ``environments/`` folder."""
+    folder = workspace.dir / NAMED_DIR if workspace is not None else None
+    path = folder / f"{name}.yml" if folder is not None else None
+    if path is None or not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yml")) if folder and folder.is_dir() \
+            else []
+        raise UsageError(f"no environment named {name!r} (looked for {path or NAMED_DIR}); "
+                         f"known: {', '.join(known) or 'none'} — or give a file or 'kernel'")
+    env = Environment._from_yaml_file(path)
+    if env.named:
+        raise UsageError(f"{path}: a named environment cannot name another")
+    return env
 
 
 def _kernel_part(workspace: Workspace | None, python: str | None) -> dict[str, Any]:
@@ -269,7 +307,9 @@ def _kernel_part(workspace: Workspace | None, python: str | None) -> dict[str, A
                          "jupyter_compute (jupyter_compute.wheelhouse is missing)") from None
     if workspace is None:
         raise UsageError("the 'kernel' environment needs a workspace to keep its wheels in")
-    part: dict[str, Any] = kernel_environment(workspace, python=python)
+    # Its python is the client interpreter whose packages to pin: this one (the
+    # environment's python selector names the target's interpreter instead).
+    part: dict[str, Any] = kernel_environment(workspace)
     return part
 
 

@@ -129,6 +129,16 @@ def other_python() -> tuple[str, Path] | None:
     return None
 
 
+def test_a_named_environment_from_the_workspace(project: Project) -> None:
+    project.write(".jupyter_compute/environments/science.yml", CONDA)
+    project.write("uses.py", USES)
+    out = project.cli("submit", "uses.py", "--env", "science", "--wait", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "six 1.17" in out.stdout
+    line = one_line(project.cli("submit", "uses.py", "--env", "sceince"))
+    assert "no environment named 'sceince'" in line and "known: science" in line
+
+
 def test_python_by_version_and_by_path(project: Project, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     project.write("which.py", "import sys\nprint('version', sys.version_info[:2], "
@@ -179,6 +189,7 @@ def test_a_sweep_shares_one_environment_across_its_trials(project: Project) -> N
 
 
 def test_two_concurrent_submits_build_the_environment_once(project: Project) -> None:
+    """pip builds for seconds, so the second run surely arrives during the build."""
     project.write("requirements.txt", "six\nidna\n")
     project.write("uses.py", USES)
     runs: list = []
@@ -186,7 +197,8 @@ def test_two_concurrent_submits_build_the_environment_once(project: Project) -> 
 
     def submit() -> None:
         barrier.wait()
-        runs.append(api.submit("uses.py", requirements="requirements.txt"))
+        runs.append(api.submit("uses.py", environment={"requirements": "requirements.txt",
+                                                       "installer": "pip"}))
 
     threads = [threading.Thread(target=submit) for _ in range(2)]
     for t in threads:
@@ -198,7 +210,9 @@ def test_two_concurrent_submits_build_the_environment_once(project: Project) -> 
     logs = [run.log() for run in runs]
     assert sum("building environment" in log for log in logs) == 1, logs
     assert len(built(project)) == 1
+    key, = built(project)
     other = next(log for log in logs if "building environment" not in log)
+    assert f"waiting for the build of environment {key}" in other
     assert "reusing environment" in other
 
 
@@ -311,6 +325,7 @@ def test_pip_builds_where_uv_is_not_wanted_and_build_time_is_not_run_time(
     assert run.wait(timeout=300).value == "Completed", run.log()
     assert "with pip (installer: pip)" in run.log() and "six 1." in run.log()
     assert run.to_dict()["prepare_seconds"] > 1
+    assert "detail" not in json.loads((project.run_dir(run.id) / "status.json").read_text())
 
 
 def test_cancel_during_a_build_leaves_nothing_half_built(project: Project) -> None:
@@ -323,6 +338,9 @@ def test_cancel_during_a_build_leaves_nothing_half_built(project: Project) -> No
         assert time.monotonic() < deadline, run.log()
         time.sleep(0.05)
     assert run.status().value == "Preparing"
+    # beside the status (the widget shows it): what the build is doing now
+    assert run.detail is not None and run.detail.startswith(("building environment",
+                                                             "environment:")), run.detail
     assert run.cancel().value in ("Preparing", "Canceled")
     assert run.wait(timeout=60).value == "Canceled", run.log()
     assert "canceled during" in run.log()
