@@ -739,23 +739,13 @@ def _last_line(text: str) -> str:
 
 # -- on the submit path -----------------------------------------------------------------------
 
-#: The fields of a resolved environment that decide what is installed (its ``digest``).
-DIGESTED = ("python", "requirements", "wheels", "no_index")
-
-
-def spec_digest(environment: dict[str, Any]) -> str:
-    """The sha256 of the canonical JSON of the fields in :data:`DIGESTED`."""
-    canon = json.dumps({k: environment.get(k) for k in DIGESTED}, sort_keys=True,
-                       separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()
-
-
 def prepare_environment(host: Host, workspace: Workspace, agent: dict[str, Any],
+                        digest: Callable[[dict[str, Any]], str],
                         say: Callable[[str], None] | None = None) -> None:
     """Make ``agent["environment"]`` (a resolved spec in the agent's ``spec.json``)
     installable on ``host``: wheels where it has no index, uv's wheel where it has no uv
-    (see :func:`for_host`). Nothing is asked of the host for a spec with nothing to
-    install, nor for a pip-only build on a host with an index (cached facts aside)."""
+    (see :func:`for_host`); ``digest`` (``environments.spec_digest``) hashes the changed
+    spec. Nothing is asked of a host for a spec with nothing to install."""
     env = agent.get("environment")
     if not env or not (env.get("requirements") or env.get("wheels")):
         return
@@ -764,7 +754,7 @@ def prepare_environment(host: Host, workspace: Workspace, agent: dict[str, Any],
         python) else None)
     shipped = for_host(workspace, env, facts, say=say)
     if shipped != env:
-        shipped["digest"] = spec_digest(shipped)
+        shipped["digest"] = digest(shipped)
         agent["environment"] = shipped
 
 

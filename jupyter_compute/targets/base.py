@@ -231,9 +231,10 @@ class ProcessLauncher(Launcher):
         uv's wheel where it has no uv (``wheelhouse``); fetched while the run is on record,
         kept alive by this client's heartbeat."""
         if ctx.agent.get("environment"):
+            from jupyter_compute.environments import spec_digest
             from jupyter_compute.wheelhouse import prepare_environment
 
-            prepare_environment(host, self.workspace, ctx.agent)
+            prepare_environment(host, self.workspace, ctx.agent, spec_digest)
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         host.start_agent(ctx.run_id)
