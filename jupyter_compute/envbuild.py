@@ -322,7 +322,8 @@ def _build(env: dict[str, Any], base: str, env_dir: str, env_root: str, blobs: s
                 os.link(src, os.path.join(links, name))
             except OSError:
                 shutil.copyfile(src, os.path.join(links, name))
-        lines += [name for name in wheels if not _named_in(name, lines)]
+        # a wheel no line names is installed by its path; the others via --find-links
+        lines += [os.path.join(links, name) for name in wheels if not _named_in(name, lines)]
     req = os.path.join(build, "requirements.txt")
     with open(req, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -216,6 +216,7 @@ def resolve(env: Environment | None, source_dir: Path,
          "requirements": ["six==1.17.0", ...],         # requirement lines, in order
          "wheels": {"x-1.0-py3-none-any.whl": "<sha256>"},  # blobs, via --find-links
          "no_index": False,                            # install only from the wheels
+         "local": {"./pkg": "<sha256>"},  # content of local folders the lines name
          "venv": True,     # build one (a package source was given, even an empty one)
          "uv_wheel": None | {"uv-….whl": "<sha256>"},  # a uv to use where none is
          "installer": "auto" | "uv" | "pip",
@@ -264,8 +265,10 @@ def resolve(env: Environment | None, source_dir: Path,
         sources.append("kernel")
     if python and not sources:
         sources.append(f"python {python}")
+    local = _local_digests(lines, source_dir)
     resolved = {"source": ", ".join(sources) or "image", "python": python,
                 "requirements": lines, "wheels": wheels, "no_index": no_index,
+                "local": local,  # content of local folders the lines name: a change rebuilds
                 "venv": env.installs(),  # a package source, even an empty one: isolate it
                 "uv_wheel": uv_wheel,
                 "installer": env.installer, "image": env.image, "dockerfile": env.dockerfile,
@@ -278,8 +281,38 @@ def spec_digest(resolved: dict[str, Any]) -> str:
     """The content hash of a resolved environment: what decides what gets installed."""
     content = {k: resolved.get(k) for k in ("python", "requirements", "wheels", "no_index",
                                             "venv")}
+    if resolved.get("local"):
+        content["local"] = resolved["local"]
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()
+
+
+_LOCAL_LINE = re.compile(r"^(?:(?:-e|--editable)\s+)?(?P<path>\.{1,2}/\S*|/\S+)$")
+_NOT_SOURCE = {"__pycache__", ".git", "build", "dist", ".tox", ".venv"}
+
+
+def _local_digests(lines: list[str], source_dir: Path) -> dict[str, str]:
+    """``{line: sha256}`` of the files under each local folder a line names (``./pkg``,
+    ``-e ../lib``), so an edit there makes a new environment rather than reusing one."""
+    found: dict[str, str] = {}
+    for line in lines:
+        m = _LOCAL_LINE.match(line)
+        if not m:
+            continue
+        root = (source_dir / m.group("path")).resolve()
+        h = hashlib.sha256()
+        if root.is_file():
+            h.update(root.read_bytes())
+        elif root.is_dir():
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root)
+                if path.is_file() and not _NOT_SOURCE.intersection(rel.parts) and \
+                        not any(p.endswith(".egg-info") for p in rel.parts):
+                    h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        else:
+            continue  # the installer names it when it is missing
+        found[line] = h.hexdigest()
+    return found
 
 
 def _named(name: str, workspace: Workspace | None) -> Environment:

@@ -385,8 +385,23 @@ def test_run_yml_and_azure_shapes_resolve_the_same(tmp_path: Path) -> None:
     again = resolve(Environment.parse({"requirements": str(tmp_path / "requirements.txt"),
                                        "python": "/usr/bin/python3"}), Path("/"))
     assert again is not None and again["digest"] == resolved["digest"]
-    with pytest.raises(UsageError, match="unknown environment 'nothing'"):
-        Environment.parse("nothing")
+    assert Environment.parse("science") == Environment(named="science")
+    with pytest.raises(UsageError, match="unknown environment 'no such thing'"):
+        Environment.parse("no such thing")
     (tmp_path / "bad.toml").write_text("[project\n")
     with pytest.raises(ConfigError, match="malformed TOML"):
         resolve(Environment(pyproject="bad.toml"), tmp_path)
+
+
+def test_an_edited_local_package_makes_a_new_environment(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    (tmp_path / "requirements.txt").write_text("six\n./pkg\n")
+    env = Environment(requirements="requirements.txt")
+    before = resolve(env, tmp_path)
+    assert before is not None and list(before["local"]) == ["./pkg"]
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert resolve(env, tmp_path)["digest"] == before["digest"]  # type: ignore[index]
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    assert resolve(env, tmp_path)["digest"] != before["digest"]  # type: ignore[index]
