@@ -140,3 +140,19 @@ def test_kernel_environment_on_a_host_with_an_index_sends_only_what_it_lacks(
     assert env["no_index"] is False
     assert [n.split("-")[0] for n in env["wheels"]] == ["jc_local_lib"]
     assert "cryptography" in " ".join(env["requirements"])
+
+
+def test_attached_offline_a_host_installs_from_shipped_wheels_only(
+        project: Project, host: sshd.Login) -> None:  # noqa: F811
+    from jupyter_compute import api
+
+    # The host has an index, but the target says it must not be used.
+    api.attach("sealed", "ssh", **host.options(offline=True))
+    project.write("requirements.txt", "six==1.17.0\n")
+    project.write("usesix.py", "import six\nprint('six', six.__version__)\n")
+    run = api.submit("usesix.py", target="sealed", requirements="requirements.txt")
+    assert run.wait(timeout=300).value == "Completed", run.log()
+    assert "six 1.17.0" in run.log()
+    remote = Path(os.path.expanduser(f"~{sshd.USER}")) / host.workdir[2:] / "runs" / run.id
+    env = json.loads((remote / "spec.json").read_text())["environment"]
+    assert env["no_index"] is True and any(n.startswith("six-1.17.0-") for n in env["wheels"])
