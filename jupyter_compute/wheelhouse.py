@@ -137,14 +137,6 @@ class Installed:
 
         return Path(unquote(urlparse(url).path))
 
-    @property
-    def from_folder(self) -> bool:
-        return "dir_info" in self.direct_url
-
-    @property
-    def editable(self) -> bool:
-        return bool((self.direct_url.get("dir_info") or {}).get("editable"))
-
 
 def installed_distributions(python: str | None = None) -> tuple[str, list[Installed]]:
     """The client interpreter's ``X.Y`` and its distributions (``python``: another one's)."""
@@ -408,6 +400,9 @@ def host_facts(host: Host, workspace: Workspace, python: str | None = None,
     ``offline: true`` in the target's options overrides what the probe says.
     """
     path = workspace.dir / HOSTS / f"{host.name}.json"
+    if python:  # another interpreter of the host: its own facts (its version, its uv)
+        path = path.with_name(f"{host.name}@{hashlib.sha256(python.encode()).hexdigest()[:8]}"
+                              ".json")
     facts = None
     if not refresh:
         try:
@@ -607,6 +602,10 @@ def _pip_download(cache: Path, lines: list[str], platforms: list[str], python: s
             name = _requirement_name(missing.group(1)) if missing else ""
             left = [line for line in todo
                     if name and canonical(_requirement_name(line)) == canonical(name)]
+            if "No module named pip" in done.stderr:
+                raise WheelError(f"the target's host has no package index, and wheels for it "
+                                 f"are downloaded with pip, which {sys.executable} lacks: "
+                                 f"install pip there ({sys.executable} -m ensurepip)")
             if not left or not no_deps:
                 raise WheelError(f"could not download wheels for the target's host "
                                  f"(Python {python}, {platforms[0]}): "
@@ -760,7 +759,9 @@ def prepare_environment(host: Host, workspace: Workspace, agent: dict[str, Any],
 
 def forget_host(workspace: Workspace, name: str) -> None:
     """Drop the cached facts of target ``name`` (``attach`` asks again on first use)."""
-    try:
-        (workspace.dir / HOSTS / f"{name}.json").unlink()
-    except FileNotFoundError:
-        pass
+    folder = workspace.dir / HOSTS
+    for path in [folder / f"{name}.json", *folder.glob(f"{name}@*.json")]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
