@@ -422,10 +422,11 @@ def host_facts(host: Host, workspace: Workspace, python: str | None = None,
     return facts
 
 
-def _probe(host: Host, python: str | None) -> HostFacts:
+def _probe(host: Host, python: str | None, prefix: tuple[str, ...] = ()) -> HostFacts:
+    """Run :data:`_FACTS` with ``python`` on ``host`` (inside ``prefix``: a container)."""
     python = python or host_python(host)
     code = _FACTS.replace("__TIMEOUT__", repr(INDEX_TIMEOUT))
-    rc, out, err = host.run([python, "-c", code], timeout=INDEX_TIMEOUT + 30)
+    rc, out, err = host.run([*prefix, python, "-c", code], timeout=INDEX_TIMEOUT + 60)
     try:
         raw = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -447,15 +448,39 @@ def host_python(host: Host) -> str:
 # -- wheels for a host ----------------------------------------------------------------------
 
 
+def for_image(host: Host, workspace: Workspace, environment: dict[str, Any], image: str,
+              image_id: str, python: str, digest: Callable[[dict[str, Any]], str]
+              ) -> dict[str, Any]:
+    """``environment`` made installable into ``image`` on the engine of ``host``: as it is
+    where the host has an index, else with wheels for the image's Python and platform
+    (asked of the image once, with no network: cached per image id), which pip in the
+    image's build installs with ``--no-index``. uv is not shipped: images build with pip."""
+    if host_facts(host, workspace).online:
+        return environment
+    path = workspace.dir / HOSTS / f"{host.name}@image-{image_id.split(':')[-1][:16]}.json"
+    try:
+        facts = HostFacts(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        facts = _probe(host, python, ("docker", "run", "--rm", "--network", "none", image))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, asdict(facts))
+    facts.online = False
+    shipped = for_host(workspace, environment, facts, uv=False)
+    if shipped != environment:
+        shipped["digest"] = digest(shipped)
+    return shipped
+
+
 def for_host(workspace: Workspace, environment: dict[str, Any], facts: HostFacts,
-             say: Callable[[str], None] | None = None) -> dict[str, Any]:
+             say: Callable[[str], None] | None = None, uv: bool = True) -> dict[str, Any]:
     """``environment`` (a resolved spec) made installable on the host ``facts`` describes.
 
     Offline: every requirement line becomes wheels for the host's Python and platform
     (downloaded once into ``.jupyter_compute/wheels/``, put into the blob store), and
     ``no_index`` is set; what has no wheel for that platform is left out with a notice.
-    Without uv on the host (and unless the installer is pip), ``uv_wheel`` names uv's
-    wheel for it, if one can be had. Returns a new dict; the caller recomputes the digest.
+    Without uv on the host (and unless the installer is pip, or ``uv`` is False),
+    ``uv_wheel`` names uv's wheel for it, if one can be had. Returns a new dict; the caller
+    recomputes the digest.
     """
     env = dict(environment)
     notices = list(env.get("notices") or [])
@@ -485,7 +510,8 @@ def for_host(workspace: Workspace, environment: dict[str, Any], facts: HostFacts
                                if canonical(_requirement_name(line)) not in dropped_keys]
         env["wheels"] = {**(env.get("wheels") or {}), **wheels}
         env["no_index"] = True
-    if not facts.uv and env.get("installer", "auto") != "pip" and not env.get("uv_wheel"):
+    if uv and not facts.uv and env.get("installer", "auto") != "pip" and \
+            not env.get("uv_wheel"):
         env["uv_wheel"] = uv_wheel(workspace, facts, say=say)
     if notices:
         env["notices"] = notices

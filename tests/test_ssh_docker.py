@@ -233,3 +233,22 @@ def test_environment_image_is_built_once_on_the_hosts_engine_then_reused(
     finally:
         for tag in {t[0] for t in tags}:
             subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_a_host_without_index_builds_the_image_from_shipped_wheels(
+        project: Project, engine: Engine) -> None:
+    # Attached --offline: the host's engine must not reach an index for the build.
+    api.attach("sealed", "ssh", **engine.options(docker_image=IMAGE, offline=True))
+    project.write("requirements.txt", f"six==1.17.0\n# session {os.urandom(4).hex()}\n")
+    project.write("usesix.py", "import six\nprint('six', six.__version__)\n")
+    run = api.submit("usesix.py", target="sealed", requirements="requirements.txt")
+    try:
+        assert run.wait(timeout=300).value == "Completed", run.log()
+        log = run.log()
+        assert "six 1.17.0" in log and "building image" in log
+        # pip took six from the wheels that came with the run, not from an index.
+        assert "/tmp/jupyter-compute-build/wheels/six-1.17.0-" in log
+    finally:
+        tag = re.search(r"image (jupyter-compute/requirements:\w+)", run.log())
+        if tag:
+            subprocess.run(["docker", "rmi", "-f", tag.group(1)], capture_output=True)

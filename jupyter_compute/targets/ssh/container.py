@@ -96,6 +96,9 @@ class ContainerCLILauncher(Launcher):
 
     def check(self, host: Host) -> None:
         """The engine answers, the image is there and its Python runs."""
+        from jupyter_compute.wheelhouse import forget_host
+
+        forget_host(self.workspace, self.name)  # (re)attached: ask the host afresh
         image = self.image(None)
         if not image:
             return
@@ -134,6 +137,14 @@ class ContainerCLILauncher(Launcher):
         what = "environment.docker_image" if ctx.spec.docker_image else "--docker-image"
         user, image_id = self._facts(host, image, what)
         ctx.scratch["container"].update(image=image, user=user, image_id=image_id)
+        env = ctx.environment
+        if env and (env.get("requirements") or env.get("wheels")):
+            from jupyter_compute.environments import spec_digest
+            from jupyter_compute.wheelhouse import for_image
+
+            # A host with no index: wheels for the image travel with the snapshot's blobs.
+            ctx.environment = for_image(host, self.workspace, env, image, image_id,
+                                        self._python(ctx.spec), spec_digest)
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         run_id, facts = ctx.run_id, ctx.scratch["container"]
