@@ -18,6 +18,12 @@ image's Python as the SSH user's uid:gid (so the run's files stay theirs), with 
 network unless ``--network`` says otherwise. It writes its status into the mounted
 run folder, so the host reads it as it reads a process's. The container is named
 ``jc-<run id>``, labelled with the run id, and removed once the run has ended.
+
+A run's environment (requirement lines and shipped wheels) is not built by the agent:
+pip installs it into an image on the host's engine, on top of the run's image, tagged
+by a hash of both (``_environment_image``), once; later runs find the tag. On a host
+with no package index the wheels for the image's Python come from the client with the
+snapshot's blobs (``wheelhouse.for_image``) and pip installs with ``--no-index``.
 """
 
 from __future__ import annotations
