@@ -5,11 +5,13 @@
     python -m jupyter_compute.agent RUN_DIR      # or: python agent.py RUN_DIR
 
 It reads ``spec.json`` from the run folder, materializes the snapshot into
-``workdir/``, prepares the interpreter, runs ``python -u script args`` (a list,
-never a shell) in a process group of its own, appends stdout and stderr to
-``output.log``, enforces the run's maximum duration, obeys ``cancel`` and writes
-every status transition to ``status.json``. It is detached from the client, so
-the client (a kernel, a CLI, an SSH session) may go away at any time.
+``workdir/``, prepares the interpreter (builds or reuses the run's environment:
+``envbuild.py``; that time is preparation, recorded as ``prepare_seconds``), runs
+``python -u script args`` (a list, never a shell) in a process group of its own,
+appends stdout and stderr to ``output.log``, enforces the run's maximum duration,
+obeys ``cancel`` and writes every status transition to ``status.json``. It is
+detached from the client, so the client (a kernel, a CLI, an SSH session) may go
+away at any time.
 
 Status only moves forward: before each write the agent reads ``status.json``
 again, and if a reader has already ended the run there (declared it lost, say),
@@ -22,8 +24,8 @@ whole tree ends with the run (SIGTERM, then SIGKILL after the grace).
 Secret environment values never enter ``spec.json``: they arrive in the 0600
 ``secrets`` file, which the agent reads and deletes before anything else.
 
-Standard library only: this file travels to every target with ``protocol.py``
-and ``tracking.py``.
+Standard library only: this file travels to every target with ``protocol.py``,
+``envbuild.py`` and ``tracking.py``.
 """
 
 from __future__ import annotations

@@ -234,6 +234,10 @@ def load_run_config(path: str | Path) -> RunConfig:
                                  (raw.get("environment_variables") or {}).items()}
     env = raw.get("environment") or {}
     env = {_AZURE_ALIASES.get(k, k): v for k, v in env.items()} if isinstance(env, dict) else env
+    if isinstance(env, dict) and isinstance(env.get("python"), (int, float)) \
+            and not isinstance(env.get("python"), bool):  # YAML reads 3.10 as the number 3.1
+        raise doc.error(f"write the Python version in quotes (python: \"{env['python']}\"): "
+                        "unquoted, YAML reads 3.10 as the number 3.1", "environment", "python")
     check_keys(doc, env, {**ENVIRONMENT_KEYS, "environment_variables": dict}, "environment")
     if env.get("installer") not in (None, "auto", "uv", "pip"):
         raise doc.error(f"installer must be auto, uv or pip, got {env['installer']!r}",

@@ -22,6 +22,7 @@ from jupyter_compute.environments import Environment, conda_to_pip, read_conda_f
 from jupyter_compute.exceptions import ConfigError, UsageError
 
 from conftest import Project
+from kernel import Kernel
 
 USES = """
 import sys
@@ -245,12 +246,15 @@ def test_envs_prune_spares_an_environment_a_running_run_uses(project: Project) -
 def test_a_missing_package_is_named_and_nothing_is_left(project: Project) -> None:
     project.write("requirements.txt", "six\njc-nothing-here-xyz==1.0\n")
     project.write("uses.py", USES)
-    run = api.submit("uses.py", requirements="requirements.txt")
-    assert run.wait(timeout=300).value == "Failed"
-    assert run.record.error == (
-        "environment: package 'jc-nothing-here-xyz' (from requirements requirements.txt) "
-        "was not found on the package index; fix its name or version, or remove it")
-    assert built(project) == []
+    for installer in ("uv", "pip"):  # each says it its own way
+        run = api.submit("uses.py", environment={"requirements": "requirements.txt",
+                                                 "installer": installer})
+        assert run.wait(timeout=300).value == "Failed"
+        assert run.record.error == (
+            "environment: package 'jc-nothing-here-xyz' (from requirements requirements.txt) "
+            "was not found on the package index; fix its name or version, or remove it")
+        assert f"with {installer}" in run.log()
+        assert built(project) == []
 
 
 def test_an_impossible_python_pin_is_one_line(project: Project) -> None:
@@ -405,3 +409,25 @@ def test_an_edited_local_package_makes_a_new_environment(tmp_path: Path) -> None
     assert resolve(env, tmp_path)["digest"] == before["digest"]  # type: ignore[index]
     (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
     assert resolve(env, tmp_path)["digest"] != before["digest"]  # type: ignore[index]
+
+
+def test_an_unquoted_python_version_in_run_yml_is_one_clear_line(project: Project) -> None:
+    project.write("uses.py", USES)
+    project.write("run.yml", "script: uses.py\nenvironment:\n  python: 3.10\n")
+    line = one_line(project.cli("submit", "--config", "run.yml"))
+    assert line.endswith("run.yml:3: write the Python version in quotes (python: \"3.1\"): "
+                         "unquoted, YAML reads 3.10 as the number 3.1"), line
+
+
+def test_magics_take_the_same_environment_flags(project: Project, kernel: Kernel) -> None:
+    project.write("requirements.txt", "six\n")
+    project.write("uses.py", USES)
+    out = kernel.run("%submit uses.py --requirements requirements.txt --wait -o r",
+                     timeout=300)
+    assert out.status == "ok", out.error_text
+    assert kernel.value("r.status().value") == "Completed"
+    log = kernel.value("r.log()")
+    assert "building environment" in log and "six 1." in log
+    out = kernel.run("%%submit --conda-file environment.yml\nprint(1)")
+    assert out.status == "error" and "conda file 'environment.yml' does not exist" in \
+        out.error_text
