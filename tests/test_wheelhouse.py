@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from kernelvenv import LOCAL_VERSION, make_kernel_venv
+from kernelvenv import LOCAL_VERSION, kernel_cli, make_kernel_venv
 
 from jupyter_compute import wheelhouse
 from jupyter_compute.blobstore import BlobStore
@@ -141,3 +141,26 @@ def test_what_only_this_platform_needs_is_left_out_with_a_notice(
     assert shipped["notices"] == ['jc-linux-helper: left out, only needed where sys_platform '
                                   '== "linux" (not on the target: Python 3.11, win32)']
     assert wheelhouse.for_host(ws, env, linux) == env  # Linux needs it: nothing changes
+
+
+def test_kernel_environment_on_the_local_target_follows_edits_of_the_local_package(
+        tmp_path: Path, kernel_python: Path) -> None:
+    project = tmp_path / "proj"
+    (project / ".jupyter_compute").mkdir(parents=True)
+    (project / "greet.py").write_text("import jc_local_lib, sys\n"
+                                      "print(jc_local_lib.GREETING, sys.prefix)\n")
+    module = kernel_python.parents[2] / "src" / "jc_local_lib" / "__init__.py"
+
+    def submit() -> str:
+        out = kernel_cli(kernel_python, project, "submit", "greet.py", "--env", "kernel",
+                         "--wait")
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    module.write_text("GREETING = 'first'\n")
+    first = submit()
+    assert "first " in first and "/.jupyter_compute/envs/" in first  # the kernel's packages
+    assert "reusing environment" in submit()
+    module.write_text("GREETING = 'edited'\n")  # an edit makes a new wheel, a new environment
+    edited = submit()
+    assert "edited " in edited and "building environment" in edited
