@@ -34,9 +34,10 @@ def make_local_project(folder: Path, greeting: str = "hello from the notebook's 
     return folder
 
 
-def make_kernel_venv(folder: Path, extra: tuple[str, ...] = ()) -> Path:
-    """The venv at ``folder/venv`` (made once), with :data:`FROM_INDEX`, ``extra`` and the
-    local project at ``folder/src`` installed editable; returns its Python."""
+def make_kernel_venv(folder: Path, extra: tuple[str, ...] = (),
+                     packages: tuple[str, ...] = FROM_INDEX) -> Path:
+    """The venv at ``folder/venv`` (made once), with ``packages``, ``extra`` and the local
+    project at ``folder/src`` installed editable; returns its Python."""
     python = folder / "venv" / "bin" / "python"
     if python.exists():
         return python
@@ -45,11 +46,11 @@ def make_kernel_venv(folder: Path, extra: tuple[str, ...] = ()) -> Path:
     if os.path.exists(uv):
         subprocess.run([uv, "venv", "--quiet", "--seed", "--python", sys.executable,
                         str(folder / "venv")], check=True)
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(python), *FROM_INDEX,
+        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(python), *packages,
                         *extra, "-e", str(src)], check=True)
     else:
         subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *FROM_INDEX, *extra, "-e",
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages, *extra, "-e",
                         str(src)],
                        check=True)
     return python

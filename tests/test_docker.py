@@ -285,8 +285,10 @@ def test_requirements_image_is_built_once_then_reused(engine, project: Project) 
 
 @pytest.fixture(scope="module")
 def docker_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A notebook's client venv (``kernelvenv``) that can reach the engine (docker SDK)."""
-    return make_kernel_venv(tmp_path_factory.mktemp("kernel"), extra=("docker",))
+    """A notebook's client venv (``kernelvenv``) that can reach the engine (docker SDK);
+    no SSH client (paramiko, cryptography): fewer packages for the image to install."""
+    return make_kernel_venv(tmp_path_factory.mktemp("kernel"), extra=("docker",),
+                            packages=("pyyaml", "pathspec", "six==1.17.0"))
 
 
 def test_kernel_environment_image_is_built_once_then_reused(engine, project: Project,
@@ -295,8 +297,8 @@ def test_kernel_environment_image_is_built_once_then_reused(engine, project: Pro
     module = docker_kernel.parents[2] / "src" / "jc_local_lib" / "__init__.py"
     marker = os.urandom(4).hex()
     module.write_text(f"GREETING = 'hello from session {marker}'\n")
-    project.write("greet.py", "import jc_local_lib, paramiko, sys\nprint(jc_local_lib."
-                              "GREETING, paramiko.__version__, sys.executable)\n")
+    project.write("greet.py", "import jc_local_lib, docker, sys\nprint(jc_local_lib."
+                              "GREETING, docker.__version__, sys.executable)\n")
     assert kernel_cli(docker_kernel, project.root, "attach", "box", "--type",
                       "docker").returncode == 0
     tags = []
