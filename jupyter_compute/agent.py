@@ -259,7 +259,7 @@ class Agent:
                 return None  # the caller stops everything and leaves the status alone
             if self._cancel_requested():
                 self.end_processes(self.child.pid)
-                return RunStatus.CANCELED, "canceled by request"
+                return RunStatus.CANCELED, self._cancel_reason() or "canceled by request"
             if deadline is not None and time.monotonic() >= deadline:
                 self.end_processes(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
@@ -268,6 +268,14 @@ class Agent:
 
     def _cancel_requested(self) -> bool:
         return self.stop.is_set() or os.path.exists(self._p(protocol.CANCEL))
+
+    def _cancel_reason(self) -> str:
+        """Why the run was canceled, as the canceler wrote it (a sweep policy's reason)."""
+        try:
+            with open(self._p(protocol.CANCEL), "rb") as f:
+                return f.read(2000).decode(errors="replace").strip()
+        except OSError:
+            return ""
 
     def end_processes(self, pgid: int | None) -> int:
         """End every process of the run: SIGTERM, then SIGKILL what is left after the grace.

@@ -195,9 +195,10 @@ class Run:
             return []
         return sorted(p for p in folder.rglob("*") if p.is_file())
 
-    def cancel(self) -> RunStatus:
-        """Ask the run to stop; returns at once (``wait()`` to see it Canceled)."""
-        self.target.cancel(self.id)
+    def cancel(self, reason: str | None = None) -> RunStatus:
+        """Ask the run to stop; returns at once (``wait()`` to see it Canceled). ``reason``
+        goes into the run's log and error (a sweep's policy says why it stopped a trial)."""
+        self.target.cancel(self.id, reason)
         return self.status()
 
     def primary_metric(self) -> dict[str, Any] | None:
@@ -249,7 +250,11 @@ class Run:
                                       f"{env.get('installer')}")
             lines.append(f"{'prepared:':<12} {d['prepare_seconds']:.2f}s (before the script "
                          f"started; not run time{how})")
-        if d["error"]:
+        stopped = protocol.early_stop_reason(d["status"], d["error"])
+        if stopped:  # a sweep's policy ended it: not an error, a decision with a reason
+            lines[3] = f"{'status:':<12} {d['status']} (stopped early by its sweep)"
+            lines.append(stopped)
+        elif d["error"]:
             lines.append(f"{'error:':<12} {d['error']}")
         return "\n".join(lines)
 

@@ -118,6 +118,13 @@ def test_conda_file_is_installed_from_pypi(project: Project) -> None:
                       timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "py (3, 11) six 1.17" in out.stdout
+    # a conda-only package that PyPI does not have either: named, in one line
+    project.write("conda-only.yml", "dependencies:\n  - six\n  - jc-conda-only-lib=2.1\n")
+    run = api.submit("uses.py", environment="conda-only.yml")
+    assert run.wait(timeout=300).value == "Failed"
+    assert run.record.error == (
+        "environment: package 'jc-conda-only-lib' (from conda_file conda-only.yml) was not "
+        "found on the package index; fix its name or version, or remove it")
 
 
 def other_python() -> tuple[str, Path] | None:

@@ -444,7 +444,7 @@ class Controller:
         self.say(f"trial {trial.index} ({trial.run_id}) {reason}")
         if trial.run is not None:
             try:
-                trial.run.cancel()
+                trial.run.cancel(reason)
             except ComputeError as exc:
                 self.say(f"could not cancel trial {trial.index}: {exc}")
 

@@ -246,13 +246,13 @@ class Sweep(Run):
         ws = self.workspace
         return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
 
-    def cancel(self) -> RunStatus:
+    def cancel(self, reason: str | None = None) -> RunStatus:
         """Stop the sweep and its running trials; returns at once (``wait()`` to see it)."""
-        status = super().cancel()
+        status = super().cancel(reason)
         if status.is_terminal():  # a controller that died leaves its children to us
             for child in self.children():
                 if not child.status().is_terminal():
-                    child.cancel()
+                    child.cancel(reason)
         return status
 
     # -- forms -------------------------------------------------------------------------

@@ -350,11 +350,12 @@ class Target:
         self.launcher.abandon(self.host, run_id, st)
         return self._ended(run_id, st)
 
-    def cancel(self, run_id: str) -> None:
-        """Ask the run to stop; the agent ends it as Canceled (SIGTERM, then SIGKILL)."""
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Ask the run to stop; the agent ends it as Canceled (SIGTERM, then SIGKILL) and
+        logs ``reason`` (e.g. a sweep policy's), which the cancel file carries."""
         st = self.status(run_id)
         if not RunStatus(st["status"]).is_terminal():
-            self.host.write(run_id, protocol.CANCEL, b"")
+            self.host.write(run_id, protocol.CANCEL, (reason or "").encode())
             self.launcher.cancel(self.host, run_id, st)
 
     def read(self, run_id: str, name: str, offset: int = 0) -> bytes:

@@ -8,8 +8,8 @@ the workspace's run folder; on a ``JobLogHost`` it is the entry script of the
 uploaded package, with the run's spec in the job's environment.
 
 **Status.** Once the agent runs, its ``status.json`` is the truth. Before, Ray's
-job state stands in (``alive``): ``PENDING`` → Preparing ("waiting for capacity:
-0/1 nodes"), ``RUNNING`` without an agent yet → Preparing, a job that ended before
+job state stands in (``alive``): ``PENDING`` → Preparing ("waiting for 1 node
+(pending 1)"), ``RUNNING`` without an agent yet → Preparing, a job that ended before
 the agent started → Failed with Ray's message (Canceled if we asked). A request no
 node type can hold fails as soon as Ray's autoscaler reports it infeasible (on a
 cluster without an autoscaler: as soon as no node can hold it). A job that ended
@@ -509,15 +509,18 @@ class RayJobLauncher(Launcher):
         return state is None or state.address != rec["address"] or not cluster.running(state)
 
     def _waiting_detail(self) -> str:
-        detail = "waiting for capacity: 0/1 nodes"
+        """``waiting for 1 node (pending 1)``: what the run waits for, as Ray says now."""
+        detail = "waiting for 1 node"
         try:
-            nodes = self.nodes()
+            nodes = self.nodes(max_age=0.5)
         except TargetError:
             return detail
         if nodes.get("pending"):
-            detail += f" (the autoscaler is starting {nodes['pending']})"
+            detail += f" (pending {nodes['pending']})"
         elif nodes.get("max") is not None and nodes.get("current", 0) >= nodes["max"]:
             detail += f" (all {nodes['max']} nodes busy)"
+        else:
+            detail += " (asking the autoscaler)"
         return detail
 
     def _job_log_hint(self, rec: dict[str, Any]) -> str:
