@@ -219,6 +219,10 @@ def test_widget_overlays_each_metric_per_run_in_a_kernel(project: Project,
                                       (f"accuracy (max is best) · only {lb}", [lb], False)])
     assert k.value("[len(s.ys) for c in w.charts.charts for s in c.series.values()]") == \
         "[3, 3, 3]"
+    # On the time axis every run starts at 0, though B ran after A.
+    out = k.run("w.charts.x_axis.value = 'time'\n"
+                "print([t.x[0] for t in w.charts.charts[0].fig.data])")
+    assert out.stdout.strip() == "[0.0, 0.0]", out.error_text
     # Choosing a changed file shows its diff.
     out = k.run("w.files.value = 'train.py'\nprint('accuracy' in w.diff.value)")
     assert out.stdout.strip() == "True", out.error_text

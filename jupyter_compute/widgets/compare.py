@@ -8,11 +8,11 @@
     CompareWidget(jupyter_compute.compare("7f3a", "9b1c"))   # or %runs --compare 7f3a 9b1c
 
 One chart per metric with one curve per run (the same colour for a run in every
-chart, a legend naming the runs), drawn through ``charts`` like every other
-widget; below them the side-by-side table and the snapshot diff, where choosing
-a changed file shows its unified diff. It shows the runs as they were when
-compared (compare again for newer values). The display bundle carries the table
-as HTML and text for places where widgets do not render.
+chart, a legend naming the runs; on the time axis each run starts at 0), drawn
+through ``charts`` like every other widget; below them the side-by-side table and
+the snapshot diff, where choosing a changed file shows its unified diff. It shows
+the runs as they were when compared (compare again for newer values). The display
+bundle carries the table as HTML and text for places where widgets do not render.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ class CompareWidget(widgets.VBox):
                 if not points:
                     continue
                 xs = [n if step is None else step for n, (step, _, _) in enumerate(points)]
-                times = [t for _, _, t in points if t is not None]
+                # On the time axis each run starts at 0: runs of different days overlay.
+                times = [t - points[0][2] for _, _, t in points
+                         if t is not None and points[0][2] is not None]
                 chart.set_series(self.labels[i], xs, [v for _, v, _ in points],
                                  times=times if len(times) == len(points) else None,
                                  color=COLORS[i % len(COLORS)],
