@@ -1,5 +1,6 @@
 """Comparing runs: real runs on the local target, the real CLI, ``%runs --compare`` and
-the compare widget in a real kernel. Scripts take a fraction of a second."""
+the compare widget in a real kernel and in JupyterLab (headless Chromium). Scripts take
+a fraction of a second; the JupyterLab test starts its own server (~30 s)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ for step in range(3):
 
 def two_runs(project: Project, git: bool = False) -> tuple[str, str]:
     """Run A, then change the code (one file changed, one removed, one added, a binary
-    one changed) and run B; with ``git``, each from a commit of its own."""
+    one changed) and run B in an environment built from a requirements file; with
+    ``git``, each from a commit of its own."""
     project.write("train.py", TRAIN_V1)
     project.write("helper.py", "X = 1\n")
     (project.root / "weights.bin").write_bytes(b"\0\1\2")
