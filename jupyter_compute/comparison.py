@@ -316,8 +316,8 @@ class Comparison(StaticSummary):
         for d in self.diffs:
             files = []
             for sign, paths in (("+", d.added), ("-", d.removed), ("~", d.changed)):
-                files += [f"<div style='color:{colors[sign]}'><code>{sign} {e(p)}</code></div>"
-                          for p in paths[:LISTED_FILES]]
+                files += [f"<div style='color:{colors[sign]};margin:0;line-height:1.4'>"
+                          f"<code>{sign} {e(p)}</code></div>" for p in paths[:LISTED_FILES]]
                 if len(paths) > LISTED_FILES:
                     files.append(f"<div><code>{sign} … and {len(paths) - LISTED_FILES} more"
                                  "</code></div>")

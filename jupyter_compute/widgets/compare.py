@@ -67,8 +67,8 @@ class CompareWidget(widgets.VBox):
         self.table = widgets.HTML(c.table_html())
         self.files = widgets.Dropdown(options=[_CHOOSE, *c.changed_paths()], value=_CHOOSE,
                                       description="diff of", layout=widgets.Layout(
-                                          width="auto", display=None if c.changed_paths()
-                                          else "none"))
+                                          width="auto", max_width="40em",
+                                          display=None if c.changed_paths() else "none"))
         self.files.observe(self._on_file, "value")
         self.diff = widgets.HTML()
         super().__init__([self.header, self.charts, self.table,
