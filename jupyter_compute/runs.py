@@ -117,11 +117,15 @@ class Run:
     def wait(self, timeout: float | None = None, raise_on_failure: bool = False) -> RunStatus:
         """Block until the run ends (or ``timeout`` seconds pass); return its status."""
         start = time.monotonic()
-        while not (status := self.status()).is_terminal():
+        while True:
+            seen = self.target.change_count(self.id)
+            if (status := self.status()).is_terminal():
+                break
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 return status
-            time.sleep(self._poll_interval(waited))
+            # a host that pushes wakes this at once; others are polled at the interval
+            self.target.wait_change(self.id, seen, self._poll_interval(waited))
         if raise_on_failure and status is not RunStatus.COMPLETED:
             raise RunFailedError(self.id, status.value, self.record.error or "")
         return status
@@ -150,6 +154,7 @@ class Run:
             self.offset = offset
         start = time.monotonic()
         while True:
+            seen = self.target.change_count(self.id)  # before reading: nothing slips by
             done = self.status().is_terminal()  # read before the log: the log is then final
             data = self.read_log(self.offset)
             end = data.rfind(b"\n") + 1 if not done else len(data)
@@ -160,7 +165,7 @@ class Run:
                 return
             if not end:
                 waited = time.monotonic() - start
-                time.sleep(self._poll_interval(waited))
+                self.target.wait_change(self.id, seen, self._poll_interval(waited))
 
     # -- results ---------------------------------------------------------------------
 

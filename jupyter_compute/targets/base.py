@@ -132,6 +132,17 @@ class Host(Part):
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
         """Send signal ``name`` (``"SIGTERM"``) to process ``ident`` or its group, if it lives."""
 
+    def change_count(self, run_id: str) -> int:
+        """A number that moves when something of the run arrives (hosts that push)."""
+        return 0
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait until ``change_count`` moves from ``since``, at most ``timeout`` seconds;
+        a host that cannot tell (it is read by polling) just waits."""
+        import time
+
+        time.sleep(timeout)
+
     def finish(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Bring back what an ended run left (log, metrics, outputs) where they are remote."""
 
@@ -324,6 +335,14 @@ class Target:
     def outputs_dir(self, run_id: str) -> Path:
         """A local folder with the run's outputs (fetched back first where needed)."""
         return self.host.outputs_dir(run_id)
+
+    def change_count(self, run_id: str) -> int:
+        """See ``Host.change_count``: read it before reading, then ``wait_change``."""
+        return self.host.change_count(run_id)
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
+        self.host.wait_change(run_id, since, timeout)
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""

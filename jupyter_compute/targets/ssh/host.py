@@ -21,6 +21,7 @@ files on this machine.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
+import jupyter_compute.targets.ssh.session as session_mod
 import jupyter_compute.targets.ssh.sshconfig as sshconfig
 import jupyter_compute.targets.ssh.transfer as transfer
 from jupyter_compute import protocol
@@ -44,13 +46,12 @@ from jupyter_compute.targets.ssh.connection import (
     HostUnreachableError,
     connection,
     python_command,
-    read_file,
-    sh_command,
 )
 from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
+from jupyter_compute.targets.ssh.session import append_local, read_local
 from jupyter_compute.targets.ssh.transfer import safe_name
 
-__all__ = ["SSHHost", "SyncStats", "put", "safe_name"]
+__all__ = ["SSHHost", "SyncStats", "safe_name"]
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ AGENT_OUT = "agent.out"
 SCRATCH_MISSING = "ssh.missing"
 _APPENDED = (protocol.LOG, protocol.METRICS)
 _MIRRORED = (*_APPENDED, protocol.STATUS)
-#: A live agent is looked up in the host's /proc at most this often per run.
+#: A process no watched run names is looked up in the host's /proc at most this often.
 ALIVE_RECHECK_SECONDS = 1.0
 #: Private files of a run (its spec may hold environment variables): owner only.
 _PRIVATE = (protocol.SPEC, protocol.STATUS, protocol.CANCEL)
@@ -151,6 +152,11 @@ class SSHHost(Host):
         """``user@host:port``, for messages."""
         return self.conn.endpoint.label
 
+    @property
+    def session(self) -> session_mod.Session:
+        """The connection's helper session: run files pushed, requests answered."""
+        return session_mod.session(self.conn)
+
     def remote(self, run_id: str, *names: str) -> str:
         """The absolute path of the run folder (or a file in it) on the host."""
         return posixpath.join(self.conn.ensure().workdir, "runs", run_id, *names)
@@ -163,6 +169,7 @@ class SSHHost(Host):
 
     def prepare(self) -> None:
         self.conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
+        self.session.start_soon()  # ready by the launch: sync goes on meanwhile
 
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
         conn = self.conn
@@ -199,40 +206,32 @@ class SSHHost(Host):
                                    {**asdict(stats), "total": stats.total})
 
     def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        """A watched run's log, metrics and status are read here, where the session
+        pushes them; other files are asked for (one round trip)."""
         local = self.workspace.run_dir(run_id)
         if name in _MIRRORED and (local / FETCHED).exists():
-            return _read_local(local / name, offset)  # final: no need to ask the host
+            return read_local(local / name, offset)  # final: no need to ask the host
         try:
-            if name in _APPENDED:
-                return self._pull(run_id, name, offset)
-            data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name),
-                                                         offset))
+            if name in _MIRRORED:
+                self.session.watch(run_id, local)
+                return read_local(local / name, offset)
+            return self.session.request("read", {"run": run_id, "name": name,
+                                                 "offset": offset})[1]
         except HostUnreachableError:
-            return _read_local(local / name, offset)  # what was last fetched
-        if name == protocol.STATUS:
-            if not data:
-                return _read_local(local / name, offset)
-            data = self._mirror_status(run_id, data)
-        return data
+            return read_local(local / name, offset)  # what was last fetched
 
     def write(self, run_id: str, name: str, data: bytes) -> None:
-        self.conn.call(lambda sftp: put(sftp, data, self.remote(run_id, name), mode=0o600))
+        self.session.request("write", {"run": run_id, "name": name, "mode": 0o600}, data)
         if name != protocol.SECRETS:  # the values rest nowhere but where the agent reads them
             protocol.write_atomic(str(self.workspace.run_dir(run_id) / name), data, 0o600)
 
     def start_agent(self, run_id: str, python: str | None = None) -> None:
-        probe = self.conn.ensure()
-        q = shlex.quote
-        run = self.remote(run_id)
-        agent = posixpath.join(probe.workdir, "runtime", runtime_digest(), "jupyter_compute",
-                               "agent.py")
-        # Its own session (setsid) and SIGHUP ignored (nohup): the agent outlives this
-        # SSH session. Nothing of the run is on this line but quoted paths; the script's
-        # arguments travel in spec.json.
-        self._checked(sh_command(
-            f"cd {q(run)} || exit 1; S=; command -v setsid >/dev/null 2>&1 && S=setsid; "
-            f"$S nohup {q(python or probe.python)} {q(agent)} {q(run)} </dev/null "
-            f">{AGENT_OUT} 2>&1 &"), "start the agent")
+        """Through the session: the agent in a session of its own (it outlives the
+        helper and the connection), and the run watched from then on."""
+        watch = self.session.watch_later(run_id, self.workspace.run_dir(run_id))
+        self.session.request("start", {"run": run_id, "runtime": runtime_digest(),
+                                       "python": python, "watch": watch})
+        self.session.watch_started(run_id)
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
             ) -> tuple[int, bytes, bytes]:
@@ -240,41 +239,48 @@ class SSHHost(Host):
         return self.conn.run(" ".join(shlex.quote(str(a)) for a in argv), stdin, timeout)
 
     def process_alive(self, ident: dict[str, Any]) -> bool | None:
+        pushed = self.session.liveness(ident)  # a watched run's agent: no round trip
+        if pushed is not None:
+            return pushed[1]
         conn = self.conn
         key = f"{ident.get('host')}:{ident.get('pid')}:{ident.get('start_ticks')}"
         seen = conn.seen_alive.get(key)
         if seen is not None and time.monotonic() - seen < ALIVE_RECHECK_SECONDS:
             return True
         try:
-            known = conn.process_alive(ident)
+            known = self.session.request("alive", {"ident": ident})[0]["alive"]
         except HostUnreachableError:
             return True  # unknown: a network outage must never make a run lost
         if known:
             conn.seen_alive[key] = time.monotonic()
         else:
             conn.seen_alive.pop(key, None)
-        return known
+        return bool(known) if known is not None else None
 
     def heartbeat_age(self, run_id: str) -> float | None:
+        """By the host's clock: pushed when it goes stale for a watched run, else asked."""
+        watch = self.session.watched(run_id)
+        if watch is not None:
+            return watch.beat if watch.stale else 0.0
         try:
-            probe = self.conn.ensure()
-            beat = self.conn.call(lambda sftp: _mtime(sftp, self.remote(run_id,
-                                                                       protocol.HEARTBEAT)))
+            age = self.session.request("beat", {"run": run_id})[0]["age"]
         except HostUnreachableError:
             return 0.0  # unknown: a network outage must never make a run lost
-        return None if beat is None else probe.remote_now() - beat
+        return None if age is None else float(age)
 
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
-        """Through Python, not ``kill``: dash's ``kill`` takes no negative (group) pids."""
-        if not name.isidentifier() or not self.conn.process_alive(ident):
-            return  # gone, or not a process of this host (its pid means nothing here)
-        call = "os.killpg" if group else "os.kill"
-        code = (f"import os, signal\ntry:\n    {call}({int(ident['pid'])}, signal.{name})\n"
-                "except OSError:\n    pass\n")
-        self.conn.run(python_command(self.conn.ensure().python, code))
+        """If ``ident`` lives on the host (the helper checks): ``kill`` or ``killpg``."""
+        if name.isidentifier():
+            self.session.request("signal", {"ident": ident, "signal": name, "group": group})
+
+    def change_count(self, run_id: str) -> int:
+        return self.session.change_count(run_id)
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        self.session.wait_change(run_id, since, timeout)
 
     def finish(self, run_id: str) -> None:
-        """Fetch the rest of the log and metrics, and the outputs, of a run that ended."""
+        """Complete the log and metrics, and fetch the outputs, of a run that ended."""
         local = self.workspace.run_dir(run_id)
         if (local / FETCHED).exists():
             return
@@ -282,10 +288,13 @@ class SSHHost(Host):
             with self._finishing:
                 if (local / FETCHED).exists():
                     return
-                for name in _APPENDED:
-                    self._pull(run_id, name, _size(local / name))
+                watch = self.session.watch(run_id, local)
+                if not watch.final:  # ended by a reader here: its last bytes are asked for
+                    for name in _APPENDED:
+                        self._pull(run_id, name)
                 self._fetch_outputs(run_id)
                 (local / FETCHED).touch()
+                self.session.forget(run_id)
         except HostUnreachableError:
             return  # fetched on a later read
 
@@ -411,97 +420,22 @@ class SSHHost(Host):
 
     # -- the local mirror --------------------------------------------------------------
 
-    def _pull(self, run_id: str, name: str, offset: int) -> bytes:
-        """Bytes of append-only ``name`` from ``offset``, appended to the local mirror.
-
-        The host is read from where the mirror ends (or from ``offset`` if earlier), so
-        the mirror is always a gap-free prefix of the host's file.
-        """
+    def _pull(self, run_id: str, name: str) -> None:
+        """Append to the local mirror of ``name`` what the host has beyond it."""
         path = self.workspace.run_dir(run_id) / name
-        start = min(offset, _size(path))
-        data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name), start))
-        _append_local(path, start, data)
-        return data[offset - start:]
-
-    def _mirror_status(self, run_id: str, data: bytes) -> bytes:
-        """Keep the host's status here too; a terminal status here is never replaced."""
-        path = self.workspace.run_dir(run_id) / protocol.STATUS
-        try:
-            have = path.read_bytes()
-        except FileNotFoundError:
-            have = b""
-        if have == data:
-            return data
-        if _terminal(have) and not _terminal(data):
-            return have
-        protocol.write_atomic(str(path), data, 0o600)
-        return data
+        start = _size(path)
+        data = self.session.request("read", {"run": run_id, "name": name, "offset": start})[1]
+        append_local(path, start, data)
 
     def _fetch_outputs(self, run_id: str) -> list[str]:
-        """The run's new or changed ``outputs/`` files, in one stream (``transfer``)."""
+        """The run's new or changed ``outputs/`` files, in one answer of the session."""
         local = self.workspace.run_dir(run_id) / protocol.OUTPUTS
         if os.path.islink(local):
             return []  # never written through
-        index = json.dumps(transfer.local_index(local)).encode()
-        command = python_command(self.conn.ensure().python, transfer.SEND_OUTPUTS,
-                                 self.remote(run_id, protocol.OUTPUTS))
-
-        def converse(chan: paramiko.Channel) -> list[str]:
-            chan.sendall(index)
-            chan.shutdown_write()
-            try:
-                return transfer.receive_outputs(chan.makefile("rb"), local)
-            except EOFError:
-                if not chan.get_transport().is_active():
-                    raise  # a dropped connection
-                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-                raise RemoteCommandError(chan.recv_exit_status(),
-                                         f"send the outputs of {run_id} on {self.label}",
-                                         err) from None
-
-        return self.conn.session(command, converse)
-
-    def _checked(self, command: str, what: str, stdin: bytes = b"") -> bytes:
-        code, out, err = self.conn.run(command, stdin)
-        if code:
-            raise RemoteCommandError(code, f"{what} on {self.label}",
-                                     err.decode(errors="replace"))
-        return out
-
-
-# -- SFTP --------------------------------------------------------------------------------
-
-
-def put(sftp: paramiko.SFTPClient, src: bytes | Path, dest: str, atomic: bool = True,
-        mode: int | None = None) -> int:
-    """Upload ``src`` (bytes or a local file) to ``dest``; return the bytes sent.
-
-    ``atomic`` writes a temporary name first and renames it, so a reader (or a
-    concurrent upload of the same blob) never sees half a file. ``mode`` is set
-    before any byte is written.
-    """
-    tmp = f"{dest}.tmp-{os.getpid()}-{os.urandom(4).hex()}" if atomic else dest
-    if isinstance(src, bytes):
-        with sftp.open(tmp, "wb") as f:
-            if mode is not None:
-                f.chmod(mode)
-            f.set_pipelined(True)
-            f.write(src)
-        sent = len(src)
-    else:
-        with open(src, "rb") as fl:
-            sftp.putfo(fl, tmp, confirm=False)
-            sent = fl.tell()
-    if atomic:
-        sftp.posix_rename(tmp, dest)
-    return sent
-
-
-def _mtime(sftp: paramiko.SFTPClient, path: str) -> float | None:
-    try:
-        return sftp.stat(path).st_mtime
-    except FileNotFoundError:
-        return None
+        data = self.session.request("outputs", {"run": run_id,
+                                                "have": transfer.local_index(local)},
+                                    timeout=max(CALL_TIMEOUT, 120.0))[1]
+        return transfer.receive_outputs(io.BytesIO(data), local)
 
 
 # -- local files -------------------------------------------------------------------------
@@ -514,40 +448,8 @@ def _terminal(raw: bytes) -> bool:
         return False
 
 
-def _read_local(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-    except FileNotFoundError:
-        return b""
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _append_local(path: Path, start: int, data: bytes) -> None:
-    """Extend the mirror ``path`` with the part of ``data`` (at ``start``) it lacks.
-
-    Under an exclusive lock, so two followers (a kernel and a CLI) never both append
-    the same bytes.
-    """
-    if not data:
-        return
-    with open(path, "ab") as f:
-        _lock(f.fileno())
-        have = os.fstat(f.fileno()).st_size
-        if start <= have < start + len(data):
-            f.write(data[have - start:])
-
-
-def _lock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: one follower at a time is the common case
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
