@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import struct
@@ -391,6 +392,10 @@ def receive(inp, workdir, run, runtime, answer=None):
             made.add(path)
         return path
 
+    def blob_path(digest):
+        return os.path.join(folder(os.path.join(workdir, "blobs", "sha256", digest[:2])),
+                            digest)
+
     try:
         os.mkdir(run, 0o700)  # its spec may hold the run's environment variables
     except FileExistsError:
@@ -416,22 +421,53 @@ def receive(inp, workdir, run, runtime, answer=None):
             return blobs, sent
         name, size, z = h[1], int(h[2]), h[3] == b"1"
         if kind == b"B" and DIGEST.match(name):
-            digest = name.decode()
-            dest = os.path.join(folder(os.path.join(workdir, "blobs", "sha256", digest[:2])),
-                                digest)
-            receive_file(inp, dest, size, z, 0o666, digest)
+            receive_file(inp, blob_path(name.decode()), size, z, 0o666, name.decode())
             blobs += 1
             sent += size
         elif kind == b"R" and NAME.match(name):
             receive_file(inp, os.path.join(folder(package), name.decode()), size, z, 0o666)
         elif kind == b"F" and NAME.match(name):
             receive_file(inp, os.path.join(run, name.decode()), size, z, int(h[4], 8))
+        elif kind == b"K" and DIGEST.match(name):  # the manifest, whole: kept as a blob
+            blob = blob_path(name.decode())
+            receive_file(inp, blob, size, z, 0o666, name.decode())
+            shutil.copyfile(blob, os.path.join(run, "manifest.json"))
+        elif kind == b"D" and DIGEST.match(name) and DIGEST.match(h[4]):
+            patch = json.loads(zlib.decompress(inp.read(size)) if z else inp.read(size))
+            apply_manifest(blob_path(h[4].decode()), patch, name.decode(),
+                           os.path.join(run, "manifest.json"))
         else:
             raise ValueError("bad frame " + repr(h[:2]))
 
 
 class Corrupt(Exception):
     """A blob's bytes did not match its sha256."""
+
+
+class NoBase(Exception):
+    """The manifest a change was made against is not here (the client sends it whole)."""
+
+
+def apply_manifest(base, patch, digest, dest):
+    """The manifest blob ``base`` with ``patch`` (set, drop, head) applied, checked against
+    its sha256 ``digest`` (of its canonical JSON), kept as a blob and written to ``dest``."""
+    try:
+        with open(base, "rb") as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError):
+        raise NoBase("no manifest " + os.path.basename(base)) from None
+    for path in patch.get("drop", ()):
+        files.pop(path, None)
+    files.update(patch.get("set", {}))
+    manifest = dict(patch.get("head", {}), files=files)
+    data = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise Corrupt("corrupt manifest " + digest)
+    blob = os.path.join(os.path.dirname(os.path.dirname(base)), digest[:2], digest)
+    if not os.path.exists(blob):
+        os.makedirs(os.path.dirname(blob), exist_ok=True)
+        write_atomic(blob, data, 0o644)
+    write_atomic(dest, data, 0o644)
 
 
 def receive_file(inp, dest, size, z, mode, digest=None):

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from jupyter_compute.workspace import Workspace
 
 
+#: ``ctx.scratch`` key: the host started the agent with its sync (one round trip less),
+#: so the process launcher has nothing left to do.
+AGENT_STARTED = "agent_started"
+
+
 class SubmitContext:
     """One submission, handed to every hook: the spec, its snapshot, its record, the
     agent's ``spec.json`` as it is being built, and room for what a part must pass
@@ -205,7 +210,8 @@ class ProcessLauncher(Launcher):
                              "--docker-image, and use it")
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
-        host.start_agent(ctx.run_id)
+        if not ctx.scratch.get(AGENT_STARTED):
+            host.start_agent(ctx.run_id)
 
 
 class Target:
