@@ -799,8 +799,12 @@ def test_a_link_dropped_mid_run_loses_and_repeats_no_line(project: Project,
                                                           host: Server) -> None:
     """Through a 50 ms link, the proxy drops every connection mid-run (twice): the
     follower reconnects and resumes at its byte offset, so its text and the local
-    mirror have each of the 200 numbered lines exactly once, in order."""
+    mirror have each of the 200 numbered lines exactly once, in order. The lines
+    arrive through the helper session, which starts again after each drop and is
+    watched again from the mirror's sizes."""
     from netproxy import NetProxy
+
+    from jupyter_compute.targets.ssh.session import session
 
     project.write("numbered.py", NUMBERED)
     with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
@@ -818,6 +822,7 @@ def test_a_link_dropped_mid_run_loses_and_repeats_no_line(project: Project,
         assert run.status().value == "Completed", run.record.error
         conn = run.target.host.conn  # type: ignore[attr-defined]
         assert conn.connects >= 3  # it did reconnect, after each drop
+        assert session(conn).starts >= 3  # and started its helper session again each time
         conn.close()  # before the proxy goes
     numbers = [int(s.split()[1]) for s in seen if s.startswith("line ")]
     assert numbers == list(range(200))
@@ -857,3 +862,84 @@ def test_sync_follow_cancel_and_outputs_over_a_50ms_link(project: Project,
         assert json.loads(outputs["argv.json"].read_text()) == ["a b"]
         assert "step 2" in second.log()
         second.target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
+
+
+# -- one helper session per host -----------------------------------------------------------
+
+WAITING = """
+import os, time
+print("waiting", flush=True)
+while not os.path.exists({go!r}):
+    time.sleep(0.05)
+print("done", flush=True)
+"""
+
+
+def test_twenty_runs_followed_at_once_share_one_connection_quiet_when_idle(
+        project: Project, host: Server) -> None:
+    """20 runs on one host, each followed by its own thread, ride one SSH connection
+    (the proxy accepts one) and one helper session; while none of them prints, the
+    link carries nothing (the helper looks at the files on the host; nobody polls
+    over the network). Then each follower gets its run's lines once."""
+    from netproxy import NetProxy
+
+    from jupyter_compute.targets.ssh.session import session
+
+    go = remote_home(host) / f"go-{os.urandom(4).hex()}"
+    project.write("wait.py", WAITING.format(go=str(go)))
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        runs = [api.submit("wait.py", target="far") for _ in range(20)]
+        followed = [follow_in_thread(run) for run in runs]
+        deadline = time.monotonic() + 60
+        while not all("waiting\n" in seen for seen, _e, _t in followed) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all("waiting\n" in seen for seen, _e, _t in followed), \
+            [(seen, errors) for seen, errors, _t in followed if "waiting\n" not in seen]
+        time.sleep(0.5)  # the last answers and pushes settle
+        before = link.bytes_forwarded
+        time.sleep(1.0)
+        idle = link.bytes_forwarded - before
+        # nothing at all, but for an SSH keepalive that may fall in this second
+        assert idle <= 200, idle
+        conn = runs[0].target.host.conn  # type: ignore[attr-defined]
+        assert link.connections == 1 and conn.connects == 1
+        assert session(conn).starts == 1
+        go.touch()
+        for seen, errors, thread in followed:
+            thread.join(timeout=60)
+            assert not thread.is_alive() and not errors, errors
+            assert [s for s in seen if not s.startswith("[agent]")] == ["waiting\n", "done\n"]
+        assert all(run.status().value == "Completed" for run in runs)
+        assert link.connections == 1
+        conn.close()  # before the proxy goes
+    go.unlink()
+
+
+def test_status_cancel_and_outputs_go_through_the_session(project: Project,
+                                                          host: Server) -> None:
+    """After a submit, following a run, its status, canceling it and fetching another
+    run's outputs use the helper session only: no new exec channel, no SFTP request."""
+    project.write("tree.py", CANCEL)
+    project.write("train.py", TRAIN)
+    api.attach("vm", "ssh", **host.options())
+    run = api.submit("tree.py", target="vm")
+    conn = run.target.host.conn  # type: ignore[attr-defined]
+    second = api.submit("train.py", arguments=["x"], target="vm")
+    channels, requests = conn.channels, conn.sftp.request_number
+    for line in run.follow():
+        if line.startswith("ready"):
+            break
+    assert run.status().value == "Running"
+    run.cancel()
+    assert run.wait(timeout=20).value == "Canceled"
+    assert second.wait(timeout=60).value == "Completed", second.log()
+    outputs = {p.name: p.read_text() for p in second.outputs()}
+    assert outputs["result.txt"] == "done" and json.loads(outputs["argv.json"]) == ["x"]
+    assert [m["value"] for m in second.metrics()["loss"]] == [1.0, 0.5, 1 / 3]
+    assert (conn.channels, conn.sftp.request_number) == (channels, requests)
+    deadline = time.monotonic() + 5
+    while sshd.processes_of_run(sshd.USER, run.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sshd.processes_of_run(sshd.USER, run.id) == []
