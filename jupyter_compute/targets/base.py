@@ -89,6 +89,10 @@ class Host(Part):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the host works (connect once, find Python); called by ``attach``."""
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Start getting ready (connect) in the background while the snapshot is taken;
+        ``prepare`` then finds it done, or says what failed."""
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Make the host ready (connect); called before each submission."""
 
@@ -261,6 +265,7 @@ class Target:
         )
 
         self.launcher.validate(spec)
+        self.host.warm_up()  # a remote host connects while the files are hashed
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files

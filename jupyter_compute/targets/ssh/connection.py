@@ -179,6 +179,9 @@ class Connection:
     #: Digests the host's blob store is known to hold, and runtime versions shipped.
     blobs: set[str] = field(default_factory=set, repr=False)
     runtimes: set[str] = field(default_factory=set)
+    #: A submit's connect in the background (``SSHHost.warm_up``): thread, its error.
+    warming: tuple[threading.Thread, list[BaseException]] | None = field(default=None,
+                                                                          repr=False)
     #: The last manifest the host keeps as a blob (its digest and files), or None.
     manifest: tuple[str, dict[str, Any]] | None = field(default=None, repr=False)
     #: a process identity → when it was last seen alive (monotonic), to poll /proc sparingly.

@@ -167,8 +167,37 @@ class SSHHost(Host):
         """Connect once: host key, credentials, SFTP, Python ≥ 3.9 and the workdir."""
         self.conn.ensure(force=True)
 
+    def warm_up(self) -> None:
+        """Connect, probe and start the helper session on a thread: a first submit's
+        snapshot (hashing every file) and its handshake then overlap."""
+        conn = self.conn
+        if conn.connected and self.session.live:
+            return
+        with conn.lock:
+            if conn.warming is not None:
+                return
+            failed: list[BaseException] = []
+            thread = threading.Thread(target=self._warm_up, args=(failed,), daemon=True,
+                                      name="ssh-warm-up")
+            conn.warming = (thread, failed)
+        thread.start()
+
+    def _warm_up(self, failed: list[BaseException]) -> None:
+        try:
+            self.conn.ensure(force=True)
+            self.session.ensure()
+        except BaseException as exc:  # noqa: BLE001 - prepare raises it
+            failed.append(exc)
+
     def prepare(self) -> None:
-        self.conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
+        conn = self.conn
+        warming = conn.warming
+        if warming is not None:  # what the warm-up found: no second wait on a dead host
+            warming[0].join()
+            conn.warming = None
+            if warming[1] and not conn.connected:
+                raise warming[1][0]
+        conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
         self.session.start_soon()  # ready by the launch: sync goes on meanwhile
 
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
