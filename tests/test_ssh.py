@@ -546,7 +546,7 @@ def test_output_fetch_never_writes_outside_the_local_outputs_folder(
 
 def hostile_stream(files: dict[str, bytes]) -> bytes:
     """What a compromised host could send in place of the outputs stream (see
-    ``transfer.SEND_OUTPUTS``): OpenSSH's Python walking a real folder cannot name a
+    ``hostsession.send_outputs``): OpenSSH's Python walking a real folder cannot name a
     file ``../x``, ``/abs`` or with a NUL; a host that lies can."""
     import struct
 

@@ -9,14 +9,17 @@ Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
 
 ``sync`` sends only the blobs the host lacks, with the runtime and the run's files,
 in one stream on one exec channel (``transfer``): the host checks each blob's
-sha256 before it renames it into place. The agent starts detached (setsid, nohup),
-so a dropped connection or a closed kernel does not stop the run. Whatever is read
-back (log, metrics, status) is kept in the workspace's run folder as well, so
-``logs``, ``metrics`` and ``show`` work while the host is unreachable, and a
-follower resumes at its byte offset after a reconnect. When the run ends
-(``finish``), the rest of its log and metrics and its ``outputs/`` (one stream) are
-fetched there, under names checked on this side: the host is not trusted to name
-files on this machine.
+sha256 before it renames it into place. Everything after that goes through the
+connection's one helper session (``session``, the runtime's ``hostsession`` on the
+host): a warm submit (sync and the agent's start in one request), status, cancel,
+process checks, outputs; and a followed run's log, metrics and status are pushed
+by it as they change, so nothing is polled over the network. The agent starts
+detached (setsid, nohup), so a dropped connection or a closed kernel does not stop
+the run. What arrives is kept in the workspace's run folder, so ``logs``,
+``metrics`` and ``show`` work while the host is unreachable, and a follower resumes
+at its byte offset after a reconnect. When the run ends (``finish``), its
+``outputs/`` are fetched there, under names checked on this side: the host is not
+trusted to name files on this machine.
 """
 
 from __future__ import annotations
