@@ -22,10 +22,13 @@ Client → helper (``id`` numbers the request; its answer carries it back):
     beat      {run}                       → {age}: seconds since the heartbeat, by
                                           this host's clock; None without one
     signal    {ident, signal, group}      if the process lives
-    start     {run, python, agent}        start the agent detached; → {pid}
+    start     {run, runtime, python,      start that runtime's agent detached (with
+               watch}                     this Python unless named); → {pid}; then
+                                          watch the run from ``watch``'s offsets
     outputs   {run, have}                 → data: the outputs/ files this side lacks
-    sync      {run, runtime} + frames     blobs, runtime and run files (the frames of
-                                          transfer.RECEIVE), then ``start`` if given
+    sync      {run, runtime, start} +     blobs and run files (the frames of
+               frames                     transfer.RECEIVE, the manifest whole or as a
+                                          change: ``receive``), then ``start`` if given
 
 Helper → client: ``ok``/``err`` with the request's id, and pushes with id 0:
 ``data {run, name, at}`` + bytes (appended at offset ``at``), ``status {run}`` +
@@ -57,6 +60,8 @@ import zlib
 TICK = 0.02
 #: How often the agents of watched runs are looked up in /proc.
 ALIVE_EVERY = 0.5
+#: At most this much of one file is pushed at once (a flood goes on at the next tick).
+PUSH_MAX = 4 << 20
 #: The heartbeat counts as stale after this long (the client's HEARTBEAT_TIMEOUT).
 STALE_AFTER = 15.0
 RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -227,17 +232,21 @@ class Helper:
                     raw = f.read()
             except FileNotFoundError:
                 raw = b""
+        capped = False
         for name in APPENDED:
             size = watch.size(name)
             if size > watch.sent[name]:
+                capped = capped or size - watch.sent[name] > PUSH_MAX
                 with open(watch.file(name), "rb") as f:
                     f.seek(watch.sent[name])
-                    data = f.read(size - watch.sent[name])
+                    data = f.read(min(size - watch.sent[name], PUSH_MAX))
                 if data:
                     self.send("data", 0, {"run": run, "name": name, "at": watch.sent[name]},
                               data)
                     watch.sent[name] += len(data)
         now = time.monotonic()
+        if capped:
+            raw = None  # a flood not all pushed yet: the status waits for the log's end
         if raw is not None:
             watch.status_stamp = status
             watch.learn(raw)
@@ -377,12 +386,10 @@ class BytesReader:
         return chunk
 
 
-def receive(inp, workdir, run, runtime, answer=None):
-    """Write the frames on ``inp`` (see transfer.RECEIVE: B blobs checked against their
-    sha256, R runtime files, F run files, E the end); return (blobs, their bytes).
-
-    ``answer`` writes the ``M`` answer to a ``W`` request first (an exec channel's
-    sync asks; the session's sync knows)."""
+def receive(inp, workdir, run, runtime):
+    """Write the frames on ``inp`` (those of transfer.RECEIVE: B blobs checked against
+    their sha256, R runtime files, F run files; and K, D: the run's manifest, whole or
+    as a change of one kept here); return (blobs, their bytes) at E, the end."""
     package = os.path.join(runtime, "jupyter_compute")
     made = set()
 
@@ -396,21 +403,11 @@ def receive(inp, workdir, run, runtime, answer=None):
         return os.path.join(folder(os.path.join(workdir, "blobs", "sha256", digest[:2])),
                             digest)
 
+    os.makedirs(os.path.dirname(run), exist_ok=True)
     try:
         os.mkdir(run, 0o700)  # its spec may hold the run's environment variables
     except FileExistsError:
         pass
-    if answer is not None:
-        head = inp.readline().split()
-        if not head or head[0] != b"W":
-            raise ValueError("no request")
-        wanted = [inp.readline().strip() for _ in range(int(head[1]))]
-        lacking = [] if os.path.exists(os.path.join(package, "__init__.py")) else [b"runtime"]
-        for d in wanted:
-            if DIGEST.match(d) and not os.path.exists(os.path.join(
-                    workdir, "blobs", "sha256", d[:2].decode(), d.decode())):
-                lacking.append(d)
-        answer(b"M %d\n" % len(lacking) + b"".join(x + b"\n" for x in lacking))
     blobs = sent = 0
     while True:
         h = inp.readline().split()

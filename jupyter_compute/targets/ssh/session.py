@@ -20,6 +20,7 @@ follows them) and is not watched again.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -405,6 +406,7 @@ def session(conn: Connection) -> Session:
         return found
 
 
+@atexit.register
 def stop_all() -> None:
     """End every session (at exit, or when their connections close for good)."""
     with _SESSIONS_LOCK:
