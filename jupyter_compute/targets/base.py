@@ -86,6 +86,11 @@ class Part(ABC):  # noqa: B024 - the common constructor of hosts and launchers
 class Host(Part):
     """Where run folders live, and how files and commands reach them."""
 
+    #: Whether the run's files must be in this workspace's blob store (the agent reads
+    #: them there). A remote host sends new files from the source folder instead:
+    #: writing thousands of local blobs would cost a first submit more than the upload.
+    stores_blobs: ClassVar[bool] = True
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the host works (connect once, find Python); called by ``attach``."""
 
@@ -269,7 +274,8 @@ class Target:
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
-                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files)
+                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files,
+                             store_blobs=self.host.stores_blobs)
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")

@@ -115,6 +115,8 @@ class SyncStats:
 class SSHHost(Host):
     """A VM or server reached over SSH; see the module docstring."""
 
+    stores_blobs = False  # new files are sent from the source folder (the host checks them)
+
     options = {
         "host": (str, "host name or address"),
         "port": (int, "SSH port (default 22)"),
@@ -387,7 +389,7 @@ class SSHHost(Host):
                 else:  # known: send at once, the answer is read at the end
                     missing, ship_runtime = (known[0], known[1]) if known else ([], False)
                 for digest in missing:
-                    stats.blob_bytes += writer.blob(digest, store.path(digest))
+                    stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
                     stats.blobs_sent += 1
                 if ship_runtime:  # in order, __init__.py last: it marks the runtime complete
                     for name, data in runtime_files().items():
@@ -432,7 +434,7 @@ class SSHHost(Host):
         parts: list[bytes] = []
         writer = transfer.FrameWriter(parts.append)
         for digest in send:
-            stats.blob_bytes += writer.blob(digest, store.path(digest))
+            stats.blob_bytes += writer.blob(digest, _blob(ctx.snap, store, digest))
             stats.blobs_sent += 1
         manifest = json.loads(Path(ctx.snap.manifest_path).read_bytes())
         digest, stats.manifest_bytes = _manifest_frame(writer, manifest, conn.manifest)
@@ -491,6 +493,11 @@ class SSHHost(Host):
         if words[:2] == ["ERR", "corrupt"] and len(words) > 2:
             digest = words[2]
             names = sorted(n for n, (d, _size, _mode) in snap.files.items() if d == digest)
+            if digest in snap.sources:  # read from the source folder: it changed since
+                return transfer.CorruptBlobError(
+                    f"{', '.join(names) or 'a file'} changed while it was being submitted "
+                    f"(its bytes no longer match the snapshot's hash, so {self.label} "
+                    "refused them); submit again")
             return transfer.CorruptBlobError(
                 f"{', '.join(names) or 'a file'} (sha256 {digest[:12]}…) arrived on "
                 f"{self.label} with other bytes than its hash: the host refused it and keeps "
@@ -525,6 +532,13 @@ class SSHHost(Host):
                                                 "have": transfer.local_index(local)},
                                     timeout=max(CALL_TIMEOUT, 120.0))[1]
         return transfer.receive_outputs(io.BytesIO(data), local)
+
+
+def _blob(snap: Snapshot, store: Any, digest: str) -> Path:
+    """Where to read blob ``digest`` from: the source file the snapshot hashed it from, if
+    it did not store it (``Host.stores_blobs``), else the workspace's blob store."""
+    source = snap.sources.get(digest)
+    return Path(source) if source is not None else Path(store.path(digest))
 
 
 def _manifest_frame(writer: transfer.FrameWriter, manifest: dict[str, Any],
