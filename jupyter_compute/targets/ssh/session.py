@@ -347,6 +347,15 @@ class Session:
             watch = self.watches.get(str(meta.get("run")))
         if watch is None:
             return
+        try:
+            self._apply(watch, op, meta, data)
+        except OSError:
+            pass  # the local run folder is gone (a workspace removed): nothing to keep
+        with self.lock:
+            watch.version += 1
+            self.lock.notify_all()
+
+    def _apply(self, watch: Watch, op: str, meta: dict[str, Any], data: bytes) -> None:
         if op == "data" and meta.get("name") in _APPENDED:
             append_local(watch.folder / meta["name"], int(meta["at"]), data)
         elif op == "status":
@@ -362,9 +371,6 @@ class Session:
                 watch.final = True  # the helper pushed the whole log first
         elif op == "live":
             self._live(watch, meta)
-        with self.lock:
-            watch.version += 1
-            self.lock.notify_all()
 
     @staticmethod
     def _live(watch: Watch, meta: dict[str, Any]) -> None:
