@@ -336,11 +336,13 @@ def test_disconnect_mid_run_loses_and_repeats_no_line(project: Project, host: Se
     while "8\n" not in seen and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "8\n" in seen, (seen, errors)
-    fetched = [m["value"] for m in run.metrics()["i"]]  # as a widget would, now and then
 
     host.sshd.stop()  # the host's sshd goes down, taking our connection with it
     try:
         time.sleep(0.3)
+        # what arrived before the link went (pushed until sshd's sessions were gone)
+        fetched = [m["value"] for m in run.metrics()["i"]]
+        assert fetched and fetched == list(range(len(fetched)))
         # what was fetched stays readable, and nothing is declared lost
         logs = cli(project, "logs", run.id)
         assert logs.returncode == 0 and "8\n" in logs.stdout, logs.stderr
