@@ -263,8 +263,12 @@ class SSHHost(Host):
         """Through the session: the agent in a session of its own (it outlives the
         helper and the connection), and the run watched from then on."""
         watch = self.session.watch_later(run_id, self.workspace.run_dir(run_id))
-        self.session.request("start", {"run": run_id, "runtime": runtime_digest(),
-                                       "python": python, "watch": watch})
+        try:
+            self.session.request("start", {"run": run_id, "runtime": runtime_digest(),
+                                           "python": python, "watch": watch})
+        except Exception:
+            self.session.forget(run_id)
+            raise
         self.session.watch_started(run_id)
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
