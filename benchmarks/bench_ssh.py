@@ -447,20 +447,23 @@ def bench_link(project: Path, server: object, key: Path, workdir: str,
             if len(words) == 2 and words[0].isdigit():
                 lags.append(now - float(words[1]))
         run.wait()
-        many = followed_at_once(proxy, 20)
+        go = Path(os.path.expanduser(f"~{sshd.USER}")) / workdir / "go"
+        many = followed_at_once(proxy, 20, go)
         run.target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
     return {"rtt": 2 * delay, "first": first, "lags": lags, "many": many}
 
 
-def followed_at_once(proxy: object, count: int) -> dict[str, float]:
-    """``count`` runs that print a line, wait 3 s, print again, each followed by its own
-    thread: the SSH connections the proxy saw, and the bytes it carried over an idle
-    second while all of them were followed."""
+def followed_at_once(proxy: object, count: int, go: Path) -> dict[str, float]:
+    """``count`` runs that print a line and wait for the file ``go`` (on the host), each
+    followed by its own thread: the SSH connections the proxy saw, and the bytes it
+    carried over an idle second while all of them were followed."""
     import threading
 
     from jupyter_compute import api
 
-    Path("idle.py").write_text("import time\nprint('a', flush=True)\ntime.sleep(3)\n"
+    go.unlink(missing_ok=True)
+    Path("idle.py").write_text(f"import os, time\nprint('a', flush=True)\n"
+                               f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\n"
                                "print('b', flush=True)\n")
     before = proxy.connections  # type: ignore[attr-defined]
     runs = [api.submit("idle.py", target="link") for _ in range(count)]
@@ -480,8 +483,10 @@ def followed_at_once(proxy: object, count: int) -> dict[str, float]:
     start = proxy.bytes_forwarded  # type: ignore[attr-defined]
     time.sleep(1.0)
     idle = proxy.bytes_forwarded - start  # type: ignore[attr-defined]
+    go.touch()
     for t in threads:
         t.join(60)
+    go.unlink()
     return {"runs": count, "new connections": proxy.connections - before,  # type: ignore[attr-defined]
             "idle bytes/s": idle}
 
