@@ -121,8 +121,7 @@ class Session:
         conn = self.conn
         conn.connect()
         with conn.lock:
-            assert conn.client is not None
-            transport = conn.client.get_transport()
+            transport = conn.client.get_transport() if conn.client is not None else None
         source = Path(hostsession.__file__).read_text()
         command = python_command(conn.python, source, conn.workdir)
 
@@ -169,6 +168,7 @@ class Session:
         self._closed(chan)
 
     def _closed(self, chan: paramiko.Channel) -> None:
+        chan.close()
         with self.lock:
             if self.chan is chan:
                 self.chan = None
