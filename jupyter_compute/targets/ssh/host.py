@@ -169,7 +169,7 @@ class SSHHost(Host):
     # -- Host ----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Connect once: host key, credentials, SFTP, Python ≥ 3.9 and the workdir."""
+        """Connect once: host key, credentials, Python ≥ 3.9 and the workdir."""
         self.conn.ensure(force=True)
 
     def warm_up(self) -> None:
