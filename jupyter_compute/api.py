@@ -43,7 +43,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            name: str | None = None, arguments: list[Any] | tuple[Any, ...] | None = None,
            config: str | Path | None = None, source_dir: str | Path | None = None,
            workspace: Workspace | str | Path | None = None, python: str | None = None,
-           requirements: str | None = None,
+           requirements: str | None = None, environment: Any = None,
            environment_variables: dict[str, str] | None = None,
            secret_env: list[str] | None = None,
            max_run_duration_seconds: float | None = None, wait: bool = False,
@@ -66,6 +66,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     """
     spec = resolve_spec(script, target=target, name=name, arguments=arguments, config=config,
                         source_dir=source_dir, python=python, requirements=requirements,
+                        environment=environment,
                         environment_variables=environment_variables, secret_env=secret_env,
                         max_run_duration_seconds=max_run_duration_seconds, kind=kind,
                         parent_id=parent_id, extra_files=extra_files,
@@ -152,6 +153,20 @@ def detach(name: str, workspace: Workspace | str | Path | None = None) -> None:
                              f"{', '.join(attached) or 'none'})")
         del attached[name]
         dump_targets(ws.targets_file, attached)
+
+
+def environments(target: str | None = None, *, prune: bool = False,
+                 days: float | None = None,
+                 workspace: Workspace | str | Path | None = None) -> list[dict[str, Any]]:
+    """The environments built on ``target`` (default ``local``): key, source, bytes,
+    last_used (epoch seconds), runs (how many runs use it now). With ``prune``, remove
+    those no running run uses (only those unused for ``days`` days, if given) and
+    return them."""
+    found = _get_target(target or "local", _ws(workspace))
+    if not getattr(found.launcher, "keeps_environments", True):  # docker: its images do
+        raise UsageError(f"target {found.name!r} keeps environments as images, not folders: "
+                         "see 'docker images jupyter-compute/*'")
+    return found.host.environments(prune=prune, days=days)
 
 
 # -- runs --------------------------------------------------------------------------------
