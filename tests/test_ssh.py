@@ -945,3 +945,45 @@ def test_status_cancel_and_outputs_go_through_the_session(project: Project,
     while sshd.processes_of_run(sshd.USER, run.id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sshd.processes_of_run(sshd.USER, run.id) == []
+
+
+def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
+                                                               host: Server) -> None:
+    """A remote submit sends new files from the source folder, not from a local copy
+    (writing thousands of local blobs cost more than the upload). A file edited after
+    it was hashed therefore arrives with other bytes: the host refuses it, and the
+    error says to submit again. The link is held while the snapshot is taken, and the
+    file changes before it is released."""
+    from netproxy import NetProxy
+
+    from jupyter_compute.targets.ssh.transfer import CorruptBlobError
+
+    project.write("hello.py", "print(open('data.txt').read())\n")
+    project.write("data.txt", f"first {os.urandom(8).hex()}\n")
+    snapshots = project.root / ".jupyter_compute" / "snapshots"
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        target = api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        link.pause()
+        failed: list[BaseException] = []
+
+        def submit() -> None:
+            try:
+                api.submit("hello.py", target="far")
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                failed.append(exc)
+
+        thread = threading.Thread(target=submit, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not list(snapshots.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(snapshots.glob("*.json")), "no snapshot was taken"
+        project.write("data.txt", f"second {os.urandom(8).hex()}\n")  # same size, other bytes
+        link.resume()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
+    assert len(failed) == 1 and isinstance(failed[0], CorruptBlobError), failed
+    assert "data.txt changed while it was being submitted" in str(failed[0])
+    (run,) = api.runs(limit=1)
+    assert run.status().value == "Failed" and "submit again" in (run.record.error or "")
