@@ -72,8 +72,6 @@ DEFAULT_TIMEOUT = 10
 SYNC_RECORD = "sync.json"
 #: In the local run folder: the final log, metrics, status and outputs are all here.
 FETCHED = ".fetched"
-#: The agent's own stdout and stderr on the host (start-up errors land here).
-AGENT_OUT = "agent.out"
 #: ``ctx.scratch`` key: what the host lacks, learnt by ``paths`` on a new connection.
 SCRATCH_MISSING = "ssh.missing"
 _APPENDED = (protocol.LOG, protocol.METRICS)
