@@ -317,8 +317,8 @@ def process_alive(ident: dict[str, Any]) -> bool | None:
 def parse_proc_stat(raw: str) -> tuple[str, int]:
     """``(state, start_ticks)`` from the text of a ``/proc/PID/stat`` file.
 
-    Shared with targets that read that file on another host (the ssh target reads
-    it over SFTP), so liveness is decided the same way everywhere.
+    The ssh target's helper on the host (``hostsession.process_alive``, which travels
+    alone) reads it the same way, so liveness is decided alike everywhere.
     """
     fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
     return fields[0], int(fields[19])

@@ -117,14 +117,34 @@ class Run:
     def wait(self, timeout: float | None = None, raise_on_failure: bool = False) -> RunStatus:
         """Block until the run ends (or ``timeout`` seconds pass); return its status."""
         start = time.monotonic()
-        while not (status := self.status()).is_terminal():
+        while True:
+            seen = self.change_count()
+            if (status := self.status()).is_terminal():
+                break
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 return status
-            time.sleep(self._poll_interval(waited))
+            # a host that pushes wakes this at once; others are polled at the interval
+            self.wait_change(seen, self._poll_interval(waited))
         if raise_on_failure and status is not RunStatus.COMPLETED:
             raise RunFailedError(self.id, status.value, self.record.error or "")
         return status
+
+    def change_count(self) -> int:
+        """A number that moves whenever news of the run arrives from a host that pushes it
+        (an ssh host's session); 0 where the host is read by polling. Read it, then read
+        the run, then ``wait_change(count, …)``: nothing that arrived in between is missed.
+        """
+        return self.target.change_count(self.id)
+
+    def wait_change(self, since: int, timeout: float) -> None:
+        """Wait until ``change_count()`` moves from ``since`` or ``timeout`` seconds pass
+        (the whole timeout where the host is polled). A follower that waits here instead
+        of sleeping wakes as soon as a pushed line arrives, and costs nothing meanwhile.
+
+        >>> seen = run.change_count(); lines = run.read_log(offset); run.wait_change(seen, 1)
+        """
+        self.target.wait_change(self.id, since, timeout)
 
     def _poll_interval(self, waited: float) -> float:
         fast, slow, fast_period = self.POLL
@@ -150,6 +170,7 @@ class Run:
             self.offset = offset
         start = time.monotonic()
         while True:
+            seen = self.change_count()  # before reading: nothing slips by
             done = self.status().is_terminal()  # read before the log: the log is then final
             data = self.read_log(self.offset)
             end = data.rfind(b"\n") + 1 if not done else len(data)
@@ -160,7 +181,7 @@ class Run:
                 return
             if not end:
                 waited = time.monotonic() - start
-                time.sleep(self._poll_interval(waited))
+                self.wait_change(seen, self._poll_interval(waited))
 
     # -- results ---------------------------------------------------------------------
 

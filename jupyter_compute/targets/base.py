@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from jupyter_compute.workspace import Workspace
 
 
+#: ``ctx.scratch`` key: the host started the agent with its sync (one round trip less),
+#: so the process launcher has nothing left to do.
+AGENT_STARTED = "agent_started"
+
+
 class SubmitContext:
     """One submission, handed to every hook: the spec, its snapshot, its record, the
     agent's ``spec.json`` as it is being built, and room for what a part must pass
@@ -84,8 +89,17 @@ class Part(ABC):  # noqa: B024 - the common constructor of hosts and launchers
 class Host(Part):
     """Where run folders live, and how files and commands reach them."""
 
+    #: Whether the run's files must be in this workspace's blob store (the agent reads
+    #: them there). A remote host sends new files from the source folder instead:
+    #: writing thousands of local blobs would cost a first submit more than the upload.
+    stores_blobs: ClassVar[bool] = True
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the host works (connect once, find Python); called by ``attach``."""
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Start getting ready (connect) in the background while the snapshot is taken;
+        ``prepare`` then finds it done, or says what failed."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Make the host ready (connect); called before each submission."""
@@ -134,6 +148,17 @@ class Host(Part):
     @abstractmethod
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
         """Send signal ``name`` (``"SIGTERM"``) to process ``ident`` or its group, if it lives."""
+
+    def change_count(self, run_id: str) -> int:
+        """A number that moves when something of the run arrives (hosts that push)."""
+        return 0
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait until ``change_count`` moves from ``since``, at most ``timeout`` seconds;
+        a host that cannot tell (it is read by polling) just waits."""
+        import time
+
+        time.sleep(timeout)
 
     def env_root(self) -> tuple[str, str] | None:
         """``(python, folder)``: where this host keeps built environments and a Python to
@@ -237,7 +262,8 @@ class ProcessLauncher(Launcher):
             prepare_environment(host, self.workspace, ctx.agent, spec_digest)
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
-        host.start_agent(ctx.run_id)
+        if not ctx.scratch.get(AGENT_STARTED):
+            host.start_agent(ctx.run_id)
 
 
 class Target:
@@ -290,10 +316,12 @@ class Target:
         self.launcher.validate(spec)
         # Its files are read now: a missing or malformed one fails before anything is written.
         environment = resolve(spec.environment, spec.source_dir, self.workspace)
+        self.host.warm_up()  # a remote host connects while the files are hashed
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
-                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files)
+                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files,
+                             store_blobs=self.host.stores_blobs)
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
@@ -373,6 +401,14 @@ class Target:
     def outputs_dir(self, run_id: str) -> Path:
         """A local folder with the run's outputs (fetched back first where needed)."""
         return self.host.outputs_dir(run_id)
+
+    def change_count(self, run_id: str) -> int:
+        """See ``Host.change_count``: read it before reading, then ``wait_change``."""
+        return self.host.change_count(run_id)
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
+        self.host.wait_change(run_id, since, timeout)
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""
