@@ -58,7 +58,8 @@ def raw_http():
         body = json.dumps({"run_id": run.id, "key": "raw", "value": 1.0 / (i + 1),
                            "timestamp": int(time.time() * 1000), "step": i})
         conn.request("POST", "/api/2.0/mlflow/runs/log-metric", body,
-                     {"Content-Type": "application/json"})
+                     {"Content-Type": "application/json", "Authorization":
+                      "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]})
         conn.getresponse().read()
     conn.close()
 

@@ -4,6 +4,8 @@ records into the run without a change.
 The agent starts one :class:`Endpoint` on 127.0.0.1 (an ephemeral port) before the
 script and gives the script ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID`` and
 ``MLFLOW_EXPERIMENT_ID``, unless the script's environment sets its own tracking URI.
+It also gives ``MLFLOW_TRACKING_TOKEN``, a random bearer token the client sends with
+each call: another user of a shared host cannot write into the run through the port.
 The ``mlflow`` client then speaks MLflow's REST API (``/api/2.0/mlflow/…``) to it:
 
 =====================================  ===========================================
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -125,6 +128,7 @@ class Endpoint:
         self._fd: int | None = None
         self._unserved: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
+        self.token = secrets.token_urlsafe(24)
 
     # -- life --------------------------------------------------------------------------
 
@@ -140,7 +144,8 @@ class Endpoint:
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="mlflow-endpoint", daemon=True).start()
         port = self._server.server_address[1]
-        return {ENV_TRACKING_URI: f"http://127.0.0.1:{port}", "MLFLOW_RUN_ID": self.run_id,
+        return {ENV_TRACKING_URI: f"http://127.0.0.1:{port}",
+                "MLFLOW_TRACKING_TOKEN": self.token, "MLFLOW_RUN_ID": self.run_id,
                 "MLFLOW_EXPERIMENT_ID": EXPERIMENT_ID,
                 # its "View run at" links would lead to a UI nobody serves
                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
@@ -374,6 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         status, reply = 200, b"{}"
         try:
+            if not secrets.compare_digest(self.headers.get("Authorization") or "",
+                                          f"Bearer {self.served.token}"):
+                raise MlflowRequestError(401, "UNAUTHENTICATED",
+                                         "this run's MLflow endpoint needs its token "
+                                         "(MLFLOW_TRACKING_TOKEN, set for the script)")
             if not url.path.startswith(_API):
                 raise LookupError
             if method == "GET":

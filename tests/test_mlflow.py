@@ -110,6 +110,16 @@ def test_an_mlflow_call_we_do_not_serve_is_named_at_once(project: Project) -> No
             MlflowClient().delete_run(mlflow.start_run().info.run_id)
         except mlflow.exceptions.MlflowException as exc:
             print("error:", exc.message, f"after {time.monotonic() - start:.1f}s")
+        # Without the run's token (another user on the host): refused, nothing recorded.
+        import os, urllib.request, urllib.error
+        request = urllib.request.Request(
+            os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric",
+            data=b'{"run_id": "%s", "key": "forged", "value": 1}'
+            % os.environ["JUPYTER_COMPUTE_RUN_ID"].encode(), method="POST")
+        try:
+            urllib.request.urlopen(request)
+        except urllib.error.HTTPError as exc:
+            print("without token:", exc.code)
     """)
     out = project.cli("submit", "train.py", "--wait", timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -117,6 +127,9 @@ def test_an_mlflow_call_we_do_not_serve_is_named_at_once(project: Project) -> No
     assert "jupyter_compute does not serve POST /api/2.0/mlflow/runs/delete" in line
     assert float(line.rsplit("after ", 1)[1].rstrip("s")) < 5  # no retries, no hang
     assert "[agent] mlflow: jupyter_compute does not serve POST" in out.stdout
+    assert "without token: 401" in out.stdout
+    run_id = out.stderr.split()[1]
+    assert "forged" not in json.loads(project.cli("metrics", run_id, "--json").stdout)
 
 
 SKLEARN_SCRIPT = """
