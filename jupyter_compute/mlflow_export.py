@@ -153,12 +153,12 @@ def _export_run(client: Any, experiment_id: str, run: Run, parent: str | None) -
                 for m in client.get_metric_history(mlflow_id, key)}
         metrics = [m for m in metrics if (m.key, m.timestamp, m.step, m.value) not in seen]
     tag_list = [RunTag(k, v) for k, v in tags.items()]
-    for start in range(0, len(metrics), _BATCH_METRICS):
-        client.log_batch(mlflow_id, metrics=metrics[start:start + _BATCH_METRICS])
-    for start in range(0, len(params), _BATCH_PARAMS):
-        client.log_batch(mlflow_id, params=params[start:start + _BATCH_PARAMS])
-    for start in range(0, len(tag_list), _BATCH_TAGS):
-        client.log_batch(mlflow_id, tags=tag_list[start:start + _BATCH_TAGS])
+    # As few calls as MLflow's limits allow: usually one.
+    for i in range(max(-(-len(metrics) // _BATCH_METRICS), -(-len(params) // _BATCH_PARAMS),
+                       -(-len(tag_list) // _BATCH_TAGS))):
+        client.log_batch(mlflow_id, metrics=metrics[i * _BATCH_METRICS:(i + 1) * _BATCH_METRICS],
+                         params=params[i * _BATCH_PARAMS:(i + 1) * _BATCH_PARAMS],
+                         tags=tag_list[i * _BATCH_TAGS:(i + 1) * _BATCH_TAGS])
     outputs = run.target.outputs_dir(run.id)
     if d["outputs"] and outputs.is_dir():
         client.log_artifacts(mlflow_id, str(outputs))
