@@ -412,7 +412,7 @@ class Agent:
 
             self.mlflow = Endpoint(self.run_dir, self.spec["run_id"],
                                    self.spec.get("name") or self.spec["run_id"], say=self.say)
-            env.update(self.mlflow.start())
+            env.update(self.mlflow.start(env))
         env["PYTHONUNBUFFERED"] = "1"
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
         if extra:

@@ -132,8 +132,9 @@ class Endpoint:
 
     # -- life --------------------------------------------------------------------------
 
-    def start(self) -> dict[str, str]:
-        """Serve on 127.0.0.1 in a thread; return the variables that point a script here."""
+    def start(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """Serve on 127.0.0.1 in a thread; return the variables that point a script here
+        (``env``: the script's environment, whose proxy exceptions gain 127.0.0.1)."""
         endpoint = self
 
         class Handler(_Handler):
@@ -148,7 +149,10 @@ class Endpoint:
                 "MLFLOW_TRACKING_TOKEN": self.token, "MLFLOW_RUN_ID": self.run_id,
                 "MLFLOW_EXPERIMENT_ID": EXPERIMENT_ID,
                 # its "View run at" links would lead to a UI nobody serves
-                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+                # a host's HTTP(S)_PROXY must not carry loopback calls away
+                **{name: ",".join(filter(None, [(env or {}).get(name), "127.0.0.1"]))
+                   for name in ("no_proxy", "NO_PROXY")}}
 
     def stop(self) -> None:
         if self._server is not None:

@@ -70,7 +70,10 @@ def check_recorded(shown: dict, metrics: dict) -> None:
 
 def test_unchanged_mlflow_script_records_into_the_run(project: Project) -> None:
     project.write("train.py", MLFLOW_SCRIPT)
-    out = project.cli("submit", "train.py", "--wait", timeout=180)
+    # A host with an HTTP proxy (nothing listens on port 9): loopback calls bypass it.
+    dead_proxy = "http://127.0.0.1:9"
+    out = project.cli("submit", "train.py", "--wait", timeout=180,
+                      env={"HTTP_PROXY": dead_proxy, "http_proxy": dead_proxy})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "params seen by mlflow: ['epochs', 'lr', 'optimizer']" in out.stdout
     run_id = out.stderr.split()[1]
