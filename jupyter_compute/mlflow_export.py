@@ -68,11 +68,13 @@ def export(runs: Sequence[Run], uri: str, experiment: str | None = None) -> Iter
         client = _client(uri)
         try:
             experiment_id = _experiment_id(client, experiment or DEFAULT_EXPERIMENT)
+            known = _exported_before(client, experiment_id)
             for run in runs:
-                parent = _export_run(client, experiment_id, run, None)
+                parent = _export_run(client, experiment_id, run, None, known.get(run.id))
                 yield parent
                 for trial in _trials(run):
-                    yield _export_run(client, experiment_id, trial, parent.mlflow_run_id)
+                    yield _export_run(client, experiment_id, trial, parent.mlflow_run_id,
+                                      known.get(trial.id))
         except ExportError:
             raise
         except Exception as exc:  # noqa: BLE001 - MlflowException, requests' errors
@@ -118,13 +120,28 @@ def _experiment_id(client: Any, name: str) -> str:
     return str(found.experiment_id) if found else str(client.create_experiment(name))
 
 
+def _exported_before(client: Any, experiment_id: str) -> dict[str, Any]:
+    """The experiment's MLflow runs that came from us, by our run id: one search (a few
+    pages), not one per run."""
+    found: dict[str, Any] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`{RUN_ID_TAG}` LIKE '%'",
+                                  max_results=1000, page_token=token)
+        found.update((r.data.tags[RUN_ID_TAG], r) for r in page)
+        token = page.token
+        if not token:
+            return found
+
+
 def _trials(run: Run) -> list[Run]:
     from jupyter_compute.sweep.handle import Sweep
 
     return sorted(run.children(), key=lambda r: r.id) if isinstance(run, Sweep) else []
 
 
-def _export_run(client: Any, experiment_id: str, run: Run, parent: str | None) -> Exported:
+def _export_run(client: Any, experiment_id: str, run: Run, parent: str | None,
+                existing: Any) -> Exported:
     from mlflow.entities import Metric, Param, RunTag
 
     from jupyter_compute import runinfo
@@ -133,11 +150,9 @@ def _export_run(client: Any, experiment_id: str, run: Run, parent: str | None) -
     tags = _tags(run, d)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    existing = client.search_runs([experiment_id], f"tags.`{RUN_ID_TAG}` = '{run.id}'",
-                                  max_results=1)
     if existing:
-        mlflow_id = existing[0].info.run_id
-        known_params = existing[0].data.params
+        mlflow_id = existing.info.run_id
+        known_params = existing.data.params
     else:
         mlflow_id = client.create_run(experiment_id, start_time=_ms(d["started"] or d["created"]),
                                       tags=tags, run_name=run.name).info.run_id
