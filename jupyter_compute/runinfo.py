@@ -70,8 +70,12 @@ def _trial_params(run: Run) -> dict[str, Any]:
 def details(run: Run) -> dict[str, Any]:
     """What ``show --json`` and ``runs --json`` add to a run's record: its ``params``,
     ``tags`` and ``outputs`` (``[{"path": "model.json", "size": 57}]``, under outputs/)."""
+    from jupyter_compute.sweep.handle import KIND as SWEEP
+
+    # A sweep's files are its trials': its own folder is local and has no outputs/.
+    found = [] if run.record.kind == SWEEP else outputs(run)
     return {"params": params(run), "tags": run.tags(),
-            "outputs": [{"path": rel, "size": size} for rel, size in outputs(run)]}
+            "outputs": [{"path": rel, "size": size} for rel, size in found]}
 
 
 def snapshot_files(run: Run) -> list[tuple[str, int]]:
