@@ -25,6 +25,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.comparison import Comparison
     from jupyter_compute.runs import Run
     from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
@@ -179,3 +180,21 @@ def runs(limit: int | None = 20, status: str | None = None,
 
     ws = _ws(workspace, create=False)
     return [runkinds.handle(r, ws) for r in ws.store.list(limit=limit, status=status)]
+
+
+def compare(*runs: str | Run, workspace: Workspace | str | Path | None = None) -> Comparison:
+    """Runs side by side: arguments, parameters, each metric's last and best value,
+    duration, target, environment, git commit, and the snapshot diff (files added,
+    removed and changed from the first run to each other one). A sweep's id stands
+    for its trials.
+
+    >>> c = compare("20261126-0931-train-7f3a", "20261126-0940-train-9b1c")
+    >>> c.to_dict()["snapshot_diff"][0]["changed"]
+    ['train.py']
+    >>> print(c.diff("train.py"))      # a unified diff of one changed file
+    """
+    from jupyter_compute.comparison import compare as compare_runs
+
+    if len(runs) == 1 and isinstance(runs[0], (list, tuple)):
+        runs = tuple(runs[0])  # compare(["a", "b"]) reads as compare("a", "b")
+    return compare_runs(list(runs), _ws(workspace, create=False))

@@ -316,6 +316,37 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    comparison = api.compare(*args.runs, workspace=args.workspace)
+    if args.diff:
+        sys.stdout.write(comparison.diff(args.diff))
+    elif args.json:
+        _out(json.dumps(comparison.to_dict(), indent=1))
+    else:
+        sys.stdout.write(comparison.text(width=_columns()))
+    return 0
+
+
+def add_compare_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("compare", cmd_compare, "show runs side by side: arguments, params, metrics "
+            "(last and best), environment, git, and the files that changed")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="two runs or more (unique id suffixes), or one sweep for its trials")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--diff", metavar="PATH",
+                       help="print a unified diff of this file between the runs")
+
+
+def _columns() -> int:
+    """The width for the compare table: 100 columns, fewer in a narrower terminal."""
+    import shutil
+
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from jupyter_compute.sweep import cli_main
 
@@ -504,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--list", action="store_true", help="print the paths that would be sent")
 
+    add_compare_parser(add)
     add("demo", cmd_demo, "run the example training script on the local target")
     return parser
 

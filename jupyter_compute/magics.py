@@ -7,6 +7,7 @@
     import train; train.main()
     %submit train.py --target gpu-vm -o run
     %runs --limit 10
+    %runs --compare 7f3a 9b1c
     %run_show 20261126-0931-mnist-7f3a
     %run_cancel 20261126-0931-mnist-7f3a
 
@@ -220,10 +221,24 @@ class ComputeMagics(Magics):
     @magic_arguments()
     @argument("--limit", type=int, default=20)
     @argument("--status", help="only runs in this status, e.g. Failed")
+    @argument("--compare", nargs="+", metavar="RUN",
+              help="show these runs side by side (a sweep: its trials)")
+    @argument("--diff", metavar="PATH",
+              help="with --compare: a unified diff of this file between the runs")
     @line_magic
-    def runs(self, line: str) -> RunsTable:
-        """A table of recent runs, newest first: ``%runs [--limit N] [--status S]``."""
+    def runs(self, line: str) -> Any:
+        """A table of recent runs, newest first: ``%runs [--limit N] [--status S]``;
+        ``%runs --compare A B …`` shows runs side by side (metrics overlaid, the files
+        that changed), ``--diff PATH`` one changed file's diff."""
         args = self.runs.parser.parse_args(_split(line)[0])
+        if args.diff and not args.compare:
+            raise UsageError("--diff goes with --compare: %runs --compare A B --diff PATH")
+        if args.compare:
+            comparison = api.compare(*args.compare)
+            if args.diff:
+                print(comparison.diff(args.diff), end="")
+                return None
+            return comparison  # shows the compare widget, else the table
         return RunsTable(api.runs(limit=args.limit, status=args.status))
 
     @magic_arguments()

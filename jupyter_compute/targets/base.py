@@ -221,6 +221,21 @@ class ProcessLauncher(Launcher):
                              "a docker target (--type docker), or an ssh target with "
                              "--docker-image, and use it")
 
+    def check(self, host: Host) -> None:
+        from jupyter_compute.wheelhouse import forget_host
+
+        forget_host(self.workspace, self.name)  # (re)attached: ask the host afresh
+
+    def sync(self, host: Host, ctx: SubmitContext) -> None:
+        """The host's own Python builds the environment: wheels where it has no index,
+        uv's wheel where it has no uv (``wheelhouse``); fetched while the run is on record,
+        kept alive by this client's heartbeat."""
+        if ctx.agent.get("environment"):
+            from jupyter_compute.environments import spec_digest
+            from jupyter_compute.wheelhouse import prepare_environment
+
+            prepare_environment(host, self.workspace, ctx.agent, spec_digest)
+
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         host.start_agent(ctx.run_id)
 
@@ -308,7 +323,9 @@ class Target:
                 if isinstance(exc, ComputeError):
                     raise
                 raise TargetError(message) from exc
-        return ctx.record, list(snap.warnings)  # e.g. symlinks out of the folder, not followed
+        # e.g. symlinks out of the folder, not followed; packages an environment left out
+        notices = (ctx.agent.get("environment") or ctx.environment or {}).get("notices") or []
+        return ctx.record, [*snap.warnings, *notices]
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
