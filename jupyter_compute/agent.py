@@ -77,6 +77,7 @@ class Agent:
         self.lease: Any = None  # envbuild.Lease: the environment this run uses, if built
         self.environment_record: dict[str, Any] | None = None
         self.prepare_seconds: float | None = None  # snapshot + environment, not run time
+        self.mlflow: Any = None  # mlflow_endpoint.Endpoint the script logs to, while it runs
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -224,6 +225,7 @@ class Agent:
         if self.ended_elsewhere is not None:
             return self._stopped_by_reader()
         returncode = self.child.wait()
+        self.stop_mlflow()
         # Leftovers first: one that escaped the group may hold stderr open, and the
         # pump would wait for it (5 s) before a cancel could finish.
         leftovers = self.end_processes(self.child.pid)
@@ -405,12 +407,24 @@ class Agent:
         env.update(self.secrets)
         env[protocol.ENV_RUN_ID] = self.spec["run_id"]
         env[protocol.ENV_RUN_DIR] = self.run_dir
+        if not env.get("MLFLOW_TRACKING_URI"):  # a script's own tracking server wins
+            from jupyter_compute.mlflow_endpoint import Endpoint
+
+            self.mlflow = Endpoint(self.run_dir, self.spec["run_id"],
+                                   self.spec.get("name") or self.spec["run_id"], say=self.say)
+            env.update(self.mlflow.start(env))
         env["PYTHONUNBUFFERED"] = "1"
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
         if extra:
             env["PYTHONPATH"] = os.pathsep.join(extra + [env.get("PYTHONPATH", "")]).rstrip(
                 os.pathsep)
         return env
+
+    def stop_mlflow(self) -> None:
+        """Stop the run's MLflow endpoint (its records are already in the run folder)."""
+        if self.mlflow is not None:
+            self.mlflow.stop()
+            self.mlflow = None
 
     def collect_outputs(self, workdir: str) -> None:
         """If the script replaced the ``outputs`` link with a folder, keep its files."""
@@ -661,6 +675,7 @@ def run_agent(run_dir: str) -> int:
         import traceback
 
         agent.say(f"agent crashed: {exc!r}\n{traceback.format_exc()}")
+        agent.stop_mlflow()
         for pid in _run_processes(agent.child.pid if agent.child else None,
                                   agent.spec.get("run_id", ""))[0]:
             _kill(pid, signal.SIGKILL)

@@ -148,7 +148,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     found = api.runs(limit=args.limit, status=args.status, workspace=args.workspace)
     if args.json:
-        _out(json.dumps([r.to_dict() for r in found], indent=1))
+        _out(json.dumps([_shown(r) for r in found], indent=1))
         return 0
     rows = []
     for run in found:
@@ -161,8 +161,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     run = _get(args)  # the handle of the run's kind: a sweep shows its trials
-    _out(json.dumps(run.to_dict(), indent=1) if args.json else run.describe())
+    _out(json.dumps(_shown(run), indent=1) if args.json else run.describe())
     return 0
+
+
+def _shown(run: Run) -> dict[str, Any]:
+    """The ``--json`` form of a run: its record, then its params, tags and outputs."""
+    from jupyter_compute import runinfo
+
+    return {**run.to_dict(), **runinfo.details(run)}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -183,6 +190,25 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     rows = [(name, len(recs), json.dumps(recs[-1]["value"])[:60]) for name, recs in
             metrics.items()]
     _table(("METRIC", "COUNT", "LAST"), rows)
+    return 0
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    """List a run's outputs (path, size), or copy them into ``--download DIR``."""
+    from jupyter_compute import runinfo
+    from jupyter_compute.units import format_size
+
+    run = _get(args)
+    if args.download:
+        copied = run.download(args.download)
+        _err(f"copied {len(copied)} file{'s' if len(copied) != 1 else ''} of run {run.id} "
+             f"into {args.download}")
+        return 0
+    found = runinfo.outputs(run)
+    if args.json:
+        _out(json.dumps([{"path": rel, "size": size} for rel, size in found], indent=1))
+        return 0
+    _table(("PATH", "SIZE"), [(rel, format_size(size)) for rel, size in found])
     return 0
 
 
@@ -502,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-f", "--follow", action="store_true",
                            help="follow until the run ends")
 
+    add_outputs_parser(add)
+    add_export_parser(add)
+
     p = add("snapshot", cmd_snapshot, "snapshot a folder, or list what would be sent")
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--list", action="store_true", help="print the paths that would be sent")
@@ -509,6 +538,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(add)
     add("demo", cmd_demo, "run the example training script on the local target")
     return parser
+
+
+def add_outputs_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("outputs", cmd_outputs, "list a run's outputs, or --download them")
+    p.add_argument("run", metavar="RUN", help="run id (a unique suffix is enough)")
+    p.add_argument("--download", metavar="DIR", help="copy the outputs into this folder")
+    p.add_argument("--json", action="store_true")
+
+
+def add_export_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("export", cmd_export, "push runs (params, metrics, tags, outputs) to MLflow")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (a sweep brings its trials)")
+    p.add_argument("--mlflow", required=True, metavar="URI",
+                   help="MLflow tracking URI, e.g. http://127.0.0.1:5000")
+    p.add_argument("--experiment", metavar="NAME",
+                   help="MLflow experiment (default: jupyter_compute)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export runs to an MLflow tracking server; one line per run exported."""
+    from jupyter_compute import mlflow_export
+    from jupyter_compute.runs import Run
+
+    runs = [Run.get(run_id, args.workspace) for run_id in args.runs]
+    for exported in mlflow_export.export(runs, args.mlflow, experiment=args.experiment):
+        _out(f"exported {exported.run_id} to MLflow run {exported.mlflow_run_id}"
+             f"{' (updated)' if exported.updated else ''}")
+    return 0
 
 
 def add_notebook_flags(p: argparse.ArgumentParser) -> None:

@@ -216,6 +216,28 @@ class Run:
             return []
         return sorted(p for p in folder.rglob("*") if p.is_file())
 
+    def download(self, dest: str | Path) -> list[Path]:
+        """Copy the run's outputs into folder ``dest`` (made if needed), keeping their
+        paths under ``outputs/``; works for every target (remote outputs are fetched
+        first). A link that leads outside ``outputs/`` is not followed. Returns the copies.
+
+        >>> run.download("results")        # [Path("results/model.json"), …]
+        """
+        import shutil
+
+        folder = self.target.outputs_dir(self.id)
+        root = folder.resolve()
+        copied = []
+        for path in self.outputs():
+            real = path.resolve()
+            if root not in real.parents:
+                continue
+            copy = Path(dest, path.relative_to(folder))
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real, copy)
+            copied.append(copy)
+        return copied
+
     def cancel(self, reason: str | None = None) -> RunStatus:
         """Ask the run to stop; returns at once (``wait()`` to see it Canceled). ``reason``
         goes into the run's log and error (a sweep's policy says why it stopped a trial)."""
@@ -235,8 +257,9 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git,
-        and the preparation (``prepare_seconds``: snapshot + environment, before the script
-        started; ``environment``: its key, whether it was reused, which installer built it)."""
+        the preparation (``prepare_seconds``: snapshot + environment, before the script
+        started; ``environment``: its key, whether it was reused, which installer built it).
+        ``show --json`` adds ``runinfo.details``: params, tags, outputs."""
         self.status()
         d = self.record.to_dict()
         try:  # the agent's status.json, as mirrored into the local run folder

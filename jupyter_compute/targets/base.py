@@ -420,7 +420,8 @@ class Target:
         """``spec.json``: the run's fields, the host's paths, then the launcher's changes."""
         spec, record = ctx.spec, ctx.record
         ctx.agent = {
-            "run_id": record.id, "kind": spec.kind or "script", "script": spec.script,
+            "run_id": record.id, "name": record.name, "kind": spec.kind or "script",
+            "script": spec.script,
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
             "environment": ctx.environment,  # built or reused on the target by envbuild
