@@ -161,8 +161,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     run = _get(args)  # the handle of the run's kind: a sweep shows its trials
-    _out(json.dumps(_shown(run), indent=1) if args.json else run.describe())
+    if args.json:
+        _out(json.dumps(_shown(run), indent=1))
+        return 0
+    from jupyter_compute import runinfo
+
+    _out(run.describe() + _details_text(runinfo.details(run)))
     return 0
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    """Params, tags and outputs under ``show``'s record, one line each, as ``--json`` has them."""
+    from jupyter_compute.units import format_size
+
+    lines = []
+    for title, key in (("params:", "params"), ("tags:", "tags")):
+        if details.get(key):
+            lines.append(f"{title:<12} " + ", ".join(f"{k}={v}" for k, v in
+                                                     details[key].items()))
+    if details.get("outputs"):
+        lines.append(f"{'outputs:':<12} " + ", ".join(
+            f"{o['path']} ({format_size(o['size'])})" for o in details["outputs"]))
+    return "".join("\n" + line for line in lines)
 
 
 def _shown(run: Run) -> dict[str, Any]:

@@ -179,6 +179,9 @@ def test_outputs_download_and_log_params(project: Project, tmp_path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     run_id = out.stderr.split()[1]
     assert project.show(run_id)["params"] == {"lr": 0.01, "layers": 3, "act": "relu"}
+    shown = project.cli("show", run_id).stdout  # the text form lists them too
+    assert "params:      lr=0.01, layers=3, act=relu" in shown, shown
+    assert "outputs:     model.json (2 B), sub/b.txt (2 B)" in shown, shown
     listed = project.cli("outputs", run_id)
     assert listed.returncode == 0 and "model.json" in listed.stdout and "sub/b.txt" in listed.stdout
     dest = tmp_path / "got"
