@@ -30,8 +30,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND, ErrorCode
 from mlflow.store.tracking.rest_store import RestStore
-from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.proto_json_utils import parse_dict
+from mlflow.utils.rest_utils import MlflowHostCreds
 
 from jupyter_compute import protocol
 from jupyter_compute.mlflow_endpoint import API, ENV_RUN_NAME, MlflowRequestError, Recorder
@@ -47,8 +47,9 @@ class JupyterComputeStore(RestStore):
     """``jupyter-compute://127.0.0.1:PORT``: the current run's MLflow tracking store."""
 
     def __init__(self, store_uri: str, artifact_uri: str | None = None) -> None:
-        http = "http://" + urlsplit(store_uri).netloc
-        super().__init__(lambda: get_default_host_creds(http))
+        http = MlflowHostCreds("http://" + urlsplit(store_uri).netloc,
+                               token=os.environ.get("MLFLOW_TRACKING_TOKEN"))
+        super().__init__(lambda: http)
         run_id = os.environ.get(protocol.ENV_RUN_ID)
         run_dir = os.environ.get(protocol.ENV_RUN_DIR)
         if not run_id or not run_dir:
