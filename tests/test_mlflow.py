@@ -49,6 +49,8 @@ with mlflow.start_run():
         mlflow.log_param("fold", 1)
     run = mlflow.get_run(mlflow.active_run().info.run_id)
     print("params seen by mlflow:", sorted(run.data.params))
+    # which store answered (the in-process one, found through its entry point)
+    mlflow.set_tag("store", type(mlflow.MlflowClient()._tracking_client.store).__name__)
 """
 
 
@@ -59,6 +61,7 @@ def check_recorded(shown: dict, metrics: dict) -> None:
     assert params["lr"] == "0.1" and params["epochs"] == "3" and params["optimizer"] == "adam"
     assert params["fold1/fold"] == "1"  # the nested run's, under its name
     assert shown["tags"]["dataset"] == "toy" and shown["tags"]["stage"] == "dev"
+    assert shown["tags"]["store"] == "JupyterComputeStore"  # the fast path, on every target
     assert not any(name.startswith("mlflow.") for name in shown["tags"])
     assert [(m["step"], m["value"]) for m in metrics["loss"]] == [(0, 1.0), (1, 0.5),
                                                                   (2, 1.0 / 3)]
