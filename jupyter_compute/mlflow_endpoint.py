@@ -12,7 +12,7 @@ another user of a shared host cannot write into the run through the port).
   ``mlflow_store.JupyterComputeStore`` through an ``mlflow.tracking_store`` entry point
   (a dist-info the agent writes in the run folder and puts on ``PYTHONPATH``). That
   store records in the script's own process: a ``log_metric`` costs a file append, not
-  an HTTP round trip (8 ms under load, 150× our own ``run.log``; see
+  an HTTP round trip (~30 µs a call against 2.7 ms over HTTP under load; see
   benchmarks/bench_tracking.py).
 * Anything else that speaks MLflow's REST API (another language, ``curl``) uses the same
   address over HTTP, ``http://127.0.0.1:PORT/api/2.0/mlflow/…``, with the token.
