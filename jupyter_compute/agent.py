@@ -408,11 +408,12 @@ class Agent:
         env[protocol.ENV_RUN_ID] = self.spec["run_id"]
         env[protocol.ENV_RUN_DIR] = self.run_dir
         if not env.get("MLFLOW_TRACKING_URI"):  # a script's own tracking server wins
-            from jupyter_compute.mlflow_endpoint import Endpoint
+            from jupyter_compute import mlflow_endpoint
 
-            self.mlflow = Endpoint(self.run_dir, self.spec["run_id"],
-                                   self.spec.get("name") or self.spec["run_id"], say=self.say)
-            env.update(self.mlflow.start(env))
+            self.mlflow, variables = mlflow_endpoint.serve(
+                self.run_dir, self.spec["run_id"], self.spec.get("name") or self.spec["run_id"],
+                env, self.say)
+            env.update(variables)
         env["PYTHONUNBUFFERED"] = "1"
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
         if extra:

@@ -49,6 +49,8 @@ with mlflow.start_run():
         mlflow.log_param("fold", 1)
     run = mlflow.get_run(mlflow.active_run().info.run_id)
     print("params seen by mlflow:", sorted(run.data.params))
+    # which store answered (the in-process one, found through its entry point)
+    mlflow.set_tag("store", type(mlflow.MlflowClient()._tracking_client.store).__name__)
 """
 
 
@@ -59,6 +61,7 @@ def check_recorded(shown: dict, metrics: dict) -> None:
     assert params["lr"] == "0.1" and params["epochs"] == "3" and params["optimizer"] == "adam"
     assert params["fold1/fold"] == "1"  # the nested run's, under its name
     assert shown["tags"]["dataset"] == "toy" and shown["tags"]["stage"] == "dev"
+    assert shown["tags"]["store"] == "JupyterComputeStore"  # the fast path, on every target
     assert not any(name.startswith("mlflow.") for name in shown["tags"])
     assert [(m["step"], m["value"]) for m in metrics["loss"]] == [(0, 1.0), (1, 0.5),
                                                                   (2, 1.0 / 3)]
@@ -108,31 +111,51 @@ def test_an_mlflow_call_we_do_not_serve_is_named_at_once(project: Project) -> No
         import time
         import mlflow
         from mlflow import MlflowClient
+        # The fast path: MLflow's client records in this process, through our store.
+        print("uri", mlflow.get_tracking_uri().split(":")[0],
+              type(MlflowClient()._tracking_client.store).__name__)
         start = time.monotonic()
         try:
             MlflowClient().delete_run(mlflow.start_run().info.run_id)
         except mlflow.exceptions.MlflowException as exc:
-            print("error:", exc.message, f"after {time.monotonic() - start:.1f}s")
+            print("error:", exc.error_code, exc.message, f"after {time.monotonic() - start:.1f}s")
+        # The same run's REST endpoint, for anything that speaks HTTP (the URI's address).
+        import json, os, urllib.request, urllib.error
+        url = os.environ["MLFLOW_TRACKING_URI"].replace("jupyter-compute://", "http://")
+        def post(path, body, token):
+            request = urllib.request.Request(url + "/api/2.0/mlflow/" + path, method="POST",
+                                             data=json.dumps(body).encode(), headers=token)
+            try:
+                return urllib.request.urlopen(request).status
+            except urllib.error.HTTPError as exc:
+                return f"{exc.code} {json.load(exc)['message']}"
+        run_id = os.environ["JUPYTER_COMPUTE_RUN_ID"]
+        bearer = {"Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]}
+        print("over http:", post("runs/log-metric", {"run_id": run_id, "key": "via_http",
+                                                     "value": 2, "step": 4}, bearer))
+        print("over http:", post("runs/delete", {"run_id": run_id}, bearer))
         # Without the run's token (another user on the host): refused, nothing recorded.
-        import os, urllib.request, urllib.error
-        request = urllib.request.Request(
-            os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric",
-            data=b'{"run_id": "%s", "key": "forged", "value": 1}'
-            % os.environ["JUPYTER_COMPUTE_RUN_ID"].encode(), method="POST")
-        try:
-            urllib.request.urlopen(request)
-        except urllib.error.HTTPError as exc:
-            print("without token:", exc.code)
+        print("without token:", post("runs/log-metric", {"run_id": run_id, "key": "forged",
+                                                         "value": 1}, {}))
     """)
     out = project.cli("submit", "train.py", "--wait", timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "uri jupyter-compute JupyterComputeStore" in out.stdout
     line = next(line for line in out.stdout.splitlines() if line.startswith("error:"))
-    assert "jupyter_compute does not serve POST /api/2.0/mlflow/runs/delete" in line
+    assert ("ENDPOINT_NOT_FOUND jupyter_compute does not serve POST /api/2.0/mlflow/runs/delete"
+            in line)
     assert float(line.rsplit("after ", 1)[1].rstrip("s")) < 5  # no retries, no hang
+    # said once in the run's log, by the script's store and by the agent's endpoint
+    assert "[jupyter_compute] mlflow: jupyter_compute does not serve POST" in out.stdout
     assert "[agent] mlflow: jupyter_compute does not serve POST" in out.stdout
+    assert "over http: 200" in out.stdout
+    assert "over http: 404 jupyter_compute does not serve POST /api/2.0/mlflow/runs/delete" \
+        in out.stdout
     assert "without token: 401" in out.stdout
     run_id = out.stderr.split()[1]
-    assert "forged" not in json.loads(project.cli("metrics", run_id, "--json").stdout)
+    metrics = json.loads(project.cli("metrics", run_id, "--json").stdout)
+    assert "forged" not in metrics
+    assert [(m["step"], m["value"]) for m in metrics["via_http"]] == [(4, 2.0)]
 
 
 SKLEARN_SCRIPT = """

@@ -3,8 +3,9 @@
 ``agent.py``, ``envbuild.py``, ``protocol.py``, ``tracking.py``,
 ``notebook_runner.py``, ``hostsession.py`` (the ssh target's helper on the host) and
 ``mlflow_endpoint.py`` (MLflow's REST API on loopback, per run) use the standard library
-only (the notebook runner needs papermill where it runs), so a host needs nothing but
-Python 3 for ``from jupyter_compute.tracking import get_run`` to work in a script. Each
+only (the notebook runner needs papermill where it runs; ``mlflow_store.py``, MLflow's
+in-process store for a script, is imported by ``mlflow`` only), so a host needs nothing
+but Python 3 for ``from jupyter_compute.tracking import get_run`` to work in a script. Each
 version is written once per place, keyed by ``runtime_digest()``; ``__init__.py`` is
 written last, so its presence says the folder is complete.
 """
@@ -17,7 +18,8 @@ from jupyter_compute import protocol
 
 #: Files that make the run-side runtime; they travel to every target.
 RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "envbuild.py",
-                   "notebook_runner.py", "hostsession.py", "mlflow_endpoint.py")
+                   "notebook_runner.py", "hostsession.py", "mlflow_endpoint.py",
+                   "mlflow_store.py")
 _INIT = b'"""jupyter_compute run-side runtime: tracking and agent."""\n'
 _digest: list[str] = []
 
