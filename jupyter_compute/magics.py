@@ -112,9 +112,9 @@ class ComputeMagics(Magics):
         nodes = node_counts(target)
         display(TargetsTable({args.name: target.describe()}, nodes={args.name: nodes}))
         if nodes is not None:  # a cluster: its node count, live
-            from jupyter_compute.widgets.cluster import cluster_display
+            from jupyter_compute.widgets.cluster import show_cluster
 
-            return cluster_display(target)
+            show_cluster(target)
         return None
 
     # -- %sweep --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections import deque
 
 import ipywidgets as widgets
 
+import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.summary import Summary
 from jupyter_compute.units import format_size
@@ -129,10 +130,9 @@ class RunWidget(widgets.VBox):
             self._done = True
             self.cancel_button.disabled = True
             self.cancel_button.description = batch.status.value
-            if self.display_handle is not None:
-                # Re-send the display with the final static summary, so a saved notebook
-                # shows the outcome where widgets do not render.
-                self.display_handle.update(self)
+            # The view has ended: its output becomes the static summary, so a saved
+            # notebook shows the outcome wherever it is opened.
+            live.end(self)
 
     def _apply_metrics(self, records: list[dict[str, Any]]) -> None:
         changed: set[str] = set()
