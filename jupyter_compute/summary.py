@@ -186,7 +186,9 @@ class SweepSummary(StaticSummary):
         cells = []
         for t in self.rows()[:self.MAX_ROWS]:
             color = STATUS_COLORS.get(t["status"], "#6b7280")
-            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
+            # Translucent: readable under the light and the dark theme's text colour.
+            style = (' style="font-weight:bold;background:rgba(22,163,74,0.18)"'
+                     if t["index"] == best else "")
             cells.append(
                 f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
                 f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
@@ -215,8 +217,9 @@ class SweepSummary(StaticSummary):
             if t.get("metric") is not None and t["index"] not in curves:
                 curves[t["index"]] = ([t.get("intervals") or 1], [t["metric"]])
         series = {f"trial {index}": curves[index] for index in sorted(curves)}
+        best = (self.state.get("best") or {}).get("index")
         return svgchart.line_chart(series, title=f"{metric} per trial", x_label="interval",
-                                   width=420, height=240)
+                                   width=420, height=240, bold=[f"trial {best}"])
 
 
 @dataclass
@@ -229,7 +232,11 @@ class ClusterSummary(StaticSummary):
     points: list[tuple[float, int, int]] = field(default_factory=list)
 
     def text(self) -> str:
-        return counts_text(self.name, self.nodes)
+        text = counts_text(self.name, self.nodes)
+        if self.points:  # a saved notebook says when the counts were true
+            text += " · as of " + datetime.fromtimestamp(self.points[-1][0]).strftime(
+                "%Y-%m-%d %H:%M:%S")
+        return text
 
     def html(self) -> str:
         text = f"<div><code>{_escape(self.text())}</code></div>"
@@ -246,7 +253,8 @@ class ClusterSummary(StaticSummary):
         return svgchart.line_chart(
             {"current": (xs, [c for _, c, _ in self.points]),
              "pending": (xs, [p for _, _, p in self.points])},
-            title=f"{self.name} nodes", x_label="seconds", guides=guides, steps=True)
+            title=f"{self.name} nodes", x_label="seconds", guides=guides, steps=True,
+            bold=["current"], dashed=["pending"])
 
 
 def counts_text(name: str, nodes: dict[str, Any] | None) -> str:

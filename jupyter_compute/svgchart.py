@@ -76,11 +76,14 @@ def format_tick(value: float) -> str:
 
 def line_chart(series: Mapping[str, Series], title: str = "", x_label: str = "step",
                width: int = 340, height: int = 200, guides: dict[str, float] | None = None,
-               steps: bool = False) -> str:
+               steps: bool = False, bold: Sequence[str] = (),
+               dashed: Sequence[str] = ()) -> str:
     """An SVG line chart of ``{name: (xs, ys)}``: one colour per series, markers on
     every point when there are few (so a single point shows), a legend when there are
     several series, and dashed horizontal ``guides`` (``{"max": 4}``). ``steps`` draws
-    step lines (counts that hold until they change). Empty input gives ``""``."""
+    step lines (counts that hold until they change); ``bold`` series are drawn thicker
+    and on top (the best trial), ``dashed`` ones dashed (so a line they hide shows
+    through). Empty input gives ``""``."""
     series = {name: _thin(xs, ys) for name, (xs, ys) in series.items() if len(xs) and len(ys)}
     if not series:
         return ""
@@ -144,8 +147,11 @@ def line_chart(series: Mapping[str, Series], title: str = "", x_label: str = "st
                    f'stroke-dasharray="3,3"/><text x="{left + plot_w - 2}" '
                    f'y="{sy(level) - 3:.1f}" text-anchor="end" fill="currentColor" '
                    f'fill-opacity="0.75">{escape(name)} {format_tick(level)}</text>')
-    for i, (name, (xs, ys)) in enumerate(series.items()):
+    order = sorted(enumerate(series.items()), key=lambda item: item[1][0] in bold)
+    for i, (name, (xs, ys)) in order:
         color = PALETTE[i % len(PALETTE)]
+        width_ = 3.0 if name in bold else 1.8
+        dash = ' stroke-dasharray="5,3"' if name in dashed else ""
         points = [(sx(float(x)), sy(float(y))) for x, y in zip(xs, ys) if _finite(y)]
         if steps:
             stepped: list[tuple[float, float]] = []
@@ -155,7 +161,7 @@ def line_chart(series: Mapping[str, Series], title: str = "", x_label: str = "st
                 stepped.append((px, py))
             points = stepped
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" '
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="{width_}"{dash} '
                    f'points="{path}"><title>{escape(name)}</title></polyline>')
         if len(xs) <= 30:
             out.extend(f'<circle cx="{sx(float(x)):.1f}" cy="{sy(float(y)):.1f}" r="2.5" '

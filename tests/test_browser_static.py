@@ -133,7 +133,7 @@ def kernel_menu(page, item: str, button: str | None = None) -> None:
     page.get_by_role("menuitem", name="Kernel", exact=True).click()
     page.get_by_text(item, exact=True).click()
     if button:
-        page.locator(".jp-Dialog").get_by_role("button", name=button).click()
+        page.locator(".jp-Dialog").get_by_role("button", name=button, exact=True).click()
 
 
 def assert_every_result_shows(page) -> None:
@@ -194,6 +194,26 @@ def test_saved_notebook_shows_results_after_the_kernel_goes(lab: JupyterLab) -> 
             again.get_by_role("menuitem", name="Settings", exact=True).click()
             again.get_by_text("Theme", exact=True).click()
             again.get_by_text("JupyterLab Light", exact=True).click()
+
+            # Run again in this page's new kernel, then restart it without a reload:
+            # JupyterLab drops the old kernel's messages, the extension makes the live
+            # cluster view static (the runs' views already are: they ended).
+            again.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for()
+            again.get_by_role("menuitem", name="Run", exact=True).click()
+            again.get_by_text("Run All Cells", exact=True).click()
+            wait_for(lambda: again.locator(".jp-OutputArea-output", has_text="sweep ")
+                     .count() == 2, 180, "the sweep to end again")  # table + last line
+            again.locator(".jupyter-widgets", has_text="cpu-cluster · nodes").first \
+                .wait_for(timeout=60_000)
+            kernel_menu(again, "Restart Kernel…", "Confirm Kernel Restart")
+            wait_for(lambda: again.locator(".jp-OutputArea-output .jupyter-compute-cluster")
+                     .count() == 1, 30, "the cluster output to become static on restart")
+            time.sleep(2)
+            assert_every_result_shows(again)
+            assert again.locator(".jupyter-widgets-disconnected").count() == 0
+            save(again)
+            assert widget_outputs(saved(lab.root)) == [], "a widget view is left after restart"
+            again.screenshot(path=str(ARTIFACTS / "restarted-light.png"), full_page=True)
         except Exception:
             again.screenshot(path=str(ARTIFACTS / "reopened-failure.png"), full_page=True)
             raise

@@ -75,7 +75,8 @@ def test_cluster_summary_charts_nodes_over_time() -> None:
     nodes = {"current": 1, "pending": 0, "idle": 0, "min": 0, "max": 2}
     points = [(100.0, 0, 1), (105.0, 1, 0), (130.0, 1, 0)]
     s = ClusterSummary("cpu-cluster", nodes, points)
-    assert s.text() == "cpu-cluster · nodes 1 (pending 0, idle 0) · min 0 · max 2"
+    assert s.text().startswith("cpu-cluster · nodes 1 (pending 0, idle 0) · min 0 · max 2 · "
+                               "as of ")  # when the last count was taken
     assert "<svg" in s.html() and ">max 2</text>" in s.html() and ">seconds</text>" in s.html()
     assert "<svg" not in ClusterSummary("c", nodes, points[:1]).html()  # counts only
 

@@ -200,7 +200,7 @@ class ClusterWidget(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle.update(cluster_bundle(self.target.name, self.last))
+        bundle.update(self.summary().bundle())  # what shows once the kernel is gone
         return bundle
 
 
@@ -242,6 +242,8 @@ def show_cluster(target: Target) -> ClusterWidget | None:
     if not isinstance(shown, ClusterWidget):
         display(shown)
         return None
+    if shown.last is None:
+        shown.refresh()  # the counts (cached a second) in the output's static part too
     live.show(shown, lambda quick: shown.summary())
     return shown
 

@@ -14,6 +14,7 @@ import { Widget } from '@lumino/widgets';
 import { IRun } from './api';
 import { LogView, NotebookView } from './logview';
 import { ComputePanel } from './panel';
+import { staticOutputsPlugin } from './staticoutputs';
 
 const computeIcon = new LabIcon({
   name: 'jupyter-compute:compute',
@@ -98,4 +99,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, staticOutputsPlugin];
