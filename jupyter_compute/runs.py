@@ -264,8 +264,14 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.record.status} on {self.record.target}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook a run shows its kind's live view (a static summary elsewhere)."""
+    def _ipython_display_(self) -> None:
+        """In a notebook a run shows its kind's live view, displayed so that its output
+        becomes the static summary once the run ends or the kernel goes (``runkinds``)."""
         from jupyter_compute import runkinds
 
-        return runkinds.view(self)._repr_mimebundle_()  # type: ignore[no-any-return]
+        runkinds.display(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """What a run looks like to a renderer that is not IPython's display: its static
+        summary (a live widget outside a registered display would outlive its model)."""
+        return self.summary()._repr_mimebundle_()

@@ -33,7 +33,8 @@ Series = tuple["Sequence[Any]", "Sequence[Any]"]  # xs, ys: numbers
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
-    """About ``count`` round tick values (steps of 1, 2 or 5 × 10^k) covering lo..hi.
+    """About ``count`` round tick values (steps of 1, 2 or 5 × 10^k) from the round
+    value at or below ``lo`` to the one at or above ``hi``.
 
     >>> nice_ticks(0, 1)
     [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -47,10 +48,10 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     if integer:
         step = max(1.0, math.ceil(step))
-    first = math.ceil(lo / step - 1e-9) * step
+    first = math.floor(lo / step + 1e-9) * step  # the axis starts at a round value
     ticks = []
     value = first
-    while value <= hi + step * 1e-9:
+    while not ticks or ticks[-1] < hi - step * 1e-9:
         ticks.append(round(value, 10))  # 0.6, not 0.6000000000000001
         value = first + len(ticks) * step
     return ticks
