@@ -49,7 +49,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     if integer:
         step = max(1.0, math.ceil(step))
     first = math.floor(lo / step + 1e-9) * step  # the axis starts at a round value
-    ticks = []
+    ticks: list[float] = []
     value = first
     while not ticks or ticks[-1] < hi - step * 1e-9:
         ticks.append(round(value, 10))  # 0.6, not 0.6000000000000001
