@@ -236,17 +236,20 @@ class Run:
             lines.append(f"{'error:':<12} {d['error']}")
         return "\n".join(lines)
 
-    def summary(self, tail_lines: int = 15, fetch_outputs: bool = True) -> StaticSummary:
+    def summary(self, tail_lines: int = 15, fetch_outputs: bool = True,
+                log_tail: list[str] | None = None) -> StaticSummary:
         """The run's current state as static text/HTML: status, log tail, last metrics,
         each scalar metric's series (drawn as a chart) and the output files.
 
         ``fetch_outputs=False`` lists only the outputs already on this machine (no
         network: a kernel that is shutting down cannot wait on a remote host).
+        ``log_tail``: the last lines, when the caller has them already (a widget that
+        followed the log), so a long log is not read again.
         """
         from jupyter_compute.summary import Summary
 
         status = self.status().value
-        tail = self.log().splitlines()[-tail_lines:]
+        tail = (log_tail if log_tail is not None else self.log().splitlines())[-tail_lines:]
         scalars = {name: recs for name, recs in self.metrics().items()
                    if recs[-1]["kind"] == "scalar"}
         last = {name: (recs[-1]["value"], recs[-1]["step"]) for name, recs in scalars.items()}

@@ -287,7 +287,8 @@ class Sweep(Run):
         """What ``jupyter-compute show`` prints for a sweep: its trials, best first."""
         return self.summary().text()
 
-    def summary(self, tail_lines: int = 0, fetch_outputs: bool = True) -> SweepSummary:
+    def summary(self, tail_lines: int = 0, fetch_outputs: bool = True,
+                log_tail: list[str] | None = None) -> SweepSummary:
         """The sweep's current state, as static text and HTML (a table of trials)."""
         from jupyter_compute.summary import SweepSummary
 

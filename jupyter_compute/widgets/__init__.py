@@ -59,7 +59,9 @@ def show(run: Run, tail_lines: int = 500) -> Any:
         # and SQLite connections are not shared between threads.
         from jupyter_compute.runs import Run as RunHandle
 
-        return RunHandle.get(run_id, root).summary(fetch_outputs=not quick)
+        followed = getattr(shown, "log_text", None)  # the lines the widget already read
+        tail = followed.splitlines() if isinstance(followed, str) else None
+        return RunHandle.get(run_id, root).summary(fetch_outputs=not quick, log_tail=tail)
 
     shown.display_handle = live.show(
         shown, static, until_end=not RunStatus(run.record.status).is_terminal())
