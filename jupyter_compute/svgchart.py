@@ -57,6 +57,26 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
     return ticks
 
 
+def fit_ticks(lo: float, hi: float, ticks: list[float]) -> tuple[float, float, list[float]]:
+    """The axis from ``lo`` to ``hi``, stretched to an outer tick when it is close
+    (under a third of a step away), and the ticks on it: a step axis ending at 11
+    stops there rather than at 15.
+
+    >>> fit_ticks(0, 11, [0, 5, 10, 15])
+    (0, 11, [0, 5, 10])
+    """
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    if ticks[0] < lo and lo - ticks[0] < step / 3:
+        lo = ticks[0]
+    if ticks[-1] > hi and ticks[-1] - hi < step / 3:
+        hi = ticks[-1]
+    inside = [t for t in ticks if lo - 1e-9 <= t <= hi + 1e-9]
+    if not inside:  # a range narrower than a step: keep the nearest tick on the axis
+        inside = ticks[:1]
+        lo, hi = min(lo, inside[0]), max(hi, inside[0])
+    return lo, hi, inside
+
+
 def value_range(values: Sequence[float], integer: bool = False) -> tuple[float, float]:
     """The axis range for ``values``: their span, padded; around a lone value, ±10 %
     of it (±1 for zero or integers) rather than a made-up unit interval."""
@@ -99,10 +119,8 @@ def line_chart(series: Mapping[str, Series], title: str = "", x_label: str = "st
     y_lo, y_hi = value_range(all_y, integer=int_y)
     if int_y:
         y_lo = min(y_lo, 0.0) if min(all_y) >= 0 else y_lo
-    x_ticks = nice_ticks(x_lo, x_hi, 5, integer=int_x)
-    y_ticks = nice_ticks(y_lo, y_hi, 4, integer=int_y)
-    x_lo, x_hi = min(x_lo, x_ticks[0]), max(x_hi, x_ticks[-1])
-    y_lo, y_hi = min(y_lo, y_ticks[0]), max(y_hi, y_ticks[-1])
+    x_lo, x_hi, x_ticks = fit_ticks(x_lo, x_hi, nice_ticks(x_lo, x_hi, 5, integer=int_x))
+    y_lo, y_hi, y_ticks = fit_ticks(y_lo, y_hi, nice_ticks(y_lo, y_hi, 4, integer=int_y))
 
     names = list(series)
     legend = names[:MAX_LEGEND] if len(names) > 1 else []
