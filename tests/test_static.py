@@ -107,7 +107,7 @@ def test_an_ended_run_becomes_static(project: Project, kernel: Kernel) -> None:
     display_id = seen[-1]["content"]["transient"]["display_id"]
     # The update comes from the follower's thread (whatever cell it names as parent),
     # once the run has ended.
-    seen = iopub_until(kernel, "update_display_data", timeout=60, when=lambda m: m[
+    seen = iopub_until(kernel, "update_display_data", timeout=120, when=lambda m: m[
         "content"]["transient"]["display_id"] == display_id)
     final = seen[-1]["content"]["data"]
     assert set(final) == {"text/plain", "text/html"}
@@ -133,8 +133,11 @@ def test_kernel_shutdown_makes_live_outputs_static(project: Project) -> None:
         deadline = time.monotonic() + 30
         while "started" not in k.value("r.log()") and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert k.value("len(__import__('jupyter_compute.widgets.live').widgets.live"
-                       ".live_views())") == "2"
+        deadline = time.monotonic() + 60  # the --wait view's last update may come late
+        while k.value("len(__import__('jupyter_compute.widgets.live').widgets.live"
+                      ".live_views())") != "2":
+            assert time.monotonic() < deadline, "the ended run's view is still live"
+            time.sleep(0.5)
         quiet = time.monotonic() + 1  # forget what was sent so far (the live view
         while time.monotonic() < quiet:  # sends all the time: never wait for silence)
             try:

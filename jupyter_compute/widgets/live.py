@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ SHUTDOWN_BUDGET = 3.0
 STOP_WAIT = 0.5  # how long it waits for a view's thread to finish its current round
 
 _lock = threading.Lock()
+_ended_unshown: weakref.WeakSet[Any] = weakref.WeakSet()  # ended before show() saw them
 _publish_lock = threading.Lock()
 _live: dict[int, _Entry] = {}  # id(view) → its display
 _hooked: set[int] = set()      # id() of kernels whose do_shutdown is wrapped
@@ -77,8 +79,11 @@ def show(view: Any, static: Callable[[bool], Any], until_end: bool = True) -> An
     handle.display(view)
     with _lock:
         entry.displayed = True
-        ended = entry.ended
-    if ended:
+        ended = entry.ended or view in _ended_unshown  # its follower was quicker
+        _ended_unshown.discard(view)
+        if ended and until_end:
+            _live.pop(id(view), None)
+    if ended and until_end:
         _publish(entry, _static_of(entry, quick=False))
     return handle
 
@@ -88,7 +93,10 @@ def end(view: Any) -> bool:
     shown live here (and is now static); False for a view shown some other way."""
     with _lock:
         entry = _live.get(id(view))
-        if entry is None or not entry.until_end:
+        if entry is None:  # not shown (yet): a view starts following when it is made
+            _ended_unshown.add(view)
+            return False
+        if not entry.until_end:
             return False
         del _live[id(view)]
         if not entry.displayed:
