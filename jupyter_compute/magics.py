@@ -31,7 +31,7 @@ from jupyter_compute import api
 from jupyter_compute.cli import duration_argument
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.runs import Run
-from jupyter_compute.widgets import show
+from jupyter_compute.widgets import live, show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ def _wait(run: Run, widget: Any, cancel_on_interrupt: bool) -> None:
         if widget is not None:
             run.wait()
             widget.follower.join(timeout=5)  # its final update belongs to this cell
+            live.end(widget)  # static in this cell, even if the widget lags behind
         else:  # no widgets (a terminal): stream the log here
             for text in run.follow():
                 print(text, end="")

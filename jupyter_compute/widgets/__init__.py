@@ -59,7 +59,8 @@ def show(run: Run, tail_lines: int = 500) -> Any:
         # and SQLite connections are not shared between threads.
         from jupyter_compute.runs import Run as RunHandle
 
-        followed = getattr(shown, "log_text", None)  # the lines the widget already read
+        # The lines the widget read, once it has read them all (else the log's own).
+        followed = getattr(shown, "log_text", None) if getattr(shown, "_done", False) else None
         tail = followed.splitlines() if isinstance(followed, str) else None
         return RunHandle.get(run_id, root).summary(fetch_outputs=not quick, log_tail=tail)
 
