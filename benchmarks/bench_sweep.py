@@ -337,7 +337,10 @@ def widget_costs() -> None:
     except ImportError:
         return
     from jupyter_compute.summary import SweepSummary
+    from jupyter_compute.widgets.charts import plotly_ready
 
+    while not plotly_ready():  # the widget draws once plotly is loaded (its own thread)
+        time.sleep(0.05)
     print("\n   SweepWidget update (table, curves, best so far, parallel coordinates) and "
           "the static summary")
     print(f"{'trials':<10} {'first update':>13} {'next update':>12} {'summary':>9}")
@@ -393,10 +396,13 @@ def _bare_widget(cls: type, fake: object) -> object:
     widget.sweep, widget.interval, widget.display_handle = fake, 0.25, None
     widget.state = {}
     widget._curves, widget._parcoords_at, widget._parcoords_key = {}, 0.0, None
-    widget._figures, widget._done, widget.updates = {}, False, 0
+    widget._figures, widget._done, widget.updates, widget._drawn = {}, False, 0, {}
+    widget._charts_due = False
     widget.header, widget.warning_box = widgets.HTML(), widgets.HTML()
     widget.cancel_button, widget.table = widgets.Button(), TrialTable()
-    widget.charts, widget.detail = widgets.GridBox(), widgets.VBox()
+    from jupyter_compute.widgets.charts import ChartGrid
+
+    widget.charts, widget.detail = ChartGrid(time_axis=False), widgets.VBox()
     widgets.VBox.__init__(widget, [widget.header, widget.table, widget.charts])
     return widget
 

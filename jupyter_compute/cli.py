@@ -109,7 +109,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
     run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
                      arguments=args.args or None, source_dir=args.source_dir,
-                     workspace=args.workspace, python=args.python,
+                     workspace=args.workspace, environment=environment_from(args),
                      max_run_duration_seconds=args.max_duration,
                      parameters=params or None, kernel=args.kernel)
     for warning in run.warnings:
@@ -243,6 +243,84 @@ def _nodes(nodes: dict[str, int] | None) -> str:
     return f": nodes {nodes.get('current')} (min {nodes.get('min')}, max {nodes.get('max')})"
 
 
+def environment_from(args: argparse.Namespace) -> Any:
+    """The Environment the ``--env``/``--requirements``/… flags describe, or None."""
+    from jupyter_compute.environments import from_flags
+
+    return from_flags(args.env, requirements=args.requirements, pyproject=args.pyproject,
+                      conda_file=args.conda_file, image=args.image, python=args.python)
+
+
+def add_environment_flags(p: Any) -> None:
+    """``--env``, ``--requirements``, ``--pyproject``, ``--conda-file``, ``--image``,
+    ``--python``: the run's environment (see environments.py); the same in the magics."""
+    p.add_argument("--env", metavar="NAME|FILE",
+                   help="'kernel' (this interpreter's packages) or an environment file")
+    p.add_argument("--requirements", metavar="FILE", help="a requirements.txt to install")
+    p.add_argument("--pyproject", metavar="FILE[EXTRAS]",
+                   help="a pyproject.toml's dependencies, e.g. pyproject.toml[test]")
+    p.add_argument("--conda-file", metavar="FILE",
+                   help="a conda environment.yml, installed from PyPI")
+    p.add_argument("--image", metavar="IMAGE", help="docker targets: the image to run in")
+    p.add_argument("--python", metavar="PATH|X.Y",
+                   help="interpreter on the target: a path, or a version such as 3.11")
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+    from jupyter_compute.units import format_size
+
+    if args.days is not None and not args.prune:
+        raise UsageError("--days goes with --prune")
+    found = api.environments(target=args.target, prune=args.prune, days=args.days,
+                             workspace=args.workspace)
+    if args.json:
+        _out(json.dumps(found, indent=1))
+        return 0
+    if args.prune:
+        _err(f"removed {len(found)} environment{'s' if len(found) != 1 else ''}"
+             f"{': ' + ', '.join(e['key'] for e in found) if found else ''}")
+        return 0
+    import time
+
+    rows = [(e["key"], e["source"], format_size(e["bytes"]),
+             time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["last_used"])),
+             "?" if e["runs"] is None else str(e["runs"])) for e in found]
+    _table(("KEY", "SOURCE", "SIZE", "LAST USED (UTC)", "RUNS"), rows)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    comparison = api.compare(*args.runs, workspace=args.workspace)
+    if args.diff:
+        sys.stdout.write(comparison.diff(args.diff))
+    elif args.json:
+        _out(json.dumps(comparison.to_dict(), indent=1))
+    else:
+        sys.stdout.write(comparison.text(width=_columns()))
+    return 0
+
+
+def add_compare_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("compare", cmd_compare, "show runs side by side: arguments, params, metrics "
+            "(last and best), environment, git, and the files that changed")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="two runs or more (unique id suffixes), or one sweep for its trials")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--diff", metavar="PATH",
+                       help="print a unified diff of this file between the runs")
+
+
+def _columns() -> int:
+    """The width for the compare table: 100 columns, fewer in a narrower terminal."""
+    import shutil
+
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from jupyter_compute.sweep import cli_main
 
@@ -373,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", "-n", help="run name (default: the script's name)")
     p.add_argument("--config", "-c", metavar="RUN_YML", help="run configuration file")
     p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
-    p.add_argument("--python", metavar="PATH", help="interpreter on the target")
+    add_environment_flags(p)
     p.add_argument("--max-duration", type=duration_argument, metavar="DURATION",
                    help="TimedOut after this long: 90, 90s, 5m or 1h30m")
     p.add_argument("--wait", "-w", action="store_true",
@@ -396,7 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", "-w", action="store_true",
                    help="follow the sweep; exit 0 only if it Completed")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_environment_flags(p)
     p.add_argument("args", nargs="*", metavar="-- ARGS", help="fixed arguments for the script")
+
+    p = add("envs", cmd_envs, "list (or --prune) the environments built on a target")
+    p.add_argument("--target", "-t", help="target name (default: local)")
+    p.add_argument("--prune", action="store_true",
+                   help="remove environments no running run uses (with --days: only those "
+                        "unused for that long)")
+    p.add_argument("--days", type=float, metavar="N", help="with --prune: unused for N days")
+    p.add_argument("--json", action="store_true")
 
     p = add("runs", cmd_runs, "list recent runs, newest first")
     p.add_argument("--limit", type=int, default=20)
@@ -419,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--list", action="store_true", help="print the paths that would be sent")
 
+    add_compare_parser(add)
     add("demo", cmd_demo, "run the example training script on the local target")
     return parser
 

@@ -77,6 +77,21 @@ class RunStatus(str, enum.Enum):
 _TERMINAL = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.TIMED_OUT}
 #: The same, as the strings status.json holds (an Enum member does not hash as its value).
 TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL)
+#: How a sweep's policy words the reason it stopped a trial (the cancel file carries it;
+#: the run ends Canceled with it as its error).
+STOPPED_EARLY = "stopped early"
+
+
+def early_stop_reason(status: str, error: str | None) -> str | None:
+    """The policy's reason when a run was stopped early by its sweep, else None.
+
+    >>> early_stop_reason("Canceled", "stopped early by bandit: 0.3 is below 0.5")
+    'Stopped early by bandit: 0.3 is below 0.5'
+    """
+    if status != RunStatus.CANCELED.value or not error or \
+            not error.lower().startswith(STOPPED_EARLY):
+        return None
+    return error[0].upper() + error[1:].strip().splitlines()[0]
 #: How far along each status is; every terminal status shares the last rank.
 STATUS_RANK = {RunStatus.QUEUED.value: 0, RunStatus.PREPARING.value: 1,
                RunStatus.RUNNING.value: 2, **{s: 3 for s in TERMINAL_STATUSES}}

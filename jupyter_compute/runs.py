@@ -195,9 +195,10 @@ class Run:
             return []
         return sorted(p for p in folder.rglob("*") if p.is_file())
 
-    def cancel(self) -> RunStatus:
-        """Ask the run to stop; returns at once (``wait()`` to see it Canceled)."""
-        self.target.cancel(self.id)
+    def cancel(self, reason: str | None = None) -> RunStatus:
+        """Ask the run to stop; returns at once (``wait()`` to see it Canceled). ``reason``
+        goes into the run's log and error (a sweep's policy says why it stopped a trial)."""
+        self.target.cancel(self.id, reason)
         return self.status()
 
     def primary_metric(self) -> dict[str, Any] | None:
@@ -212,9 +213,19 @@ class Run:
     # -- forms -----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git."""
+        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git,
+        and the preparation (``prepare_seconds``: snapshot + environment, before the script
+        started; ``environment``: its key, whether it was reused, which installer built it)."""
         self.status()
-        return self.record.to_dict()
+        d = self.record.to_dict()
+        try:  # the agent's status.json, as mirrored into the local run folder
+            st = protocol.read_json(str(self.workspace.run_dir(self.id) / protocol.STATUS))
+        except ValueError:
+            st = None
+        st = st if isinstance(st, dict) else {}
+        d["prepare_seconds"] = st.get("prepare_seconds")
+        d["environment"] = st.get("environment")
+        return d
 
     def describe(self) -> str:
         """What ``jupyter-compute show`` prints: one ``key: value`` line per field."""
@@ -232,7 +243,18 @@ class Run:
         if g.get("commit"):
             lines.append(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
                          f"{' (dirty)' if g['dirty'] else ''}")
-        if d["error"]:
+        if d["prepare_seconds"] is not None:
+            env = d["environment"]
+            how = "" if not env else (f", environment {env['key']} reused" if env.get("reused")
+                                      else f", environment {env['key']} built with "
+                                      f"{env.get('installer')}")
+            lines.append(f"{'prepared:':<12} {d['prepare_seconds']:.2f}s (before the script "
+                         f"started; not run time{how})")
+        stopped = protocol.early_stop_reason(d["status"], d["error"])
+        if stopped:  # a sweep's policy ended it: not an error, a decision with a reason
+            lines[3] = f"{'status:':<12} {d['status']} (stopped early by its sweep)"
+            lines.append(stopped)
+        elif d["error"]:
             lines.append(f"{'error:':<12} {d['error']}")
         return "\n".join(lines)
 

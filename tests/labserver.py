@@ -96,3 +96,21 @@ def run_all_cells(page: Any, lab: JupyterLab, notebook: str, timeout: int = 60_0
     page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=timeout)
     page.get_by_role("menuitem", name="Run").click()
     page.get_by_text("Run All Cells", exact=True).click()
+
+
+def set_theme(page: Any, theme: str, timeout: int = 30_000) -> None:
+    """Switch JupyterLab to its "light" or "dark" theme through the Settings menu.
+
+    The choice is a user setting, so it outlives the page: a test that screenshots a
+    theme sets it first instead of trusting what an earlier test left behind."""
+    import time
+
+    light = "true" if theme == "light" else "false"
+    if page.locator(f'body[data-jp-theme-light="{light}"]').count():
+        return
+    page.get_by_role("menuitem", name="Settings").click()
+    page.locator(".lm-Menu-item", has_text="Theme").first.hover()
+    page.get_by_text(f"JupyterLab {theme.capitalize()}", exact=True).click()
+    page.wait_for_selector(f'body[data-jp-theme-light="{light}"]', state="attached",
+                           timeout=timeout)
+    time.sleep(1)  # the theme's stylesheet settles after the attribute flips

@@ -181,6 +181,23 @@ def test_runs_newest_first_and_the_log_tails_by_offset(call: Fetch, root: Path) 
     assert status == 400 and "only notebook runs" in err["message"]
 
 
+def test_a_listed_child_brings_its_parent_along(call: Fetch, root: Path) -> None:
+    """A sweep older than the newest runs listed still heads its trials."""
+    (root / "quick.py").write_text("print('x')\n")
+    parent = api.submit(root / "quick.py", target="local", name="parent", source_dir=root,
+                        workspace=root)
+    children = [api.submit(root / "quick.py", target="local", name=f"child{i}",
+                           source_dir=root, workspace=root, parent_id=parent.id)
+                for i in range(3)]
+    for run in (parent, *children):
+        run.wait(timeout=60)
+    rows = call("runs", params={"limit": "2"})[1]["runs"]
+    assert [r["id"] for r in rows] == [parent.id, children[2].id, children[1].id]
+    assert rows[1]["parent_id"] == parent.id
+    rows = call("runs", params={"limit": "10"})[1]["runs"]
+    assert [r["id"] for r in rows] == [c.id for c in reversed(children)] + [parent.id]
+
+
 def test_cancel_from_the_api_leaves_no_process(call: Fetch, root: Path) -> None:
     run_id = submit(root, "forever", """\
         import os, time
@@ -226,6 +243,8 @@ def test_bad_input_gets_json_errors(call: Fetch, root: Path) -> None:
 
 def test_unauthenticated_requests_are_refused(call: Fetch, root: Path) -> None:
     for path, method in [(("targets",), "GET"), (("runs",), "GET"),
+                         (("runs", "x", "detail"), "GET"),
+                         (("runs", "x", "outputs", "file"), "GET"),
                          (("targets",), "POST"), (("runs", "x", "cancel"), "POST")]:
         status, err = call(*path, method=method, headers={"Authorization": ""})
         assert status == 403, (path, err)
@@ -248,9 +267,139 @@ def test_executed_notebook_of_a_notebook_run(call: Fetch, root: Path) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "explore.ipynb")
-    run = api.submit(root / "explore.ipynb", target="local", source_dir=root, workspace=root)
+    run = api.submit(root / "explore.ipynb", target="local", source_dir=root, workspace=root,
+                     parameters={"alpha": 0.5})
     assert run.wait(timeout=120).value == "Completed", run.log()
+    assert call("runs", run.id, "detail")[1]["params"] == {"alpha": 0.5}
     status, view = call("runs", run.id, "notebook", params={"theme": "dark"})
     assert status == 200, view
     assert view["name"] == "explore.ipynb" and view["status"] == "Completed"
     assert "from the executed notebook" in view["html"]
+
+
+RUN_PAGE_SCRIPT = """\
+    import json, os
+    from jupyter_compute.tracking import get_run
+    run = get_run()
+    run.tag('model', 'logistic-regression')
+    for step in range(1, 4):
+        run.log('loss', 1 / step, step=step)
+    out = run.outputs_dir
+    os.makedirs(os.path.join(out, 'sub'), exist_ok=True)
+    with open(os.path.join(out, 'model.json'), 'w') as f:
+        json.dump({'w': [1, 2]}, f)
+    with open(os.path.join(out, 'sub', 'notes é.txt'), 'w') as f:
+        f.write('notes\\n')
+    with open(os.path.join(out, 'blob.bin'), 'wb') as f:
+        f.write(bytes(range(256)) * 4096 * 3)  # 3 MiB: more than one streamed chunk
+    # A link to a file outside outputs/ (the run's own status.json) and one inside.
+    os.symlink(os.path.abspath(os.path.join(out, '..', 'status.json')),
+               os.path.join(out, 'escape.json'))
+    os.symlink('model.json', os.path.join(out, 'alias.json'))
+    os.symlink('/etc', os.path.join(out, 'etc'))  # a folder outside
+    print('done', flush=True)
+    """
+
+
+def test_run_page_detail_lists_params_tags_git_snapshot_and_outputs(call: Fetch,
+                                                                     root: Path) -> None:
+    import subprocess
+
+    (root / "README.md").write_text("hello\n")
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first"]):
+        subprocess.run(["git", *cmd], cwd=root, check=True)
+    (root / "page.py").write_text(textwrap.dedent(RUN_PAGE_SCRIPT))
+    run = api.submit(root / "page.py", target="local", name="page", source_dir=root,
+                     workspace=root, arguments=["--lr", "0.5"])
+    assert run.wait(timeout=60).value == "Completed", run.log()
+
+    status, page = call("runs", run.id, "detail")
+    assert status == 200, page
+    assert page["status"] == "Completed" and page["arguments"] == ["--lr", "0.5"]
+    assert page["tags"] == {"model": "logistic-regression"}
+    assert page["params"] == {} and page["parent"] is None
+    assert page["git"]["branch"] == "main" and len(page["git"]["commit"]) == 40
+    assert page["git"]["dirty"] is True  # page.py is not committed
+    status, snap = call("runs", run.id, "snapshot")
+    files = {f["path"]: f["size"] for f in snap["files"]}
+    assert files == {"page.py": (root / "page.py").stat().st_size, "README.md": 6}
+    assert snap["total"] == 2 == page["snapshot"]["files"]
+    outs = {o["path"]: o["size"] for o in page["outputs"]}
+    assert outs == {"model.json": 13, "alias.json": 13, "sub/notes é.txt": 6,
+                    "blob.bin": 3 * 1024 * 1024}, "the escaping link must not be listed"
+    assert call("runs", run.id, "outputs")[1]["outputs"] == page["outputs"]
+    assert call("runs", run.id, "detail", params={"outputs": "0"})[1]["outputs"] is None
+    # The list rows carry the tags too (the sidebar filters by them).
+    row = next(r for r in call("runs")[1]["runs"] if r["id"] == run.id)
+    assert row["tags"] == {"model": "logistic-regression"}
+
+
+def test_output_download_streams_the_file_and_never_leaves_outputs(
+        jp_fetch: Callable[..., Coroutine[Any, Any, HTTPResponse]], jp_asyncio_loop: Any,
+        call: Fetch, root: Path) -> None:
+    (root / "page.py").write_text(textwrap.dedent(RUN_PAGE_SCRIPT))
+    run = api.submit(root / "page.py", target="local", name="page", source_dir=root,
+                     workspace=root)
+    assert run.wait(timeout=60).value == "Completed", run.log()
+
+    def fetch(rel: str, **kw: Any) -> HTTPResponse:
+        try:
+            return jp_asyncio_loop.run_until_complete(jp_fetch(
+                "jupyter-compute", "api", "runs", run.id, "outputs", "file",
+                params={"path": rel}, **kw))
+        except HTTPClientError as exc:
+            assert exc.response is not None
+            return exc.response
+
+    outputs = run.target.outputs_dir(run.id)
+    resp = fetch("blob.bin")
+    assert resp.code == 200 and resp.body == (outputs / "blob.bin").read_bytes()
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="blob.bin"; ' \
+        "filename*=UTF-8''blob.bin"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    resp = fetch("sub/notes é.txt")
+    assert resp.code == 200 and resp.body == b"notes\n"
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert "filename*=UTF-8''notes%20%C3%A9.txt" in resp.headers["Content-Disposition"]
+    assert fetch("alias.json").body == (outputs / "model.json").read_bytes()
+
+    secret = run.workspace.run_dir(run.id) / "status.json"
+    for rel, code in [("../status.json", 403), ("sub/../../status.json", 403),
+                      ("sub/../model.json", 403), (str(secret), 403), ("escape.json", 403),
+                      ("..", 403), ("sub\\..\\..\\status.json", 403),
+                      ("etc/hostname", 403),
+                      ("missing.txt", 404), ("sub", 404), ("", 404)]:
+        resp = fetch(rel)
+        assert resp.code == code, (rel, resp.code, resp.body[:200])
+        err = json.loads(resp.body)
+        assert set(err) == {"error", "message"} and b'"status"' not in resp.body, err
+    resp = fetch("model.json", headers={"Authorization": ""})
+    assert resp.code == 403, "an unauthenticated download was served"
+    status, err = call("runs", "no-such-run", "outputs", "file", params={"path": "x"})
+    assert status == 404
+
+
+def test_an_output_notebook_renders_read_only(call: Fetch, root: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1 + 1", outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/plain": "'rendered output cell'"}, execution_count=1)])]
+    (root / "nbout.py").write_text(textwrap.dedent(f"""\
+        import os
+        from jupyter_compute.tracking import get_run
+        with open(os.path.join(get_run().outputs_dir, 'report.ipynb'), 'w') as f:
+            f.write({nbformat.writes(nb)!r})
+        with open(os.path.join(get_run().outputs_dir, 'plain.txt'), 'w') as f:
+            f.write('not a notebook')
+        """))
+    run = api.submit(root / "nbout.py", target="local", source_dir=root, workspace=root)
+    assert run.wait(timeout=60).value == "Completed", run.log()
+    status, view = call("runs", run.id, "outputs", "notebook",
+                        params={"path": "report.ipynb", "theme": "dark"})
+    assert status == 200 and "rendered output cell" in view["html"], view
+    status, err = call("runs", run.id, "outputs", "notebook", params={"path": "plain.txt"})
+    assert status == 400 and "not a notebook" in err["message"]
+    status, err = call("runs", run.id, "outputs", "notebook", params={"path": "../spec.json"})
+    assert status == 403

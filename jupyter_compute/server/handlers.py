@@ -8,12 +8,23 @@
     DELETE targets/NAME               detach                                     → 204
     POST   targets/NAME/start|stop    start or stop a cluster target
     GET    kinds                      installed kinds and the options each takes
-    GET    runs?limit=50&status=S     newest first
+    GET    runs?limit=50&status=S     newest first; a listed run's parent (a trial's sweep)
+                                      comes along, just before its first child
     GET    runs/ID                    one run (the ``show --json`` shape + metric)
     GET    runs/ID/log?offset=N       {text, offset, next_offset, status, done}
     GET    runs/ID/metrics[?offset=N] all metrics, or the records after byte N
     POST   runs/ID/cancel             ask it to stop, wait for the end (briefly)
     GET    runs/ID/notebook           a notebook run's executed notebook, as HTML
+    GET    runs/ID/detail[?outputs=0] the run page: the run, its parent, params, tags,
+                                      outputs with sizes (not with outputs=0: listing a
+                                      remote run's outputs fetches them)
+    GET    runs/ID/snapshot           {files: [{path, size}], total}: what the run was sent
+    GET    runs/ID/outputs            {outputs: [{path, size}]}
+    GET    runs/ID/outputs/file?path=P   one output's bytes, as an attachment
+    GET    runs/ID/outputs/notebook?path=P&theme=light|dark   an output notebook as HTML
+
+An output path is relative to the run's ``outputs/``; one that is absolute, has ``..``
+or leads outside by a symbolic link is refused with 403, one not there with 404.
 
 Each handler calls ``jupyter_compute.api`` / ``Run`` exactly as the CLI does, in a
 thread pool so that SSH reads and cancel waits never block the server's loop. Errors
@@ -28,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import mimetypes
 import os
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -40,7 +53,7 @@ from tornado import httputil
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from jupyter_compute import api
+from jupyter_compute import api, runinfo
 from jupyter_compute.exceptions import (
     ComputeError,
     ConfigError,
@@ -68,8 +81,12 @@ DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 #: The largest byte offset a file can have (``off_t``); beyond it a seek overflows.
 MAX_OFFSET = 2**63 - 1
 _STATUSES = [s.value for s in RunStatus]
-#: Primary metrics of ended runs (they no longer change), by run id.
-_ENDED_METRICS: dict[str, dict[str, Any] | None] = {}
+#: Primary metric and tags of ended runs (they no longer change), by run id.
+_ENDED: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {}
+#: Bytes of an output file sent per write: the file is streamed, never read whole.
+OUTPUT_CHUNK = 1024 * 1024
+#: The most snapshot files the run page lists (a manifest may hold many thousands).
+MAX_SNAPSHOT_FILES = 2000
 
 
 class JupyterCompute(Configurable):
@@ -97,6 +114,8 @@ class NotFound(ComputeError):
 
 def error_status(exc: BaseException) -> int:
     """The HTTP status for an error raised by the API."""
+    if isinstance(exc, runinfo.OutputPathError):
+        return 403 if exc.escapes else 404
     if isinstance(exc, (RunNotFoundError, NotFound)):
         return 404
     if isinstance(exc, ConflictError):
@@ -266,32 +285,32 @@ def kinds() -> list[dict[str, Any]]:
     return found
 
 
-def primary_metric(run: Run) -> dict[str, Any] | None:
-    """The metric the row shows: a sweep's best primary value, else the first scalar."""
-    if run.id in _ENDED_METRICS:
-        return _ENDED_METRICS[run.id]
-    metric: dict[str, Any] | None = None
+def metric_and_tags(run: Run) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """What a row shows besides the record: the primary metric (a sweep's best value,
+    else the first scalar) and the run's tags; kept once the run has ended."""
+    if run.id in _ENDED:
+        return _ENDED[run.id]
     try:
-        metric = run.primary_metric()  # a sweep's: its best trial's primary metric
+        found = (run.primary_metric(), run.tags())
     except ComputeError:
-        return None
+        return None, {}
     if RunStatus(run.record.status).is_terminal():
-        if len(_ENDED_METRICS) > 2000:
-            _ENDED_METRICS.clear()
-        _ENDED_METRICS[run.id] = metric
-    return metric
+        if len(_ENDED) > 2000:
+            _ENDED.clear()
+        _ENDED[run.id] = found
+    return found
 
 
 def run_row(run: Run) -> dict[str, Any]:
-    """The ``show --json`` shape, plus the primary metric; a run whose target cannot
-    be reached keeps its last known status and says why."""
+    """The ``show --json`` shape, plus the primary metric and the tags; a run whose
+    target cannot be reached keeps its last known status and says why."""
     try:
         row = run.to_dict()
         row["unreachable"] = None
     except ComputeError as exc:
         row = run.record.to_dict()
         row["unreachable"] = str(exc)
-    row["metric"] = primary_metric(run)
+    row["metric"], row["tags"] = metric_and_tags(run)
     return row
 
 
@@ -305,7 +324,27 @@ def list_runs(ws: Workspace, limit: int, status: str | None) -> dict[str, Any]:
     if not ws.dir.is_dir():  # a folder without a workspace has no runs; don't make one
         return {"workspace": str(ws.root), "runs": []}
     return {"workspace": str(ws.root),
-            "runs": [run_row(run) for run in api.runs(limit=limit, status=status, workspace=ws)]}
+            "runs": [run_row(run) for run in with_parents(
+                ws, api.runs(limit=limit, status=status, workspace=ws))]}
+
+
+def with_parents(ws: Workspace, runs: list[Run]) -> list[Run]:
+    """``runs`` with the parent of each (a trial's sweep) that is not among them, placed
+    just before its first child: a sweep older than its newest 50 trials still heads them."""
+    from jupyter_compute import runkinds
+
+    listed = {run.id for run in runs}
+    found: list[Run] = []
+    for run in runs:
+        parent_id = run.record.parent_id
+        if parent_id and parent_id not in listed:
+            listed.add(parent_id)
+            try:
+                found.append(runkinds.handle(ws.store.get(parent_id), ws))
+            except RunNotFoundError:
+                pass  # deleted: the child shows on its own
+        found.append(run)
+    return found
 
 
 def read_log(ws: Workspace, run_id: str, offset: int) -> dict[str, Any]:
@@ -353,13 +392,79 @@ def notebook_html(ws: Workspace, run_id: str, theme: str) -> dict[str, Any]:
     if not found:
         raise NotFound(f"run {run.id} has not written {name} yet; it appears in outputs/ once "
                        "its first cell has run")
+    return {"run_id": run.id, "name": name, "status": run.status().value,
+            "html": render_notebook(found[0], theme)}
+
+
+def render_notebook(path: Path, theme: str) -> str:
+    """``path`` (an .ipynb) as a standalone read-only HTML page (nbconvert's lab template)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    notebook = nbformat.read(found[0], as_version=4)
-    exporter = HTMLExporter(template_name="lab", theme=theme)
-    html, _ = exporter.from_notebook_node(notebook)
-    return {"run_id": run.id, "name": name, "status": run.status().value, "html": html}
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception as exc:  # a notebook still being written, or not a notebook at all
+        raise UsageError(f"{path.name} cannot be read as a notebook ({exc}); download it "
+                         "instead") from None
+    html, _ = HTMLExporter(template_name="lab", theme=theme).from_notebook_node(notebook)
+    return str(html)
+
+
+def run_detail(ws: Workspace, run_id: str, with_outputs: bool = True) -> dict[str, Any]:
+    """What the run page shows and polls while the run goes on (metrics, the log and
+    the snapshot's files, which never change, come apart)."""
+    run = get_run(ws, run_id)
+    row = run_row(run)
+    parent = None
+    if run.record.parent_id:
+        try:
+            found = ws.store.get(run.record.parent_id)
+            parent = {"id": found.id, "name": found.name, "kind": found.kind}
+        except RunNotFoundError:
+            parent = None
+    row.update(
+        parent=parent, params=runinfo.params(run),
+        outputs=list_outputs(run) if with_outputs else None)
+    return row
+
+
+def snapshot_files(ws: Workspace, run_id: str) -> dict[str, Any]:
+    run = get_run(ws, run_id)
+    files = runinfo.snapshot_files(run)
+    return {"run_id": run.id, "total": len(files),
+            "files": [{"path": p, "size": n} for p, n in files[:MAX_SNAPSHOT_FILES]]}
+
+
+def list_outputs(run: Run) -> list[dict[str, Any]]:
+    try:
+        return [{"path": p, "size": n} for p, n in runinfo.outputs(run)]
+    except ComputeError:  # an unreachable host: the page still shows the rest
+        return []
+
+
+def outputs(ws: Workspace, run_id: str) -> dict[str, Any]:
+    run = get_run(ws, run_id)
+    return {"run_id": run.id, "outputs": [{"path": p, "size": n}
+                                          for p, n in runinfo.outputs(run)]}
+
+
+def output_file(ws: Workspace, run_id: str, rel: str) -> Path:
+    return runinfo.output_path(get_run(ws, run_id), rel)
+
+
+def output_notebook(ws: Workspace, run_id: str, rel: str, theme: str) -> dict[str, Any]:
+    path = output_file(ws, run_id, rel)
+    if path.suffix != ".ipynb":
+        raise UsageError(f"{rel} is not a notebook (.ipynb); download it to open it")
+    return {"run_id": run_id, "path": rel, "html": render_notebook(path, theme)}
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the file's name, in ASCII and (RFC 6266) UTF-8."""
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                         for c in name)
+    return (f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{urllib.parse.quote(name, safe='')}")
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -445,6 +550,59 @@ class NotebookHandler(ComputeHandler):
         self.reply(await self.blocking(notebook_html, self.compute.resolve(), run_id, theme))
 
 
+class DetailHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        with_outputs = self.get_query_argument("outputs", "1") != "0"
+        self.reply(await self.blocking(run_detail, self.compute.resolve(), run_id,
+                                       with_outputs))
+
+
+class SnapshotHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.blocking(snapshot_files, self.compute.resolve(), run_id))
+
+
+class OutputsHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.blocking(outputs, self.compute.resolve(), run_id))
+
+
+class OutputFileHandler(ComputeHandler):
+    """One output's bytes, streamed in chunks; always an attachment, never rendered at
+    the server's origin (a run's HTML output must not run as this page)."""
+
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        rel = self.get_query_argument("path", "")
+        path = await self.blocking(output_file, self.compute.resolve(), run_id, rel)
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with open(path, "rb") as f:
+            left = os.fstat(f.fileno()).st_size  # a file still growing is sent as it was
+            self.set_header("Content-Type", mime)
+            self.set_header("Content-Length", str(left))
+            self.set_header("Content-Disposition", content_disposition(path.name))
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Content-Security-Policy", "sandbox")
+            self.set_header("Cache-Control", "no-store")
+            while left > 0 and (chunk := await self.blocking(f.read, min(left, OUTPUT_CHUNK))):
+                left -= len(chunk)
+                self.write(chunk)
+                await self.flush()
+        await self.finish(set_content_type=mime)
+
+
+class OutputNotebookHandler(ComputeHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        rel = self.get_query_argument("path", "")
+        theme = "dark" if self.get_query_argument("theme", "light") == "dark" else "light"
+        self.reply(await self.blocking(output_notebook, self.compute.resolve(), run_id, rel,
+                                       theme))
+
+
 def setup_handlers(serverapp: Any) -> None:
     """Register the handlers on the server's web app (called when the extension loads)."""
     settings = serverapp.web_app.settings
@@ -463,6 +621,11 @@ def setup_handlers(serverapp: Any) -> None:
         (f"runs/{run}/metrics", MetricsHandler),
         (f"runs/{run}/cancel", CancelHandler),
         (f"runs/{run}/notebook", NotebookHandler),
+        (f"runs/{run}/detail", DetailHandler),
+        (f"runs/{run}/snapshot", SnapshotHandler),
+        (f"runs/{run}/outputs", OutputsHandler),
+        (f"runs/{run}/outputs/file", OutputFileHandler),
+        (f"runs/{run}/outputs/notebook", OutputNotebookHandler),
     ]
     serverapp.web_app.add_handlers(".*$", [(url_path_join(base, path), handler)
                                            for path, handler in routes])

@@ -10,8 +10,13 @@
 A ``Follower`` thread reads the run by offset and calls ``_apply`` at most ten
 times a second; ``_apply`` only assigns traits (ipywidgets PR #1794: never
 ``with out:`` from a thread). The log view keeps the last ``tail_lines`` lines,
-so memory stays bounded however much the run prints. The display bundle also
-carries a static HTML summary, shown where widgets do not render.
+so memory stays bounded however much the run prints; "show all" swaps in the
+whole log (up to ``FULL_LOG_LIMIT``). The log view is a small anywidget: it
+follows the newest line while the person has not scrolled up, and otherwise
+offers a "↓ new lines" chip that jumps back. Status, log and node counts come
+from one poll, and each tick sets the header before anything slower (charts,
+outputs), so the badge never trails the log. The display bundle also carries a
+static HTML summary, shown where widgets do not render.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ from __future__ import annotations
 import copy
 import html
 import threading
+import time
 from collections import deque
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 
 import jupyter_compute.widgets.live as live
-from jupyter_compute.protocol import RunStatus
+from jupyter_compute.protocol import RunStatus, early_stop_reason
 from jupyter_compute.summary import Summary
 from jupyter_compute.units import format_size
+from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import Batch, Follower
 
 TYPE_CHECKING = False
@@ -36,12 +45,105 @@ if TYPE_CHECKING:
     from jupyter_compute.runs import Run
 
 MAX_POINTS = 2000          # per chart: older points are thinned, the shape is kept
-FULL_LOG_LIMIT = 5_000_000  # bytes the "Full log" view loads at most
-# column-reverse keeps the view scrolled to the newest line, as a terminal does.
-_PRE = ('<div style="max-height:22em;overflow:auto;display:flex;flex-direction:column-reverse;'
-        'background:var(--jp-layout-color2,#f5f5f5)"><pre style="margin:0;padding:4px 6px;'
-        'font-size:12px;line-height:1.35;white-space:pre-wrap">')
-_END = "</pre></div>"
+FULL_LOG_LIMIT = 5_000_000  # bytes "show all" loads at most
+FULL_LOG_EVERY = 1.0        # seconds between reloads of the whole log while it grows
+NODES_EVERY = 10            # ticks between node counts (1 s at the default interval)
+
+_LOG_ESM = """
+function render({ model, el }) {
+  el.classList.add("jc-log");
+  const scroller = document.createElement("div");
+  scroller.className = "jc-log-scroll";
+  const pre = document.createElement("pre");
+  scroller.appendChild(pre);
+  const chip = document.createElement("button");
+  chip.className = "jc-log-new";
+  chip.textContent = "\u2193 new lines";
+  chip.hidden = true;
+  const bar = document.createElement("div");
+  bar.className = "jc-log-bar";
+  const note = document.createElement("span");
+  const toggle = document.createElement("button");
+  toggle.className = "jc-log-toggle";
+  bar.append(note, toggle);
+  el.append(scroller, chip, bar);
+  // Follow the newest line unless the person scrolled up to read: only their own
+  // scrolling (wheel, keys, touch, dragging the bar) stops following; reaching the
+  // bottom again resumes it.
+  let follow = true, userAt = 0;
+  const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 8;
+  const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+  for (const name of ["wheel", "keydown", "touchmove", "pointerdown"])
+    scroller.addEventListener(name, (e) => {
+      userAt = performance.now();
+      // Upward intent stops following at once (a smooth scroll lands later).
+      if ((name === "wheel" && e.deltaY < 0) ||
+          (name === "keydown" && ["ArrowUp", "PageUp", "Home"].includes(e.key))) follow = false;
+    }, { passive: true });
+  scroller.addEventListener("scroll", () => {
+    const bottom = atBottom();
+    if (performance.now() - userAt < 1500) follow = bottom;  // their scroll (smooth: later)
+    if (bottom) { follow = true; chip.hidden = true; }
+  });
+  chip.onclick = () => {
+    follow = true;
+    chip.hidden = true;
+    toBottom();
+  };
+  toggle.onclick = () => { model.set("show_all", !model.get("show_all")); model.save_changes(); };
+  function drawBar() {
+    const hidden = model.get("hidden"), all = model.get("show_all");
+    const shown = model.get("lines");
+    bar.hidden = !all && hidden <= 0;
+    note.textContent = all ? "showing the whole log" + (hidden > 0 ? " (its last part)" : "")
+      : "showing the last " + shown.toLocaleString() + " of " +
+        (shown + hidden).toLocaleString() + " lines";
+    toggle.textContent = all ? "show the tail only" : "show all";
+  }
+  function draw() {
+    const text = model.get("text");
+    scroller.hidden = !text;
+    pre.textContent = text;
+    if (follow) {
+      toBottom();
+      requestAnimationFrame(toBottom);  // once laid out (a first render is not yet)
+    } else chip.hidden = false;
+    drawBar();
+  }
+  model.on("change:text", draw);
+  model.on("change:hidden", drawBar);
+  model.on("change:show_all", drawBar);
+  draw();
+}
+export default { render };
+"""
+
+_LOG_CSS = """
+.jc-log { position: relative; width: 100%; }
+.jc-log-scroll { max-height: 22em; overflow: auto; background: var(--jp-layout-color2, #f5f5f5);
+  border-radius: 3px; }
+.jc-log-scroll pre { margin: 0; padding: 4px 6px; font-size: 12px; line-height: 1.35;
+  white-space: pre-wrap; word-break: break-word; color: var(--jp-content-font-color1, #111);
+  font-family: var(--jp-code-font-family, monospace); }
+.jc-log-new { position: absolute; right: 18px; bottom: 30px; border-radius: 12px;
+  border: 1px solid var(--jp-brand-color1, #2563eb); background: var(--jp-brand-color1, #2563eb);
+  color: white; padding: 2px 10px; font-size: 12px; cursor: pointer; opacity: 0.92; }
+.jc-log-bar { font-size: 11px; color: var(--jp-ui-font-color2, #666); padding: 2px 4px; }
+.jc-log-toggle { margin-left: 8px; border: none; background: none; padding: 0; cursor: pointer;
+  color: var(--jp-brand-color1, #2563eb); text-decoration: underline; font-size: 11px; }
+"""
+
+
+class LogView(anywidget.AnyWidget):
+    """The log: ``text`` (the tail, or the whole log with ``show_all``), how many earlier
+    lines are not in it (``hidden``), and the browser-side follow / "new lines" chip."""
+
+    _esm = _LOG_ESM
+    _css = _LOG_CSS
+    text = traitlets.Unicode("").tag(sync=True)
+    lines = traitlets.Int(0).tag(sync=True)
+    hidden = traitlets.Int(0).tag(sync=True)
+    show_all = traitlets.Bool(False).tag(sync=True)
 
 
 class RunWidget(widgets.VBox):
@@ -56,38 +158,37 @@ class RunWidget(widgets.VBox):
         self._lines = 0
         self._status = run.record.status
         self._series: dict[str, tuple[list[Any], list[Any]]] = {}
-        self._figures: dict[str, Any] = {}
+        self._times: dict[str, list[float]] = {}   # wall-clock time of each point
+        self._unplotted: set[str] = set()  # metrics with points not drawn yet
+        self._figures: dict[str, Chart] = {}
         self._rows: dict[str, deque[dict[str, Any]]] = {}
         self._image_views: dict[str, widgets.Image] = {}
         self._ticks = 0
         self._done = False
         self._progress: dict[str, Any] | None = None  # a notebook run's current cell
 
+        self._full_at = 0.0
+
         self.header = widgets.HTML()
+        self.header.add_class("jc-run-head")
         self.nodes = widgets.HTML(layout=widgets.Layout(display="none"))
         self.cancel_button = widgets.Button(description="Cancel", icon="stop",
-                                            button_style="danger",
+                                            tooltip="cancel the run",
                                             layout=widgets.Layout(width="auto"))
-        self.full_log_button = widgets.Button(description="Full log", icon="file-text",
-                                              layout=widgets.Layout(width="auto"))
-        self.log_view = widgets.HTML(_PRE + _END)
-        self.full_log_view = widgets.Textarea(disabled=True, layout=widgets.Layout(
-            display="none", width="100%", height="24em"))
-        self.charts = widgets.GridBox(layout=widgets.Layout(
-            grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))", width="100%"))
+        self.log_view = LogView()
+        self.log_view.observe(self._on_show_all, "show_all")
+        self.charts = ChartGrid()
         self.table = widgets.HTML()
         self.images = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.outputs = widgets.HTML()
         self.cancel_button.on_click(self._on_cancel)
-        self.full_log_button.on_click(self._on_full_log)
-        bar = widgets.HBox([self.header, self.cancel_button, self.full_log_button],
-                           layout=widgets.Layout(align_items="center", gap="8px"))
-        super().__init__([bar, self.nodes, self.log_view, self.full_log_view, self.charts,
-                          self.table, self.images, self.outputs], **kwargs)
+        bar = widgets.HBox([self.header, self.cancel_button])
+        bar.add_class("jc-run-bar")
+        super().__init__([bar, self.nodes, self.log_view, self.charts, self.table,
+                          self.images, self.outputs], **kwargs)
         self._render_header()
         if RunStatus(run.record.status).is_terminal():
-            self.cancel_button.disabled = True  # nothing to cancel: don't offer it
-            self.cancel_button.description = run.record.status
+            self.cancel_button.layout.display = "none"  # nothing to cancel: don't offer it
 
         # The follower gets its own handle (and store connection): SQLite connections
         # are not shared between threads.
@@ -119,17 +220,26 @@ class RunWidget(widgets.VBox):
         if batch.lines or batch.skipped:
             self._tail.extend(batch.lines)
             self._lines += len(batch.lines) + batch.skipped
-            self.log_view.value = _PRE + html.escape("".join(self._tail)) + _END
-        if batch.metrics:
-            self._apply_metrics(batch.metrics)
-        if self._ticks % 20 == 1 or batch.done:  # node counts and outputs: every 2 s
-            self._render_nodes()
-            self._render_outputs()
+        for rec in batch.metrics:  # a notebook run's current cell belongs in the header
+            if rec.get("kind") == "progress" and isinstance(rec.get("value"), dict):
+                self._progress = rec["value"]
+        # Status and log of one poll go out together, before anything slower.
         self._render_header()
+        if batch.lines or batch.skipped or batch.done:
+            self._render_log(batch.done)
         if batch.done:
             self._done = True
-            self.cancel_button.disabled = True
-            self.cancel_button.description = batch.status.value
+            self.cancel_button.layout.display = "none"  # the badge says how it ended
+            self.nodes.layout.display = "none"  # the cluster's nodes outlive the run
+        elif self._ticks % NODES_EVERY == 1:
+            self._render_nodes()
+        if batch.metrics:
+            self._apply_metrics(batch.metrics)
+        elif self._unplotted:
+            self._plot_pending()
+        if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
+            self._render_outputs()
+        if batch.done:
             # The view has ended: its output becomes the static summary, so a saved
             # notebook shows the outcome wherever it is opened.
             live.end(self)
@@ -140,14 +250,18 @@ class RunWidget(widgets.VBox):
             name, kind, value = rec["name"], rec.get("kind", "scalar"), rec["value"]
             if kind == "scalar" and isinstance(value, (int, float)):
                 xs, ys = self._series.setdefault(name, ([], []))
+                times = self._times.setdefault(name, [])
                 xs.append(rec["step"] if rec.get("step") is not None else len(xs))
                 ys.append(value)
+                times.append(float(rec.get("time") or 0.0))
                 if len(xs) > MAX_POINTS:  # thin the older half, keep the recent detail
                     half = len(xs) // 2
                     xs[:half], ys[:half] = xs[:half:2], ys[:half:2]
+                    times[:half] = times[:half:2]
                 changed.add(name)
             elif kind == "list" and isinstance(value, list):
                 self._series[name] = (list(range(len(value))), list(value))
+                self._times.pop(name, None)
                 changed.add(name)
             elif kind == "row" and isinstance(value, dict):
                 self._rows.setdefault(name, deque(maxlen=50)).append(
@@ -156,27 +270,25 @@ class RunWidget(widgets.VBox):
                 self._show_image(name, str(value))
             elif kind == "progress" and isinstance(value, dict):
                 self._progress = value
-        for name in changed:
-            self._plot(name)
+        self._unplotted |= changed
+        self._plot_pending()
         if any(r.get("kind") == "row" for r in records):
             self._render_rows()
 
-    def _plot(self, name: str) -> None:
-        import plotly.graph_objects as go
+    def _plot_pending(self) -> None:
+        """Draw the metrics that changed, once plotly is loaded (until then they wait)."""
+        if self._unplotted and plotly_ready():
+            changed, self._unplotted = self._unplotted, set()
+            self.charts.redraw(*(self._plot(name) for name in sorted(changed)))
 
+    def _plot(self, name: str) -> Chart:
+        """The chart of metric ``name``, its series set (drawn by the caller)."""
         xs, ys = self._series[name]
-        fig = self._figures.get(name)
-        if fig is None:
-            fig = go.FigureWidget(layout=go.Layout(
-                title={"text": name, "font": {"size": 13}}, height=240,
-                margin={"l": 40, "r": 10, "t": 30, "b": 30}, showlegend=False))
-            fig.add_scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name)
-            self._figures[name] = fig
-            self.charts.children = (*self.charts.children, fig)
-            return
-        with fig.batch_update():
-            fig.data[0].x = list(xs)
-            fig.data[0].y = list(ys)
+        chart = self._figures.get(name)
+        if chart is None:
+            chart = self._figures[name] = self.charts.add(Chart(name, x_title="step"))
+        chart.set_series(name, xs, ys, self._times.get(name))
+        return chart
 
     def _render_rows(self) -> None:
         e = html.escape
@@ -214,14 +326,38 @@ class RunWidget(widgets.VBox):
                         for name, size in files)
         self.outputs.value = f"<b>outputs</b><ul style='margin:2px 0'>{items}</ul>"
 
+    def _render_log(self, final: bool = False) -> None:
+        view = self.log_view
+        if view.show_all:
+            now = time.monotonic()
+            if final or now - self._full_at >= FULL_LOG_EVERY:
+                self._load_full_log()
+            return
+        view.text = "".join(self._tail)
+        view.lines = len(self._tail)
+        view.hidden = self._lines - len(self._tail)
+
+    def _load_full_log(self) -> None:
+        data = self.follower.run.read_log()
+        cut = max(0, len(data) - FULL_LOG_LIMIT)
+        if cut:
+            data = data[data.find(b"\n", cut) + 1:]
+        text = data.decode(errors="replace")
+        self._full_at = time.monotonic()
+        self.log_view.text = text
+        self.log_view.lines = text.count("\n")
+        self.log_view.hidden = 1 if cut else 0
+
     def _render_nodes(self) -> None:
         from jupyter_compute.targets import node_counts
 
-        nodes = node_counts(self.follower.run.target)
+        try:
+            nodes = node_counts(self.follower.run.target)
+        except Exception:  # noqa: BLE001 - node counts are extra; the run goes on
+            return
         if nodes:
             self.nodes.layout.display = None
-            self.nodes.value = (f"nodes <b>{nodes.get('current', '?')}</b> "
-                                f"(min {nodes.get('min', '?')}, max {nodes.get('max', '?')})")
+            self.nodes.value = _nodes_text(self.follower.run.target.name, nodes)
 
     def _render_header(self) -> None:
         s = self.summary()
@@ -233,9 +369,17 @@ class RunWidget(widgets.VBox):
                     f"<code>{html.escape(str(p.get('source', ''))[:60])}</code>")
         detail = self.follower.run.detail if hasattr(self, "follower") else None
         detail = f" · <i>{html.escape(detail)}</i>" if detail and not self._done else ""
-        self.header.value = (f"<b>{html.escape(s.name)}</b> <code>{html.escape(s.run_id)}"
-                             f"</code> on <b>{html.escape(s.target)}</b> {s.badge()} "
-                             f"{s.elapsed()}{lines}{cell}{detail}")
+        badge = s.badge()
+        reason = early_stop_reason(s.status, s.error)
+        if reason:  # the sweep's policy stopped it: say so, and why
+            badge = ('<span style="background:#a16207;color:white;border-radius:9px;'
+                     'padding:1px 8px;font-size:0.85em">Stopped early</span>')
+            detail = f"<br><span style='color:#a16207'>{html.escape(reason)}</span>"
+        value = (f"<b>{html.escape(s.name)}</b> <code>{html.escape(s.run_id)}"
+                 f"</code> on <b>{html.escape(s.target)}</b> {badge} "
+                 f"{s.elapsed()}{lines}{cell}{detail}")
+        if self.header.value != value:
+            self.header.value = value
 
     # -- buttons (on the kernel's main thread) ---------------------------------------
 
@@ -244,21 +388,11 @@ class RunWidget(widgets.VBox):
         self.cancel_button.description = "Canceling…"
         threading.Thread(target=self.run.cancel, daemon=True).start()
 
-    def _on_full_log(self, _button: Any) -> None:
-        if self.full_log_view.layout.display == "none":
-            data = self.run.read_log()
-            note = ""
-            if len(data) > FULL_LOG_LIMIT:
-                note = (f"[showing the last {format_size(FULL_LOG_LIMIT)} of "
-                        f"{format_size(len(data))}]\n")
-                data = data[-FULL_LOG_LIMIT:]
-            self.full_log_view.value = note + data.decode(errors="replace")
-            self.full_log_view.layout.display = None
-            self.full_log_button.description = "Hide full log"
+    def _on_show_all(self, _change: dict[str, Any]) -> None:
+        if self.log_view.show_all:
+            self._load_full_log()
         else:
-            self.full_log_view.layout.display = "none"
-            self.full_log_view.value = ""
-            self.full_log_button.description = "Full log"
+            self._render_log()
 
     # -- display ---------------------------------------------------------------------
 
@@ -275,6 +409,26 @@ class RunWidget(widgets.VBox):
         bundle["text/html"] = summary["text/html"]
         bundle["text/plain"] = summary["text/plain"]
         return bundle
+
+
+def _nodes_text(target: str, nodes: dict[str, Any]) -> str:
+    """``cluster cpu-cluster · 1 node · 1 pending · 0 idle · max 2`` (HTML).
+
+    >>> _nodes_text("c", {"current": 0, "pending": 1, "idle": 0, "max": 2})
+    'cluster <b>c</b> · <b>0</b> nodes · <b>1 pending</b> · max 2'
+    """
+    current = int(nodes.get("current") or 0)
+    parts = [f"cluster <b>{html.escape(target)}</b>",
+             f"<b>{current}</b> node{'' if current == 1 else 's'}"]
+    if nodes.get("pending"):
+        parts.append(f"<b>{nodes['pending']} pending</b>")
+    if nodes.get("idle"):
+        parts.append(f"{nodes['idle']} idle")
+    if nodes.get("max") is not None:
+        parts.append(f"max {nodes['max']}")
+    if nodes.get("running") is False:
+        parts.append("stopped")
+    return " · ".join(parts)
 
 
 def _listing(run: Run) -> list[tuple[str, int]]:

@@ -10,12 +10,16 @@
 A follower thread reads the sweep's folder — ``sweep.json`` (replaced by the
 controller at most four times a second) when it changed, and ``trials.jsonl`` by
 byte offset — and applies what changed at most four times a second, by assigning
-traits only (never ``with out:`` from a thread). Costs stay flat with hundreds of
-trials: the table is one trait holding the rows, sorted in the browser; all
-learning curves share one chart trace (gaps between trials), thinned to
-``MAX_POINTS`` per trial; the parallel-coordinates chart is redrawn at most once a
-second. Clicking a trial opens its ``RunWidget`` below the table. The display
-bundle also carries a static HTML summary for places where widgets do not render.
+traits only (never ``with out:`` from a thread). Header and table go out first,
+so the widget is live from the controller's first decision (the charts' first
+draw loads plotly, which takes seconds). Costs stay flat with hundreds of
+trials: the table is one trait holding the rows, sorted in the browser; each
+trial's curve is its own coloured series (markers, so a trial stopped after one
+value shows), thinned to ``MAX_POINTS``, and only changed trials are re-sent; the
+parallel-coordinates chart is redrawn at most once a second. A trial its policy
+stopped reads "Stopped early", with the reason. Clicking a trial opens its
+``RunWidget`` below the table. The display bundle also carries a static HTML
+summary for places where widgets do not render.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import traitlets
 import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import TERMINAL_STATUSES
 from jupyter_compute.summary import STATUS_COLORS, Summary, SweepSummary
+from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import PollingThread
 
 TYPE_CHECKING = False
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
     from jupyter_compute.sweep.handle import Sweep
 
 MAX_POINTS = 300        # per trial on the curves chart: older points are thinned
+STOPPED = "Stopped early"  # what a trial its policy stopped reads as
 PARCOORDS_EVERY = 1.0   # seconds between redraws of the parallel-coordinates chart
 
 _ESM = """
@@ -94,6 +100,7 @@ function render({ model, el }) {
         td.textContent = v === null || v === undefined ? "" :
           (typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(4) : String(v));
         if (col.key === "status") td.style.color = colors[v] || "";
+        td.className = "jc-col-" + col.key.replace(/[^a-z0-9_-]/gi, "_");
       }
     }
   }
@@ -102,14 +109,15 @@ function render({ model, el }) {
   draw();
 }
 export default { render };
-""".replace("COLORS", json.dumps(STATUS_COLORS))
+""".replace("COLORS", json.dumps({**STATUS_COLORS, STOPPED: "#a16207"}))
 
 _CSS = """
 .jc-trials { border-collapse: collapse; font-size: 12px; width: 100%; }
 .jc-trials th { cursor: pointer; text-align: left; padding: 2px 8px; user-select: none;
   border-bottom: 1px solid var(--jp-border-color1, #ccc); white-space: nowrap; }
-.jc-trials td { padding: 1px 8px; max-width: 40em; overflow: hidden; text-overflow: ellipsis;
-  white-space: nowrap; }
+.jc-trials td { padding: 1px 8px; white-space: nowrap; vertical-align: top; }
+/* The reason is the one long column: it wraps, so the table fits the cell. */
+.jc-trials td.jc-col-reason { white-space: normal; overflow-wrap: anywhere; min-width: 12em; }
 .jc-trials tbody tr { cursor: pointer; }
 .jc-trials tbody tr:hover { background: var(--jp-layout-color2, #f3f4f6); }
 .jc-trials tr.jc-best { font-weight: bold; background: rgba(22, 163, 74, 0.15); }
@@ -142,7 +150,9 @@ class SweepWidget(widgets.VBox):
         self._curves: dict[int, tuple[list[int], list[float]]] = {}
         self._parcoords_at = 0.0
         self._parcoords_key: Any = None
-        self._figures: dict[str, Any] = {}  # made on the first update (see _apply)
+        self._figures: dict[str, Chart] = {}  # made on the first update (see _apply)
+        self._drawn: dict[int, int] = {}  # trial → how many of its points the chart has
+        self._charts_due = False  # the charts wait for plotly; the follower asks again
         self._done = False
         self.updates = 0  # how many batches were applied (tests and benchmarks read it)
 
@@ -155,12 +165,13 @@ class SweepWidget(widgets.VBox):
         self.warning_box = widgets.HTML(layout=widgets.Layout(display="none"))
         self.table = TrialTable()
         self.table.observe(self._on_select, "selected")
-        self.charts = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        self.header.add_class("jc-run-head")
+        self.charts = ChartGrid(time_axis=False)
         self.detail = widgets.VBox()
-        bar = widgets.HBox([self.header, self.cancel_button],
-                           layout=widgets.Layout(align_items="center", gap="8px"))
+        bar = widgets.HBox([self.header, self.cancel_button])
+        bar.add_class("jc-run-bar")
         scroller = widgets.Box([self.table], layout=widgets.Layout(
-            max_height="24em", overflow="auto", width="100%"))
+            max_height="24em", overflow_y="auto", overflow_x="hidden", width="100%"))
         super().__init__([bar, self.warning_box, scroller, self.charts, self.detail], **kwargs)
         self._render_header()
         self._render_warnings()
@@ -191,11 +202,6 @@ class SweepWidget(widgets.VBox):
     def _apply(self, state: dict[str, Any], points: list[dict[str, Any]]) -> None:
         self.updates += 1
         trials_changed = state.get("trials") != self.state.get("trials")
-        if not self._figures:
-            # Made here, on the follower's thread: plotly's first FigureWidget costs ~2 s
-            # of imports, which must not hold up the cell that shows the sweep.
-            self._make_charts()
-            trials_changed = True
         self.state = state
         for p in points:
             xs, ys = self._curves.setdefault(int(p["trial"]), ([], []))
@@ -204,34 +210,46 @@ class SweepWidget(widgets.VBox):
             if len(xs) > MAX_POINTS:  # thin the older half, keep the recent detail
                 half = len(xs) // 2
                 xs[:half], ys[:half] = xs[:half:2], ys[:half:2]
+        # What the controller decided goes out first; the charts follow.
         self._render_header()
         self._render_warnings()
         if trials_changed:
             self._render_table()
+        ended = state.get("status") in TERMINAL_STATUSES
+        if ended and not self._done:
+            self.cancel_button.layout.display = "none"  # the badge says how it ended
+        if not self._figures:
+            # Made here, on the follower's thread, once plotly is imported (a thread of
+            # its own loads it: seconds that must hold up neither the cell nor the table).
+            if not plotly_ready():
+                self._charts_due = True
+                return
+            self._make_charts()
+            trials_changed = True
+        if trials_changed or self._charts_due:
+            self._charts_due = False
             self._render_best_so_far()
         if points or trials_changed:
             self._render_curves()
         now = time.monotonic()
-        if trials_changed and (now - self._parcoords_at >= PARCOORDS_EVERY
-                               or state.get("status") in TERMINAL_STATUSES):
+        if trials_changed and (now - self._parcoords_at >= PARCOORDS_EVERY or ended):
             self._render_parcoords()
             self._parcoords_at = now
-        if state.get("status") in TERMINAL_STATUSES and not self._done:
+        if ended and not self._done:
             self._done = True
-            self.cancel_button.layout.display = "none"  # the badge says how it ended
             live.end(self)  # its output becomes the static summary (a saved notebook)
 
     def _render_header(self) -> None:
         s = self.state
         trials = s.get("trials") or []
         running = sum(t["status"] in ("Queued", "Preparing", "Running") for t in trials)
-        stopped = sum(t["status"] == "Canceled" and bool(t.get("stop_reason")) for t in trials)
+        stopped = sum(_status(t) == STOPPED for t in trials)
         badge = Summary("", "", "", str(s.get("status"))).badge()
         best = s.get("best")
         metric = (s.get("primary_metric") or {}).get("name", "metric")
         best_text = "" if not best else (
             f" · best <b>{html.escape(metric)} {best['metric']:.4g}</b> (trial {best['index']}: "
-            f"<code>{html.escape(' '.join(best['arguments']))}</code>)")
+            f"{_arguments_html(best['arguments'])})")
         self.header.value = (
             f"<b>{html.escape(str(s.get('name')))}</b> <code>{html.escape(str(s.get('id')))}"
             f"</code> on <b>{html.escape(str(s.get('target')))}</b> {badge} "
@@ -261,7 +279,7 @@ class SweepWidget(widgets.VBox):
                       {"key": "reason", "label": "reason"}, {"key": "run_id", "label": "run"}])
         rows = []
         for t in s.get("trials") or []:
-            row = {"index": t["index"], "run_id": t["run_id"] or "", "status": t["status"],
+            row = {"index": t["index"], "run_id": t["run_id"] or "", "status": _status(t),
                    "metric": t["metric"], "intervals": t["intervals"],
                    "reason": t.get("stop_reason") or (t.get("error") or "").strip()[-200:]}
             for p in params:
@@ -279,59 +297,30 @@ class SweepWidget(widgets.VBox):
     # -- charts ------------------------------------------------------------------------
 
     def _make_charts(self) -> None:
-        import plotly.graph_objects as go
-
         metric = (self.state.get("primary_metric") or {}).get("name", "metric")
-        # Explicit widths: a FigureWidget does not follow its container (plotly's default
-        # 700 px would be clipped); the two line charts sit side by side, then the
-        # parallel coordinates below them.
-        layout = {"height": 250, "width": 345, "margin": {"l": 45, "r": 10, "t": 30, "b": 35},
-                  "showlegend": False}
-        curves = go.FigureWidget(layout=go.Layout(
-            title={"text": f"{metric} per trial", "font": {"size": 13}},
-            xaxis={"title": "interval"}, **layout))
-        curves.add_scatter(x=[], y=[], mode="lines", name="trials",
-                           hovertemplate="trial %{customdata}: %{y}<extra></extra>",
-                           line={"width": 1, "color": "rgba(37,99,235,0.45)"})
-        curves.add_scatter(x=[], y=[], mode="lines+markers", name="best",
-                           line={"width": 3, "color": "#16a34a"})
-        best = go.FigureWidget(layout=go.Layout(
-            title={"text": f"best {metric} so far", "font": {"size": 13}},
-            xaxis={"title": "trials ended"}, **layout))
-        best.add_scatter(x=[], y=[], mode="markers", name="trial",
-                         hovertemplate="trial %{customdata}: %{y}<extra></extra>",
-                         marker={"color": "rgba(107,114,128,0.6)"})
-        best.add_scatter(x=[], y=[], mode="lines", name="best so far", line={"shape": "hv",
-                                                                             "color": "#16a34a"})
-        par = go.FigureWidget(layout=go.Layout(
-            title={"text": "parameters against the metric", "font": {"size": 13}, "y": 0.98},
-            **{**layout, "width": 690, "margin": {"l": 60, "r": 90, "t": 75, "b": 20}}))
-        par.add_parcoords(dimensions=[])
+        curves = Chart(f"{metric} per trial", x_title="interval")
+        best = Chart(f"best {metric} so far", x_title="trials ended")
+        par = Chart("parameters against the metric", wide=True, height=300)
+        par.fig.layout.margin = {"l": 60, "r": 90, "t": 75, "b": 20}
+        par.fig.add_parcoords(dimensions=[])
         self._figures = {"curves": curves, "best": best, "parcoords": par}
-        self.charts.children = (curves, best, par)
+        for chart in (curves, best, par):
+            self.charts.add(chart)
 
     def _render_curves(self) -> None:
-        import numpy as np
-
-        # Arrays, not lists: plotly validates a list element by element (~40 ms for
-        # 20 000 points), an array at once. NaN breaks the line between trials, so one
-        # trace draws them all; the trial number rides along as customdata for hover.
-        parts_x, parts_y, parts_t = [], [], []
-        for trial, (tx, ty) in sorted(self._curves.items()):
-            parts_x.append(np.array([*tx, np.nan], dtype=float))
-            parts_y.append(np.array([*ty, np.nan], dtype=float))
-            parts_t.append(np.full(len(tx) + 1, trial, dtype=float))
-        empty = np.zeros(0)
-        xs = np.concatenate(parts_x) if parts_x else empty
-        ys = np.concatenate(parts_y) if parts_y else empty
-        ts = np.concatenate(parts_t) if parts_t else empty
-        best = (self.state.get("best") or {}).get("index")
-        bx, by = self._curves.get(best, ([], [])) if best is not None else ([], [])
-        fig = self._figures["curves"]
-        with fig.batch_update():
-            fig.data[0].x, fig.data[0].y, fig.data[0].customdata = xs, ys, ts
-            fig.data[1].x, fig.data[1].y = np.array(bx, dtype=float), np.array(by, dtype=float)
-            _autorange(fig)
+        # One coloured series per trial (a legend names them while they are few); only
+        # the trials with new points are re-sent.
+        chart = self._figures["curves"]
+        changed = set()
+        for trial, (xs, ys) in sorted(self._curves.items()):
+            if self._drawn.get(trial) != len(ys):
+                self._drawn[trial] = len(ys)
+                chart.set_series(f"trial {trial}", xs, ys, mode="lines+markers",
+                                 hovertemplate=f"trial {trial}: %{{y}} (interval %{{x}})"
+                                               "<extra></extra>")
+                changed.add(f"trial {trial}")
+        if changed:
+            chart.redraw(**self.charts.options, only=changed)
 
     def _render_best_so_far(self) -> None:
         maximize = (self.state.get("primary_metric") or {}).get("goal", "Maximize") == "Maximize"
@@ -343,16 +332,15 @@ class SweepWidget(widgets.VBox):
         running: list[float] = []
         for v in values:
             running.append(v if not running else (max if maximize else min)(running[-1], v))
-        import numpy as np
-
-        fig = self._figures["best"]
-        with fig.batch_update():
-            fig.data[0].x = fig.data[1].x = np.array(xs, dtype=float)
-            fig.data[0].y = np.array(values, dtype=float)
-            fig.data[0].customdata = np.array([t["index"] for t in ended], dtype=float)
-            fig.data[1].y = np.array(running, dtype=float)
-            fig.layout.xaxis.dtick = 1 if len(xs) <= 12 else None  # no "1.5 trials"
-            _autorange(fig)
+        chart = self._figures["best"]
+        chart.set_series("trial", xs, values, mode="markers", color="#6b7280",
+                         customdata=[t["index"] for t in ended],
+                         hovertemplate="trial %{customdata}: %{y}<extra></extra>")
+        chart.set_series("best so far", xs, running, mode="lines", color="#16a34a",
+                         line={"shape": "hv", "width": 2.5})
+        chart.redraw(**self.charts.options)
+        if ended:
+            chart.fig.data[0].customdata = [t["index"] for t in ended]
 
     def _render_parcoords(self) -> None:
         trials = [t for t in self.state.get("trials") or [] if t["metric"] is not None]
@@ -372,7 +360,7 @@ class SweepWidget(widgets.VBox):
                              "tickvals": list(range(len(labels))), "ticktext": labels})
         scores = [t["metric"] for t in trials]
         dims.append({"label": metric, "values": scores})
-        fig = self._figures["parcoords"]
+        fig = self._figures["parcoords"].fig
         with fig.batch_update():
             fig.data[0].dimensions = dims
             fig.data[0].line = {"color": scores, "colorscale": "Viridis", "showscale": True}
@@ -413,11 +401,24 @@ class SweepWidget(widgets.VBox):
         return bundle
 
 
-def _autorange(fig: Any) -> None:
-    """Rescale to the new data: once drawn, a FigureWidget keeps the ranges the browser
-    computed for the first data, and later points would fall off the chart."""
-    fig.layout.xaxis.autorange = True
-    fig.layout.yaxis.autorange = True
+def _status(trial: dict[str, Any]) -> str:
+    """A trial's status as people read it: "Stopped early" when its policy stopped it."""
+    if trial["status"] == "Canceled" and str(trial.get("stop_reason") or "").startswith(
+            "stopped early"):
+        return STOPPED
+    return str(trial["status"])
+
+
+def _arguments_html(arguments: list[str]) -> str:
+    """``--lr 0.4 --depth 3`` with each ``--name value`` pair kept on one line."""
+    pairs: list[str] = []
+    for arg in arguments:
+        if pairs and not arg.startswith("--") and pairs[-1].startswith("--") and \
+                " " not in pairs[-1]:
+            pairs[-1] += " " + arg
+        else:
+            pairs.append(arg)
+    return " ".join(f'<code style="white-space:nowrap">{html.escape(p)}</code>' for p in pairs)
 
 
 class _Follower(PollingThread):
@@ -433,9 +434,9 @@ class _Follower(PollingThread):
 
     def tick(self) -> bool:
         state, points, done = self.poll()
-        if state is not None or points:
+        if state is not None or points or self.widget._charts_due:
             self.widget._apply(state or self.widget.state, points)
-        return done
+        return done and not self.widget._charts_due
 
     def poll(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
         """One read: the new state (None if unchanged), new points, and whether done."""

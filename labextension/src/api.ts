@@ -52,6 +52,72 @@ export interface IRun {
   error: string | null;
   metric: IMetric | null;
   unreachable: string | null;
+  tags: Record<string, unknown>;
+  parent_id: string | null;
+}
+
+export interface IGit {
+  repository: string | null;
+  branch: string | null;
+  commit: string | null;
+  dirty: boolean | null;
+}
+
+export interface IFile {
+  path: string;
+  size: number;
+}
+
+/** A sweep's trial, as the sweep's `show --json` lists it. */
+export interface ITrial {
+  id: string | null;
+  trial: number;
+  parameters: Record<string, unknown>;
+  status: string;
+  primary_metric: number | null;
+  intervals: number;
+  stop_reason: string | null;
+  error: string | null;
+}
+
+/** Everything the run page shows (`runs/ID/detail`). */
+export interface IRunDetail extends IRun {
+  script: string;
+  arguments: string[];
+  source_dir: string;
+  snapshot: {
+    id: string;
+    files: number;
+    bytes: number;
+    new_files: number;
+    new_bytes: number;
+  };
+  git: IGit;
+  environment_variables: Record<string, string>;
+  params: Record<string, unknown>;
+  /** The run this one is part of (a sweep, for a trial). */
+  parent: { id: string; name: string; kind: string } | null;
+  /** null when not asked for (`detail(id, false)`). */
+  outputs: IFile[] | null;
+  // a sweep's
+  children?: ITrial[];
+  primary_metric?: { name?: string; goal?: string };
+  sampling?: string;
+  policy?: string;
+  max_total_runs?: number | null;
+  max_concurrent_runs?: number | null;
+  max_duration_minutes?: number | null;
+  ended_by?: string | null;
+  best_run?: { id: string; trial: number; primary_metric: number | null } | null;
+  warnings?: string[];
+}
+
+/** One logged value: `{value, step, time, kind}`. */
+export interface IMetricRecord {
+  value: unknown;
+  step: number | null;
+  time: number | string | null;
+  kind: string;
 }
 
 export interface ILogChunk {
@@ -91,9 +157,12 @@ export function isNetworkError(reason: unknown): boolean {
 
 const settings = ServerConnection.makeSettings();
 
+function apiUrl(path: string): string {
+  return URLExt.join(settings.baseUrl, 'jupyter-compute', 'api', path);
+}
+
 async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
-  const url = URLExt.join(settings.baseUrl, 'jupyter-compute', 'api', path);
-  const response = await ServerConnection.makeRequest(url, init, settings);
+  const response = await ServerConnection.makeRequest(apiUrl(path), init, settings);
   const text = await response.text();
   let body: any = null;
   try {
@@ -139,5 +208,55 @@ export const api = {
     request<ILogChunk>(`runs/${enc(id)}/log?offset=${offset}`),
   cancel: (id: string) => post<IRun>(`runs/${enc(id)}/cancel`),
   notebook: (id: string, theme: 'light' | 'dark') =>
-    request<INotebookView>(`runs/${enc(id)}/notebook?theme=${theme}`)
+    request<INotebookView>(`runs/${enc(id)}/notebook?theme=${theme}`),
+  detail: (id: string, outputs = true) =>
+    request<IRunDetail>(`runs/${enc(id)}/detail` + (outputs ? '' : '?outputs=0')),
+  snapshot: (id: string) =>
+    request<{ run_id: string; total: number; files: IFile[] }>(`runs/${enc(id)}/snapshot`),
+  metrics: (id: string) =>
+    request<{ run_id: string; metrics: Record<string, IMetricRecord[]> }>(
+      `runs/${enc(id)}/metrics`
+    ),
+  outputNotebook: (id: string, path: string, theme: 'light' | 'dark') =>
+    request<{ html: string }>(
+      `runs/${enc(id)}/outputs/notebook?path=${enc(path)}&theme=${theme}`
+    ),
+  /** An output's bytes (for a preview); errors as for every other call. */
+  outputBlob: async (id: string, path: string): Promise<Blob> => {
+    const response = await ServerConnection.makeRequest(
+      apiUrl(`runs/${enc(id)}/outputs/file?path=${enc(path)}`),
+      {},
+      settings
+    );
+    if (!response.ok) {
+      let body: any = null;
+      try {
+        body = await response.json();
+      } catch {
+        body = null;
+      }
+      throw new ApiError(
+        response.status,
+        body?.error ?? response.statusText,
+        body?.message ?? `${response.status} ${response.statusText}`
+      );
+    }
+    return response.blob();
+  },
+  /**
+   * The URL that downloads an output (the browser streams it to disk). Like
+   * JupyterLab's own file downloads it relies on the login cookie, with the XSRF
+   * token from the cookie added.
+   */
+  outputUrl: (id: string, path: string): string => {
+    const url = new URL(
+      apiUrl(`runs/${enc(id)}/outputs/file?path=${enc(path)}`),
+      window.location.href
+    );
+    const xsrf = document.cookie.match('\\b_xsrf=([^;]*)\\b');
+    if (xsrf) {
+      url.searchParams.append('_xsrf', xsrf[1]);
+    }
+    return url.toString();
+  }
 };

@@ -12,7 +12,7 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-/** `1m 05s`, `2h 03m`, `9s`: how long a run has been going (or went). */
+/** `1m 05s`, `2h 03m`, `12s`, `0.4s`: how long a run has been going (or went). */
 export function duration(
   started: string | null,
   ended: string | null,
@@ -22,7 +22,11 @@ export function duration(
     return '–';
   }
   const end = ended ? Date.parse(ended) : now;
-  const secs = Math.max(0, Math.round((end - Date.parse(started)) / 1000));
+  const exact = Math.max(0, (end - Date.parse(started)) / 1000);
+  if (exact < 10) {
+    return `${exact.toFixed(1)}s`; // short runs are common: "0s" would say nothing
+  }
+  const secs = Math.round(exact);
   if (secs < 60) {
     return `${secs}s`;
   }

@@ -14,6 +14,7 @@ import { Widget } from '@lumino/widgets';
 import { IRun } from './api';
 import { LogView, NotebookView } from './logview';
 import { ComputePanel } from './panel';
+import { RunPage } from './runpage';
 import { staticOutputsPlugin } from './staticoutputs';
 
 const computeIcon = new LabIcon({
@@ -28,7 +29,8 @@ const computeIcon = new LabIcon({
 
 const COMMANDS = {
   openLog: 'jupyter-compute:open-log',
-  openNotebook: 'jupyter-compute:open-notebook'
+  openNotebook: 'jupyter-compute:open-notebook',
+  openRun: 'jupyter-compute:open-run'
 };
 
 /** One main-area tab per run and view; opening it again brings it to the front. */
@@ -74,6 +76,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       id => new NotebookView(id),
       name => `Executed: ${name}`
     );
+    // `panel` is made below; the page only calls back once it exists.
+    let panel: ComputePanel | null = null;
+    const openRun: (runId: string, name: string) => void = opener(
+      app,
+      'jupyter-compute-run',
+      id =>
+        new RunPage(id, {
+          openRun: (child, name) => openRun(child, name),
+          changed: () => panel?.refreshNow()
+        }),
+      name => `Run: ${name}`
+    );
+    app.commands.addCommand(COMMANDS.openRun, {
+      label: 'Open Run Page',
+      execute: args => openRun(String(args.runId), String(args.name ?? args.runId))
+    });
     app.commands.addCommand(COMMANDS.openLog, {
       label: 'Open Run Log',
       execute: args => openLog(String(args.runId), String(args.name ?? args.runId))
@@ -84,7 +102,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         openNotebook(String(args.runId), String(args.name ?? args.runId))
     });
 
-    const panel = new ComputePanel({
+    panel = new ComputePanel({
+      openRun: (run: IRun) =>
+        void app.commands.execute(COMMANDS.openRun, { runId: run.id, name: run.name }),
       openLog: (run: IRun) =>
         void app.commands.execute(COMMANDS.openLog, { runId: run.id, name: run.name }),
       openNotebook: (run: IRun) =>

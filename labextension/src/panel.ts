@@ -21,12 +21,15 @@ const MAX_INTERVAL = 10000;
 const LIMIT = 50;
 
 export interface IPanelActions {
+  openRun(run: IRun): void;
   openLog(run: IRun): void;
   openNotebook(run: IRun): void;
 }
 
 interface IRunRow {
   root: HTMLElement;
+  toggle: HTMLButtonElement;
+  tags: HTMLElement;
   badge: HTMLElement;
   meta: HTMLElement;
   metric: HTMLElement;
@@ -56,6 +59,7 @@ export class ComputePanel extends Widget {
       this.filter.append(el('option', { value: s }, s));
     }
     this.filter.onchange = () => void this.poll.refresh();
+    this.search.oninput = () => this.renderRuns(this.lastRuns);
 
     this.node.append(
       el('header', { className: 'jp-Compute-title' }, 'Compute', this.workspace),
@@ -71,6 +75,7 @@ export class ComputePanel extends Widget {
         'section',
         { className: 'jp-Compute-section' },
         el('h3', {}, 'Runs', el('label', {}, 'status ', this.filter)),
+        el('div', { className: 'jp-Compute-searchLine' }, this.search),
         this.runList
       )
     );
@@ -236,20 +241,57 @@ export class ComputePanel extends Widget {
 
   // -- runs ------------------------------------------------------------------
 
+  /**
+   * Rows newest first; a run with a parent in the list (a sweep's trial, a pipeline's
+   * step) goes under it, indented, in the order they started. The search box keeps
+   * the runs whose name, id, target, status or a tag (`key=value`) contain every
+   * word typed, with their parents, and the children of a run that matches.
+   */
   private renderRuns(runs: IRun[]): void {
+    this.lastRuns = runs;
     const seen = new Set<string>();
-    const ordered = runs.map(run => {
+    for (const run of runs) {
       seen.add(run.id);
       const row = this.runs.get(run.id) ?? this.runRow(run);
       this.updateRun(row, run);
-      return row.root;
-    });
+    }
     for (const [id, row] of this.runs) {
       if (!seen.has(id)) {
         row.root.remove();
         this.runs.delete(id);
       }
     }
+    const children = new Map<string, IRun[]>();
+    const top: IRun[] = [];
+    for (const run of runs) {
+      if (run.parent_id && seen.has(run.parent_id) && run.parent_id !== run.id) {
+        const list = children.get(run.parent_id) ?? [];
+        list.unshift(run); // the list is newest first: children read oldest first
+        children.set(run.parent_id, list);
+      } else {
+        top.push(run);
+      }
+    }
+    const words = this.search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const subtree = (run: IRun, depth: number, shown: boolean): HTMLElement[] => {
+      const row = this.runs.get(run.id)!;
+      const own = shown || matches(run, words);
+      const kids = children.get(run.id) ?? [];
+      const below = depth < 8 ? kids.flatMap(k => subtree(k, depth + 1, own)) : [];
+      if (!own && !below.length) {
+        return [];
+      }
+      row.root.style.setProperty('--jp-compute-depth', String(depth));
+      row.root.classList.toggle('jp-Compute-child', depth > 0);
+      const collapsed = this.collapsed.has(run.id) && !words.length;
+      row.toggle.hidden = !kids.length;
+      row.toggle.textContent = `${collapsed ? '▸' : '▾'} ${kids.length}`;
+      row.toggle.title = `${collapsed ? 'Show' : 'Hide'} its ${kids.length} ` +
+        (run.kind === 'sweep' ? 'trials' : 'runs');
+      row.toggle.setAttribute('aria-expanded', String(!collapsed));
+      return [row.root, ...(collapsed ? [] : below)];
+    };
+    const ordered = top.flatMap(run => subtree(run, 0, false));
     const current = Array.from(this.runList.children);
     if (
       current.length !== ordered.length ||
@@ -265,6 +307,14 @@ export class ComputePanel extends Widget {
           'No runs yet. Submit one from a notebook with %%submit.'
         )
       );
+    } else if (!ordered.length) {
+      this.runList.replaceChildren(
+        el(
+          'div',
+          { className: 'jp-Compute-empty' },
+          `No run matches “${this.search.value.trim()}”.`
+        )
+      );
     }
   }
 
@@ -273,6 +323,15 @@ export class ComputePanel extends Widget {
     root.dataset.runId = run.id;
     root.dataset.runName = run.name;
     const badge = el('span', {});
+    const toggle = el('button', { className: 'jp-Compute-toggle', type: 'button' });
+    toggle.hidden = true;
+    toggle.onclick = () => {
+      if (!this.collapsed.delete(run.id)) {
+        this.collapsed.add(run.id);
+      }
+      this.renderRuns(this.lastRuns);
+    };
+    const tags = el('div', { className: 'jp-Compute-tags' });
     const meta = el('div', { className: 'jp-Compute-meta' });
     const metric = el('span', { className: 'jp-Compute-metric' });
     const log = el('button', { className: 'jp-Compute-button', type: 'button' }, 'Log');
@@ -286,7 +345,19 @@ export class ComputePanel extends Widget {
       { className: 'jp-Compute-button jp-mod-warn', type: 'button' },
       'Cancel'
     );
-    const row: IRunRow = { root, badge, meta, metric, cancel, notebook, run };
+    const row: IRunRow = { root, toggle, tags, badge, meta, metric, cancel, notebook, run };
+    const name = el(
+      'button',
+      { className: 'jp-Compute-name jp-Compute-open', type: 'button', title: run.name },
+      run.name
+    );
+    name.onclick = () => this.actions.openRun(row.run);
+    // Anywhere on the row but its buttons opens the run's page too.
+    root.onclick = event => {
+      if (!(event.target as HTMLElement).closest('button, a, input, select')) {
+        this.actions.openRun(row.run);
+      }
+    };
     log.onclick = () => this.actions.openLog(row.run);
     notebook.onclick = () => this.actions.openNotebook(row.run);
     cancel.onclick = async () => {
@@ -302,13 +373,9 @@ export class ComputePanel extends Widget {
       this.refreshNow();
     };
     root.append(
-      el(
-        'div',
-        { className: 'jp-Compute-line' },
-        badge,
-        el('span', { className: 'jp-Compute-name', title: run.id }, run.name)
-      ),
+      el('div', { className: 'jp-Compute-line jp-Compute-runHead' }, toggle, badge, name),
       el('div', { className: 'jp-Compute-line' }, meta, metric),
+      tags,
       el('div', { className: 'jp-Compute-actions' }, log, notebook, cancel)
     );
     this.runs.set(run.id, row);
@@ -324,6 +391,16 @@ export class ComputePanel extends Widget {
     row.metric.textContent = row.run.metric
       ? `${row.run.metric.name} ${metricValue(row.run.metric.value)}`
       : '';
+    const tags = Object.entries(run.tags ?? {}).map(([k, v]) =>
+      v === '' || v === null ? k : `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`
+    );
+    if (tags.join('\n') !== row.tags.dataset.key) {
+      row.tags.dataset.key = tags.join('\n');
+      row.tags.replaceChildren(
+        ...tags.map(t => el('span', { className: 'jp-Compute-tag', title: t }, t))
+      );
+    }
+    row.tags.hidden = !tags.length;
     row.notebook.hidden = run.kind !== 'notebook';
     const ended = TERMINAL.includes(run.status);
     row.cancel.hidden = ended;
@@ -345,7 +422,29 @@ export class ComputePanel extends Widget {
   private readonly targetList = el('div', { className: 'jp-Compute-list' });
   private readonly runList = el('div', { className: 'jp-Compute-list' });
   private readonly filter = el('select', { className: 'jp-Compute-filter' });
+  private readonly search = el('input', {
+    className: 'jp-Compute-search',
+    type: 'search',
+    placeholder: 'Filter: name, status, tag',
+    title: 'Runs whose name, id, target, status or a tag (key=value) contain every word'
+  });
+  private readonly collapsed = new Set<string>();
+  private lastRuns: IRun[] = [];
   private targetsKey = '';
   private lost = false;
 }
 
+
+/** Whether every word is in the run's name, id, target, status, kind or a tag. */
+export function matches(run: IRun, words: string[]): boolean {
+  if (!words.length) {
+    return true;
+  }
+  const tags = Object.entries(run.tags ?? {}).map(
+    ([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`
+  );
+  const text = [run.name, run.id, run.target, run.status, run.kind, ...tags]
+    .join('\n')
+    .toLowerCase();
+  return words.every(w => text.includes(w));
+}

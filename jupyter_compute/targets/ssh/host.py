@@ -126,6 +126,8 @@ class SSHHost(Host):
                                 "when the key is unknown)"),
         "connect_timeout": (int, f"seconds to wait for a connection (default "
                                  f"{DEFAULT_TIMEOUT})"),
+        "offline": (bool, "the host has no package index: environments install from wheels "
+                          "sent from here (found out by asking the host when not given)"),
     }
 
     _finishing = threading.Lock()
@@ -176,6 +178,10 @@ class SSHHost(Host):
 
     def run_dir(self, run_id: str) -> str:
         return self.remote(run_id)
+
+    def env_root(self) -> tuple[str, str] | None:
+        probe = self.conn.ensure()
+        return probe.python, posixpath.join(probe.workdir, "envs")
 
     def sync(self, ctx: SubmitContext) -> None:
         """Send what the host lacks in one stream (see ``transfer``).
@@ -310,10 +316,13 @@ class SSHHost(Host):
 
         conn, snap, run_id = self.conn, ctx.snap, ctx.run_id
         probe = conn.ensure()
-        sizes = {digest: size for digest, size, _mode in snap.files.values()}
+        sizes = _needed_blobs(ctx, self.workspace.blobs_dir)
         digests = sorted(sizes)
         version = runtime_digest()
         known = ctx.scratch.pop(SCRATCH_MISSING, None)
+        if known is not None and not known[3].issuperset(d for d in digests
+                                                         if d not in conn.blobs):
+            known = None  # wheels were added after the probe (an environment): ask again
         ask = [] if known is not None else [d for d in digests if d not in conn.blobs]
         if known is None and version in conn.runtimes and sum(
                 sizes[d] for d in ask) <= transfer.SEND_UNASKED:
@@ -404,10 +413,10 @@ class SSHHost(Host):
         """On a new connection: its probe also makes the run folder and says which blobs
         and whether the runtime the host lacks (kept for ``sync``)."""
         conn = self.conn
-        unknown = sorted({d for d, _size, _mode in ctx.snap.files.values()} - conn.blobs)
+        unknown = sorted(set(_needed_blobs(ctx, self.workspace.blobs_dir)) - conn.blobs)
         missing, runtime = conn.inspect(unknown, posixpath.join("runs", ctx.run_id),
                                         posixpath.join("runtime", runtime_digest()))
-        ctx.scratch[SCRATCH_MISSING] = (missing, runtime, len(unknown))
+        ctx.scratch[SCRATCH_MISSING] = (missing, runtime, len(unknown), set(unknown))
 
     # -- the local mirror --------------------------------------------------------------
 
@@ -467,6 +476,21 @@ class SSHHost(Host):
             raise RemoteCommandError(code, f"{what} on {self.label}",
                                      err.decode(errors="replace"))
         return out
+
+
+def _needed_blobs(ctx: SubmitContext, blobs_dir: Path) -> dict[str, int]:
+    """``{digest: size}`` of the blobs the run needs on the host: the snapshot's files and
+    the wheels its environment installs from (``wheelhouse``), each once."""
+    from jupyter_compute.wheelhouse import wheel_sources
+
+    sizes = {digest: size for digest, size, _mode in ctx.snap.files.values()}
+    # The agent's (with wheels for a host with no index), or the run's own (a container
+    # launcher installs it into an image: the agent's is None then).
+    for digest in [*wheel_sources(ctx.agent.get("environment")),
+                   *wheel_sources(ctx.environment)]:
+        if digest not in sizes:
+            sizes[digest] = (blobs_dir / "sha256" / digest[:2] / digest).stat().st_size
+    return sizes
 
 
 # -- SFTP --------------------------------------------------------------------------------
