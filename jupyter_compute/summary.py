@@ -111,7 +111,7 @@ class Summary(StaticSummary):
             parts.append(f'<div style="color:#dc2626">{e(self.error.strip().splitlines()[-1])}'
                          "</div>")
         if self.log_tail:
-            parts.append('<pre style="max-height:16em;overflow:auto;margin:4px 0;'
+            parts.append('<pre style="overflow-x:auto;margin:4px 0;'
                          'padding:4px 6px;line-height:1.35;white-space:pre-wrap;'
                          'background:var(--jp-layout-color2,rgba(127,127,127,0.08))">'
                          f'{e(chr(10).join(self.log_tail))}</pre>')
@@ -167,7 +167,7 @@ class SweepSummary(StaticSummary):
         if rows:
             table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
             table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
-                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
+                       trial_status(t), format_value(t["metric"]), t.get("stop_reason") or "")
                       for t in rows]
             widths = [max(len(r[i]) for r in table) for i in range(5)]
             lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
@@ -186,13 +186,14 @@ class SweepSummary(StaticSummary):
         cells = []
         for t in self.rows()[:self.MAX_ROWS]:
             color = STATUS_COLORS.get(t["status"], "#6b7280")
+            status = trial_status(t)
             # Translucent: readable under the light and the dark theme's text colour.
             style = (' style="font-weight:bold;background:rgba(22,163,74,0.18)"'
                      if t["index"] == best else "")
             cells.append(
                 f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
                 f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
-                f'<td style="color:{color}">{e(t["status"])}</td>'
+                f'<td style="color:{color}">{e(status)}</td>'
                 f'<td>{format_value(t["metric"])}</td>'
                 f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
         if cells:
@@ -255,6 +256,13 @@ class ClusterSummary(StaticSummary):
              "pending": (xs, [p for _, _, p in self.points])},
             title=f"{self.name} nodes", x_label="seconds", guides=guides, steps=True,
             bold=["current"], dashed=["pending"])
+
+
+def trial_status(trial: dict[str, Any]) -> str:
+    """A trial's status as people read it: "Stopped early" when its policy stopped it."""
+    if trial.get("stop_reason") and trial["status"] == "Canceled":
+        return "Stopped early"
+    return str(trial["status"])
 
 
 def counts_text(name: str, nodes: dict[str, Any] | None) -> str:
