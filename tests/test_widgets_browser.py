@@ -268,9 +268,9 @@ def test_cluster_widget_has_a_chart_and_its_buttons(lab: JupyterLab, ray_session
             assert box is not None and box["width"] > 40
             chart = out.locator(".js-plotly-plot")
             chart.wait_for(timeout=30_000)
-            legend = chart.locator(".legend").inner_text()
+            legend = chart.locator(".legend").text_content() or ""  # SVG: no inner_text
             assert all(word in legend for word in ("current", "pending", "idle")), legend
-            notes = chart.locator(".annotation").all_inner_texts()
+            notes = chart.locator(".annotation").all_text_contents()
             assert any(n.startswith("max 2") for n in notes), notes
             widths, cell, over = out.evaluate(FIT)
             assert over <= 1 and max(widths) <= cell, (widths, cell)
