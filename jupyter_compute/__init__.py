@@ -57,11 +57,12 @@ _WHERE = {
 
 
 # This package is the public face: it gives the run kinds their notebook views, so the
-# core (``Run._repr_mimebundle_``) shows widgets without importing them.
+# core (``Run._ipython_display_``) shows widgets without importing them.
 _runkinds.register_view("script", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("notebook", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("sweep", "jupyter_compute.widgets:sweep_view")
 _runkinds.register_view("comparison", "jupyter_compute.widgets:compare_view")
+_runkinds.register_display("jupyter_compute.widgets:show")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -32,7 +32,7 @@ from jupyter_compute import api
 from jupyter_compute.cli import duration_argument
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.runs import Run
-from jupyter_compute.widgets import show
+from jupyter_compute.widgets import live, show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,9 +112,10 @@ class ComputeMagics(Magics):
             return None
         nodes = node_counts(target)
         if nodes is not None:  # a cluster: its options and node counts, live
-            from jupyter_compute.widgets.cluster import cluster_display
+            from jupyter_compute.widgets.cluster import show_cluster
 
-            return cluster_display(target)
+            show_cluster(target)
+            return None
         display(TargetsTable({args.name: target.describe()}, nodes={args.name: nodes}))
         return None
 
@@ -274,6 +275,7 @@ def _wait(run: Run, widget: Any, cancel_on_interrupt: bool) -> None:
         if widget is not None:
             run.wait()
             widget.follower.join(timeout=5)  # its final update belongs to this cell
+            live.end(widget)  # static in this cell, even if the widget lags behind
         else:  # no widgets (a terminal): stream the log here
             for text in run.follow():
                 print(text, end="")

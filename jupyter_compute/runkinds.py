@@ -6,6 +6,7 @@
 
     runkinds.handle(record, ws)     # a Run; a Sweep for a sweep (a Run with trials)
     runkinds.view(run)              # what a notebook shows: a live widget, else a summary
+    runkinds.display(run)           # show it in a cell (``Run._ipython_display_``)
 
 Callers ask this table instead of branching on a kind's name. The handle class
 supplies the kind's behaviour (``to_dict``, ``summary``, ``describe``, ``cancel`` …);
@@ -38,6 +39,8 @@ HANDLES = {
 
 #: Each kind's live view, as registered by a face: "module:function(handle, **options)".
 _VIEWS: dict[str, str] = {}
+#: How a face displays a run: "module:function(run)" (``widgets.show``).
+_DISPLAY: str | None = None
 
 
 def handle_class(kind: str) -> Any:
@@ -69,6 +72,23 @@ def view(run: Any, **options: Any) -> Any:
     ref = _VIEWS.get(run.record.kind)
     shown = _load(ref)(run, **options) if ref else None
     return shown if shown is not None else run.summary()
+
+
+def register_display(ref: str) -> None:
+    """Display runs in a notebook with ``ref`` (``"module:function(run)"``): the face's
+    ``show``, which keeps each live view's output static once it ends."""
+    global _DISPLAY
+    _DISPLAY = ref
+
+
+def display(run: Any) -> None:
+    """Show ``run`` in a notebook cell: with the registered display, else its summary."""
+    if _DISPLAY:
+        _load(_DISPLAY)(run)
+        return
+    from IPython.display import display as ipython_display
+
+    ipython_display(run.summary())
 
 
 def _load(ref: str) -> Any:

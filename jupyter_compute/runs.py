@@ -302,22 +302,45 @@ class Run:
             lines.append(f"{'error:':<12} {d['error']}")
         return "\n".join(lines)
 
-    def summary(self, tail_lines: int = 15) -> StaticSummary:
-        """The run's current state (status, log tail, last metrics) as static text/HTML."""
+    def summary(self, tail_lines: int = 15, fetch_outputs: bool = True,
+                log_tail: list[str] | None = None) -> StaticSummary:
+        """The run's current state as static text/HTML: status, log tail, last metrics,
+        each scalar metric's series (drawn as a chart) and the output files.
+
+        ``fetch_outputs=False`` lists only the outputs already on this machine (no
+        network: a kernel that is shutting down cannot wait on a remote host).
+        ``log_tail``: the last lines, when the caller has them already (a widget that
+        followed the log), so a long log is not read again.
+        """
         from jupyter_compute.summary import Summary
 
         status = self.status().value
-        tail = self.log().splitlines()[-tail_lines:]
-        last = {name: (recs[-1]["value"], recs[-1]["step"])
-                for name, recs in self.metrics().items() if recs[-1]["kind"] == "scalar"}
+        tail = (log_tail if log_tail is not None else self.log().splitlines())[-tail_lines:]
+        scalars = {name: recs for name, recs in self.metrics().items()
+                   if recs[-1]["kind"] == "scalar"}
+        last = {name: (recs[-1]["value"], recs[-1]["step"]) for name, recs in scalars.items()}
+        series = {name: ([i if rec["step"] is None else rec["step"]
+                          for i, rec in enumerate(recs)], [rec["value"] for rec in recs])
+                  for name, recs in scalars.items()}
+        folder = (self.target.outputs_dir(self.id) if fetch_outputs
+                  else self.workspace.run_dir(self.id) / protocol.OUTPUTS)
+        outputs = sorted((str(p.relative_to(folder)), p.stat().st_size)
+                         for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
         r = self.record
-        return Summary(r.id, r.name, r.target, status, r.started, r.ended, r.error, tail, last)
+        return Summary(r.id, r.name, r.target, status, r.started, r.ended, r.error, tail, last,
+                       series=series, outputs=outputs)
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.record.status} on {self.record.target}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook a run shows its kind's live view (a static summary elsewhere)."""
+    def _ipython_display_(self) -> None:
+        """In a notebook a run shows its kind's live view, displayed so that its output
+        becomes the static summary once the run ends or the kernel goes (``runkinds``)."""
         from jupyter_compute import runkinds
 
-        return runkinds.view(self)._repr_mimebundle_()  # type: ignore[no-any-return]
+        runkinds.display(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """What a run looks like to a renderer that is not IPython's display: its static
+        summary (a live widget outside a registered display would outlive its model)."""
+        return self.summary()._repr_mimebundle_()

@@ -1,10 +1,13 @@
-"""Static summaries: a run's status, log tail and last metrics; a sweep's trials table.
+"""Static summaries: a run's status, log tail, metric charts and outputs; a sweep's
+trials table and curves; a cluster's node counts over time.
 
-They are what a saved notebook shows where widgets do not render (GitHub, nbviewer,
-``jupyter nbconvert``, VS Code without the widget extension, papermill output),
-what a terminal IPython prints and what ``jupyter-compute show`` prints for a sweep.
-Plain text and HTML from the standard library: no ipywidgets here, so the core
-(``Run.summary()``, ``Sweep.summary()``) uses them and the widgets embed them.
+They are the final state of every notebook display: when a live view ends, or its
+kernel goes away, its output becomes this bundle (``jupyter_compute.widgets.live``),
+so a saved notebook shows the result in JupyterLab, Notebook 7, VS Code and
+nbconvert alike. They are also what a terminal IPython prints and what
+``jupyter-compute show`` prints for a sweep. Plain text and HTML (charts as inline
+SVG, ``jupyter_compute.svgchart``) from the standard library: no ipywidgets here,
+so the core (``Run.summary()``, ``Sweep.summary()``) uses them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from jupyter_compute.units import format_duration
+from jupyter_compute import svgchart
+from jupyter_compute.units import format_duration, format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,6 +58,13 @@ class Summary(StaticSummary):
     log_tail: list[str] = field(default_factory=list)
     last_metrics: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name → (value, step)
     nodes: str | None = None
+    series: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)  # name → xs, ys
+    outputs: list[tuple[str, int]] = field(default_factory=list)  # (path, size) in outputs/
+
+    def __post_init__(self) -> None:
+        # Lines may come with their newline (a follower's tail) or without (splitlines):
+        # keep none, so no line is doubled; a progress bar's \r updates show their last.
+        self.log_tail = [_last_segment(line) for line in self.log_tail]
 
     def elapsed(self) -> str:
         if not self.started:
@@ -77,6 +88,9 @@ class Summary(StaticSummary):
         if self.error and self.status != "Completed":
             lines.append("  error: " + self.error.strip().splitlines()[-1])
         lines.extend("  | " + line for line in self.log_tail)
+        if self.outputs:
+            lines.append("  outputs: " + ", ".join(
+                f"{name} ({format_size(size)})" for name, size in self.outputs[:MAX_OUTPUTS]))
         return "\n".join(lines)
 
     def badge(self) -> str:
@@ -97,19 +111,28 @@ class Summary(StaticSummary):
             parts.append(f'<div style="color:#dc2626">{e(self.error.strip().splitlines()[-1])}'
                          "</div>")
         if self.log_tail:
-            parts.append('<pre style="max-height:16em;overflow:auto;margin:4px 0">'
+            parts.append('<pre style="overflow-x:auto;margin:4px 0;'
+                         'padding:4px 6px;line-height:1.35;white-space:pre-wrap;'
+                         'background:var(--jp-layout-color2,rgba(127,127,127,0.08))">'
                          f'{e(chr(10).join(self.log_tail))}</pre>')
+        charts = [svgchart.line_chart({name: (xs, ys)}, title=name)
+                  for name, (xs, ys) in list(self.series.items())[:MAX_CHARTS]]
+        parts.append(charts_html(charts))
+        parts.append(outputs_html(self.outputs))
         parts.append("</div>")
         return "".join(parts)
 
 
 class SweepSummary(StaticSummary):
-    """What a saved notebook or a terminal shows of a sweep: a table of trials."""
+    """What a saved notebook or a terminal shows of a sweep: a table of trials (status,
+    reason, metric) and, given the controller's ``points``, the primary metric per trial."""
 
     MAX_ROWS = 50
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: dict[str, Any], points: list[dict[str, Any]] | None = None
+                 ) -> None:
         self.state = state
+        self.points = points or []  # {"trial", "interval", "value"}: trials.jsonl
 
     def rows(self) -> list[dict[str, Any]]:
         """Trials, best first (by the primary metric), then those without a value."""
@@ -144,7 +167,7 @@ class SweepSummary(StaticSummary):
         if rows:
             table = [("#", "RUN", "PARAMETERS", "STATUS", metric, "REASON")]
             table += [(str(t["index"]), t["run_id"] or "-", " ".join(t["arguments"]),
-                       t["status"], format_value(t["metric"]), t.get("stop_reason") or "")
+                       trial_status(t), format_value(t["metric"]), t.get("stop_reason") or "")
                       for t in rows]
             widths = [max(len(r[i]) for r in table) for i in range(5)]
             lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
@@ -163,19 +186,133 @@ class SweepSummary(StaticSummary):
         cells = []
         for t in self.rows()[:self.MAX_ROWS]:
             color = STATUS_COLORS.get(t["status"], "#6b7280")
-            style = ' style="font-weight:bold;background:#dcfce7"' if t["index"] == best else ""
+            status = trial_status(t)
+            # Translucent: readable under the light and the dark theme's text colour.
+            style = (' style="font-weight:bold;background:rgba(22,163,74,0.18)"'
+                     if t["index"] == best else "")
             cells.append(
                 f"<tr{style}><td>{t['index']}</td><td><code>{e(t['run_id'] or '-')}</code></td>"
                 f"<td><code>{e(' '.join(t['arguments']))}</code></td>"
-                f'<td style="color:{color}">{e(t["status"])}</td>'
+                f'<td style="color:{color}">{e(status)}</td>'
                 f'<td>{format_value(t["metric"])}</td>'
                 f"<td>{e(t.get('stop_reason') or t.get('error') or '')[:200]}</td></tr>")
         if cells:
-            parts.append("<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
+            parts.append('<div style="max-width:100%;overflow-x:auto">'
+                         "<table><thead><tr><th>#</th><th>run</th><th>parameters</th>"
                          f"<th>status</th><th>{e(metric)}</th><th>reason</th></tr></thead>"
-                         f"<tbody>{''.join(cells)}</tbody></table>")
+                         f"<tbody>{''.join(cells)}</tbody></table></div>")
+        parts.append(charts_html([self.chart()]))
         parts.append("</div>")
         return "".join(parts)
+
+    def chart(self) -> str:
+        """The primary metric against the interval, one coloured line per trial; a trial
+        stopped after one report is one dot, so every trial shows."""
+        metric = (self.state.get("primary_metric") or {}).get("name", "metric")
+        curves: dict[int, tuple[list[Any], list[Any]]] = {}
+        for p in self.points:
+            xs, ys = curves.setdefault(int(p["trial"]), ([], []))
+            xs.append(p["interval"])
+            ys.append(p["value"])
+        for t in self.state.get("trials") or []:  # a trial's last value, if no curve
+            if t.get("metric") is not None and t["index"] not in curves:
+                curves[t["index"]] = ([t.get("intervals") or 1], [t["metric"]])
+        series = {f"trial {index}": curves[index] for index in sorted(curves)}
+        best = (self.state.get("best") or {}).get("index")
+        return svgchart.line_chart(series, title=f"{metric} per trial", x_label="interval",
+                                   width=420, height=240, bold=[f"trial {best}"])
+
+
+@dataclass
+class ClusterSummary(StaticSummary):
+    """A cluster target's node counts, and their history as a chart when known:
+    ``points`` are ``(unix time, current, pending)``."""
+
+    name: str
+    nodes: dict[str, Any] | None
+    points: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def text(self) -> str:
+        text = counts_text(self.name, self.nodes)
+        if self.points:  # a saved notebook says when the counts were true
+            text += " · as of " + datetime.fromtimestamp(self.points[-1][0]).strftime(
+                "%Y-%m-%d %H:%M:%S")
+        return text
+
+    def html(self) -> str:
+        text = f"<div><code>{_escape(self.text())}</code></div>"
+        return f'<div class="jupyter-compute-cluster">{text}{charts_html([self.chart()])}</div>'
+
+    def chart(self) -> str:
+        """Current and pending nodes against seconds since the first point, min/max marked."""
+        if len(self.points) < 2:
+            return ""
+        t0 = self.points[0][0]
+        xs = [round(t - t0) for t, _, _ in self.points]
+        nodes = self.nodes or {}
+        guides = {k: float(nodes[k]) for k in ("min", "max") if nodes.get(k) is not None}
+        return svgchart.line_chart(
+            {"current": (xs, [c for _, c, _ in self.points]),
+             "pending": (xs, [p for _, _, p in self.points])},
+            title=f"{self.name} nodes", x_label="seconds", guides=guides, steps=True,
+            bold=["current"], dashed=["pending"])
+
+
+def trial_status(trial: dict[str, Any]) -> str:
+    """A trial's status as people read it: "Stopped early" when its policy stopped it."""
+    if trial.get("stop_reason") and trial["status"] == "Canceled":
+        return "Stopped early"
+    return str(trial["status"])
+
+
+def counts_text(name: str, nodes: dict[str, Any] | None) -> str:
+    """One line: ``cpu-cluster · nodes 1 (pending 1, idle 0) · min 0 · max 4``.
+
+    >>> counts_text("c", {"current": 1, "pending": 0, "idle": 1, "min": 0, "max": 2})
+    'c · nodes 1 (pending 0, idle 1) · min 0 · max 2'
+    """
+    if not nodes:
+        return f"{name} · no node information"
+    extra = [f"{key} {nodes[key]}" for key in ("pending", "idle") if nodes.get(key) is not None]
+    text = f"{name} · nodes {nodes.get('current', '?')}"
+    text += f" ({', '.join(extra)})" if extra else ""
+    text += f" · min {_dash(nodes.get('min'))} · max {_dash(nodes.get('max'))}"
+    if nodes.get("running") is False:
+        text += " · stopped"
+    return text
+
+
+MAX_CHARTS = 12   # metric charts a run's summary draws
+MAX_OUTPUTS = 50  # output files it lists
+
+
+def charts_html(charts: list[str]) -> str:
+    """SVG charts side by side, wrapping to the cell's width instead of overflowing."""
+    charts = [c for c in charts if c]
+    if not charts:
+        return ""
+    return ('<div style="display:flex;flex-wrap:wrap;gap:8px 16px;margin:6px 0;'
+            'max-width:100%">' + "".join(f"<div>{c}</div>" for c in charts) + "</div>")
+
+
+def outputs_html(outputs: list[tuple[str, int]]) -> str:
+    """The run's output files (path and size), the first ``MAX_OUTPUTS`` of them."""
+    if not outputs:
+        return ""
+    items = "".join(f"<li><code>{_escape(name)}</code> ({format_size(size)})</li>"
+                    for name, size in outputs[:MAX_OUTPUTS])
+    more = (f"<li>… {len(outputs) - MAX_OUTPUTS} more</li>"
+            if len(outputs) > MAX_OUTPUTS else "")
+    return f"<div><b>outputs</b><ul style='margin:2px 0'>{items}{more}</ul></div>"
+
+
+def _last_segment(line: str) -> str:
+    line = line.rstrip("\r\n")
+    return line.rsplit("\r", 1)[-1] if "\r" in line else line
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def _escape(text: str) -> str:

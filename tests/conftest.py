@@ -75,3 +75,8 @@ def kernel(project: Project) -> Iterator[Kernel]:
     assert out.status == "ok", out.error_text
     yield k
     k.shutdown()
+
+
+# The session's Ray clusters, declared here once so every test module shares one of
+# each (a fixture imported into two test modules would start twice).
+from raycluster import ray_project, ray_session, separate_head  # noqa: E402, F401

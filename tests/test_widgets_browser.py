@@ -134,8 +134,10 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
                                                            has=page.locator(".jc-log"))
             log = out.locator(".jc-log-scroll")
             out.locator(".jc-log pre", has_text="line 45").wait_for(timeout=60_000)
-            # Record, in the browser, when the last line and the Completed badge appear.
-            out.evaluate("""(out) => {
+            # Record, in the browser, when the last line and the Completed badge appear
+            # in the cell (the live view, or the static summary it becomes at the end).
+            area = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+            area.evaluate("""(out) => {
               window.jcSeen = {};
               const tick = () => {
                 const text = out.textContent, now = performance.now();
@@ -184,8 +186,10 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
             assert seen.get("last"), seen
             assert seen["done"] - seen["last"] < 200, seen
             page.wait_for_timeout(1500)
-            assert out.get_by_role("button", name="Cancel").count() == 0
-            shoot(page, out, "run-widget-finished")
+            # Ended: the output is the static summary (no widget, no Cancel button).
+            area.locator(".jupyter-compute-run").wait_for(timeout=30_000)
+            assert area.get_by_role("button", name="Cancel").count() == 0
+            shoot(page, area.locator(".jp-OutputArea-output").first, "run-widget-finished")
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "run-widget-failure.png"), full_page=True)
@@ -210,25 +214,26 @@ def test_sweep_widget_shows_every_trial_and_why_it_stopped(lab: JupyterLab) -> N
             table = out.locator(".jc-trials")
             # Live from the controller's first decisions: four trials listed, running.
             table.locator("tbody tr").nth(3).wait_for(timeout=30_000)
-            out.locator(".jc-run-head", has_text="Completed").wait_for(timeout=90_000)
-            page.wait_for_timeout(1500)  # the last chart redraw
-            stopped = table.locator("tbody tr", has_text="Stopped early")
-            assert stopped.count() >= 1, table.inner_text()
-            reason = stopped.first.locator(".jc-col-reason").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            out.screenshot(path=str(ARTIFACTS / "sweep-widget-live-light.png"))
+            # Ended: the output becomes the static summary, which keeps every decision.
+            area = page.locator(".jp-Cell").nth(1).locator(".jp-OutputArea")
+            summary = area.locator(".jupyter-compute-sweep")
+            summary.wait_for(timeout=90_000)
+            stopped = summary.locator("tbody tr", has_text="Stopped early")
+            assert stopped.count() >= 1, summary.inner_text()
+            reason = stopped.first.locator("td").nth(5).inner_text()
             assert reason.startswith("stopped early by BanditPolicy"), reason
-            assert stopped.first.locator(".jc-col-run_id").inner_text().strip()
+            assert stopped.first.locator("td").nth(1).inner_text().strip()  # its run id
             # The table fits its cell: nothing hidden sideways.
-            sizes = table.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+            sizes = summary.locator("table").evaluate(
+                "t => [t.scrollWidth, t.closest('.jp-OutputArea-output').clientWidth]")
             assert sizes[0] <= sizes[1] + 1, sizes
-            widths, cell, over = out.evaluate(FIT)
-            assert len(widths) == 3 and over <= 1 and max(widths) <= cell, (widths, cell)
-            # Every trial in the per-trial chart, the one-point ones too (markers).
-            curves = out.locator(".js-plotly-plot").first
-            traces = curves.locator(".scatterlayer .trace")
-            assert traces.count() == 4
-            assert curves.locator(".scatterlayer .trace .points path").count() >= 4 + 2
-            assert curves.locator(".legend .traces").count() == 4
-            shoot(page, out, "sweep-widget")
+            # Every trial in the per-trial chart, the one-point ones too (named in its legend).
+            legend = summary.locator("svg text").all_text_contents()
+            assert sorted(t for t in legend if t.startswith("trial ")) == [
+                f"trial {i}" for i in range(1, 5)], legend
+            shoot(page, summary, "sweep-summary")
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "sweep-widget-failure.png"), full_page=True)
@@ -263,9 +268,9 @@ def test_cluster_widget_has_a_chart_and_its_buttons(lab: JupyterLab, ray_session
             assert box is not None and box["width"] > 40
             chart = out.locator(".js-plotly-plot")
             chart.wait_for(timeout=30_000)
-            legend = chart.locator(".legend").inner_text()
+            legend = chart.locator(".legend").text_content() or ""  # SVG: no inner_text
             assert all(word in legend for word in ("current", "pending", "idle")), legend
-            notes = chart.locator(".annotation").all_inner_texts()
+            notes = chart.locator(".annotation").all_text_contents()
             assert any(n.startswith("max 2") for n in notes), notes
             widths, cell, over = out.evaluate(FIT)
             assert over <= 1 and max(widths) <= cell, (widths, cell)

@@ -27,7 +27,7 @@ from jupyter_compute.exceptions import UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.runs import Run
 from jupyter_compute.sweep.config import SweepConfig, load_sweep_config
-from jupyter_compute.sweep.controller import SOURCE, STATE, argument_pairs
+from jupyter_compute.sweep.controller import POINTS, SOURCE, STATE, argument_pairs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -294,11 +294,16 @@ class Sweep(Run):
         """What ``jupyter-compute show`` prints for a sweep: its trials, best first."""
         return self.summary().text()
 
-    def summary(self, tail_lines: int = 0) -> SweepSummary:
+    def summary(self, tail_lines: int = 0, fetch_outputs: bool = True,
+                log_tail: list[str] | None = None) -> SweepSummary:
         """The sweep's current state, as static text and HTML (a table of trials)."""
         from jupyter_compute.summary import SweepSummary
 
-        return SweepSummary(self.state())
+        try:
+            points, _ = protocol.whole_json_lines((self.folder / POINTS).read_bytes())
+        except FileNotFoundError:
+            points = []
+        return SweepSummary(self.state(), points)
 
     def __repr__(self) -> str:
         return f"<Sweep {self.id} {self.record.status}>"

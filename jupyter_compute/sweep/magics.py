@@ -62,6 +62,9 @@ def wait(s: Sweep, widget: Any) -> None:
         if widget is not None:
             s.wait()
             widget.follower.join(timeout=5)  # its final update belongs to this cell
+            from jupyter_compute.widgets import live
+
+            live.end(widget)  # static in this cell, even if the widget lags behind
         else:  # no widgets (a terminal): stream the controller's log here
             for line in s.follow():
                 print(line, end="")

@@ -36,16 +36,37 @@ def widgets_available() -> bool:
 
 def show(run: Run, tail_lines: int = 500) -> Any:
     """Display ``run`` in the cell as its kind shows (``runkinds.view``); return the live
-    widget (its ``display_handle`` set, to swap in the summary at the end) or None."""
+    widget, or None where only its static summary shows.
+
+    The live widget's output becomes the run's static summary when the run ends, or
+    when the kernel goes away (``live``), so a saved notebook keeps the result. A run
+    that had already ended stays live (to explore) until the kernel goes.
+    """
     from IPython.display import display
 
     from jupyter_compute import runkinds
+    from jupyter_compute.protocol import RunStatus
+    from jupyter_compute.summary import StaticSummary
+    from jupyter_compute.widgets import live
 
     shown = runkinds.view(run, tail_lines=tail_lines)
-    handle = display(shown, display_id=True)
-    if not hasattr(shown, "display_handle"):  # a static summary: nothing more to follow
+    if isinstance(shown, StaticSummary):  # no widgets here: nothing more to follow
+        display(shown)
         return None
-    shown.display_handle = handle
+    root, run_id = run.workspace.root, run.id
+
+    def static(quick: bool) -> StaticSummary:
+        # A handle of its own: the caller may be the follower's or the control thread,
+        # and SQLite connections are not shared between threads.
+        from jupyter_compute.runs import Run as RunHandle
+
+        # The lines the widget read, once it has read them all (else the log's own).
+        followed = getattr(shown, "log_text", None) if getattr(shown, "_done", False) else None
+        tail = followed.splitlines() if isinstance(followed, str) else None
+        return RunHandle.get(run_id, root).summary(fetch_outputs=not quick, log_tail=tail)
+
+    shown.display_handle = live.show(
+        shown, static, until_end=not RunStatus(run.record.status).is_terminal())
     return shown
 
 

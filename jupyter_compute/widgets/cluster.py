@@ -26,6 +26,8 @@ from datetime import datetime
 
 import ipywidgets as widgets
 
+import jupyter_compute.summary as summaries
+import jupyter_compute.widgets.live as live
 from jupyter_compute.targets import node_counts
 from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
 
@@ -259,7 +261,8 @@ class ClusterWidget(widgets.VBox):
             began = time.monotonic()
             self.refresh()
             if self._stop.wait(max(MIN_INTERVAL, self.interval - (time.monotonic() - began))):
-                return
+                break
+        live.end(self)  # no longer live: its output becomes the static summary
 
     def stop(self) -> None:
         """Stop polling (the widget keeps its last state)."""
@@ -279,9 +282,15 @@ class ClusterWidget(widgets.VBox):
 
     # -- display ---------------------------------------------------------------------
 
+    def summary(self) -> summaries.ClusterSummary:
+        """The counts and their history so far, as static text/HTML (an SVG chart)."""
+        return summaries.ClusterSummary(self.target.name, self.last,
+                                        [(t, current, pending) for t, current, pending, *_
+                                         in self.points])
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = super()._repr_mimebundle_(**kwargs) or {}
-        bundle.update(cluster_bundle(self.target.name, self.last))
+        bundle.update(self.summary().bundle())  # what shows once the kernel is gone
         return bundle
 
 
@@ -308,6 +317,25 @@ def cluster_display(target: Target) -> ClusterWidget | ClusterSummary:
     from jupyter_compute.widgets import widgets_available
 
     return ClusterWidget(target) if widgets_available() else ClusterSummary(target)
+
+
+def show_cluster(target: Target) -> ClusterWidget | None:
+    """Display a cluster target's nodes (``%compute show``): live until the widget stops
+    polling or the kernel goes, then a static summary with the counts over time; static
+    at once where widgets cannot render. Returns the live widget, or None.
+
+    >>> show_cluster(get_target("cpu-cluster"))
+    """
+    from IPython.display import display
+
+    shown = cluster_display(target)
+    if not isinstance(shown, ClusterWidget):
+        display(shown)
+        return None
+    if shown.last is None:
+        shown.refresh()  # the counts (cached a second) in the output's static part too
+    live.show(shown, lambda quick: shown.summary())
+    return shown
 
 
 def _dash(value: Any) -> str:

@@ -31,6 +31,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import RunStatus, early_stop_reason
 from jupyter_compute.summary import Summary
 from jupyter_compute.units import format_size
@@ -238,10 +239,10 @@ class RunWidget(widgets.VBox):
             self._plot_pending()
         if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
             self._render_outputs()
-        if batch.done and self.display_handle is not None:
-            # Re-send the display with the final static summary, so a saved notebook
-            # shows the outcome where widgets do not render.
-            self.display_handle.update(self)
+        if batch.done:
+            # The view has ended: its output becomes the static summary, so a saved
+            # notebook shows the outcome wherever it is opened.
+            live.end(self)
 
     def _apply_metrics(self, records: list[dict[str, Any]]) -> None:
         changed: set[str] = set()

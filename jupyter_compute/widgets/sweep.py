@@ -34,6 +34,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import TERMINAL_STATUSES
 from jupyter_compute.summary import STATUS_COLORS, Summary, SweepSummary
 from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
@@ -236,9 +237,7 @@ class SweepWidget(widgets.VBox):
             self._parcoords_at = now
         if ended and not self._done:
             self._done = True
-            if self.display_handle is not None:
-                # Re-send the display so a saved notebook keeps the final static summary.
-                self.display_handle.update(self)
+            live.end(self)  # its output becomes the static summary (a saved notebook)
 
     def _render_header(self) -> None:
         s = self.state

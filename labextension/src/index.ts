@@ -15,6 +15,7 @@ import { IRun } from './api';
 import { LogView, NotebookView } from './logview';
 import { ComputePanel } from './panel';
 import { RunPage } from './runpage';
+import { staticOutputsPlugin } from './staticoutputs';
 
 const computeIcon = new LabIcon({
   name: 'jupyter-compute:compute',
@@ -118,4 +119,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, staticOutputsPlugin];
