@@ -325,14 +325,20 @@ class Comparison(StaticSummary):
         return (f"<div><b>snapshot diff</b> against <code>{e(base.id)}</code>"
                 f"<ul style='margin-top:2px'>{''.join(items)}</ul></div>")
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """In a notebook: the compare widget a face registered, else the table as HTML."""
+    def _ipython_display_(self) -> None:
+        """In a notebook: the compare widget a face registered, displayed so that its
+        output becomes this table once the kernel goes; else the table itself."""
         from jupyter_compute import runkinds
 
-        live = runkinds.view_function(VIEW)
-        shown = live(self) if live is not None else None
-        if shown is not None:
-            return shown._repr_mimebundle_()  # type: ignore[no-any-return]
+        show = runkinds.view_function(VIEW)
+        if show is None or not show(self):
+            from IPython.display import display
+
+            display(self.bundle(), raw=True)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """To a renderer that is not IPython's display: the table (a live widget outside
+        a registered display would outlive its model)."""
         return self.bundle()
 
     def __repr__(self) -> str:

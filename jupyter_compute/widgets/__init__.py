@@ -88,11 +88,14 @@ def sweep_view(sweep: Sweep, tail_lines: int = 500) -> Any:
     return SweepWidget(sweep)
 
 
-def compare_view(comparison: Comparison) -> Any:
-    """Runs compared side by side, as a live ``CompareWidget`` (curves overlaid, the
-    table, the snapshot diff), or None where widgets cannot render (the table shows)."""
+def compare_view(comparison: Comparison) -> bool:
+    """Display runs compared side by side as a live ``CompareWidget`` (curves overlaid,
+    the table, the snapshot diff) whose output becomes the table when the kernel goes.
+    False where widgets cannot render (the caller shows the table)."""
     if not widgets_available():
-        return None
+        return False
+    from jupyter_compute.widgets import live
     from jupyter_compute.widgets.compare import CompareWidget
 
-    return CompareWidget(comparison)
+    live.show(CompareWidget(comparison), static=lambda quick: comparison, until_end=False)
+    return True
