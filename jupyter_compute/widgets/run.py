@@ -109,10 +109,15 @@ function render({ model, el }) {
     } else chip.hidden = false;
     drawBar();
   }
+  // The text reflows without changing (a theme's font arriving, the cell resized):
+  // still at the newest line afterwards.
+  const reflow = new ResizeObserver(() => { if (follow) toBottom(); });
+  reflow.observe(pre);
   model.on("change:text", draw);
   model.on("change:hidden", drawBar);
   model.on("change:show_all", drawBar);
   draw();
+  return () => reflow.disconnect();
 }
 export default { render };
 """
@@ -222,10 +227,11 @@ class RunWidget(widgets.VBox):
         for rec in batch.metrics:  # a notebook run's current cell belongs in the header
             if rec.get("kind") == "progress" and isinstance(rec.get("value"), dict):
                 self._progress = rec["value"]
-        # Status and log of one poll go out together, before anything slower.
-        self._render_header()
+        # Status and log of one poll go out together, before anything slower; the log
+        # first, so the badge never says Completed above a log still missing its end.
         if batch.lines or batch.skipped or batch.done:
             self._render_log(batch.done)
+        self._render_header()
         if batch.done:
             self._done = True
             self.cancel_button.layout.display = "none"  # the badge says how it ended
