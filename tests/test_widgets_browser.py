@@ -318,10 +318,11 @@ def test_cluster_widget_has_a_chart_and_its_buttons(lab: JupyterLab, ray_session
             assert box is not None and box["width"] > 40
             chart = out.locator(".js-plotly-plot")
             chart.wait_for(timeout=30_000)
-            legend = chart.locator(".legend").inner_text()
+            legend = chart.locator(".legend").text_content() or ""
             assert all(word in legend for word in ("current", "pending", "idle")), legend
-            notes = chart.locator(".annotation").all_inner_texts()
-            assert any(n.startswith("max 2") for n in notes), notes
+            # (each poll redraws the marks: read until one read lands between redraws)
+            until(lambda: any(n.startswith("max 2") for n in
+                              chart.locator(".annotation").all_text_contents()), 10, "max 2")
             # One chart: it takes the cell's width.
             widths, cell, _tops = fitted(out, 1)
             assert widths[0] > 0.6 * cell, (widths, cell)

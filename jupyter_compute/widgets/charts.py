@@ -247,7 +247,8 @@ class Chart:
             modebar={"orientation": "v", "bgcolor": clear},
             legend={"font": {"size": 11}, "bgcolor": clear},
             xaxis={"title": {"text": x_title, "font": {"size": 11}},
-                   **({"type": "date"} if time_x else {})},
+                   # the clock only: a date line under the first tick said little
+                   **({"type": "date", "tickformat": "%H:%M:%S"} if time_x else {})},
             yaxis={"title": {"text": y_title, "font": {"size": 11}}, "automargin": True},
             hovermode="closest", showlegend=False))
         self.fig._config = {"displaylogo": False, "responsive": True,
@@ -308,14 +309,15 @@ class Chart:
                     fig.data[raw].x, fig.data[raw].y = xs, ys
                     fig.data[raw].visible = bool(smoothing)
             named = [s for s in self.series.values() if s.style.get("showlegend") is not False]
-            fig.layout.showlegend = 1 < len(named) <= LEGEND_MAX
-            fig.layout.yaxis.type = "log" if log_y else "linear"
-            self._ranges(by_time, log_y)
-            if by_time:
-                fig.layout.xaxis.title.text = "seconds since the first point"
-            else:
-                fig.layout.xaxis.title.text = self.x_title
-            for key, value in (extra or {}).items():
+            # Each layout key is set once: in a batch, plotly drops a second assignment
+            # that restores the value it had before the batch, so the first one stuck
+            # (the cluster chart's range fell back to -1..1 on its second poll).
+            layout = {"showlegend": 1 < len(named) <= LEGEND_MAX,
+                      "yaxis.type": "log" if log_y else "linear",
+                      "xaxis.title.text": "seconds since the first point" if by_time
+                      else self.x_title,
+                      **self._ranges(by_time, log_y), **(extra or {})}
+            for key, value in layout.items():
                 fig.layout[key] = value
 
     def point_count(self) -> int:
@@ -349,10 +351,11 @@ class Chart:
                              legendgroup=s.name, showlegend=False, hoverinfo="skip")
         return len(self.fig.data) - 1
 
-    def _ranges(self, by_time: bool, log_y: bool) -> None:
+    def _ranges(self, by_time: bool, log_y: bool) -> dict[str, Any]:
+        """The axes' ranges and ticks for the current points (layout paths → values)."""
         import numpy as np
 
-        layout = self.fig.layout
+        layout: dict[str, Any] = {}
         ys = _finite([s.ys for s in self.series.values()])
         xs, x_range = np.zeros(0), None
         if not self.time_x:
@@ -360,22 +363,23 @@ class Chart:
             if not by_time and len(xs) and xs.min() == xs.max():
                 x_range = ([xs[0] - 1, xs[0] + 1] if self.integer_x  # a step's neighbours
                            else padded_range([float(xs[0])]))
-        layout.xaxis.autorange = x_range is None
+        layout["xaxis.autorange"] = x_range is None
         if x_range is not None:
-            layout.xaxis.range = [float(v) for v in x_range]
+            layout["xaxis.range"] = [float(v) for v in x_range]
         if self.integer_x and not by_time and not self.time_x and len(xs):
-            layout.xaxis.tick0 = 0
-            layout.xaxis.dtick = integer_ticks(float(xs.min()), float(xs.max()))
+            layout["xaxis.tick0"] = 0
+            layout["xaxis.dtick"] = integer_ticks(float(xs.min()), float(xs.max()))
         elif not self.time_x:
-            layout.xaxis.dtick = None
+            layout["xaxis.dtick"] = None
         y_range = None if log_y or not len(ys) or ys.min() != ys.max() else \
             padded_range([float(ys[0])])
-        layout.yaxis.autorange = y_range is None
+        layout["yaxis.autorange"] = y_range is None
         if y_range is not None:
-            layout.yaxis.range = y_range
+            layout["yaxis.range"] = y_range
         if self.integer_y and len(ys):
-            layout.yaxis.tick0 = 0
-            layout.yaxis.dtick = integer_ticks(0, max(float(np.max(ys)), 1), ticks=4)
+            layout["yaxis.tick0"] = 0
+            layout["yaxis.dtick"] = integer_ticks(0, max(float(np.max(ys)), 1), ticks=4)
+        return layout
 
 
 def _copy(values: Values) -> Values:
