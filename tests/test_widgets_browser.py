@@ -122,12 +122,19 @@ def notebook(lab: JupyterLab, name: str, *cells: str) -> str:
     return name
 
 
+def snap(page: Any, output: Any, path: Path) -> None:
+    """A screenshot of ``output`` as it is now. (An element screenshot waits for the
+    element to hold still, which a widget that streams on a busy machine may not.)"""
+    output.scroll_into_view_if_needed()
+    page.screenshot(path=str(path), clip=output.bounding_box())
+
+
 def shoot(page: Any, output: Any, name: str) -> None:
     """``name``-light.png and ``name``-dark.png of one output."""
     ARTIFACTS.mkdir(exist_ok=True)
     for theme in ("light", "dark"):
         set_theme(page, theme)
-        output.screenshot(path=str(ARTIFACTS / f"{name}-{theme}.png"))
+        snap(page, output, ARTIFACTS / f"{name}-{theme}.png")
     set_theme(page, "light")
 
 
@@ -208,7 +215,7 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
             ARTIFACTS.mkdir(exist_ok=True)
             for theme in ("light", "dark"):
                 set_theme(page, theme)
-                out.screenshot(path=str(ARTIFACTS / f"run-widget-running-{theme}.png"))
+                snap(page, out, ARTIFACTS / f"run-widget-running-{theme}.png")
             set_theme(page, "light")
             # Scrolled up to read: the view stays put and offers the new lines.
             ARTIFACTS.mkdir(exist_ok=True)
@@ -277,6 +284,11 @@ def test_sweep_widget_shows_every_trial_and_why_it_stopped(lab: JupyterLab) -> N
             widths, cell, tops = fitted(out, 3)
             assert tops[0] == tops[1] < tops[2] and widths[2] > 0.9 * cell, (widths, cell)
             follows_the_theme(page, out)
+            # Fitting settles: once the charts fit, nothing keeps announcing resizes.
+            page.evaluate("""() => { window.jcResizes = 0;
+              window.addEventListener("resize", () => window.jcResizes++); }""")
+            page.wait_for_timeout(3000)
+            assert page.evaluate("() => window.jcResizes") <= 1
             # Every trial in the per-trial chart, the one-point ones too (markers).
             curves = out.locator(".js-plotly-plot").first
             traces = curves.locator(".scatterlayer .trace")

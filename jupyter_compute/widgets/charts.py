@@ -440,7 +440,7 @@ class ChartGrid(widgets.VBox):
         for control in (self.log_y, self.smoothing, self.x_axis):
             control.observe(lambda _change: self.redraw(), "value")
         super().__init__([self.toolbar, self.box])
-        self._redrawn_at = 0.0
+        self.redrawn_at = 0.0  # time.monotonic() of the last redraw()
 
     def add(self, chart: Chart) -> Chart:
         self.charts.append(chart)
@@ -458,4 +458,4 @@ class ChartGrid(widgets.VBox):
         """Redraw ``charts`` (all of them if none given) with the toolbar's options."""
         for chart in charts or tuple(self.charts):
             chart.redraw(**self.options)
-        self._redrawn_at = time.monotonic()
+        self.redrawn_at = time.monotonic()
