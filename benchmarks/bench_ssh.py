@@ -19,7 +19,8 @@ and measures, in the same session:
                (both on a warm connection through the same proxy; goal ≤ +3 round
                trips), and print → Run.follow() consumer, p95 over 100 lines (the
                script stamps each line with time.time(), the consumer compares it with
-               its own clock: same machine; goal ≤ RTT + 100 ms)
+               its own clock: same machine; goal ≤ RTT + 100 ms); then 20 runs followed
+               at once: connections opened and bytes over an idle second
 
     python benchmarks/bench_ssh.py [--repeat 20] [--snapshot-mb 50] [--sync-repeat 3]
                                    [--only sync|latency|link]
@@ -446,8 +447,48 @@ def bench_link(project: Path, server: object, key: Path, workdir: str,
             if len(words) == 2 and words[0].isdigit():
                 lags.append(now - float(words[1]))
         run.wait()
+        go = Path(os.path.expanduser(f"~{sshd.USER}")) / workdir / "go"
+        many = followed_at_once(proxy, 20, go)
         run.target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes
-    return {"rtt": 2 * delay, "first": first, "lags": lags}
+    return {"rtt": 2 * delay, "first": first, "lags": lags, "many": many}
+
+
+def followed_at_once(proxy: object, count: int, go: Path) -> dict[str, float]:
+    """``count`` runs that print a line and wait for the file ``go`` (on the host), each
+    followed by its own thread: the SSH connections the proxy saw, and the bytes it
+    carried over an idle second while all of them were followed."""
+    import threading
+
+    from jupyter_compute import api
+
+    go.unlink(missing_ok=True)
+    Path("idle.py").write_text(f"import os, time\nprint('a', flush=True)\n"
+                               f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\n"
+                               "print('b', flush=True)\n")
+    before = proxy.connections  # type: ignore[attr-defined]
+    runs = [api.submit("idle.py", target="link") for _ in range(count)]
+    seen = [threading.Event() for _ in runs]
+
+    def follow(run: object, event: threading.Event) -> None:
+        for _line in run.follow():  # type: ignore[attr-defined]
+            event.set()
+
+    threads = [threading.Thread(target=follow, args=(r, e), daemon=True)
+               for r, e in zip(runs, seen)]
+    for t in threads:
+        t.start()
+    for e in seen:
+        e.wait(30)
+    time.sleep(0.3)
+    start = proxy.bytes_forwarded  # type: ignore[attr-defined]
+    time.sleep(1.0)
+    idle = proxy.bytes_forwarded - start  # type: ignore[attr-defined]
+    go.touch()
+    for t in threads:
+        t.join(60)
+    go.unlink()
+    return {"runs": count, "new connections": proxy.connections - before,  # type: ignore[attr-defined]
+            "idle bytes/s": idle}
 
 
 def print_link(rows: dict[str, object], args: argparse.Namespace) -> None:
@@ -468,6 +509,10 @@ def print_link(rows: dict[str, object], args: argparse.Namespace) -> None:
     print(f"print → follower ({len(lags)} lines): median {statistics.median(lags) * 1000:.1f}"
           f" ms, p95 {p95 * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms (goal ≤ RTT + 100 ms "
           f"= {(rtt + 0.1) * 1000:.0f} ms)")
+    many: dict[str, float] = rows["many"]  # type: ignore[assignment]
+    print(f"{many['runs']:g} runs followed at once: {many['new connections']:g} SSH "
+          f"connections opened beside the target's one, {many['idle bytes/s']:g} bytes over "
+          "an idle second (goal: one connection, no per-run polling)")
 
 
 def _wire_bytes(transport: object) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "RunSpec",
     "RunStatus",
     "attach",
+    "compare",
     "detach",
     "get_target",
     "runs",
@@ -44,6 +45,7 @@ _WHERE = {
     "RunSpec": "jupyter_compute.runspec",
     "RunStatus": "jupyter_compute.protocol",
     "attach": "jupyter_compute.api",
+    "compare": "jupyter_compute.api",
     "detach": "jupyter_compute.api",
     "get_target": "jupyter_compute.api",
     "runs": "jupyter_compute.api",
@@ -59,6 +61,7 @@ _WHERE = {
 _runkinds.register_view("script", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("notebook", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("sweep", "jupyter_compute.widgets:sweep_view")
+_runkinds.register_view("comparison", "jupyter_compute.widgets:compare_view")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -5,11 +5,13 @@
     python -m jupyter_compute.agent RUN_DIR      # or: python agent.py RUN_DIR
 
 It reads ``spec.json`` from the run folder, materializes the snapshot into
-``workdir/``, prepares the interpreter, runs ``python -u script args`` (a list,
-never a shell) in a process group of its own, appends stdout and stderr to
-``output.log``, enforces the run's maximum duration, obeys ``cancel`` and writes
-every status transition to ``status.json``. It is detached from the client, so
-the client (a kernel, a CLI, an SSH session) may go away at any time.
+``workdir/``, prepares the interpreter (builds or reuses the run's environment:
+``envbuild.py``; that time is preparation, recorded as ``prepare_seconds``), runs
+``python -u script args`` (a list, never a shell) in a process group of its own,
+appends stdout and stderr to ``output.log``, enforces the run's maximum duration,
+obeys ``cancel`` and writes every status transition to ``status.json``. It is
+detached from the client, so the client (a kernel, a CLI, an SSH session) may go
+away at any time.
 
 Status only moves forward: before each write the agent reads ``status.json``
 again, and if a reader has already ended the run there (declared it lost, say),
@@ -22,14 +24,13 @@ whole tree ends with the run (SIGTERM, then SIGKILL after the grace).
 Secret environment values never enter ``spec.json``: they arrive in the 0600
 ``secrets`` file, which the agent reads and deletes before anything else.
 
-Standard library only: this file travels to every target with ``protocol.py``
-and ``tracking.py``.
+Standard library only: this file travels to every target with ``protocol.py``,
+``envbuild.py`` and ``tracking.py``.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -73,6 +74,10 @@ class Agent:
         #: The terminal status a reader wrote while we ran (None while the run is ours).
         self.ended_elsewhere: str | None = None
         self._status_stamp: tuple[int, int] | None = None  # status.json after our write
+        self.lease: Any = None  # envbuild.Lease: the environment this run uses, if built
+        self.environment_record: dict[str, Any] | None = None
+        self.prepare_seconds: float | None = None  # snapshot + environment, not run time
+        self.mlflow: Any = None  # mlflow_endpoint.Endpoint the script logs to, while it runs
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -99,11 +104,28 @@ class Agent:
                 self.wake.set()
             return False
         now = protocol.utcnow()
+        self.status.pop("detail", None)  # what it was doing while in the previous status
         self.status.update(fields, status=status.value, updated=now)
         self.status.setdefault("history", []).append([status.value, now])
         protocol.write_json_atomic(path, self.status)
         self._status_stamp = _mtime(path)
         return True
+
+    def set_detail(self, text: str) -> None:
+        """What the run is doing within its status (``environment: 12/40 packages``), in
+        ``status.json``'s ``detail``: the widget shows it beside the status."""
+        path = self._p(protocol.STATUS)
+        try:
+            current = protocol.read_json(path)
+        except ValueError:
+            current = None
+        if isinstance(current, dict):
+            self.status = current
+        if self.status.get("status") in protocol.TERMINAL_STATUSES:
+            return  # ended by a reader: not ours to write any more
+        self.status["detail"] = text
+        protocol.write_json_atomic(path, self.status)
+        self._status_stamp = _mtime(path)
 
     def _check_ended_elsewhere(self) -> bool:
         """Whether a reader has ended the run in ``status.json`` since our last write."""
@@ -148,15 +170,25 @@ class Agent:
             return RunStatus(self.ended_elsewhere)
         become_subreaper()
         threading.Thread(target=self._heartbeat, daemon=True).start()
+        preparing = time.monotonic()
         try:
             workdir = self.materialize()
             python = self.interpreter()
             argv = self.command(python)
         except Exception as exc:  # noqa: BLE001 - any preparation failure ends the run
-            self.say(f"preparation failed: {exc}")
+            from jupyter_compute.envbuild import BuildError
+
+            if self._cancel_requested() and isinstance(exc, BuildError):
+                self.say(str(exc))
+                self.set_status(RunStatus.CANCELED, ended=protocol.utcnow(), error=str(exc))
+                return RunStatus.CANCELED
+            why = f"environment: {exc}" if isinstance(exc, BuildError) else \
+                f"preparation failed: {exc}"
+            self.say(why)
             self.set_status(RunStatus.FAILED, ended=protocol.utcnow(), exit_code=None,
-                            error=f"preparation failed: {exc}")
+                            error=why, prepare_seconds=round(time.monotonic() - preparing, 3))
             return RunStatus.FAILED
+        self.prepare_seconds = round(time.monotonic() - preparing, 3)
         if self._check_ended_elsewhere():
             return self._stopped_by_reader()
         if self._cancel_requested():
@@ -181,8 +213,11 @@ class Agent:
         pump.start()
         threading.Thread(target=lambda: (self.child.wait(), self.wake.set()),  # type: ignore
                          daemon=True).start()
+        extra: dict[str, Any] = {"prepare_seconds": self.prepare_seconds}
+        if self.environment_record is not None:
+            extra["environment"] = self.environment_record
         if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
-                               script=protocol.process_identity(self.child.pid)) \
+                               script=protocol.process_identity(self.child.pid), **extra) \
                 and self.ended_elsewhere is not None:
             return self._stopped_by_reader()
 
@@ -190,6 +225,7 @@ class Agent:
         if self.ended_elsewhere is not None:
             return self._stopped_by_reader()
         returncode = self.child.wait()
+        self.stop_mlflow()
         # Leftovers first: one that escaped the group may hold stderr open, and the
         # pump would wait for it (5 s) before a cancel could finish.
         leftovers = self.end_processes(self.child.pid)
@@ -306,34 +342,26 @@ class Agent:
         return workdir
 
     def interpreter(self) -> str:
-        """The Python that runs the script: given, built from requirements, or ours."""
+        """The Python that runs the script: the run's environment (built or reused on this
+        host by ``envbuild``), else the given interpreter, else ours."""
         python = self.spec.get("interpreter") or sys.executable
-        requirements = self.spec.get("requirements")
-        if not requirements:
+        env = self.spec.get("environment")
+        if not env:
             return python
-        req_path = os.path.join(self._p(protocol.WORKDIR), requirements)
-        with open(req_path, "rb") as f:
-            key = hashlib.sha256(f.read() + python.encode()).hexdigest()[:16]
-        env_dir = os.path.join(self.spec.get("env_root") or self._p("envs"), key)
-        venv_python = os.path.join(env_dir, "bin", "python")
-        if os.path.exists(os.path.join(env_dir, ".complete")):
-            self.say(f"reusing environment {env_dir}")
-            return venv_python
-        import fcntl
+        from jupyter_compute import envbuild  # the runtime ships it beside this file
 
-        os.makedirs(os.path.dirname(env_dir), exist_ok=True)
-        with open(env_dir + ".lock", "w") as lock:  # one builder per environment
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(os.path.join(env_dir, ".complete")):
-                self.say(f"building environment {env_dir} from {requirements}")
-                for cmd in ([python, "-m", "venv", "--clear", env_dir],
-                            [venv_python, "-m", "pip", "install", "-r", req_path]):
-                    rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=self.log_fd,
-                                         stderr=self.log_fd)
-                    if rc:
-                        raise RuntimeError(f"{' '.join(cmd[:4])} … exited {rc}; see the log")
-                open(os.path.join(env_dir, ".complete"), "w").close()
-        return venv_python
+        got = envbuild.prepare(
+            env, default_python=python,
+            env_root=self.spec.get("env_root") or self._p("envs"),
+            blobs=os.path.join(self.run_dir, self.spec.get("blobs", "blobs")),
+            cwd=self._p(protocol.WORKDIR), say=self.say, log_fd=self.log_fd,
+            stopped=self._cancel_requested, progress=self.set_detail)
+        if isinstance(got, str):
+            return got
+        self.lease = got  # held (a shared lock) while the run uses the environment
+        self.environment_record = {"key": got.key, "reused": got.reused,
+                                   "installer": got.installer, "path": got.env_dir}
+        return got.python
 
     def command(self, python: str) -> list[str]:
         """What runs: the script with its arguments, or papermill on the notebook."""
@@ -379,12 +407,24 @@ class Agent:
         env.update(self.secrets)
         env[protocol.ENV_RUN_ID] = self.spec["run_id"]
         env[protocol.ENV_RUN_DIR] = self.run_dir
+        if not env.get("MLFLOW_TRACKING_URI"):  # a script's own tracking server wins
+            from jupyter_compute.mlflow_endpoint import Endpoint
+
+            self.mlflow = Endpoint(self.run_dir, self.spec["run_id"],
+                                   self.spec.get("name") or self.spec["run_id"], say=self.say)
+            env.update(self.mlflow.start(env))
         env["PYTHONUNBUFFERED"] = "1"
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
         if extra:
             env["PYTHONPATH"] = os.pathsep.join(extra + [env.get("PYTHONPATH", "")]).rstrip(
                 os.pathsep)
         return env
+
+    def stop_mlflow(self) -> None:
+        """Stop the run's MLflow endpoint (its records are already in the run folder)."""
+        if self.mlflow is not None:
+            self.mlflow.stop()
+            self.mlflow = None
 
     def collect_outputs(self, workdir: str) -> None:
         """If the script replaced the ``outputs`` link with a folder, keep its files."""
@@ -635,6 +675,7 @@ def run_agent(run_dir: str) -> int:
         import traceback
 
         agent.say(f"agent crashed: {exc!r}\n{traceback.format_exc()}")
+        agent.stop_mlflow()
         for pid in _run_processes(agent.child.pid if agent.child else None,
                                   agent.spec.get("run_id", ""))[0]:
             _kill(pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.comparison import Comparison
     from jupyter_compute.runs import Run
     from jupyter_compute.targets.base import Target
     from jupyter_compute.workspace import Workspace
@@ -43,7 +44,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            name: str | None = None, arguments: list[Any] | tuple[Any, ...] | None = None,
            config: str | Path | None = None, source_dir: str | Path | None = None,
            workspace: Workspace | str | Path | None = None, python: str | None = None,
-           requirements: str | None = None,
+           requirements: str | None = None, environment: Any = None,
            environment_variables: dict[str, str] | None = None,
            secret_env: list[str] | None = None,
            max_run_duration_seconds: float | None = None, wait: bool = False,
@@ -66,6 +67,7 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     """
     spec = resolve_spec(script, target=target, name=name, arguments=arguments, config=config,
                         source_dir=source_dir, python=python, requirements=requirements,
+                        environment=environment,
                         environment_variables=environment_variables, secret_env=secret_env,
                         max_run_duration_seconds=max_run_duration_seconds, kind=kind,
                         parent_id=parent_id, extra_files=extra_files,
@@ -154,6 +156,20 @@ def detach(name: str, workspace: Workspace | str | Path | None = None) -> None:
         dump_targets(ws.targets_file, attached)
 
 
+def environments(target: str | None = None, *, prune: bool = False,
+                 days: float | None = None,
+                 workspace: Workspace | str | Path | None = None) -> list[dict[str, Any]]:
+    """The environments built on ``target`` (default ``local``): key, source, bytes,
+    last_used (epoch seconds), runs (how many runs use it now). With ``prune``, remove
+    those no running run uses (only those unused for ``days`` days, if given) and
+    return them."""
+    found = _get_target(target or "local", _ws(workspace))
+    if not getattr(found.launcher, "keeps_environments", True):  # docker: its images do
+        raise UsageError(f"target {found.name!r} keeps environments as images, not folders: "
+                         "see 'docker images jupyter-compute/*'")
+    return found.host.environments(prune=prune, days=days)
+
+
 # -- runs --------------------------------------------------------------------------------
 
 
@@ -164,3 +180,21 @@ def runs(limit: int | None = 20, status: str | None = None,
 
     ws = _ws(workspace, create=False)
     return [runkinds.handle(r, ws) for r in ws.store.list(limit=limit, status=status)]
+
+
+def compare(*runs: str | Run, workspace: Workspace | str | Path | None = None) -> Comparison:
+    """Runs side by side: arguments, parameters, each metric's last and best value,
+    duration, target, environment, git commit, and the snapshot diff (files added,
+    removed and changed from the first run to each other one). A sweep's id stands
+    for its trials.
+
+    >>> c = compare("20261126-0931-train-7f3a", "20261126-0940-train-9b1c")
+    >>> c.to_dict()["snapshot_diff"][0]["changed"]
+    ['train.py']
+    >>> print(c.diff("train.py"))      # a unified diff of one changed file
+    """
+    from jupyter_compute.comparison import compare as compare_runs
+
+    if len(runs) == 1 and isinstance(runs[0], (list, tuple)):
+        runs = tuple(runs[0])  # compare(["a", "b"]) reads as compare("a", "b")
+    return compare_runs(list(runs), _ws(workspace, create=False))

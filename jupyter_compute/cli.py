@@ -109,7 +109,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
     run = api.submit(args.path, target=args.target, name=args.name, config=args.config,
                      arguments=args.args or None, source_dir=args.source_dir,
-                     workspace=args.workspace, python=args.python,
+                     workspace=args.workspace, environment=environment_from(args),
                      max_run_duration_seconds=args.max_duration,
                      parameters=params or None, kernel=args.kernel)
     for warning in run.warnings:
@@ -148,7 +148,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     found = api.runs(limit=args.limit, status=args.status, workspace=args.workspace)
     if args.json:
-        _out(json.dumps([r.to_dict() for r in found], indent=1))
+        _out(json.dumps([_shown(r) for r in found], indent=1))
         return 0
     rows = []
     for run in found:
@@ -161,8 +161,35 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     run = _get(args)  # the handle of the run's kind: a sweep shows its trials
-    _out(json.dumps(run.to_dict(), indent=1) if args.json else run.describe())
+    if args.json:
+        _out(json.dumps(_shown(run), indent=1))
+        return 0
+    from jupyter_compute import runinfo
+
+    _out(run.describe() + _details_text(runinfo.details(run)))
     return 0
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    """Params, tags and outputs under ``show``'s record, one line each, as ``--json`` has them."""
+    from jupyter_compute.units import format_size
+
+    lines = []
+    for title, key in (("params:", "params"), ("tags:", "tags")):
+        if details.get(key):
+            lines.append(f"{title:<12} " + ", ".join(f"{k}={v}" for k, v in
+                                                     details[key].items()))
+    if details.get("outputs"):
+        lines.append(f"{'outputs:':<12} " + ", ".join(
+            f"{o['path']} ({format_size(o['size'])})" for o in details["outputs"]))
+    return "".join("\n" + line for line in lines)
+
+
+def _shown(run: Run) -> dict[str, Any]:
+    """The ``--json`` form of a run: its record, then its params, tags and outputs."""
+    from jupyter_compute import runinfo
+
+    return {**run.to_dict(), **runinfo.details(run)}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -183,6 +210,25 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     rows = [(name, len(recs), json.dumps(recs[-1]["value"])[:60]) for name, recs in
             metrics.items()]
     _table(("METRIC", "COUNT", "LAST"), rows)
+    return 0
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    """List a run's outputs (path, size), or copy them into ``--download DIR``."""
+    from jupyter_compute import runinfo
+    from jupyter_compute.units import format_size
+
+    run = _get(args)
+    if args.download:
+        copied = run.download(args.download)
+        _err(f"copied {len(copied)} file{'s' if len(copied) != 1 else ''} of run {run.id} "
+             f"into {args.download}")
+        return 0
+    found = runinfo.outputs(run)
+    if args.json:
+        _out(json.dumps([{"path": rel, "size": size} for rel, size in found], indent=1))
+        return 0
+    _table(("PATH", "SIZE"), [(rel, format_size(size)) for rel, size in found])
     return 0
 
 
@@ -241,6 +287,84 @@ def _nodes(nodes: dict[str, int] | None) -> str:
     if not nodes:
         return ""
     return f": nodes {nodes.get('current')} (min {nodes.get('min')}, max {nodes.get('max')})"
+
+
+def environment_from(args: argparse.Namespace) -> Any:
+    """The Environment the ``--env``/``--requirements``/… flags describe, or None."""
+    from jupyter_compute.environments import from_flags
+
+    return from_flags(args.env, requirements=args.requirements, pyproject=args.pyproject,
+                      conda_file=args.conda_file, image=args.image, python=args.python)
+
+
+def add_environment_flags(p: Any) -> None:
+    """``--env``, ``--requirements``, ``--pyproject``, ``--conda-file``, ``--image``,
+    ``--python``: the run's environment (see environments.py); the same in the magics."""
+    p.add_argument("--env", metavar="NAME|FILE",
+                   help="'kernel' (this interpreter's packages) or an environment file")
+    p.add_argument("--requirements", metavar="FILE", help="a requirements.txt to install")
+    p.add_argument("--pyproject", metavar="FILE[EXTRAS]",
+                   help="a pyproject.toml's dependencies, e.g. pyproject.toml[test]")
+    p.add_argument("--conda-file", metavar="FILE",
+                   help="a conda environment.yml, installed from PyPI")
+    p.add_argument("--image", metavar="IMAGE", help="docker targets: the image to run in")
+    p.add_argument("--python", metavar="PATH|X.Y",
+                   help="interpreter on the target: a path, or a version such as 3.11")
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+    from jupyter_compute.units import format_size
+
+    if args.days is not None and not args.prune:
+        raise UsageError("--days goes with --prune")
+    found = api.environments(target=args.target, prune=args.prune, days=args.days,
+                             workspace=args.workspace)
+    if args.json:
+        _out(json.dumps(found, indent=1))
+        return 0
+    if args.prune:
+        _err(f"removed {len(found)} environment{'s' if len(found) != 1 else ''}"
+             f"{': ' + ', '.join(e['key'] for e in found) if found else ''}")
+        return 0
+    import time
+
+    rows = [(e["key"], e["source"], format_size(e["bytes"]),
+             time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["last_used"])),
+             "?" if e["runs"] is None else str(e["runs"])) for e in found]
+    _table(("KEY", "SOURCE", "SIZE", "LAST USED (UTC)", "RUNS"), rows)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from jupyter_compute import api
+
+    comparison = api.compare(*args.runs, workspace=args.workspace)
+    if args.diff:
+        sys.stdout.write(comparison.diff(args.diff))
+    elif args.json:
+        _out(json.dumps(comparison.to_dict(), indent=1))
+    else:
+        sys.stdout.write(comparison.text(width=_columns()))
+    return 0
+
+
+def add_compare_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("compare", cmd_compare, "show runs side by side: arguments, params, metrics "
+            "(last and best), environment, git, and the files that changed")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="two runs or more (unique id suffixes), or one sweep for its trials")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--diff", metavar="PATH",
+                       help="print a unified diff of this file between the runs")
+
+
+def _columns() -> int:
+    """The width for the compare table: 100 columns, fewer in a narrower terminal."""
+    import shutil
+
+    return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -373,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", "-n", help="run name (default: the script's name)")
     p.add_argument("--config", "-c", metavar="RUN_YML", help="run configuration file")
     p.add_argument("--source-dir", metavar="DIR", help="folder to snapshot (default: here)")
-    p.add_argument("--python", metavar="PATH", help="interpreter on the target")
+    add_environment_flags(p)
     p.add_argument("--max-duration", type=duration_argument, metavar="DURATION",
                    help="TimedOut after this long: 90, 90s, 5m or 1h30m")
     p.add_argument("--wait", "-w", action="store_true",
@@ -396,7 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", "-w", action="store_true",
                    help="follow the sweep; exit 0 only if it Completed")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_environment_flags(p)
     p.add_argument("args", nargs="*", metavar="-- ARGS", help="fixed arguments for the script")
+
+    p = add("envs", cmd_envs, "list (or --prune) the environments built on a target")
+    p.add_argument("--target", "-t", help="target name (default: local)")
+    p.add_argument("--prune", action="store_true",
+                   help="remove environments no running run uses (with --days: only those "
+                        "unused for that long)")
+    p.add_argument("--days", type=float, metavar="N", help="with --prune: unused for N days")
+    p.add_argument("--json", action="store_true")
 
     p = add("runs", cmd_runs, "list recent runs, newest first")
     p.add_argument("--limit", type=int, default=20)
@@ -415,12 +548,44 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("-f", "--follow", action="store_true",
                            help="follow until the run ends")
 
+    add_outputs_parser(add)
+    add_export_parser(add)
+
     p = add("snapshot", cmd_snapshot, "snapshot a folder, or list what would be sent")
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--list", action="store_true", help="print the paths that would be sent")
 
+    add_compare_parser(add)
     add("demo", cmd_demo, "run the example training script on the local target")
     return parser
+
+
+def add_outputs_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("outputs", cmd_outputs, "list a run's outputs, or --download them")
+    p.add_argument("run", metavar="RUN", help="run id (a unique suffix is enough)")
+    p.add_argument("--download", metavar="DIR", help="copy the outputs into this folder")
+    p.add_argument("--json", action="store_true")
+
+
+def add_export_parser(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    p = add("export", cmd_export, "push runs (params, metrics, tags, outputs) to MLflow")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (a sweep brings its trials)")
+    p.add_argument("--mlflow", required=True, metavar="URI",
+                   help="MLflow tracking URI, e.g. http://127.0.0.1:5000")
+    p.add_argument("--experiment", metavar="NAME",
+                   help="MLflow experiment (default: jupyter_compute)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export runs to an MLflow tracking server; one line per run exported."""
+    from jupyter_compute import mlflow_export
+    from jupyter_compute.runs import Run
+
+    runs = [Run.get(run_id, args.workspace) for run_id in args.runs]
+    for exported in mlflow_export.export(runs, args.mlflow, experiment=args.experiment):
+        _out(f"exported {exported.run_id} to MLflow run {exported.mlflow_run_id}"
+             f"{' (updated)' if exported.updated else ''}")
+    return 0
 
 
 def add_notebook_flags(p: argparse.ArgumentParser) -> None:

@@ -28,8 +28,11 @@ RUN_KEYS = {
     "snapshot_max_mb": (int, float), "snapshot_max_files": int,
     "cancel_grace_seconds": (int, float), "secret_env": list,
 }
-ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "docker_image": str,
-                    "docker": dict, "name": str}
+#: ``environment:`` keys; the model and its sources are in ``environments.py``.
+ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "pyproject": str,
+                    "extras": list, "conda_file": str, "image": str, "docker_image": str,
+                    "dockerfile": str, "docker": dict, "kernel": bool, "installer": str,
+                    "name": str}
 #: Run settings where 0 means nothing sensible (no time, no files, no nodes).
 _POSITIVE_RUN_KEYS = frozenset({"max_run_duration_seconds", "node_count", "snapshot_max_mb",
                                 "snapshot_max_files"})
@@ -48,8 +51,9 @@ class RunConfig:
     target: str | None = None
     name: str | None = None
     source_directory: str | None = None
+    environment: dict[str, Any] | None = None  # the environment: keys (environments.py)
     python: str | None = None            # interpreter path; None = the current one
-    requirements: str | None = None      # requirements file inside the snapshot
+    requirements: str | None = None      # requirements file (relative to the source)
     docker_image: str | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     secret_env: list[str] = field(default_factory=list)  # variables whose values are secret
@@ -230,15 +234,25 @@ def load_run_config(path: str | Path) -> RunConfig:
                                  (raw.get("environment_variables") or {}).items()}
     env = raw.get("environment") or {}
     env = {_AZURE_ALIASES.get(k, k): v for k, v in env.items()} if isinstance(env, dict) else env
+    if isinstance(env, dict) and isinstance(env.get("python"), (int, float)) \
+            and not isinstance(env.get("python"), bool):  # YAML reads 3.10 as the number 3.1
+        raise doc.error(f"write the Python version in quotes (python: \"{env['python']}\"): "
+                        "unquoted, YAML reads 3.10 as the number 3.1", "environment", "python")
     check_keys(doc, env, {**ENVIRONMENT_KEYS, "environment_variables": dict}, "environment")
+    if env.get("installer") not in (None, "auto", "uv", "pip"):
+        raise doc.error(f"installer must be auto, uv or pip, got {env['installer']!r}",
+                        "environment", "installer")
+    packages = {k: v for k, v in env.items() if k != "environment_variables" and v is not None}
+    if packages:  # environments.Environment.from_mapping reads it (config stays below it)
+        cfg.environment = packages
     python = env.get("python")
     if isinstance(python, dict):  # Azure: environment.python.interpreterPath
         python = python.get("interpreterPath") or python.get("interpreter_path")
     cfg.python = python
     cfg.requirements = env.get("requirements")
     docker = env.get("docker") or {}
-    cfg.docker_image = env.get("docker_image") or docker.get("baseImage") or docker.get(
-        "base_image")
+    cfg.docker_image = env.get("image") or env.get("docker_image") or docker.get(
+        "baseImage") or docker.get("base_image")
     cfg.environment_variables.update({str(k): str(v) for k, v in
                                       (env.get("environment_variables") or {}).items()})
     return cfg
@@ -324,10 +338,16 @@ arguments: []                       # e.g. [--lr, 0.01, --epochs, 3]
 target: local                       # a name from targets.yml
 # name: my-experiment
 # source_directory: .               # the folder that is snapshotted
-environment:
-  # python: /usr/bin/python3        # a given interpreter; omit for the current one
-  # requirements: requirements.txt  # build (and cache) a virtualenv from this file
-  # docker_image: python-base:3.11  # for docker targets
+environment:                        # the packages the script needs; sources combine
+  # python: /usr/bin/python3        # an interpreter on the target, or a version: "3.11"
+  # requirements: requirements.txt  # a virtualenv built once per host from this file
+  # pyproject: pyproject.toml[test] # [project] dependencies (+ optional extras)
+  # conda_file: environment.yml     # a conda/Azure file, installed from PyPI (no conda)
+  # kernel: true                    # this notebook's own packages, pinned; local ones
+  #                                 #   are built into wheels and shipped
+  # image: python-base:3.11         # docker targets: the image to run in
+  # dockerfile: Dockerfile          # docker targets: build the image from this file
+  # installer: auto                 # auto (uv where it runs, else pip) | uv | pip
 environment_variables: {}
 # secret_env: [MY_CREDENTIAL]       # also secret (names with TOKEN, KEY, SECRET, PASSWORD are)
 max_run_duration_seconds: null      # TimedOut after this long

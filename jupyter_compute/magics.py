@@ -7,6 +7,7 @@
     import train; train.main()
     %submit train.py --target gpu-vm -o run
     %runs --limit 10
+    %runs --compare 7f3a 9b1c
     %run_show 20261126-0931-mnist-7f3a
     %run_cancel 20261126-0931-mnist-7f3a
 
@@ -125,6 +126,12 @@ class ComputeMagics(Magics):
     @argument("--target", "-t", help="target name (default: local)")
     @argument("--name", "-n", help="sweep name")
     @argument("--seed", type=int, help="random seed, for a reproducible sweep")
+    @argument("--env", help="'kernel' (this notebook's packages) or an environment file")
+    @argument("--requirements", help="a requirements.txt to install on the target")
+    @argument("--pyproject", help="a pyproject.toml's dependencies: pyproject.toml[extras]")
+    @argument("--conda-file", help="a conda environment.yml, installed from PyPI")
+    @argument("--image", help="docker targets: the image to run in")
+    @argument("--python", help="interpreter on the target: a path, or a version (3.11)")
     @argument("--wait", "-w", action="store_true", help="block until the sweep ends")
     @argument("-o", "--out", metavar="VAR", help="store the Sweep in this variable")
     @line_cell_magic
@@ -150,7 +157,12 @@ class ComputeMagics(Magics):
     @argument("--wait", "-w", action="store_true", help="block until the run ends")
     @argument("--cancel-on-interrupt", action="store_true",
               help="with --wait, cancel the run on interrupt instead of detaching")
-    @argument("--python", help="interpreter on the target")
+    @argument("--env", help="'kernel' (this notebook's packages) or an environment file")
+    @argument("--requirements", help="a requirements.txt to install on the target")
+    @argument("--pyproject", help="a pyproject.toml's dependencies: pyproject.toml[extras]")
+    @argument("--conda-file", help="a conda environment.yml, installed from PyPI")
+    @argument("--image", help="docker targets: the image to run in")
+    @argument("--python", help="interpreter on the target: a path, or a version (3.11)")
     @argument("--max-duration", type=duration_argument,
               help="max_run_duration_seconds: 90, 90s, 5m or 1h30m")
     @argument("--lines", type=int, default=500, help="log lines the widget keeps")
@@ -180,15 +192,19 @@ class ComputeMagics(Magics):
         elif not path and not args.config:
             raise UsageError("%submit needs a script: %submit train.py [--target T] [-- ARGS]")
         from jupyter_compute.config import load_parameters
+        from jupyter_compute.environments import from_flags
 
         params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
+        environment = from_flags(args.env, requirements=args.requirements,
+                                 pyproject=args.pyproject, conda_file=args.conda_file,
+                                 image=args.image, python=args.python)
         starting = _starting_note(args.target)
         try:
             run = api.submit(path, target=args.target, name=args.name or (
                 "cell" if cell is not None else None), config=args.config,
-                arguments=script_args or None, source_dir=os.getcwd(), python=args.python,
-                max_run_duration_seconds=args.max_duration, extra_files=extra,
-                parameters=params or None, kernel=args.kernel)
+                arguments=script_args or None, source_dir=os.getcwd(),
+                environment=environment, max_run_duration_seconds=args.max_duration,
+                extra_files=extra, parameters=params or None, kernel=args.kernel)
         finally:
             if starting is not None:  # the run's own view says the rest
                 starting.update({"text/plain": ""}, raw=True)
@@ -205,10 +221,24 @@ class ComputeMagics(Magics):
     @magic_arguments()
     @argument("--limit", type=int, default=20)
     @argument("--status", help="only runs in this status, e.g. Failed")
+    @argument("--compare", nargs="+", metavar="RUN",
+              help="show these runs side by side (a sweep: its trials)")
+    @argument("--diff", metavar="PATH",
+              help="with --compare: a unified diff of this file between the runs")
     @line_magic
-    def runs(self, line: str) -> RunsTable:
-        """A table of recent runs, newest first: ``%runs [--limit N] [--status S]``."""
+    def runs(self, line: str) -> Any:
+        """A table of recent runs, newest first: ``%runs [--limit N] [--status S]``;
+        ``%runs --compare A B …`` shows runs side by side (metrics overlaid, the files
+        that changed), ``--diff PATH`` one changed file's diff."""
         args = self.runs.parser.parse_args(_split(line)[0])
+        if args.diff and not args.compare:
+            raise UsageError("--diff goes with --compare: %runs --compare A B --diff PATH")
+        if args.compare:
+            comparison = api.compare(*args.compare)
+            if args.diff:
+                print(comparison.diff(args.diff), end="")
+                return None
+            return comparison  # shows the compare widget, else the table
         return RunsTable(api.runs(limit=args.limit, status=args.status))
 
     @magic_arguments()

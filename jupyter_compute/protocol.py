@@ -232,8 +232,9 @@ def metric_record(name: str, value: Any, step: int | None = None, kind: str = "s
     """One line of ``metrics.jsonl``: ``{"name", "value", "step", "time", "kind"}``.
 
     ``kind`` is ``scalar``, ``list``, ``row`` or ``image`` (value: path in outputs/),
-    ``tag`` (value: the tag's value) or ``progress`` (a notebook run's current cell:
-    ``{"cell": k, "of": n, "source": first line}``).
+    ``tag`` (value: the tag's value), ``param`` (a parameter the script logged) or
+    ``progress`` (a notebook run's current cell: ``{"cell": k, "of": n, "source": first
+    line}``).
     """
     import time as _time
 
@@ -258,13 +259,13 @@ def whole_json_lines(data: bytes) -> tuple[list[Any], int]:
 
 
 #: Records that describe the run rather than measure it: not metrics.
-NOT_METRICS = ("tag", "progress")
+NOT_METRICS = ("tag", "param", "progress")
 
 
 def parse_metrics(data: bytes, kind: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Group ``metrics.jsonl`` records by name: ``{name: [{value, step, time, kind}]}``.
 
-    By default the metrics; with ``kind="tag"`` (or ``"progress"``) only those
+    By default the metrics; with ``kind="tag"`` (``"param"``, ``"progress"``) only those
     records. A torn last line (the script is still writing it) is skipped.
     """
     out: dict[str, list[dict[str, Any]]] = {}
@@ -317,8 +318,8 @@ def process_alive(ident: dict[str, Any]) -> bool | None:
 def parse_proc_stat(raw: str) -> tuple[str, int]:
     """``(state, start_ticks)`` from the text of a ``/proc/PID/stat`` file.
 
-    Shared with targets that read that file on another host (the ssh target reads
-    it over SFTP), so liveness is decided the same way everywhere.
+    The ssh target's helper on the host (``hostsession.process_alive``, which travels
+    alone) reads it the same way, so liveness is decided alike everywhere.
     """
     fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces
     return fields[0], int(fields[19])

@@ -7,7 +7,8 @@ snapshot sent, and its outputs, with the one safe way to open an output by path.
 
     run = Run.get("20261126-0931-train-7f3a")
     runinfo.params(run)            # {"alpha": 0.5} (notebook), {"--lr": 0.1} (sweep trial),
-                                   # {"--lr": "choice(0.1, 0.5)"} (sweep)
+                                   # {"--lr": "choice(0.1, 0.5)"} (sweep), and what the
+                                   # script logged: run.log_param, mlflow.log_param
     runinfo.snapshot_files(run)    # [("train.py", 1234), …]
     runinfo.outputs(run)           # [("model.json", 57), ("curve.png", 20417)]
     runinfo.output_path(run, "model.json")   # a Path inside outputs/, or OutputPathError
@@ -40,7 +41,8 @@ class OutputPathError(ComputeError):
 
 def params(run: Run) -> dict[str, Any]:
     """The run's parameters: a notebook's papermill parameters, the values a sweep
-    sampled for a trial (as its controller recorded them), a sweep's parameter space."""
+    sampled for a trial (as its controller recorded them), a sweep's parameter space,
+    then those the script logged (``run.log_param``, ``mlflow.log_param``; last wins)."""
     spec = run.record.spec or {}
     found: dict[str, Any] = dict(spec.get("parameters") or {})
     if run.record.parent_id:
@@ -50,6 +52,8 @@ def params(run: Run) -> dict[str, Any]:
         if isinstance(item, dict) and "name" in item:
             values = ", ".join(repr(v) for v in item.get("values") or [])
             found[item["name"]] = f"{item.get('expression')}({values})"
+    logged = protocol.parse_metrics(run.target.read(run.id, protocol.METRICS), kind="param")
+    found.update({name: records[-1]["value"] for name, records in logged.items()})
     return found
 
 
@@ -61,6 +65,17 @@ def _trial_params(run: Run) -> dict[str, Any]:
         if trial.get("run_id") == run.id:
             return dict(trial.get("params") or {})
     return {}
+
+
+def details(run: Run) -> dict[str, Any]:
+    """What ``show --json`` and ``runs --json`` add to a run's record: its ``params``,
+    ``tags`` and ``outputs`` (``[{"path": "model.json", "size": 57}]``, under outputs/)."""
+    from jupyter_compute.sweep.handle import KIND as SWEEP
+
+    # A sweep's files are its trials': its own folder is local and has no outputs/.
+    found = [] if run.record.kind == SWEEP else outputs(run)
+    return {"params": params(run), "tags": run.tags(),
+            "outputs": [{"path": rel, "size": size} for rel, size in found]}
 
 
 def snapshot_files(run: Run) -> list[tuple[str, int]]:

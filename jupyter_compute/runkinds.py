@@ -57,6 +57,13 @@ def register_view(kind: str, ref: str) -> None:
     _VIEWS[kind] = ref
 
 
+def view_function(kind: str) -> Any:
+    """The live view registered for ``kind`` (loaded), or None. Besides the run kinds,
+    ``"comparison"`` names the view of runs compared side by side (``comparison.py``)."""
+    ref = _VIEWS.get(kind)
+    return _load(ref) if ref else None
+
+
 def view(run: Any, **options: Any) -> Any:
     """What a notebook shows of ``run``: its kind's live view, else its static summary."""
     ref = _VIEWS.get(run.record.kind)

@@ -117,14 +117,34 @@ class Run:
     def wait(self, timeout: float | None = None, raise_on_failure: bool = False) -> RunStatus:
         """Block until the run ends (or ``timeout`` seconds pass); return its status."""
         start = time.monotonic()
-        while not (status := self.status()).is_terminal():
+        while True:
+            seen = self.change_count()
+            if (status := self.status()).is_terminal():
+                break
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 return status
-            time.sleep(self._poll_interval(waited))
+            # a host that pushes wakes this at once; others are polled at the interval
+            self.wait_change(seen, self._poll_interval(waited))
         if raise_on_failure and status is not RunStatus.COMPLETED:
             raise RunFailedError(self.id, status.value, self.record.error or "")
         return status
+
+    def change_count(self) -> int:
+        """A number that moves whenever news of the run arrives from a host that pushes it
+        (an ssh host's session); 0 where the host is read by polling. Read it, then read
+        the run, then ``wait_change(count, …)``: nothing that arrived in between is missed.
+        """
+        return self.target.change_count(self.id)
+
+    def wait_change(self, since: int, timeout: float) -> None:
+        """Wait until ``change_count()`` moves from ``since`` or ``timeout`` seconds pass
+        (the whole timeout where the host is polled). A follower that waits here instead
+        of sleeping wakes as soon as a pushed line arrives, and costs nothing meanwhile.
+
+        >>> seen = run.change_count(); lines = run.read_log(offset); run.wait_change(seen, 1)
+        """
+        self.target.wait_change(self.id, since, timeout)
 
     def _poll_interval(self, waited: float) -> float:
         fast, slow, fast_period = self.POLL
@@ -150,6 +170,7 @@ class Run:
             self.offset = offset
         start = time.monotonic()
         while True:
+            seen = self.change_count()  # before reading: nothing slips by
             done = self.status().is_terminal()  # read before the log: the log is then final
             data = self.read_log(self.offset)
             end = data.rfind(b"\n") + 1 if not done else len(data)
@@ -160,7 +181,7 @@ class Run:
                 return
             if not end:
                 waited = time.monotonic() - start
-                time.sleep(self._poll_interval(waited))
+                self.wait_change(seen, self._poll_interval(waited))
 
     # -- results ---------------------------------------------------------------------
 
@@ -195,6 +216,28 @@ class Run:
             return []
         return sorted(p for p in folder.rglob("*") if p.is_file())
 
+    def download(self, dest: str | Path) -> list[Path]:
+        """Copy the run's outputs into folder ``dest`` (made if needed), keeping their
+        paths under ``outputs/``; works for every target (remote outputs are fetched
+        first). A link that leads outside ``outputs/`` is not followed. Returns the copies.
+
+        >>> run.download("results")        # [Path("results/model.json"), …]
+        """
+        import shutil
+
+        folder = self.target.outputs_dir(self.id)
+        root = folder.resolve()
+        copied = []
+        for path in self.outputs():
+            real = path.resolve()
+            if root not in real.parents:
+                continue
+            copy = Path(dest, path.relative_to(folder))
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real, copy)
+            copied.append(copy)
+        return copied
+
     def cancel(self, reason: str | None = None) -> RunStatus:
         """Ask the run to stop; returns at once (``wait()`` to see it Canceled). ``reason``
         goes into the run's log and error (a sweep's policy says why it stopped a trial)."""
@@ -213,9 +256,20 @@ class Run:
     # -- forms -----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git."""
+        """The ``show --json`` shape: id, name, target, status, exit_code, times, snapshot, git,
+        the preparation (``prepare_seconds``: snapshot + environment, before the script
+        started; ``environment``: its key, whether it was reused, which installer built it).
+        ``show --json`` adds ``runinfo.details``: params, tags, outputs."""
         self.status()
-        return self.record.to_dict()
+        d = self.record.to_dict()
+        try:  # the agent's status.json, as mirrored into the local run folder
+            st = protocol.read_json(str(self.workspace.run_dir(self.id) / protocol.STATUS))
+        except ValueError:
+            st = None
+        st = st if isinstance(st, dict) else {}
+        d["prepare_seconds"] = st.get("prepare_seconds")
+        d["environment"] = st.get("environment")
+        return d
 
     def describe(self) -> str:
         """What ``jupyter-compute show`` prints: one ``key: value`` line per field."""
@@ -233,6 +287,13 @@ class Run:
         if g.get("commit"):
             lines.append(f"{'git:':<12} {g['repository'] or '-'} {g['branch']}@{g['commit'][:10]}"
                          f"{' (dirty)' if g['dirty'] else ''}")
+        if d["prepare_seconds"] is not None:
+            env = d["environment"]
+            how = "" if not env else (f", environment {env['key']} reused" if env.get("reused")
+                                      else f", environment {env['key']} built with "
+                                      f"{env.get('installer')}")
+            lines.append(f"{'prepared:':<12} {d['prepare_seconds']:.2f}s (before the script "
+                         f"started; not run time{how})")
         stopped = protocol.early_stop_reason(d["status"], d["error"])
         if stopped:  # a sweep's policy ended it: not an error, a decision with a reason
             lines[3] = f"{'status:':<12} {d['status']} (stopped early by its sweep)"

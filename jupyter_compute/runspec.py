@@ -25,6 +25,8 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.environments import Environment
+
 
 @dataclass
 class RunSpec:
@@ -36,9 +38,10 @@ class RunSpec:
     name: str | None = None
     arguments: list[str] = field(default_factory=list)
     kind: str | None = None              # script | notebook (None: from the file's suffix)
+    environment: Environment | None = None  # the packages it needs (environments.py)
     python: str | None = None            # interpreter on the target; None = target default
-    requirements: str | None = None      # requirements file inside the snapshot
-    docker_image: str | None = None
+    requirements: str | None = None      # the environment's requirements file, if any
+    docker_image: str | None = None      # the environment's image, if any
     environment_variables: dict[str, str] = field(default_factory=dict)
     secret_env: list[str] = field(default_factory=list)  # names secret whatever they look like
     max_run_duration_seconds: float | None = None
@@ -128,8 +131,12 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
         snapshot_max_files=_limit(cfg.snapshot_max_files, "JUPYTER_COMPUTE_SNAPSHOT_MAX_FILES",
                                   1),
     )
-    for key in ("target", "name", "python", "requirements", "docker_image",
-                "max_run_duration_seconds"):
+    packages = _environment(cfg.environment, given)
+    if packages is not None:  # the flat fields the targets read stay in step with it
+        spec.environment = packages
+        spec.python, spec.requirements, spec.docker_image = (
+            packages.python_path, packages.requirements, packages.image)
+    for key in ("target", "name", "max_run_duration_seconds"):
         value = given.pop(key, None)
         if value is None:
             value = getattr(cfg, key, None)
@@ -145,6 +152,20 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
         raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
                          "pass a script's options after '--'")
     return spec
+
+
+def _environment(base: dict[str, Any] | None, given: dict[str, Any]) -> Environment | None:
+    """run.yml's environment, then ``environment=``, then the single-source flags."""
+    from jupyter_compute.environments import Environment
+
+    env = (Environment.parse(base) or Environment()).merged(
+        Environment.parse(given.pop("environment", None)))
+    flat = Environment(python=given.pop("python", None),
+                       requirements=given.pop("requirements", None),
+                       image=given.pop("docker_image", None))
+    env = env.merged(flat)
+    env.check()
+    return None if env.is_empty() else env
 
 
 def _script_in(folder: Path, script: Path) -> str:

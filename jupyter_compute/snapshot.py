@@ -116,6 +116,9 @@ class Snapshot:
     git: GitInfo | None
     warnings: list[str] = field(default_factory=list)
     manifest_path: str = ""
+    #: Taken with ``store_blobs=False``: the digests the blob store lacks, each with a
+    #: source file that had those bytes when it was hashed (the sender re-checks them).
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 # -- walking the source folder -------------------------------------------------------
@@ -452,7 +455,8 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
                   *, max_bytes: int = DEFAULT_MAX_BYTES,
                   max_changed_files: int = DEFAULT_MAX_CHANGED_FILES,
                   with_git: bool = True,
-                  extra_files: Mapping[str, bytes] | None = None) -> Snapshot:
+                  extra_files: Mapping[str, bytes] | None = None,
+                  store_blobs: bool = True) -> Snapshot:
     """Snapshot ``source_dir`` into the workspace ``workspace_dir`` (a ``.jupyter_compute``).
 
     Only content the blob store lacks is written; unchanged files are not even read
@@ -460,6 +464,11 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
     :class:`SnapshotLimitError` before anything is written. ``extra_files`` (relative
     path -> bytes, e.g. a ``%%submit`` cell) are added with mode 0o644, replacing any
     file of the folder at the same path.
+
+    ``store_blobs=False`` (a snapshot for a remote host, which gets the bytes from the
+    source files as it sends them) only hashes new files: writing thousands of blobs
+    here would cost more than sending them. They are listed in ``sources``, and the
+    stat cache does not vouch for them, so a later snapshot reads them again.
 
     Example::
 
@@ -478,7 +487,8 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
         tree = _scan(root, rules, cache)
         if extra_files:
             _add_extra(tree, extra_files)
-        job = _Job(root, BlobStore(os.path.join(ws, "blobs")), tree, cache, rules.name)
+        job = _Job(root, BlobStore(os.path.join(ws, "blobs")), tree, cache, rules.name,
+                   store_blobs)
         job.check_size(max_bytes)
         job.ingest(max_changed_files, trust_before=started - _RACY_NS)
         git, warning = probe.result() if probe is not None else (None, None)
@@ -491,7 +501,8 @@ def take_snapshot(source_dir: str | os.PathLike[str], workspace_dir: str | os.Pa
         stats=SnapshotStats(files=len(job.files), bytes=job.total,
                             new_files=len(job.new_blobs), new_bytes=sum(job.new_blobs.values())),
         git=git, warnings=tree.warnings + ([warning] if warning else []),
-        manifest_path=os.path.join(ws, "snapshots", f"{job.snap_id}.json"))
+        manifest_path=os.path.join(ws, "snapshots", f"{job.snap_id}.json"),
+        sources=job.sources)
     if not os.path.exists(snap.manifest_path):
         os.makedirs(os.path.dirname(snap.manifest_path), exist_ok=True)
         write_atomic(snap.manifest_path, _manifest_json(snap).encode())
@@ -529,8 +540,10 @@ class _Job:
     """Turns a walk into files, blobs and an id, enforcing the limits before any write."""
 
     def __init__(self, root: str, store: BlobStore, tree: _Tree, cache: _SourceCache,
-                 ignore_name: str) -> None:
+                 ignore_name: str, store_blobs: bool = True) -> None:
         self.root, self.store, self.tree, self.cache = root, store, tree, cache
+        self.store_blobs = store_blobs
+        self.sources: dict[str, str] = {}  # digest -> source file, for blobs not stored
         self.ignore_name = ignore_name
         # content held in memory, never stat-cached: symlink texts and extra files
         self.inline = [(rel, data, hashlib.sha256(data).hexdigest(), mode)
@@ -579,7 +592,11 @@ class _Job:
             self._check_new(max_changed_files, missing)
 
         sizes = [st.st_size if st is not None else 0 for _, st in todo]
-        ingested = _parallel(lambda item: _read_store(store, root, item), todo, sizes)
+        if self.store_blobs:
+            ingested = _parallel(lambda item: _read_store(store, root, item), todo, sizes)
+        else:  # hash only; the blobs the store lacks are read from the sources when sent
+            ingested = [(digest, size, not store.has(digest)) for digest, size in _parallel(
+                lambda item: _read_hash(root, item[0]), todo, sizes)]
         cached_files, cached_keys = self.cache.files, self.cache.keys
         files = {rel: cached_files[rel] for rel in self.tree.hits}
         keys = {rel: cached_keys[rel] for rel in self.tree.hits}
@@ -588,6 +605,9 @@ class _Job:
             files[rel] = (digest, size, st.st_mode & 0o777)
             if is_new:
                 self.new_blobs[digest] = size
+                if not self.store_blobs:
+                    self.sources.setdefault(digest, os.path.join(root, rel))
+                    continue  # not keyed: the cache vouches only for what the store has
             # a file written within the racy window may change again unseen
             if st.st_mtime_ns < trust_before and size == st.st_size:
                 keys[rel] = (size, st.st_mtime_ns, st.st_ino, st.st_mode)

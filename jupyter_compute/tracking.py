@@ -8,6 +8,7 @@
     run.log("loss", 0.31, step=10)
     run.log_row("eval", epoch=3, accuracy=0.91)
     run.log_image("curve", fig)            # a matplotlib figure or a PNG path
+    run.log_params({"lr": 0.01, "layers": 3})
     run.outputs_dir                          # files written here come back as artifacts
 
 Outside a run (the script started by hand) the same calls print what they would
@@ -83,6 +84,16 @@ class Run:
             raise TypeError("log_image needs a matplotlib figure, PNG bytes or path=")
         self._write(name, f"{protocol.OUTPUTS}/{rel}", step, "image")
         return dest
+
+    def log_param(self, name: str, value: Any) -> None:
+        """Record one parameter of the run, e.g. ``run.log_param("lr", 0.01)``; it shows
+        with the run's params (``show``), and export sends it to MLflow as a param."""
+        self._write(name, value, None, "param")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record several parameters, e.g. ``run.log_params({"lr": 0.01, "layers": 3})``."""
+        for name, value in params.items():
+            self.log_param(name, value)
 
     def tag(self, name: str, value: Any = "") -> None:
         """Attach a tag to the run, e.g. ``run.tag("dataset", "mnist-v2")``."""

@@ -65,7 +65,11 @@ class Kernel:
                 result.error = content["traceback"]
             elif kind == "status" and content["execution_state"] == "idle":
                 break
+        # The reply to this cell: start-up may leave an extra kernel_info_reply queued
+        # (wait_for_ready asks until one answers), which would shift every reply by one.
         reply = self.kc.get_shell_msg(timeout=timeout)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=timeout)
         result.status = reply["content"]["status"]
         result.seconds = time.monotonic() - t0
         return result

@@ -36,6 +36,7 @@ class NetProxy:
         self.host = listen_host
         self.port = 0
         self.bytes_forwarded = 0
+        self.connections = 0  # accepted so far (one per SSH connection through the proxy)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="netproxy",
                                         daemon=True)
@@ -97,6 +98,7 @@ class NetProxy:
 
     async def _serve(self, client_r: asyncio.StreamReader,
                      client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:

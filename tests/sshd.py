@@ -252,7 +252,8 @@ class Island:
     """
 
     name = "jc-island"
-    veth = "jcisland0"              # this side; the namespace side is jcisland1
+    veth = "jcisland0"              # this side
+    peer = "jcisland1"              # the namespace side
     subnet = "10.250.77.0/30"
     here = "10.250.77.1"
     address = "10.250.77.2"         # where the namespace's servers listen
@@ -269,12 +270,12 @@ class Island:
         inside = ["ip", "netns", "exec", self.name]
         for command in (
                 ["ip", "netns", "add", self.name],
-                ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "jcisland1"],
-                ["ip", "link", "set", "jcisland1", "netns", self.name],
+                ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.peer],
+                ["ip", "link", "set", self.peer, "netns", self.name],
                 ["ip", "addr", "add", f"{self.here}/30", "dev", self.veth, "noprefixroute"],
                 ["ip", "link", "set", self.veth, "up"],
-                [*inside, "ip", "addr", "add", f"{self.address}/30", "dev", "jcisland1"],
-                [*inside, "ip", "link", "set", "jcisland1", "up"],
+                [*inside, "ip", "addr", "add", f"{self.address}/30", "dev", self.peer],
+                [*inside, "ip", "link", "set", self.peer, "up"],
                 [*inside, "ip", "link", "set", "lo", "up"],
                 ["ip", "route", "add", self.subnet, "dev", self.veth, "table", self.table],
                 ["ip", "route", "add", "unreachable", self.subnet],

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_names_are_pinned() -> None:
     assert jupyter_compute.__all__ == [
-        "ComputeError", "Run", "RunSpec", "RunStatus", "attach", "detach", "get_target",
+        "ComputeError", "Run", "RunSpec", "RunStatus", "attach", "compare", "detach", "get_target",
         "runs", "submit", "targets",
     ]
     for name in jupyter_compute.__all__:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernelvenv import kernel_cli, make_kernel_venv
 
 from jupyter_compute import api  # noqa: E402
 from jupyter_compute.exceptions import TargetError  # noqa: E402
@@ -277,6 +278,41 @@ def test_requirements_image_is_built_once_then_reused(engine, project: Project) 
         assert "six 1.17.0" in log and "building image" in log
         tags.append((re.search(r"image (jupyter-compute/requirements:\w+)", log).group(1),
                      True, ""))
+    finally:
+        for tag in {t[0] for t in tags}:
+            engine.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def docker_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A notebook's client venv (``kernelvenv``) that can reach the engine (docker SDK);
+    no SSH client (paramiko, cryptography): fewer packages for the image to install."""
+    return make_kernel_venv(tmp_path_factory.mktemp("kernel"), extra=("docker",),
+                            packages=("pyyaml", "pathspec", "six==1.17.0"))
+
+
+def test_kernel_environment_image_is_built_once_then_reused(engine, project: Project,
+                                                             docker_kernel: Path) -> None:
+    # This session's own local package content, so this session really builds.
+    module = docker_kernel.parents[2] / "src" / "jc_local_lib" / "__init__.py"
+    marker = os.urandom(4).hex()
+    module.write_text(f"GREETING = 'hello from session {marker}'\n")
+    project.write("greet.py", "import jc_local_lib, docker, sys\nprint(jc_local_lib."
+                              "GREETING, docker.__version__, sys.executable)\n")
+    assert kernel_cli(docker_kernel, project.root, "attach", "box", "--type",
+                      "docker").returncode == 0
+    tags = []
+    try:
+        for _ in range(2):
+            out = kernel_cli(docker_kernel, project.root, "submit", "greet.py", "--target",
+                             "box", "--env", "kernel", "--wait")
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert f"hello from session {marker}" in out.stdout  # the local package, shipped
+            assert "/usr/bin/python3" in out.stdout  # installed into the image's Python
+            tag = re.search(r"image (jupyter-compute/requirements:\w+)", out.stdout).group(1)
+            tags.append((tag, "building image" in out.stdout, engine.images.get(tag).id))
+        (tag1, built1, id1), (tag2, built2, id2) = tags
+        assert tag1 == tag2 and id1 == id2 and built1 and not built2  # built once, reused
     finally:
         for tag in {t[0] for t in tags}:
             engine.images.remove(tag, force=True)

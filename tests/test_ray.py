@@ -622,3 +622,39 @@ def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
     finally:
         taken.close()
         api.get_target("broken").cluster().stop(remove_files=True)
+
+
+def test_requirements_environment_is_built_on_the_node_and_reused(ray_project: RayProject
+                                                                  ) -> None:
+    """The nodes share this machine's disk: the agent builds our environment on the node
+    (in the runs root's envs/), once, and the next run there reuses it."""
+    p = ray_project
+    # a new environment in every session: the runs root (and its envs/) outlives them
+    p.write("requirements.txt", f"six!=0.0.{int.from_bytes(os.urandom(4), 'big')}\n")
+    p.write("uses_six.py", "import sys, six\nprint('six', six.__version__, sys.prefix)\n")
+    logs = []
+    for _ in range(2):
+        run = api.submit("uses_six.py", target=CLUSTER, requirements="requirements.txt")
+        assert run.wait(timeout=300) is RunStatus.COMPLETED, (run.record.error, run.log())
+        logs.append(run.log())
+    assert "building environment" in logs[0] and "six 1." in logs[0]
+    assert "reusing environment" in logs[1] and "building" not in logs[1]
+    assert "/envs/" in logs[1].split("six 1.")[1]
+
+
+def test_a_remote_cluster_installs_the_environment_with_rays_runtime_env(
+        ray_project: RayProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By address with the job-log transport (a cluster that shares no disk with us): the
+    requirements go to Ray's runtime_env, which installs them on the node."""
+    p = ray_project
+    p.write("requirements.txt", "six\n")
+    p.write("uses_six.py", "import six\nprint('six', six.__version__)\n")
+    cluster = p.target().cluster()
+    monkeypatch.setenv("CLUSTER_TOKEN", cluster.token() or "")
+    api.attach("remote-env", "ray", address=cluster.load().address, transport="job-log",
+               token_env="CLUSTER_TOKEN", replace=True)
+    run = api.submit("uses_six.py", target="remote-env", requirements="requirements.txt")
+    assert run.wait(timeout=600) is RunStatus.COMPLETED, (run.record.error, run.log())
+    assert "six 1." in run.log()
+    assert "installed by Ray's runtime_env (pip) on the node" in run.log()
+    assert cluster.client().info(run.id)["runtime_env"]["pip"]["packages"] == ["six"]

@@ -709,3 +709,28 @@ def test_concurrent_snapshots_into_one_workspace(tmp_path: Path) -> None:
             assert BlobStore(ws / "blobs").path(digest).stat().st_size == size
     assert len(blobs(ws)) == 150 + 3
     assert not [p for p in ws.rglob(".tmp-*")]
+
+
+def test_a_snapshot_for_a_remote_host_hashes_new_files_without_storing_them(
+        tmp_path: Path) -> None:
+    """``store_blobs=False`` (an ssh target sends new files from the source folder):
+    no blob is written, each new digest names a source file with those bytes, and the
+    stat cache does not vouch for them, so a later snapshot that stores reads them."""
+    src, ws = tmp_path / "src", tmp_path / "ws"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.py").write_text("print('a')\n")
+    (src / "sub" / "b.txt").write_text("b\n")
+    (src / "same.txt").write_text("b\n")  # one blob for two files
+    remote = take_snapshot(src, ws, with_git=False, store_blobs=False)
+    store = BlobStore(ws / "blobs")
+    assert remote.stats.new_files == 2
+    assert all(not store.has(d) for d, _size, _mode in remote.files.values())
+    assert set(remote.sources) == {d for d, _size, _mode in remote.files.values()}
+    for digest, path in remote.sources.items():
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+
+    local = take_snapshot(src, ws, with_git=False)  # as a local target would
+    assert local.id == remote.id and local.sources == {}
+    assert all(store.has(d) for d, _size, _mode in local.files.values())
+    again = take_snapshot(src, ws, with_git=False, store_blobs=False)
+    assert again.id == remote.id and again.sources == {} and again.stats.new_files == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -208,3 +209,46 @@ def test_bad_container_options_are_refused_at_attach(project: Project,
                           ("network", "a b")):
         with pytest.raises(UsageError, match=option):
             api.attach("box", "ssh", **engine.options(docker_image=IMAGE, **{option: value}))
+
+
+def test_environment_image_is_built_once_on_the_hosts_engine_then_reused(
+        project: Project, engine: Engine) -> None:
+    api.attach("box", "ssh", **engine.options(docker_image=IMAGE))
+    # Unique per session, so this session really builds.
+    project.write("requirements.txt", f"six==1.17.0\n# session {os.urandom(4).hex()}\n")
+    project.write("usesix.py", "import six, sys\nprint('six', six.__version__, sys.executable)\n")
+    tags = []
+    try:
+        for _ in range(2):
+            run = api.submit("usesix.py", target="box", requirements="requirements.txt")
+            assert run.wait(timeout=300).value == "Completed", run.log()
+            log = run.log()
+            assert "six 1.17.0 /usr/bin/python3" in log  # in the image's own Python
+            tag = re.search(r"image (jupyter-compute/requirements:\w+)", log).group(1)
+            tags.append((tag, "building image" in log))
+            assert containers(run.id) == []  # the builder and the run's container are gone
+        (tag1, built1), (tag2, built2) = tags
+        assert tag1 == tag2 and built1 and not built2  # built by the first run only
+        assert "reusing it" in log
+    finally:
+        for tag in {t[0] for t in tags}:
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_a_host_without_index_builds_the_image_from_shipped_wheels(
+        project: Project, engine: Engine) -> None:
+    # Attached --offline: the host's engine must not reach an index for the build.
+    api.attach("sealed", "ssh", **engine.options(docker_image=IMAGE, offline=True))
+    project.write("requirements.txt", f"six==1.17.0\n# session {os.urandom(4).hex()}\n")
+    project.write("usesix.py", "import six\nprint('six', six.__version__)\n")
+    run = api.submit("usesix.py", target="sealed", requirements="requirements.txt")
+    try:
+        assert run.wait(timeout=300).value == "Completed", run.log()
+        log = run.log()
+        assert "six 1.17.0" in log and "building image" in log
+        # pip took six from the wheels that came with the run, not from an index.
+        assert "/tmp/jupyter-compute-build/wheels/six-1.17.0-" in log
+    finally:
+        tag = re.search(r"image (jupyter-compute/requirements:\w+)", run.log())
+        if tag:
+            subprocess.run(["docker", "rmi", "-f", tag.group(1)], capture_output=True)

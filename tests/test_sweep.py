@@ -386,9 +386,9 @@ def test_magic_shows_a_live_widget_and_waits(project: Project, kernel: Kernel) -
                 "w.follower.error))")
     assert out.stdout.strip() == "(3, 'Completed', True, None)", out.error_text
     # The curves chart holds every value each trial logged (3 each), one series a trial
-    # (ten trials or fewer: one to a colour). `value` prints its expression: "9 3".
-    assert k.value("w._figures['curves'].point_count(), len(w._figures['curves'].series)") \
-        == "9 3"
+    # (ten trials or fewer: one to a colour).
+    assert k.value("(w._figures['curves'].point_count(), len(w._figures['curves'].series))") \
+        == "(9, 3)"
     # A click on a trial (the browser sets `selected`) opens its RunWidget below.
     out = k.run("w.table.selected = w.rows[1]['run_id']\n"
                 "print(type(w.detail.children[0]).__name__, w.detail.children[0].run.id "

@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run the ``sweep`` command for parsed ``args``; return the exit code."""
+    from jupyter_compute.environments import from_flags
     from jupyter_compute.sweep.handle import sweep
 
+    environment = from_flags(args.env, requirements=args.requirements,
+                             pyproject=args.pyproject, conda_file=args.conda_file,
+                             image=args.image, python=args.python)
     s = sweep(args.path, config=args.config, target=args.target, name=args.name,
               arguments=args.args or None, source_dir=args.source_dir,
-              workspace=args.workspace, seed=args.seed)
+              workspace=args.workspace, seed=args.seed, environment=environment)
     st = s.state()
     sys.stderr.write(
         f"started sweep {s.id}: {st['script']} on {st['target']}, {st['sampling']} sampling "

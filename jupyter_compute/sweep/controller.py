@@ -370,7 +370,7 @@ class Controller:
                 arguments=None if notebook else fixed + trial.arguments,
                 source_dir=self.dir / SOURCE, parent_id=self.id,
                 parameters=notebook_parameters(trial.params) if notebook else None,
-                kernel=self.spec.get("kernel"))
+                kernel=self.spec.get("kernel"), environment=self.spec.get("environment"))
             run = Run.submit(get_target(spec.target, self.ws), spec)
         except ComputeError as exc:
             trial.status, trial.outcome, trial.error = RunStatus.FAILED.value, "failed", str(exc)

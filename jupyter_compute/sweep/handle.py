@@ -46,7 +46,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
           arguments: list[Any] | None = None, source_dir: str | Path | None = None,
           workspace: Workspace | str | Path | None = None, seed: int | None = None,
           wait: bool = False, extra_files: dict[str, bytes] | None = None,
-          kernel: str | None = None) -> Sweep:
+          kernel: str | None = None, environment: Any = None) -> Sweep:
     """Start a hyperparameter sweep of ``script`` on ``target``; return its ``Sweep``.
 
     ``config`` is a ``sweep.yml`` path, a ``SweepConfig`` or its dict form.
@@ -74,13 +74,19 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
 
     cfg = _config(config)
     spec = resolve_spec(script, target=target, arguments=arguments, source_dir=source_dir,
-                        extra_files=extra_files, kernel=kernel)
+                        extra_files=extra_files, kernel=kernel, environment=environment)
     if spec.kind == "notebook" and spec.arguments:
         raise UsageError("a notebook takes no arguments after '--'; fixed values belong in its "
                          "parameters cell, swept ones in the sweep's parameter_space")
     ws = workspace if isinstance(workspace, Workspace) else \
         find_workspace(start=spec.source_dir, explicit=workspace)
     child_target = get_target(spec.target, ws)  # an unknown target fails here, not later
+    env_mapping = None
+    if spec.environment is not None:  # every trial shares it: checked once, here
+        from jupyter_compute.environments import resolve
+
+        resolve(spec.environment, spec.source_dir, ws)
+        env_mapping = spec.environment.to_mapping(spec.source_dir)
     snap = take_snapshot(spec.source_dir, ws.dir,
                          max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                          max_changed_files=spec.snapshot_max_files or DEFAULT_MAX_CHANGED_FILES)
@@ -106,6 +112,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
         "sweep_id": sweep_id, "name": name, "script": spec.script, "target": spec.target,
         "target_kind": child_target.kind, "arguments": list(spec.arguments), "seed": seed,
         "kernel": kernel, "config": cfg.to_dict(), "workspace": str(ws.root),
+        "environment": env_mapping,
         "source_dir": str(spec.source_dir), "git": git,
         # `cancel` waits this long plus 5 s: time to cancel the children (3 s grace each).
         "cancel_grace_seconds": 5.0,

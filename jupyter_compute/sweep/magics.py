@@ -27,6 +27,7 @@ CELL_SCRIPT = "__cell__.py"
 def magic_main(shell: Any, args: argparse.Namespace, script_args: list[str],
                cell: str | None = None) -> None:
     """Start the sweep ``args`` describe (``cell``: sweep this cell's code) and show it."""
+    from jupyter_compute.environments import from_flags
     from jupyter_compute.sweep.handle import sweep
 
     path, extra = getattr(args, "path", None), None
@@ -39,7 +40,13 @@ def magic_main(shell: Any, args: argparse.Namespace, script_args: list[str],
     s = sweep(path, config=args.config, target=args.target,
               name=args.name or ("cell-sweep" if cell is not None else None),
               seed=args.seed, arguments=script_args or None, source_dir=os.getcwd(),
-              extra_files=extra)
+              extra_files=extra,
+              environment=from_flags(getattr(args, "env", None),
+                                     requirements=getattr(args, "requirements", None),
+                                     pyproject=getattr(args, "pyproject", None),
+                                     conda_file=getattr(args, "conda_file", None),
+                                     image=getattr(args, "image", None),
+                                     python=getattr(args, "python", None)))
     if getattr(args, "out", None) and shell is not None:
         shell.user_ns[args.out] = s
     from jupyter_compute.widgets import show

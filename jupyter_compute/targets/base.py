@@ -47,17 +47,25 @@ if TYPE_CHECKING:
     from jupyter_compute.workspace import Workspace
 
 
+#: ``ctx.scratch`` key: the host started the agent with its sync (one round trip less),
+#: so the process launcher has nothing left to do.
+AGENT_STARTED = "agent_started"
+
+
 class SubmitContext:
     """One submission, handed to every hook: the spec, its snapshot, its record, the
     agent's ``spec.json`` as it is being built, and room for what a part must pass
-    from one of its hooks to the next (``scratch``)."""
+    from one of its hooks to the next (``scratch``). ``environment`` is the run's resolved
+    environment (``environments.resolve``), None when it has none."""
 
-    __slots__ = ("spec", "snap", "record", "agent", "scratch")
+    __slots__ = ("spec", "snap", "record", "agent", "scratch", "environment")
 
-    def __init__(self, spec: RunSpec, snap: Snapshot, record: RunRecord) -> None:
+    def __init__(self, spec: RunSpec, snap: Snapshot, record: RunRecord,
+                 environment: dict[str, Any] | None = None) -> None:
         self.spec = spec
         self.snap = snap
         self.record = record
+        self.environment = environment
         self.agent: dict[str, Any] = {}
         self.scratch: dict[str, Any] = {}
 
@@ -81,8 +89,17 @@ class Part(ABC):  # noqa: B024 - the common constructor of hosts and launchers
 class Host(Part):
     """Where run folders live, and how files and commands reach them."""
 
+    #: Whether the run's files must be in this workspace's blob store (the agent reads
+    #: them there). A remote host sends new files from the source folder instead:
+    #: writing thousands of local blobs would cost a first submit more than the upload.
+    stores_blobs: ClassVar[bool] = True
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the host works (connect once, find Python); called by ``attach``."""
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Start getting ready (connect) in the background while the snapshot is taken;
+        ``prepare`` then finds it done, or says what failed."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Make the host ready (connect); called before each submission."""
@@ -131,6 +148,42 @@ class Host(Part):
     @abstractmethod
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
         """Send signal ``name`` (``"SIGTERM"``) to process ``ident`` or its group, if it lives."""
+
+    def change_count(self, run_id: str) -> int:
+        """A number that moves when something of the run arrives (hosts that push)."""
+        return 0
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait until ``change_count`` moves from ``since``, at most ``timeout`` seconds;
+        a host that cannot tell (it is read by polling) just waits."""
+        import time
+
+        time.sleep(timeout)
+
+    def env_root(self) -> tuple[str, str] | None:
+        """``(python, folder)``: where this host keeps built environments and a Python to
+        inspect them with; None if it keeps none (its images or cluster hold them)."""
+        return None
+
+    def environments(self, prune: bool = False, days: float | None = None
+                     ) -> list[dict[str, Any]]:
+        """The environments built on this host (``envbuild.list_envs``), or with ``prune``
+        those just removed: unused by any running run (and for ``days``, if given)."""
+        where = self.env_root()
+        if where is None:
+            raise UsageError(f"target {self.name!r} keeps no environments of its own (its "
+                             "image or cluster holds the packages)")
+        python, root = where
+        source = (Path(__file__).resolve().parent.parent / "envbuild.py").read_bytes()
+        argv = [python, "-", "prune" if prune else "list", root]
+        if days is not None:
+            argv += ["--days", str(days)]
+        code, out, err = self.run(argv, stdin=source, timeout=600)
+        if code:
+            last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise TargetError(f"could not read the environments on {self.name!r}: {last}")
+        found: list[dict[str, Any]] = json.loads(out)
+        return found
 
     def finish(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Bring back what an ended run left (log, metrics, outputs) where they are remote."""
@@ -193,8 +246,24 @@ class ProcessLauncher(Launcher):
                              "a docker target (--type docker), or an ssh target with "
                              "--docker-image, and use it")
 
+    def check(self, host: Host) -> None:
+        from jupyter_compute.wheelhouse import forget_host
+
+        forget_host(self.workspace, self.name)  # (re)attached: ask the host afresh
+
+    def sync(self, host: Host, ctx: SubmitContext) -> None:
+        """The host's own Python builds the environment: wheels where it has no index,
+        uv's wheel where it has no uv (``wheelhouse``); fetched while the run is on record,
+        kept alive by this client's heartbeat."""
+        if ctx.agent.get("environment"):
+            from jupyter_compute.environments import spec_digest
+            from jupyter_compute.wheelhouse import prepare_environment
+
+            prepare_environment(host, self.workspace, ctx.agent, spec_digest)
+
     def launch(self, host: Host, ctx: SubmitContext) -> None:
-        host.start_agent(ctx.run_id)
+        if not ctx.scratch.get(AGENT_STARTED):
+            host.start_agent(ctx.run_id)
 
 
 class Target:
@@ -237,6 +306,7 @@ class Target:
     def submit(self, spec: RunSpec) -> tuple[RunRecord, list[str]]:
         """Validate, snapshot, record and launch ``spec``; return at once with its record and
         what the snapshot left out (warnings). ``Run.submit(target, spec)`` gives the handle."""
+        from jupyter_compute.environments import resolve
         from jupyter_compute.snapshot import (
             DEFAULT_MAX_BYTES,
             DEFAULT_MAX_CHANGED_FILES,
@@ -244,16 +314,20 @@ class Target:
         )
 
         self.launcher.validate(spec)
+        # Its files are read now: a missing or malformed one fails before anything is written.
+        environment = resolve(spec.environment, spec.source_dir, self.workspace)
+        self.host.warm_up()  # a remote host connects while the files are hashed
         snap = take_snapshot(spec.source_dir, self.workspace.dir,
                              max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                              max_changed_files=spec.snapshot_max_files
-                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files)
+                             or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files,
+                             store_blobs=self.host.stores_blobs)
         if spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
         self.host.prepare()
         self.launcher.prepare(self.host)
-        ctx = SubmitContext(spec, snap, self._record(spec, snap))
+        ctx = SubmitContext(spec, snap, self._record(spec, snap), environment)
         ctx.agent = self._agent_spec(ctx)
         ctx.record.spec = ctx.agent
         self.workspace.store.insert(ctx.record)
@@ -277,7 +351,9 @@ class Target:
                 if isinstance(exc, ComputeError):
                     raise
                 raise TargetError(message) from exc
-        return ctx.record, list(snap.warnings)  # e.g. symlinks out of the folder, not followed
+        # e.g. symlinks out of the folder, not followed; packages an environment left out
+        notices = (ctx.agent.get("environment") or ctx.environment or {}).get("notices") or []
+        return ctx.record, [*snap.warnings, *notices]
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
@@ -326,6 +402,14 @@ class Target:
         """A local folder with the run's outputs (fetched back first where needed)."""
         return self.host.outputs_dir(run_id)
 
+    def change_count(self, run_id: str) -> int:
+        """See ``Host.change_count``: read it before reading, then ``wait_change``."""
+        return self.host.change_count(run_id)
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
+        self.host.wait_change(run_id, since, timeout)
+
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""
         return {"name": self.name, "type": self.kind, **self.config}
@@ -336,10 +420,11 @@ class Target:
         """``spec.json``: the run's fields, the host's paths, then the launcher's changes."""
         spec, record = ctx.spec, ctx.record
         ctx.agent = {
-            "run_id": record.id, "kind": spec.kind or "script", "script": spec.script,
+            "run_id": record.id, "name": record.name, "kind": spec.kind or "script",
+            "script": spec.script,
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
-            "requirements": spec.requirements,
+            "environment": ctx.environment,  # built or reused on the target by envbuild
             # Secret values stay out (`***`); see runspec.secret_payload for their way.
             "environment_variables": masked_environment(spec),
             "secret_env": secret_names(spec),

@@ -43,13 +43,19 @@ class LocalHost(Host):
             "manifest": str(ctx.snap.manifest_path), "blobs": str(self.workspace.blobs_dir),
             "env_root": str(self.workspace.dir / "envs")}
         python = paths["interpreter"]
-        if python and os.path.realpath(python) != os.path.realpath(sys.executable):
-            # Another interpreter may not have jupyter_compute: give it the runtime.
+        env = ctx.environment
+        if (python and os.path.realpath(python) != os.path.realpath(sys.executable)) or (
+                env and (env.get("python") or env.get("venv"))):
+            # Another interpreter (or a built environment) may not have jupyter_compute:
+            # give it the runtime.
             paths["pythonpath"] = [str(install_runtime(self.workspace.dir))]
         return paths
 
     def run_dir(self, run_id: str) -> str:
         return str(self.workspace.run_dir(run_id))
+
+    def env_root(self) -> tuple[str, str] | None:
+        return sys.executable, str(self.workspace.dir / "envs")
 
     def sync(self, ctx: SubmitContext) -> None:
         protocol.write_json_atomic(os.path.join(self.run_dir(ctx.run_id), protocol.SPEC),

@@ -1,11 +1,12 @@
 """The run-side runtime: the files that travel to every target with each run.
 
-``agent.py``, ``protocol.py``, ``tracking.py`` and ``notebook_runner.py`` use the
-standard library only (the notebook runner needs papermill where it runs), so a
-host needs nothing but Python 3 for ``from jupyter_compute.tracking import
-get_run`` to work in a script. Each version is written once per place, keyed by
-``runtime_digest()``; ``__init__.py`` is written last, so its presence says the
-folder is complete.
+``agent.py``, ``envbuild.py``, ``protocol.py``, ``tracking.py``,
+``notebook_runner.py``, ``hostsession.py`` (the ssh target's helper on the host) and
+``mlflow_endpoint.py`` (MLflow's REST API on loopback, per run) use the standard library
+only (the notebook runner needs papermill where it runs), so a host needs nothing but
+Python 3 for ``from jupyter_compute.tracking import get_run`` to work in a script. Each
+version is written once per place, keyed by ``runtime_digest()``; ``__init__.py`` is
+written last, so its presence says the folder is complete.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from jupyter_compute import protocol
 
 #: Files that make the run-side runtime; they travel to every target.
-RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "notebook_runner.py")
+RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "envbuild.py",
+                   "notebook_runner.py", "hostsession.py", "mlflow_endpoint.py")
 _INIT = b'"""jupyter_compute run-side runtime: tracking and agent."""\n'
 _digest: list[str] = []
 

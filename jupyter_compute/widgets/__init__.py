@@ -13,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.comparison import Comparison
     from jupyter_compute.runs import Run
     from jupyter_compute.sweep.handle import Sweep
 
@@ -64,3 +65,13 @@ def sweep_view(sweep: Sweep, tail_lines: int = 500) -> Any:
     from jupyter_compute.widgets.sweep import SweepWidget
 
     return SweepWidget(sweep)
+
+
+def compare_view(comparison: Comparison) -> Any:
+    """Runs compared side by side, as a live ``CompareWidget`` (curves overlaid, the
+    table, the snapshot diff), or None where widgets cannot render (the table shows)."""
+    if not widgets_available():
+        return None
+    from jupyter_compute.widgets.compare import CompareWidget
+
+    return CompareWidget(comparison)

@@ -119,17 +119,35 @@ def pip_build_files(requirements: bytes) -> dict[str, bytes]:
     return files
 
 
-def pip_command(python: str) -> list[str]:
-    """The command of the container that installs the requirements.
+def pip_command(python: str, wheels: bool = False, no_index: bool = False) -> list[str]:
+    """The command of the container that installs the requirements (and, with
+    ``wheels``, finds packages in the build's ``wheels/`` folder too; with ``no_index``,
+    only there).
 
     ``PIP_CONFIG_FILE`` is set inside the process, not in the container's
     environment, which a commit would keep in the image's ``Env``; the command line
     (which ``docker history`` shows) holds nothing but paths.
     """
+    extra = (["--find-links", f"{BUILD_DIR}/wheels"] if wheels else []) + \
+        (["--no-index"] if no_index else [])
     return [python, "-c", "import os, subprocess, sys; sys.exit(subprocess.call("
             "[sys.executable, '-m', 'pip', *sys.argv[2:]], "
             "env=dict(os.environ, PIP_CONFIG_FILE=sys.argv[1])))",
-            f"{BUILD_DIR}/pip.conf", "install", "-r", f"{BUILD_DIR}/requirements.txt"]
+            f"{BUILD_DIR}/pip.conf", "install", "-r", f"{BUILD_DIR}/requirements.txt", *extra]
+
+
+def environment_payload(requirements: bytes, wheels: dict[str, str] | None,
+                        no_index: bool = False) -> bytes:
+    """What decides an environment image's content, as bytes for its tag: the
+    requirement lines, then each wheel's name and sha256, then ``no_index``.
+
+    >>> environment_payload(b"six\n", {}) == b"six\n"
+    True
+    """
+    if not wheels and not no_index:
+        return requirements
+    listed = "".join(f"{name} {digest}\n" for name, digest in sorted((wheels or {}).items()))
+    return requirements + b"\0" + listed.encode() + (b"\0no-index" if no_index else b"")
 
 
 def pip_settings() -> tuple[bytes | None, dict[str, str]]:

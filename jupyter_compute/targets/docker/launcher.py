@@ -38,6 +38,7 @@ from jupyter_compute.targets.docker.images import (
     BuildError,
     dockerfile_bases,
     dockerfile_tag,
+    environment_payload,
     follow_build,
     follow_output,
     pip_build_files,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-    from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.targets.base import Host, SubmitContext
     from jupyter_compute.workspace import Workspace
 
@@ -161,7 +161,7 @@ class ContainerLauncher(Launcher):
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
         ctx.agent.update(
             interpreter=None,  # the agent's own: the image's Python
-            requirements=None,  # installed into the image instead (see _image)
+            environment=None,  # installed into the image instead (see _image)
             manifest=f"{STATE}/manifest.json", blobs=BLOBS_DIR, env_root=f"{STATE}/envs",
             pythonpath=[RUNTIME_DIR], container=True,  # its pid is the container's
             docker={"image": ctx.spec.docker_image, "python": ctx.spec.python or self.python})
@@ -172,8 +172,8 @@ class ContainerLauncher(Launcher):
         run_dir = Path(host.run_dir(ctx.run_id))
         prepare_run_folder(run_dir)
         d = ctx.agent["docker"]
-        requirements = self._run_requirements(ctx.snap, ctx.spec.requirements)
-        d["image"] = self._image(d["image"], requirements, say=LogLine(run_dir / protocol.LOG))
+        d["image"] = self._image(d["image"], ctx.environment,
+                                 say=LogLine(run_dir / protocol.LOG))
         ctx.scratch["docker"] = {
             "lower": materialize_snapshot(self.workspace.dir, ctx.snap.id, ctx.snap.files)}
 
@@ -231,9 +231,11 @@ class ContainerLauncher(Launcher):
 
     # -- images --------------------------------------------------------------------------
 
-    def _image(self, override: str | None, run_requirements: bytes | None, say: LogLine,
+    def _image(self, override: str | None, environment: dict[str, Any] | None, say: LogLine,
                rebuild: bool = False) -> str:
-        """The image a run uses: found, or built from the Dockerfile and requirements."""
+        """The image a run uses: found, or built from the Dockerfile and the environment
+        (the target's ``--requirements``, then the run's resolved environment: requirement
+        lines and wheels, whatever its source: requirements, pyproject, conda, kernel)."""
         if override:
             base = override
             self._require(base, "environment.docker_image in the run configuration")
@@ -246,12 +248,19 @@ class ContainerLauncher(Launcher):
         if self.config.get("requirements"):
             path = self._path(self.config["requirements"], "--requirements")
             requirements = path.read_bytes()
-        if run_requirements:
-            requirements += b"\n" + run_requirements
-        if not requirements.strip():
+        env = environment or {}
+        if env.get("requirements"):
+            requirements += b"\n" + "".join(f"{line}\n" for line in env["requirements"]
+                                            ).encode()
+        wheels = dict(env.get("wheels") or {})
+        if not requirements.strip() and not wheels:
             say(f"image {base}")
             return base
-        return self._build_requirements(base, requirements, say)
+        # A wheel no requirement line names is installed as it is (a local package).
+        requirements += "".join(f"{BUILD_DIR}/wheels/{name}\n" for name in sorted(wheels)
+                                if not _named(name, env.get("requirements") or [])).encode()
+        return self._build_requirements(base, requirements, say, wheels,
+                                        bool(env.get("no_index")))
 
     def _require(self, image: str, what: str) -> Any:
         import docker.errors
@@ -265,7 +274,9 @@ class ContainerLauncher(Launcher):
                 raise TargetError(f"the engine cannot look up image {image!r} ({what}): "
                                   f"{_said(exc)}") from exc
 
-    def _build_requirements(self, base: str, requirements: bytes, say: LogLine) -> str:
+    def _build_requirements(self, base: str, requirements: bytes, say: LogLine,
+                            wheels: dict[str, str] | None = None, no_index: bool = False
+                            ) -> str:
         """Run pip in a container of ``base`` and commit it as the requirements image.
 
         pip's settings (index URLs with their tokens) reach it through a read-only bind
@@ -276,7 +287,8 @@ class ContainerLauncher(Launcher):
         from docker.types import Mount
 
         base_image = self._require(base, "the base of the requirements image")
-        tag = requirements_tag(base_image.id, requirements, self.python)
+        tag = requirements_tag(base_image.id, environment_payload(requirements, wheels,
+                                                                  no_index), self.python)
         with self._errors():
             try:
                 image = self.engine.images.get(tag)
@@ -293,9 +305,15 @@ class ContainerLauncher(Launcher):
         try:
             for name, data in pip_build_files(requirements).items():
                 protocol.write_atomic(os.path.join(folder, name), data, 0o600)
+            if wheels:  # the wheels the environment brought (blobs), under their names
+                os.mkdir(os.path.join(folder, "wheels"))
+                for name, digest in wheels.items():
+                    blob = self.workspace.blobs_dir / "sha256" / digest[:2] / digest
+                    shutil.copyfile(blob, os.path.join(folder, "wheels", name))
             with self._errors():
                 container = self.engine.containers.create(
-                    base, pip_command(self.python), network_mode="host",  # pip needs the index
+                    base, pip_command(self.python, bool(wheels), no_index),
+                    network_mode="host",  # pip needs the index
                     mounts=[Mount(BUILD_DIR, folder, type="bind", read_only=True)],
                     labels={"jupyter_compute.base": base})
                 try:
@@ -365,15 +383,6 @@ class ContainerLauncher(Launcher):
             raise UsageError(f"{flag} {value}: no such file ({path}); paths are relative to "
                              f"the workspace folder {self.workspace.root}")
         return path
-
-    def _run_requirements(self, snap: Snapshot, rel: str | None) -> bytes | None:
-        if not rel:
-            return None
-        entry = snap.files.get(rel)
-        if entry is None:
-            raise UsageError(f"requirements file {rel} is not in the snapshot of "
-                             f"{snap.source_dir}; add it there or fix environment.requirements")
-        return (self.workspace.blobs_dir / "sha256" / entry[0][:2] / entry[0]).read_bytes()
 
     def _probe(self, image: str) -> None:
         """Run the image's Python once, with the target's limits, as attach's proof."""
@@ -684,6 +693,13 @@ def engine_error(url: str, exc: BaseException) -> str:
                 "running engine")
     return (f"cannot talk to the Docker engine at {url}: {_last_line(text)}; check that "
             "dockerd runs and --base-url is right")
+
+
+def _named(wheel: str, lines: list[str]) -> bool:
+    """Whether a requirement line names the project of wheel file ``wheel``."""
+    project = re.sub(r"[-_.]+", "-", wheel.split("-")[0]).lower()
+    return any(re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[@(]", line.strip(), maxsplit=1)[0]
+                      ).lower() == project for line in lines)
 
 
 def missing_image(image: str, what: str) -> str:

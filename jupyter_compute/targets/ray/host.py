@@ -62,6 +62,9 @@ class JobLogHost(LocalHost):
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
         return {}  # the entry script on the node fills in where it unpacked the run
 
+    def env_root(self) -> tuple[str, str] | None:
+        return None  # on the cluster's nodes (Ray's runtime_env, or the node's own envs/)
+
     def sync(self, ctx: SubmitContext) -> None:
         protocol.write_json_atomic(os.path.join(self.run_dir(ctx.run_id), protocol.SPEC),
                                    ctx.agent, 0o600)

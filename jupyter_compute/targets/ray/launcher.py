@@ -54,6 +54,9 @@ from jupyter_compute.targets.ray.jobs import (
 from jupyter_compute.targets.ray.submission import JOB_RECORD, Clients, job_record
 from jupyter_compute.targets.runtime import install_runtime
 
+#: ``ctx.scratch`` key: the requirement lines Ray's runtime_env installs (remote clusters).
+RAY_PIP = "ray_pip"
+
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
@@ -222,6 +225,14 @@ class RayJobLauncher(Launcher):
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
         if not isinstance(host, JobLogHost):  # the agent runs from the runtime folder
             ctx.agent["pythonpath"] = [str(install_runtime(self.workspace.dir))]
+            return  # the nodes share this disk: the agent builds the environment there
+        env = ctx.environment
+        if env and env.get("venv") and not env.get("wheels") and not env.get("python"):
+            # A remote cluster: Ray's own runtime_env installs the packages on whichever
+            # node runs the job (and caches them); the agent only says so.
+            ctx.scratch[RAY_PIP] = list(env.get("requirements") or [])
+            ctx.agent["environment"] = {**env, "provided": "installed by Ray's runtime_env "
+                                                           "(pip) on the node"}
 
     def sync(self, host: Host, ctx: SubmitContext) -> None:
         """Pick the run's cluster (an ephemeral one is started now) and its client."""
@@ -258,6 +269,8 @@ class RayJobLauncher(Launcher):
             runtime_env = {"working_dir": ctx.scratch[PACKAGE],
                            "env_vars": {joblog.SPEC_ENV: job_log_payload(
                                ctx, protocol.read_json(str(run_dir / protocol.STATUS)) or {})}}
+            if ctx.scratch.get(RAY_PIP) is not None:
+                runtime_env["pip"] = {"packages": ctx.scratch[RAY_PIP], "pip_check": False}
             entrypoint = shlex.join([python or "python", joblog.ENTRY])
         else:
             agent = install_runtime(self.workspace.dir) / "jupyter_compute" / "agent.py"

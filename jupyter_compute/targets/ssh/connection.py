@@ -1,13 +1,14 @@
 """One SSH connection per target: authenticated once, kept alive, reconnected with backoff.
 
-A ``Connection`` holds a paramiko client and its SFTP session, shared by every
-submit and poll of the target in this process (``connection()`` pools them)::
+A ``Connection`` holds a paramiko client, shared by every submit and read of the
+target in this process (``connection()`` pools them); everything goes over exec
+channels: a few whole commands and streams, and the helper session (``session``),
+so the host needs no SFTP::
 
     conn = connection(Endpoint("10.0.0.5", 22, "me", key="~/.ssh/id_ed25519"),
                       python="python3", workdir="~/.jupyter_compute")
     conn.ensure()                                # connect, check host key and Python
     conn.inspect(digests, run_dir, runtime_dir)  # which blobs the host lacks
-    conn.call(lambda sftp: sftp.stat("/etc"))    # an SFTP call, reconnecting if needed
     conn.run("uname -a")                         # (exit code, stdout, stderr)
 
 When the connection drops, the failing call raises ``HostUnreachableError`` and the
@@ -46,7 +47,6 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from jupyter_compute import protocol
 from jupyter_compute.exceptions import TargetError
 from jupyter_compute.targets.ssh.hostkeys import (
     USER_KNOWN_HOSTS,
@@ -174,11 +174,15 @@ class Connection:
     workdir: str
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     client: paramiko.SSHClient | None = field(default=None, repr=False)
-    sftp: paramiko.SFTPClient | None = field(default=None, repr=False)
     probe: Probe | None = None
     #: Digests the host's blob store is known to hold, and runtime versions shipped.
     blobs: set[str] = field(default_factory=set, repr=False)
     runtimes: set[str] = field(default_factory=set)
+    #: A submit's connect in the background (``SSHHost.warm_up``): thread, its error.
+    warming: tuple[threading.Thread, list[BaseException]] | None = field(default=None,
+                                                                          repr=False)
+    #: The last manifest the host keeps as a blob (its digest and files), or None.
+    manifest: tuple[str, dict[str, Any]] | None = field(default=None, repr=False)
     #: a process identity → when it was last seen alive (monotonic), to poll /proc sparingly.
     seen_alive: dict[str, float] = field(default_factory=dict, repr=False)
     connects: int = 0
@@ -198,7 +202,7 @@ class Connection:
     @property
     def connected(self) -> bool:
         transport = self.client.get_transport() if self.client else None
-        return bool(transport and transport.is_active() and self.sftp)
+        return bool(transport and transport.is_active())
 
     # -- connecting --------------------------------------------------------------------
 
@@ -251,16 +255,6 @@ class Connection:
         sock = self._tunnel(ep.jump, ep.host, ep.port) if ep.jump is not None else None
         client = self.client = paramiko.SSHClient()
         self._login(client, ep, sock)
-        transport = client.get_transport()
-        assert transport is not None
-        try:
-            self.sftp = client.open_sftp()
-        except paramiko.SSHException as exc:
-            if not transport.is_active():
-                raise HostUnreachableError(f"lost the connection to {ep.label}: {exc}") from exc
-            raise TargetError(f"{ep.label} offers no SFTP ({exc}); enable it in the host's "
-                              "sshd_config (Subsystem sftp internal-sftp)") from exc
-        self.sftp.get_channel().settimeout(CALL_TIMEOUT)
         self.connects += 1
 
     def _login(self, client: paramiko.SSHClient, ep: Endpoint,
@@ -423,7 +417,7 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection (the next call connects again)."""
-        client, self.client, self.sftp, self.probe = self.client, None, None, None
+        client, self.client, self.probe = self.client, None, None
         jumps, self.jumps = self.jumps, []
         # the target first, then the jump hosts from the innermost out
         for each in [client, *reversed(jumps)]:
@@ -435,14 +429,6 @@ class Connection:
                 pass
 
     # -- using it ----------------------------------------------------------------------
-
-    def call(self, fn: Callable[[paramiko.SFTPClient], T]) -> T:
-        """``fn(sftp)`` on the live connection; a dropped one raises ``HostUnreachableError``."""
-        with self.lock:
-            self.ensure()
-            sftp = self.sftp
-            assert sftp is not None
-            return self._guard(lambda: fn(sftp))
 
     def run(self, command: str, stdin: bytes = b"",
             timeout: float = CALL_TIMEOUT) -> tuple[int, bytes, bytes]:
@@ -516,23 +502,6 @@ class Connection:
         transport = self.client.get_transport() if self.client else None
         return not (transport and transport.is_active())
 
-    # -- the agent's liveness, read from the host's /proc over SFTP ----------------------
-
-    def process_alive(self, ident: dict[str, Any]) -> bool | None:
-        """``protocol.process_alive`` for a process on the host: True, False or None."""
-        probe = self.ensure()
-        pid = ident.get("pid")
-        if not pid or ident.get("container") or ident.get("host") != probe.nodename or \
-                not probe.boot_id:
-            return None
-        if ident.get("boot_id") != probe.boot_id:
-            return False  # the host rebooted since
-        raw = self.call(lambda sftp: read_file(sftp, f"/proc/{int(pid)}/stat", proc=True))
-        if not raw:
-            return False
-        state, ticks = protocol.parse_proc_stat(raw.decode(errors="replace"))
-        return state != "Z" and ticks == ident.get("start_ticks")
-
 
 def python_command(python: str, code: str, *args: str) -> str:
     """A command line running ``code`` with ``python`` and ``args``, all quoted.
@@ -552,28 +521,6 @@ def python_command(python: str, code: str, *args: str) -> str:
 def sh_command(script: str) -> str:
     """``script`` run by ``sh``, whatever the user's login shell is."""
     return f"sh -c {shlex.quote(script)}"
-
-
-def read_file(sftp: paramiko.SFTPClient, path: str, offset: int = 0,
-              proc: bool = False) -> bytes:
-    """The bytes of remote ``path`` from ``offset``; ``b""`` if it does not exist.
-
-    ``proc`` files report size 0, so they are read with one request instead.
-    """
-    try:
-        f = sftp.open(path, "rb")
-    except FileNotFoundError:
-        return b""
-    with f:
-        if proc:
-            return bytes(f.read(65536))
-        size = f.stat().st_size
-        if size is None or size <= offset:
-            return b""
-        f.seek(offset)
-        if size - offset > paramiko.SFTPFile.MAX_REQUEST_SIZE:
-            f.prefetch(size)  # pipelined: not one round trip per 32 KB
-        return bytes(f.read(size - offset))
 
 
 # -- credentials -------------------------------------------------------------------------

@@ -18,11 +18,18 @@ image's Python as the SSH user's uid:gid (so the run's files stay theirs), with 
 network unless ``--network`` says otherwise. It writes its status into the mounted
 run folder, so the host reads it as it reads a process's. The container is named
 ``jc-<run id>``, labelled with the run id, and removed once the run has ended.
+
+A run's environment (requirement lines and shipped wheels) is not built by the agent:
+pip installs it into an image on the host's engine, on top of the run's image, tagged
+by a hash of both (``_environment_image``), once; later runs find the tag. On a host
+with no package index the wheels for the image's Python come from the client with the
+snapshot's blobs (``wheelhouse.for_image``) and pip installs with ``--no-index``.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 
@@ -95,6 +102,9 @@ class ContainerCLILauncher(Launcher):
 
     def check(self, host: Host) -> None:
         """The engine answers, the image is there and its Python runs."""
+        from jupyter_compute.wheelhouse import forget_host
+
+        forget_host(self.workspace, self.name)  # (re)attached: ask the host afresh
         image = self.image(None)
         if not image:
             return
@@ -118,7 +128,10 @@ class ContainerCLILauncher(Launcher):
         # Where the host keeps them, for the mounts; then where the agent sees them.
         ctx.scratch["container"] = {"blobs": agent["blobs"],
                                     "runtime": agent["pythonpath"][0]}
+        # The packages go into an image built on the host's engine (once per environment
+        # and base image, see _environment_image): the agent in it builds nothing.
         agent.update(interpreter=None,  # the agent's own: the image's Python
+                     environment=None,
                      blobs=BLOBS_DIR, pythonpath=[RUNTIME_DIR],
                      container=True,  # its pid is the container's: the heartbeat decides
                      env_root=f"{RUN_DIR}/.envs")  # built with the image's Python, per run
@@ -128,12 +141,24 @@ class ContainerCLILauncher(Launcher):
         image = self.image(ctx.spec)
         assert image is not None  # validate refused a spec without one
         what = "environment.docker_image" if ctx.spec.docker_image else "--docker-image"
-        ctx.scratch["container"].update(image=image, user=self._facts(host, image, what))
+        user, image_id = self._facts(host, image, what)
+        ctx.scratch["container"].update(image=image, user=user, image_id=image_id)
+        env = ctx.environment
+        if env and (env.get("requirements") or env.get("wheels")):
+            from jupyter_compute.environments import spec_digest
+            from jupyter_compute.wheelhouse import for_image
+
+            # A host with no index: wheels for the image travel with the snapshot's blobs.
+            ctx.environment = for_image(host, self.workspace, env, image, image_id,
+                                        self._python(ctx.spec), spec_digest)
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         run_id, facts = ctx.run_id, ctx.scratch["container"]
         name = container_name(run_id)
         python = self._python(ctx.spec)
+        env = ctx.environment or {}
+        if env.get("requirements") or env.get("wheels"):  # the wheels arrived with the sync
+            facts["image"] = self._environment_image(host, ctx, python)
         # Before the container exists: from now on every reader knows this run is one.
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / MARKER),
                                    {"name": name, "image": facts["image"], "python": python})
@@ -191,14 +216,95 @@ class ContainerCLILauncher(Launcher):
         return (spec.python if spec is not None else None) or \
             str(self.config.get("docker_python") or DEFAULT_PYTHON)
 
-    def _facts(self, host: Host, image: str, what: str) -> str:
-        """``uid:gid`` of the host's user, after proving the engine has ``image``: one command."""
+    def _environment_image(self, host: Host, ctx: SubmitContext, python: str) -> str:
+        """The image with the run's environment installed on its base: found by its tag
+        (a hash of the base image's id, the requirement lines, the wheels and ``python``),
+        else built once on the host's engine and committed.
+
+        pip runs in a container of the base image as root, with the host's network (it
+        needs the index, unless the environment has ``no_index``); the requirements and
+        a folder of links to the shipped wheels (blobs on the host) are mounted read-only.
+        Its output goes to the run's log on the host, ahead of the agent's.
+        """
+        from jupyter_compute.targets.docker.images import (
+            BUILD_DIR,
+            environment_payload,
+            pip_build_files,
+            pip_command,
+            requirements_tag,
+        )
+
+        facts, env, run_id = ctx.scratch["container"], ctx.environment or {}, ctx.run_id
+        lines = list(env.get("requirements") or [])
+        wheels = dict(env.get("wheels") or {})
+        named = {_project(line) for line in lines}
+        # A wheel no requirement line names is installed as it is (a local package).
+        lines += [f"{BUILD_DIR}/wheels/{w}" for w in sorted(wheels) if _project(w) not in named]
+        requirements = "".join(f"{line}\n" for line in lines).encode()
+        no_index = bool(env.get("no_index"))
+        tag = requirements_tag(facts["image_id"], environment_payload(
+            requirements, wheels, no_index), python)
+        log = posixpath.join(host.run_dir(run_id), protocol.LOG)
+        code, _out, _err = host.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag])
+        if code == 0:
+            host.run(["sh", "-c", 'echo "$1" >> "$2"', "sh", f"[launcher] image {tag}: the "
+                      f"environment is installed already, reusing it", log])
+            return tag
+        build = posixpath.join(host.run_dir(run_id), "env-build")
+        links = [a for w, d in sorted(wheels.items())
+                 for a in (w, f"{BLOBS_DIR}/sha256/{d[:2]}/{d}")]
+        # requirements.txt, and this machine's pip settings (index, CA bundle: pip there
+        # reaches the index pip here does), as a tar on stdin into a 0700 folder removed
+        # after the build: index URLs may hold tokens.
+        script = ('set -e; umask 077; b="$1"; shift; mkdir -p "$b/wheels"; tar -x -C "$b"; '
+                  'while [ $# -gt 0 ]; do ln -sf "$2" "$b/wheels/$1"; shift 2; done')
+        self._run_checked(host, ["sh", "-c", script, "sh", build, *links],
+                          "prepare the environment image's build",
+                          stdin=_tar(pip_build_files(requirements)))
+        builder = f"jc-build-{run_id}"
+        started = time.monotonic()
+        argv = ["docker", "run", "--name", builder, "--network", "host",
+                "--label", f"{LABEL_TARGET}={self.name}",
+                "--mount", _bind(build, BUILD_DIR, readonly=True),
+                "--mount", _bind(facts["blobs"], BLOBS_DIR, readonly=True),
+                facts["image"], *pip_command(python, bool(wheels), no_index)]
+        shell = (f'echo "[launcher] building image {tag}: pip install on top of '
+                 f'{facts["image"]} (once; later runs reuse it)" >> "$1"; shift; '
+                 '"$@" >> "$LOG" 2>&1')
+        try:
+            code, _out, err = host.run(["env", f"LOG={log}", "sh", "-c", shell, "sh", log,
+                                        *argv], timeout=3600)
+            if code:
+                said = host.read(run_id, protocol.LOG).decode(errors="replace")
+                why = [line for line in said.splitlines() if line.startswith("ERROR")]
+                raise TargetError(f"pip install failed while building the environment image "
+                                  f"on {_where(host)}: {why[-1] if why else _last(err) or code}"
+                                  f"; fix the environment (pip's output is in the run's log)")
+            cmd = json.dumps([python])
+            self._run_checked(host, ["docker", "commit", "--change", f"CMD {cmd}", builder,
+                                     tag], "commit the environment image")
+        finally:
+            host.run(["docker", "rm", "--force", "--volumes", builder])
+            host.run(["rm", "-rf", build])
+        host.run(["sh", "-c", 'echo "$1" >> "$2"', "sh", f"[launcher] built image {tag} in "
+                  f"{time.monotonic() - started:.1f}s", log])
+        return tag
+
+    def _run_checked(self, host: Host, argv: list[str], what: str, stdin: bytes = b""
+                     ) -> None:
+        code, _out, err = host.run(argv, stdin=stdin, timeout=600)
+        if code:
+            raise TargetError(f"could not {what} on {_where(host)}: {_last(err) or code}")
+
+    def _facts(self, host: Host, image: str, what: str) -> tuple[str, str]:
+        """``uid:gid`` of the host's user and ``image``'s id, after proving the engine has
+        ``image``: one command."""
         code, out, err = host.run(
             ["sh", "-c", 'id -u && id -g && docker image inspect --format "{{.Id}}" "$1"',
              "sh", image])
         lines = out.decode(errors="replace").split()
         if code == 0 and len(lines) >= 3:
-            return f"{lines[0]}:{lines[1]}"
+            return f"{lines[0]}:{lines[1]}", lines[2]
         said = err.decode(errors="replace")
         where = _where(host)
         if "no such image" in said.lower():
@@ -288,6 +394,33 @@ def _bind(source: str, target: str, readonly: bool = False) -> str:
         fields.append("readonly")
     return ",".join(f'"{f.replace(chr(34), 2 * chr(34))}"' if re.search(r'[,"]', f) else f
                     for f in fields)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    """A tar archive of ``files`` (name → bytes), mode 0600 each."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _project(requirement: str) -> str:
+    """The canonical project name a requirement line (or a wheel's file name) starts with.
+
+    >>> _project("jc-local-lib==0.3.1"), _project("jc_local_lib-0.3.1-py3-none-any.whl")
+    ('jc-local-lib', 'jc-local-lib')
+    """
+    if requirement.endswith(".whl"):
+        name = requirement.split("/")[-1].split("-")[0]
+    else:
+        name = re.split(r"[\s<>=!~;\[@(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _where(host: Host) -> str:

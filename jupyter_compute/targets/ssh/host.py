@@ -9,18 +9,22 @@ Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
 
 ``sync`` sends only the blobs the host lacks, with the runtime and the run's files,
 in one stream on one exec channel (``transfer``): the host checks each blob's
-sha256 before it renames it into place. The agent starts detached (setsid, nohup),
-so a dropped connection or a closed kernel does not stop the run. Whatever is read
-back (log, metrics, status) is kept in the workspace's run folder as well, so
-``logs``, ``metrics`` and ``show`` work while the host is unreachable, and a
-follower resumes at its byte offset after a reconnect. When the run ends
-(``finish``), the rest of its log and metrics and its ``outputs/`` (one stream) are
-fetched there, under names checked on this side: the host is not trusted to name
-files on this machine.
+sha256 before it renames it into place. Everything after that goes through the
+connection's one helper session (``session``, the runtime's ``hostsession`` on the
+host): a warm submit (sync and the agent's start in one request), status, cancel,
+process checks, outputs; and a followed run's log, metrics and status are pushed
+by it as they change, so nothing is polled over the network. The agent starts
+detached (setsid, nohup), so a dropped connection or a closed kernel does not stop
+the run. What arrives is kept in the workspace's run folder, so ``logs``,
+``metrics`` and ``show`` work while the host is unreachable, and a follower resumes
+at its byte offset after a reconnect. When the run ends (``finish``), its
+``outputs/`` are fetched there, under names checked on this side: the host is not
+trusted to name files on this machine.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -31,12 +35,13 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
+import jupyter_compute.targets.ssh.session as session_mod
 import jupyter_compute.targets.ssh.sshconfig as sshconfig
 import jupyter_compute.targets.ssh.transfer as transfer
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import RemoteCommandError, TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.targets.base import Host
+from jupyter_compute.targets.base import AGENT_STARTED, Host
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
 from jupyter_compute.targets.ssh.connection import (
     CALL_TIMEOUT,
@@ -44,13 +49,12 @@ from jupyter_compute.targets.ssh.connection import (
     HostUnreachableError,
     connection,
     python_command,
-    read_file,
-    sh_command,
 )
 from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
+from jupyter_compute.targets.ssh.session import append_local, read_local
 from jupyter_compute.targets.ssh.transfer import safe_name
 
-__all__ = ["SSHHost", "SyncStats", "put", "safe_name"]
+__all__ = ["SSHHost", "SyncStats", "safe_name"]
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -68,13 +72,11 @@ DEFAULT_TIMEOUT = 10
 SYNC_RECORD = "sync.json"
 #: In the local run folder: the final log, metrics, status and outputs are all here.
 FETCHED = ".fetched"
-#: The agent's own stdout and stderr on the host (start-up errors land here).
-AGENT_OUT = "agent.out"
 #: ``ctx.scratch`` key: what the host lacks, learnt by ``paths`` on a new connection.
 SCRATCH_MISSING = "ssh.missing"
 _APPENDED = (protocol.LOG, protocol.METRICS)
 _MIRRORED = (*_APPENDED, protocol.STATUS)
-#: A live agent is looked up in the host's /proc at most this often per run.
+#: A process no watched run names is looked up in the host's /proc at most this often.
 ALIVE_RECHECK_SECONDS = 1.0
 #: Private files of a run (its spec may hold environment variables): owner only.
 _PRIVATE = (protocol.SPEC, protocol.STATUS, protocol.CANCEL)
@@ -111,6 +113,8 @@ class SyncStats:
 class SSHHost(Host):
     """A VM or server reached over SSH; see the module docstring."""
 
+    stores_blobs = False  # new files are sent from the source folder (the host checks them)
+
     options = {
         "host": (str, "host name or address"),
         "port": (int, "SSH port (default 22)"),
@@ -126,6 +130,8 @@ class SSHHost(Host):
                                 "when the key is unknown)"),
         "connect_timeout": (int, f"seconds to wait for a connection (default "
                                  f"{DEFAULT_TIMEOUT})"),
+        "offline": (bool, "the host has no package index: environments install from wheels "
+                          "sent from here (found out by asking the host when not given)"),
     }
 
     _finishing = threading.Lock()
@@ -151,6 +157,11 @@ class SSHHost(Host):
         """``user@host:port``, for messages."""
         return self.conn.endpoint.label
 
+    @property
+    def session(self) -> session_mod.Session:
+        """The connection's helper session: run files pushed, requests answered."""
+        return session_mod.session(self.conn)
+
     def remote(self, run_id: str, *names: str) -> str:
         """The absolute path of the run folder (or a file in it) on the host."""
         return posixpath.join(self.conn.ensure().workdir, "runs", run_id, *names)
@@ -158,11 +169,41 @@ class SSHHost(Host):
     # -- Host ----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Connect once: host key, credentials, SFTP, Python ≥ 3.9 and the workdir."""
+        """Connect once: host key, credentials, Python ≥ 3.9 and the workdir."""
         self.conn.ensure(force=True)
 
+    def warm_up(self) -> None:
+        """Connect, probe and start the helper session on a thread: a first submit's
+        snapshot (hashing every file) and its handshake then overlap."""
+        conn = self.conn
+        if conn.connected and self.session.live:
+            return
+        with conn.lock:
+            if conn.warming is not None:
+                return
+            failed: list[BaseException] = []
+            thread = threading.Thread(target=self._warm_up, args=(failed,), daemon=True,
+                                      name="ssh-warm-up")
+            conn.warming = (thread, failed)
+        thread.start()
+
+    def _warm_up(self, failed: list[BaseException]) -> None:
+        try:
+            self.conn.ensure(force=True)
+            self.session.ensure()
+        except BaseException as exc:  # noqa: BLE001 - prepare raises it
+            failed.append(exc)
+
     def prepare(self) -> None:
-        self.conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
+        conn = self.conn
+        warming = conn.warming
+        if warming is not None:  # what the warm-up found: no second wait on a dead host
+            warming[0].join()
+            conn.warming = None
+            if warming[1] and not conn.connected:
+                raise warming[1][0]
+        conn.connect(force=True)  # a person is waiting: try now, whatever the backoff
+        self.session.start_soon()  # ready by the launch: sync goes on meanwhile
 
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:
         conn = self.conn
@@ -176,6 +217,10 @@ class SSHHost(Host):
 
     def run_dir(self, run_id: str) -> str:
         return self.remote(run_id)
+
+    def env_root(self) -> tuple[str, str] | None:
+        probe = self.conn.ensure()
+        return probe.python, posixpath.join(probe.workdir, "envs")
 
     def sync(self, ctx: SubmitContext) -> None:
         """Send what the host lacks in one stream (see ``transfer``).
@@ -199,40 +244,36 @@ class SSHHost(Host):
                                    {**asdict(stats), "total": stats.total})
 
     def read(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        """A watched run's log, metrics and status are read here, where the session
+        pushes them; other files are asked for (one round trip)."""
         local = self.workspace.run_dir(run_id)
         if name in _MIRRORED and (local / FETCHED).exists():
-            return _read_local(local / name, offset)  # final: no need to ask the host
+            return read_local(local / name, offset)  # final: no need to ask the host
         try:
-            if name in _APPENDED:
-                return self._pull(run_id, name, offset)
-            data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name),
-                                                         offset))
+            if name in _MIRRORED:
+                self.session.watch(run_id, local)
+                return read_local(local / name, offset)
+            return self.session.request("read", {"run": run_id, "name": name,
+                                                 "offset": offset})[1]
         except HostUnreachableError:
-            return _read_local(local / name, offset)  # what was last fetched
-        if name == protocol.STATUS:
-            if not data:
-                return _read_local(local / name, offset)
-            data = self._mirror_status(run_id, data)
-        return data
+            return read_local(local / name, offset)  # what was last fetched
 
     def write(self, run_id: str, name: str, data: bytes) -> None:
-        self.conn.call(lambda sftp: put(sftp, data, self.remote(run_id, name), mode=0o600))
+        self.session.request("write", {"run": run_id, "name": name, "mode": 0o600}, data)
         if name != protocol.SECRETS:  # the values rest nowhere but where the agent reads them
             protocol.write_atomic(str(self.workspace.run_dir(run_id) / name), data, 0o600)
 
     def start_agent(self, run_id: str, python: str | None = None) -> None:
-        probe = self.conn.ensure()
-        q = shlex.quote
-        run = self.remote(run_id)
-        agent = posixpath.join(probe.workdir, "runtime", runtime_digest(), "jupyter_compute",
-                               "agent.py")
-        # Its own session (setsid) and SIGHUP ignored (nohup): the agent outlives this
-        # SSH session. Nothing of the run is on this line but quoted paths; the script's
-        # arguments travel in spec.json.
-        self._checked(sh_command(
-            f"cd {q(run)} || exit 1; S=; command -v setsid >/dev/null 2>&1 && S=setsid; "
-            f"$S nohup {q(python or probe.python)} {q(agent)} {q(run)} </dev/null "
-            f">{AGENT_OUT} 2>&1 &"), "start the agent")
+        """Through the session: the agent in a session of its own (it outlives the
+        helper and the connection), and the run watched from then on."""
+        watch = self.session.watch_later(run_id, self.workspace.run_dir(run_id))
+        try:
+            self.session.request("start", {"run": run_id, "runtime": runtime_digest(),
+                                           "python": python, "watch": watch})
+        except Exception:
+            self.session.forget(run_id)
+            raise
+        self.session.watch_started(run_id)
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60
             ) -> tuple[int, bytes, bytes]:
@@ -240,41 +281,48 @@ class SSHHost(Host):
         return self.conn.run(" ".join(shlex.quote(str(a)) for a in argv), stdin, timeout)
 
     def process_alive(self, ident: dict[str, Any]) -> bool | None:
+        pushed = self.session.liveness(ident)  # a watched run's agent: no round trip
+        if pushed is not None:
+            return pushed[1]
         conn = self.conn
         key = f"{ident.get('host')}:{ident.get('pid')}:{ident.get('start_ticks')}"
         seen = conn.seen_alive.get(key)
         if seen is not None and time.monotonic() - seen < ALIVE_RECHECK_SECONDS:
             return True
         try:
-            known = conn.process_alive(ident)
+            known = self.session.request("alive", {"ident": ident})[0]["alive"]
         except HostUnreachableError:
             return True  # unknown: a network outage must never make a run lost
         if known:
             conn.seen_alive[key] = time.monotonic()
         else:
             conn.seen_alive.pop(key, None)
-        return known
+        return bool(known) if known is not None else None
 
     def heartbeat_age(self, run_id: str) -> float | None:
+        """By the host's clock: pushed when it goes stale for a watched run, else asked."""
+        watch = self.session.watched(run_id)
+        if watch is not None:
+            return watch.beat if watch.stale else 0.0
         try:
-            probe = self.conn.ensure()
-            beat = self.conn.call(lambda sftp: _mtime(sftp, self.remote(run_id,
-                                                                       protocol.HEARTBEAT)))
+            age = self.session.request("beat", {"run": run_id})[0]["age"]
         except HostUnreachableError:
             return 0.0  # unknown: a network outage must never make a run lost
-        return None if beat is None else probe.remote_now() - beat
+        return None if age is None else float(age)
 
     def signal(self, ident: dict[str, Any], name: str, group: bool = False) -> None:
-        """Through Python, not ``kill``: dash's ``kill`` takes no negative (group) pids."""
-        if not name.isidentifier() or not self.conn.process_alive(ident):
-            return  # gone, or not a process of this host (its pid means nothing here)
-        call = "os.killpg" if group else "os.kill"
-        code = (f"import os, signal\ntry:\n    {call}({int(ident['pid'])}, signal.{name})\n"
-                "except OSError:\n    pass\n")
-        self.conn.run(python_command(self.conn.ensure().python, code))
+        """If ``ident`` lives on the host (the helper checks): ``kill`` or ``killpg``."""
+        if name.isidentifier():
+            self.session.request("signal", {"ident": ident, "signal": name, "group": group})
+
+    def change_count(self, run_id: str) -> int:
+        return self.session.change_count(run_id)
+
+    def wait_change(self, run_id: str, since: int, timeout: float) -> None:
+        self.session.wait_change(run_id, since, timeout)
 
     def finish(self, run_id: str) -> None:
-        """Fetch the rest of the log and metrics, and the outputs, of a run that ended."""
+        """Complete the log and metrics, and fetch the outputs, of a run that ended."""
         local = self.workspace.run_dir(run_id)
         if (local / FETCHED).exists():
             return
@@ -282,10 +330,13 @@ class SSHHost(Host):
             with self._finishing:
                 if (local / FETCHED).exists():
                     return
-                for name in _APPENDED:
-                    self._pull(run_id, name, _size(local / name))
+                watch = self.session.watch(run_id, local)
+                if not watch.final:  # ended by a reader here: its last bytes are asked for
+                    for name in _APPENDED:
+                        self._pull(run_id, name)
                 self._fetch_outputs(run_id)
                 (local / FETCHED).touch()
+                self.session.forget(run_id)
         except HostUnreachableError:
             return  # fetched on a later read
 
@@ -310,13 +361,19 @@ class SSHHost(Host):
 
         conn, snap, run_id = self.conn, ctx.snap, ctx.run_id
         probe = conn.ensure()
-        sizes = {digest: size for digest, size, _mode in snap.files.values()}
+        sizes = _needed_blobs(ctx, self.workspace.blobs_dir)
         digests = sorted(sizes)
         version = runtime_digest()
         known = ctx.scratch.pop(SCRATCH_MISSING, None)
+        if known is not None and not known[3].issuperset(d for d in digests
+                                                         if d not in conn.blobs):
+            known = None  # wheels were added after the probe (an environment): ask again
         ask = [] if known is not None else [d for d in digests if d not in conn.blobs]
         if known is None and version in conn.runtimes and sum(
                 sizes[d] for d in ask) <= transfer.SEND_UNASKED:
+            if self.session.live:  # a warm host: one request, which also starts the agent
+                self._sync_session(ctx, stats, ask)
+                return
             known = (ask, False, len(ask))  # cheaper to send them than to ask: no wait
             ask = []
         wait = known is None
@@ -343,7 +400,7 @@ class SSHHost(Host):
                 else:  # known: send at once, the answer is read at the end
                     missing, ship_runtime = (known[0], known[1]) if known else ([], False)
                 for digest in missing:
-                    stats.blob_bytes += writer.blob(digest, store.path(digest))
+                    stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
                     stats.blobs_sent += 1
                 if ship_runtime:  # in order, __init__.py last: it marks the runtime complete
                     for name, data in runtime_files().items():
@@ -375,6 +432,61 @@ class SSHHost(Host):
         stats.manifest_bytes = len(manifest)
         stats.run_bytes = len(spec) + len(status)
 
+    def _sync_session(self, ctx: SubmitContext, stats: SyncStats, send: list[str]) -> None:
+        """The sync of a warm host: one request to the session with the few blobs it may
+        lack, the manifest as a change of the last one it has, the run's files; and,
+        unless a container or secrets come next, the agent's start (one round trip in
+        all, where an exec channel costs three)."""
+        from jupyter_compute.runspec import secret_names
+        from jupyter_compute.snapshot import BlobStore
+
+        conn, sess, run_id = self.conn, self.session, ctx.run_id
+        store = BlobStore(self.workspace.blobs_dir)
+        parts: list[bytes] = []
+        writer = transfer.FrameWriter(parts.append)
+        for digest in send:
+            stats.blob_bytes += writer.blob(digest, _blob(ctx.snap, store, digest))
+            stats.blobs_sent += 1
+        manifest = json.loads(Path(ctx.snap.manifest_path).read_bytes())
+        digest, stats.manifest_bytes = _manifest_frame(writer, manifest, conn.manifest)
+        spec = json.dumps(ctx.agent, indent=1).encode()
+        status = (self.workspace.run_dir(run_id) / protocol.STATUS).read_bytes()
+        for name, data in ((protocol.SPEC, spec), (protocol.STATUS, status)):
+            mode = 0o600 if name in _PRIVATE else 0o644
+            writer.frame(f"F {name} {mode:o}", *transfer.pack(data))
+        writer.write(b"E\n")
+        writer.flush()
+        meta: dict[str, Any] = {"run": run_id, "runtime": runtime_digest()}
+        start = not ctx.agent.get("container") and not secret_names(ctx.spec)
+        if start:  # else the launcher starts it, after the secrets are there
+            meta["start"] = {"python": None,
+                             "watch": sess.watch_later(run_id, self.workspace.run_dir(run_id))}
+        try:
+            sess.request("sync", meta, b"".join(parts), timeout=max(CALL_TIMEOUT, 60.0))
+        except session_mod.SessionError as exc:
+            words = str(exc).split()
+            if conn.manifest is not None and ("NoBase:" in words or "manifest" in words):
+                conn.manifest = None  # the host lacks that manifest: send it whole
+                stats.blob_bytes = stats.blobs_sent = 0
+                return self._sync_session(ctx, stats, send)
+            sess.forget(run_id)
+            if "corrupt" in words:
+                said = [b"ERR", b"corrupt", words[words.index("corrupt") + 1].encode()]
+                raise self._refused(said, ctx.snap, store) from None
+            raise
+        except HostUnreachableError:
+            sess.forget(run_id)
+            raise
+        if start:
+            ctx.scratch[AGENT_STARTED] = True
+            sess.watch_started(run_id)
+        conn.blobs.update(send)  # and the rest, which it was known to have
+        conn.blobs.update(d for d, _size, _mode in ctx.snap.files.values())
+        conn.manifest = (digest, manifest["files"])
+        stats.blobs_checked = len(send)
+        stats.round_trips, stats.channels, stats.sent_bytes = 1, 0, writer.sent
+        stats.run_bytes = len(spec) + len(status)
+
     def _answer(self, chan: paramiko.Channel, out: Any, read: Any) -> Any:
         """``read(out)``; an empty answer on a dead link is a dropped connection."""
         try:
@@ -393,6 +505,11 @@ class SSHHost(Host):
         if words[:2] == ["ERR", "corrupt"] and len(words) > 2:
             digest = words[2]
             names = sorted(n for n, (d, _size, _mode) in snap.files.items() if d == digest)
+            if digest in snap.sources:  # read from the source folder: it changed since
+                return transfer.CorruptBlobError(
+                    f"{', '.join(names) or 'a file'} changed while it was being submitted "
+                    f"(its bytes no longer match the snapshot's hash, so {self.label} "
+                    "refused them); submit again")
             return transfer.CorruptBlobError(
                 f"{', '.join(names) or 'a file'} (sha256 {digest[:12]}…) arrived on "
                 f"{self.label} with other bytes than its hash: the host refused it and keeps "
@@ -404,104 +521,75 @@ class SSHHost(Host):
         """On a new connection: its probe also makes the run folder and says which blobs
         and whether the runtime the host lacks (kept for ``sync``)."""
         conn = self.conn
-        unknown = sorted({d for d, _size, _mode in ctx.snap.files.values()} - conn.blobs)
+        unknown = sorted(set(_needed_blobs(ctx, self.workspace.blobs_dir)) - conn.blobs)
         missing, runtime = conn.inspect(unknown, posixpath.join("runs", ctx.run_id),
                                         posixpath.join("runtime", runtime_digest()))
-        ctx.scratch[SCRATCH_MISSING] = (missing, runtime, len(unknown))
+        ctx.scratch[SCRATCH_MISSING] = (missing, runtime, len(unknown), set(unknown))
 
     # -- the local mirror --------------------------------------------------------------
 
-    def _pull(self, run_id: str, name: str, offset: int) -> bytes:
-        """Bytes of append-only ``name`` from ``offset``, appended to the local mirror.
-
-        The host is read from where the mirror ends (or from ``offset`` if earlier), so
-        the mirror is always a gap-free prefix of the host's file.
-        """
+    def _pull(self, run_id: str, name: str) -> None:
+        """Append to the local mirror of ``name`` what the host has beyond it."""
         path = self.workspace.run_dir(run_id) / name
-        start = min(offset, _size(path))
-        data = self.conn.call(lambda sftp: read_file(sftp, self.remote(run_id, name), start))
-        _append_local(path, start, data)
-        return data[offset - start:]
-
-    def _mirror_status(self, run_id: str, data: bytes) -> bytes:
-        """Keep the host's status here too; a terminal status here is never replaced."""
-        path = self.workspace.run_dir(run_id) / protocol.STATUS
-        try:
-            have = path.read_bytes()
-        except FileNotFoundError:
-            have = b""
-        if have == data:
-            return data
-        if _terminal(have) and not _terminal(data):
-            return have
-        protocol.write_atomic(str(path), data, 0o600)
-        return data
+        start = _size(path)
+        data = self.session.request("read", {"run": run_id, "name": name, "offset": start})[1]
+        append_local(path, start, data)
 
     def _fetch_outputs(self, run_id: str) -> list[str]:
-        """The run's new or changed ``outputs/`` files, in one stream (``transfer``)."""
+        """The run's new or changed ``outputs/`` files, in one answer of the session."""
         local = self.workspace.run_dir(run_id) / protocol.OUTPUTS
         if os.path.islink(local):
             return []  # never written through
-        index = json.dumps(transfer.local_index(local)).encode()
-        command = python_command(self.conn.ensure().python, transfer.SEND_OUTPUTS,
-                                 self.remote(run_id, protocol.OUTPUTS))
-
-        def converse(chan: paramiko.Channel) -> list[str]:
-            chan.sendall(index)
-            chan.shutdown_write()
-            try:
-                return transfer.receive_outputs(chan.makefile("rb"), local)
-            except EOFError:
-                if not chan.get_transport().is_active():
-                    raise  # a dropped connection
-                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-                raise RemoteCommandError(chan.recv_exit_status(),
-                                         f"send the outputs of {run_id} on {self.label}",
-                                         err) from None
-
-        return self.conn.session(command, converse)
-
-    def _checked(self, command: str, what: str, stdin: bytes = b"") -> bytes:
-        code, out, err = self.conn.run(command, stdin)
-        if code:
-            raise RemoteCommandError(code, f"{what} on {self.label}",
-                                     err.decode(errors="replace"))
-        return out
+        data = self.session.request("outputs", {"run": run_id,
+                                                "have": transfer.local_index(local)},
+                                    timeout=max(CALL_TIMEOUT, 120.0))[1]
+        return transfer.receive_outputs(io.BytesIO(data), local)
 
 
-# -- SFTP --------------------------------------------------------------------------------
+def _blob(snap: Snapshot, store: Any, digest: str) -> Path:
+    """Where to read blob ``digest`` from: the source file the snapshot hashed it from, if
+    it did not store it (``Host.stores_blobs``), else the workspace's blob store."""
+    source = snap.sources.get(digest)
+    return Path(source) if source is not None else Path(store.path(digest))
 
 
-def put(sftp: paramiko.SFTPClient, src: bytes | Path, dest: str, atomic: bool = True,
-        mode: int | None = None) -> int:
-    """Upload ``src`` (bytes or a local file) to ``dest``; return the bytes sent.
+def _needed_blobs(ctx: SubmitContext, blobs_dir: Path) -> dict[str, int]:
+    """``{digest: size}`` of the blobs the run needs on the host: the snapshot's files and
+    the wheels its environment installs from (``wheelhouse``), each once."""
+    from jupyter_compute.wheelhouse import wheel_sources
 
-    ``atomic`` writes a temporary name first and renames it, so a reader (or a
-    concurrent upload of the same blob) never sees half a file. ``mode`` is set
-    before any byte is written.
-    """
-    tmp = f"{dest}.tmp-{os.getpid()}-{os.urandom(4).hex()}" if atomic else dest
-    if isinstance(src, bytes):
-        with sftp.open(tmp, "wb") as f:
-            if mode is not None:
-                f.chmod(mode)
-            f.set_pipelined(True)
-            f.write(src)
-        sent = len(src)
-    else:
-        with open(src, "rb") as fl:
-            sftp.putfo(fl, tmp, confirm=False)
-            sent = fl.tell()
-    if atomic:
-        sftp.posix_rename(tmp, dest)
-    return sent
+    sizes = {digest: size for digest, size, _mode in ctx.snap.files.values()}
+    # The agent's (with wheels for a host with no index), or the run's own (a container
+    # launcher installs it into an image: the agent's is None then).
+    for digest in [*wheel_sources(ctx.agent.get("environment")),
+                   *wheel_sources(ctx.environment)]:
+        if digest not in sizes:
+            sizes[digest] = (blobs_dir / "sha256" / digest[:2] / digest).stat().st_size
+    return sizes
 
 
-def _mtime(sftp: paramiko.SFTPClient, path: str) -> float | None:
-    try:
-        return sftp.stat(path).st_mtime
-    except FileNotFoundError:
-        return None
+
+def _manifest_frame(writer: transfer.FrameWriter, manifest: dict[str, Any],
+                    base: tuple[str, dict[str, Any]] | None) -> tuple[str, int]:
+    """Frame ``manifest`` for the session's sync: whole (``K``, a blob that is also the
+    run's manifest) or, where the host has ``base`` (its digest and files), as the
+    entries that changed (``D``); the host checks the result against the digest.
+    Returns the manifest's digest and the bytes framed."""
+    import hashlib
+
+    canonical = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    digest = hashlib.sha256(canonical).hexdigest()
+    if base is None:
+        data, z = transfer.pack(canonical)
+        writer.frame(f"K {digest}", data, z)
+        return digest, len(data)
+    files, old = manifest["files"], base[1]
+    patch = {"set": {p: e for p, e in files.items() if old.get(p) != e},
+             "drop": [p for p in old if p not in files],
+             "head": {k: v for k, v in manifest.items() if k != "files"}}
+    data, z = transfer.pack(json.dumps(patch, separators=(",", ":")).encode())
+    writer.frame(f"D {digest} {base[0]}", data, z)
+    return digest, len(data)
 
 
 # -- local files -------------------------------------------------------------------------
@@ -514,40 +602,8 @@ def _terminal(raw: bytes) -> bool:
         return False
 
 
-def _read_local(path: Path, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-    except FileNotFoundError:
-        return b""
-
-
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _append_local(path: Path, start: int, data: bytes) -> None:
-    """Extend the mirror ``path`` with the part of ``data`` (at ``start``) it lacks.
-
-    Under an exclusive lock, so two followers (a kernel and a CLI) never both append
-    the same bytes.
-    """
-    if not data:
-        return
-    with open(path, "ab") as f:
-        _lock(f.fileno())
-        have = os.fstat(f.fileno()).st_size
-        if start <= have < start + len(data):
-            f.write(data[have - start:])
-
-
-def _lock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: one follower at a time is the common case
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed

@@ -4,7 +4,8 @@
 exec channel and talks to it over stdin/stdout::
 
     client → host   W <n> <ask>\\n  and n digests, one a line     the blobs the run needs
-    host → client   M <k>\\n  and k lines (digests, "runtime")    which of them it lacks
+    host → client   M <k> <n>\\n and k lines, n bytes (digests,  which of them it lacks
+                    "runtime")
     client → host   B <digest> <size> <z>\\n <size bytes>          a blob (z: zlib-compressed)
                     R <name> <size> <z>\\n <size bytes>            a runtime file
                     F <name> <size> <z> <mode>\\n <size bytes>     a file of the run folder
@@ -17,12 +18,14 @@ small blobs, which it then sends unasked): the whole sync is one exchange, pipel
 The host checks each blob's sha256 while it writes it under a temporary name and
 renames it into ``blobs/sha256/ab/<digest>`` only when it matches, so a blob is
 either whole and right or absent: after a dropped connection, a new sync asks again
-and sends only the rest.
+and sends only the rest. On a warm host the same frames go as one request to the
+helper session (``hostsession.receive``), with the manifest as ``K`` (whole, kept as
+a blob) or ``D`` (the entries that changed against the one the host kept).
 
-**Outputs** come back the same way: ``SEND_OUTPUTS`` walks the run's ``outputs/``
-(regular files only, links never followed), skips the files this side says it has
-(same size and mtime), and frames the others; ``receive_outputs`` checks every name
-before it writes anything (see ``receive_outputs``).
+**Outputs** come back in one answer of the helper session (``hostsession.send_outputs``
+walks the run's ``outputs/``, regular files only, links never followed, skips the
+files this side says it has, same size and mtime, and frames the others);
+``receive_outputs`` checks every name before it writes anything.
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ try:
         if DIGEST.match(d) and not os.path.exists(os.path.join(w, "blobs", "sha256",
                                                                d[:2].decode(), d.decode())):
             lacking.append(d)
-    out.write(b"M %d\n" % len(lacking) + b"".join(x + b"\n" for x in lacking))
+    body = b"".join(x + b"\n" for x in lacking)
+    out.write(b"M %d %d\n" % (len(lacking), len(body)) + body)
     out.flush()
     blobs = sent = 0
     while True:
@@ -161,64 +165,6 @@ finally:
         except OSError:
             pass
 """
-
-# Run by the host's Python: argv is the outputs folder; stdin holds {name: [size, mtime]}
-# of the files this side has. Frames: >I header length, header JSON [name, mtime]; then
-# chunks (>IB length, zlib flag), a zero length ending the file; a zero header ends all.
-SEND_OUTPUTS = r"""
-import json, os, stat, struct, sys, zlib
-root = sys.argv[1]
-have = json.loads(sys.stdin.buffer.read() or b"{}")
-out = sys.stdout.buffer
-
-def send(path, rel, st):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return  # unreadable (the script made it so) or gone: not an artifact
-    with os.fdopen(fd, "rb") as f:
-        head = json.dumps([rel, st.st_mtime, st.st_atime]).encode()
-        out.write(struct.pack(">I", len(head)) + head)
-        while True:
-            data = f.read(1 << 20)
-            if not data:
-                break
-            z = 0
-            if len(data) > 256:
-                packed = zlib.compress(data, 1)
-                if len(packed) < 0.9 * len(data):
-                    data, z = packed, 1
-            out.write(struct.pack(">IB", len(data), z) + data)
-        out.write(struct.pack(">IB", 0, 0))
-
-def walk(folder, prefix):
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return
-    for name in names:
-        path = os.path.join(folder, name)
-        rel = prefix + name
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            walk(path, rel + "/")
-        elif stat.S_ISREG(st.st_mode):  # links and devices are not artifacts
-            if have.get(rel) != [st.st_size, int(st.st_mtime)]:
-                send(path, rel, st)
-
-try:
-    top = os.lstat(root)
-except OSError:
-    top = None
-if top is not None and stat.S_ISDIR(top.st_mode):
-    walk(root, "")
-out.write(struct.pack(">I", 0))
-out.flush()
-"""
-
 
 class CorruptBlobError(TargetError):
     """A blob's bytes did not match its sha256 when they reached the host."""
@@ -305,11 +251,15 @@ def parse_missing(lines: Iterable[bytes]) -> tuple[list[str], bool]:
 
 
 def read_missing(stream: BinaryIO) -> tuple[list[str], bool]:
-    """Read the ``M`` answer from the receiver's stdout."""
+    """Read the ``M`` answer from the receiver's stdout, its lines in one read (5,000
+    ``readline`` calls on a paramiko channel cost about a second)."""
     head = stream.readline().split()
-    if len(head) != 2 or head[0] != b"M":
+    if len(head) != 3 or head[0] != b"M":
         raise ReceiverError(head)
-    return parse_missing(stream.readline() for _ in range(int(head[1])))
+    lines = _read_exact(stream, int(head[2])).splitlines()
+    if len(lines) != int(head[1]):
+        raise ReceiverError(head)
+    return parse_missing(lines)
 
 
 def read_result(stream: BinaryIO) -> None:
@@ -367,8 +317,8 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 
 def receive_outputs(stream: BinaryIO, local: Path) -> list[str]:
-    """Write the files framed on ``stream`` (``SEND_OUTPUTS``) under ``local``; return the
-    names written.
+    """Write the files framed on ``stream`` (``hostsession.send_outputs``) under ``local``;
+    return the names written.
 
     The host names the files, so nothing it says may reach outside ``local``: a name
     is ``/``-separated parts, each of which must pass ``safe_name`` (no ``..``, no

@@ -1,0 +1,424 @@
+"""An MLflow tracking server inside every run, so a script that logs with ``mlflow``
+records into the run without a change.
+
+The agent starts one :class:`Endpoint` on 127.0.0.1 (an ephemeral port) before the
+script and gives the script ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID`` and
+``MLFLOW_EXPERIMENT_ID``, unless the script's environment sets its own tracking URI.
+It also gives ``MLFLOW_TRACKING_TOKEN``, a random bearer token the client sends with
+each call: another user of a shared host cannot write into the run through the port.
+The ``mlflow`` client then speaks MLflow's REST API (``/api/2.0/mlflow/…``) to it:
+
+=====================================  ===========================================
+the script calls                       lands in the run folder as
+=====================================  ===========================================
+``log_param(s)``, log-batch params     ``metrics.jsonl`` records of kind ``param``
+``log_metric(s)`` (step, timestamp)    ``metrics.jsonl`` scalars: live in the widget
+``set_tag(s)``                         ``metrics.jsonl`` records of kind ``tag``
+``log_artifact(s)``, ``log_dict``, …   files in ``outputs/`` (see below)
+``start_run(nested=True)``, a 2nd run  a child run: its records carry ``NAME/``
+=====================================  ===========================================
+
+Artifacts never pass through here: a run's ``artifact_uri`` is the ``file://`` URI of
+the run's ``outputs/`` (the script runs on the same host as this endpoint), so the
+client copies files there itself; a child run's go to ``outputs/NAME/``, a logged
+model's to ``outputs/models/ID/``. MLflow's own tags (``mlflow.user``,
+``mlflow.source.name`` …) are answered back to the client but not recorded.
+
+Any name given to ``set_experiment`` resolves to the run's one experiment, so a
+script that picks its experiment still runs inside this run. A call not served
+here answers MLflow's error format at once (404, ``ENDPOINT_NOT_FOUND``, naming the
+method and path), so the client raises a clear error; the run's log says it too.
+
+Standard library only: this file travels to every target with ``agent.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from jupyter_compute import protocol
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+#: The one experiment of a run: every experiment name the script asks for resolves to it.
+EXPERIMENT_ID = "0"
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+_API = "/api/2.0/mlflow/"
+_MODEL_PATH = re.compile(r"^logged-models/([\w-]+)(/tags)?$")
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _kv(items: Any) -> list[tuple[str, str]]:
+    """``[{"key": k, "value": v}, …]`` as pairs (MLflow's params and tags)."""
+    return [(str(i["key"]), str(i.get("value", ""))) for i in items or () if "key" in i]
+
+
+class MlflowRequestError(Exception):
+    """A request the endpoint answers with MLflow's error JSON."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class RunState:
+    """What MLflow knows of one run (the run itself, or a child run of it)."""
+
+    def __init__(self, run_id: str, name: str, artifact_dir: str, prefix: str,
+                 start_time: int, tags: dict[str, str]) -> None:
+        self.run_id, self.name, self.prefix = run_id, name, prefix
+        self.artifact_uri = "file://" + artifact_dir
+        self.status = "RUNNING"
+        self.start_time: int = start_time
+        self.end_time: int | None = None
+        self.params: dict[str, str] = {}
+        self.tags: dict[str, str] = {"mlflow.runName": name, **tags}
+        self.metrics: dict[str, list[dict[str, Any]]] = {}
+
+    def info(self) -> dict[str, Any]:
+        info = {"run_id": self.run_id, "run_uuid": self.run_id, "run_name": self.name,
+                "experiment_id": EXPERIMENT_ID, "user_id": os.environ.get("USER", ""),
+                "status": self.status, "start_time": self.start_time,
+                "artifact_uri": self.artifact_uri, "lifecycle_stage": "active"}
+        if self.end_time is not None:
+            info["end_time"] = self.end_time
+        return info
+
+    def to_json(self) -> dict[str, Any]:
+        return {"info": self.info(), "data": {
+            "metrics": [history[-1] for history in self.metrics.values()],
+            "params": [{"key": k, "value": v} for k, v in self.params.items()],
+            "tags": [{"key": k, "value": v} for k, v in self.tags.items()]},
+            "inputs": {}}
+
+
+class Endpoint:
+    """The MLflow REST endpoint of one run::
+
+        endpoint = Endpoint("/runs/20261126-0931-train-7f3a", "20261126-0931-train-7f3a", "train")
+        env.update(endpoint.start())     # MLFLOW_TRACKING_URI=http://127.0.0.1:PORT, …
+        …                                # the script runs
+        endpoint.stop()
+    """
+
+    def __init__(self, run_dir: str, run_id: str, run_name: str,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.run_dir = run_dir
+        self.say = say or (lambda _message: None)
+        self.outputs = os.path.join(run_dir, protocol.OUTPUTS)
+        self.run_id = run_id
+        self.runs = {run_id: RunState(run_id, run_name, self.outputs, "", _ms(), {})}
+        self.experiment_name = "Default"
+        self.models: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._unserved: set[str] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self.token = secrets.token_urlsafe(24)
+
+    # -- life --------------------------------------------------------------------------
+
+    def start(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """Serve on 127.0.0.1 in a thread; return the variables that point a script here
+        (``env``: the script's environment, whose proxy exceptions gain 127.0.0.1)."""
+        endpoint = self
+
+        class Handler(_Handler):
+            served = endpoint
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="mlflow-endpoint", daemon=True).start()
+        port = self._server.server_address[1]
+        return {ENV_TRACKING_URI: f"http://127.0.0.1:{port}",
+                "MLFLOW_TRACKING_TOKEN": self.token, "MLFLOW_RUN_ID": self.run_id,
+                "MLFLOW_EXPERIMENT_ID": EXPERIMENT_ID,
+                # its "View run at" links would lead to a UI nobody serves
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+                # a host's HTTP(S)_PROXY must not carry loopback calls away
+                **{name: ",".join(filter(None, [(env or {}).get(name), "127.0.0.1"]))
+                   for name in ("no_proxy", "NO_PROXY")}}
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        if self._fd is None:
+            self._fd = os.open(os.path.join(self.run_dir, protocol.METRICS),
+                               os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # One write with O_APPEND: the script's own tracking records never interleave.
+        os.write(self._fd, "".join(lines).encode())
+
+    def _run(self, body: dict[str, Any]) -> RunState:
+        run_id = str(body.get("run_id") or body.get("run_uuid") or "")
+        run = self.runs.get(run_id)
+        if run is None:
+            raise MlflowRequestError(404, "RESOURCE_DOES_NOT_EXIST",
+                                     f"Run '{run_id}' not found in this jupyter_compute run")
+        return run
+
+    def log(self, run: RunState, metrics: list[dict[str, Any]] = (),  # type: ignore[assignment]
+            params: list[tuple[str, str]] = (),  # type: ignore[assignment]
+            tags: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+        lines = []
+        for key, value in params:
+            run.params[key] = value
+            lines.append(protocol.metric_record(run.prefix + key, value, None, "param"))
+        for m in metrics:
+            key, number = str(m["key"]), float(m.get("value", 0.0))
+            step, stamp = int(m.get("step") or 0), int(m.get("timestamp") or _ms())
+            run.metrics.setdefault(key, []).append(
+                {"key": key, "value": number, "timestamp": stamp, "step": step})
+            lines.append(protocol.metric_record(run.prefix + key, number, step, "scalar",
+                                                time=stamp / 1000))
+        for key, value in tags:
+            run.tags[key] = value
+            if not key.startswith("mlflow."):  # MLflow's own bookkeeping stays here
+                lines.append(protocol.metric_record(run.prefix + key, value, None, "tag"))
+        self._write(lines)
+
+    # -- the API -----------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer one call: ``path`` is what follows ``/api/2.0/mlflow/``."""
+        route = _ROUTES.get((method, path))
+        if route is not None:
+            with self._lock:
+                return route(self, body)
+        model = _MODEL_PATH.match(path)
+        if model is not None and method in ("GET", "PATCH"):
+            with self._lock:
+                return self.logged_model(model.group(1), method, body, bool(model.group(2)))
+        raise LookupError
+
+    def get_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"run": self._run(body).to_json()}
+
+    def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A run the script starts beside the current one: a child run of it."""
+        tags = dict(_kv(body.get("tags")))
+        name = str(body.get("run_name") or tags.get("mlflow.runName") or
+                   f"child-{len(self.runs)}")
+        taken = {r.name for r in self.runs.values()}
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        tags.setdefault("mlflow.parentRunId", self.run_id)
+        run = RunState(uuid.uuid4().hex, name, os.path.join(self.outputs, _safe(name)),
+                       f"{name}/", int(body.get("start_time") or _ms()), {})
+        self.runs[run.run_id] = run
+        self.log(run, tags=[("mlflow.runName", name), *tags.items()])
+        return {"run": run.to_json()}
+
+    def update_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        run = self._run(body)
+        if body.get("status"):
+            run.status = str(body["status"])
+            run.end_time = int(body.get("end_time") or _ms()) if run.status != "RUNNING" \
+                else None
+        return {"run_info": run.info()}
+
+    def log_metric(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.log(self._run(body), metrics=[body])
+        return {}
+
+    def log_param(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.log(self._run(body), params=_kv([body]))
+        return {}
+
+    def set_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.log(self._run(body), tags=_kv([body]))
+        return {}
+
+    def delete_tag(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._run(body).tags.pop(str(body.get("key")), None)
+        return {}
+
+    def log_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.log(self._run(body), metrics=list(body.get("metrics") or ()),
+                 params=_kv(body.get("params")), tags=_kv(body.get("tags")))
+        return {}
+
+    def accept(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Calls that describe a run (its input datasets, model metadata, outputs) and
+        have no place in the run folder: answered, not recorded."""
+        self._run(body)
+        return {}
+
+    def search_runs(self, body: dict[str, Any]) -> dict[str, Any]:
+        if (body.get("filter") or "").strip():
+            raise MlflowRequestError(400, "INVALID_PARAMETER_VALUE",
+                                     "jupyter_compute's MLflow endpoint lists runs but does "
+                                     f"not filter them (filter {body['filter']!r})")
+        return {"runs": [run.to_json() for run in self.runs.values()]}
+
+    def metric_history(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"metrics": self._run(body).metrics.get(str(body.get("metric_key")), [])}
+
+    def experiment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Any experiment the script names is this run's one experiment (see the module
+        docstring); the name it used is kept."""
+        name = body.get("experiment_name") or body.get("name")
+        if name:
+            self.experiment_name = str(name)
+        return {"experiment": {"experiment_id": EXPERIMENT_ID, "name": self.experiment_name,
+                               "artifact_location": "file://" + self.outputs,
+                               "lifecycle_stage": "active"}}
+
+    def create_experiment(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.experiment(body)
+        return {"experiment_id": EXPERIMENT_ID}
+
+    def search_experiments(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"experiments": [self.experiment({})["experiment"]]}
+
+    def create_logged_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A model ``log_model`` (and autolog) saves: its files go to outputs/models/ID/."""
+        model_id = f"m-{uuid.uuid4().hex}"
+        now = _ms()
+        model = {"info": {
+            "model_id": model_id, "experiment_id": EXPERIMENT_ID,
+            "name": str(body.get("name") or "model"),
+            "artifact_uri": "file://" + os.path.join(self.outputs, "models", model_id),
+            "creation_timestamp_ms": now, "last_updated_timestamp_ms": now,
+            "status": "LOGGED_MODEL_PENDING", "lifecycle_stage": "active",
+            "source_run_id": body.get("source_run_id") or self.run_id,
+            "model_type": body.get("model_type") or "",
+            "tags": list(body.get("tags") or ()), "params": list(body.get("params") or ())},
+            "data": {}}
+        self.models[model_id] = model
+        return {"model": model}
+
+    def logged_model(self, model_id: str, method: str, body: dict[str, Any],
+                     tags: bool) -> dict[str, Any]:
+        model = self.models.get(model_id)
+        if model is None:
+            raise MlflowRequestError(404, "RESOURCE_DOES_NOT_EXIST",
+                                     f"Logged model '{model_id}' not found")
+        if method == "PATCH" and tags:
+            model["info"]["tags"] = list(model["info"]["tags"]) + list(body.get("tags") or ())
+        elif method == "PATCH" and body.get("status"):
+            model["info"]["status"] = body["status"]
+            model["info"]["last_updated_timestamp_ms"] = _ms()
+        return {"model": model}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "run"
+
+
+_ROUTES: dict[tuple[str, str], Callable[[Endpoint, dict[str, Any]], dict[str, Any]]] = {
+    ("GET", "runs/get"): Endpoint.get_run,
+    ("POST", "runs/create"): Endpoint.create_run,
+    ("POST", "runs/update"): Endpoint.update_run,
+    ("POST", "runs/log-metric"): Endpoint.log_metric,
+    ("POST", "runs/log-parameter"): Endpoint.log_param,
+    ("POST", "runs/set-tag"): Endpoint.set_tag,
+    ("POST", "runs/delete-tag"): Endpoint.delete_tag,
+    ("POST", "runs/log-batch"): Endpoint.log_batch,
+    ("POST", "runs/log-inputs"): Endpoint.accept,
+    ("POST", "runs/log-model"): Endpoint.accept,
+    ("POST", "runs/outputs"): Endpoint.accept,
+    ("POST", "runs/search"): Endpoint.search_runs,
+    ("GET", "metrics/get-history"): Endpoint.metric_history,
+    ("GET", "experiments/get-by-name"): Endpoint.experiment,
+    ("GET", "experiments/get"): Endpoint.experiment,
+    ("POST", "experiments/create"): Endpoint.create_experiment,
+    ("POST", "experiments/search"): Endpoint.search_experiments,
+    ("POST", "experiments/set-experiment-tag"): lambda _self, _body: {},
+    ("POST", "logged-models"): Endpoint.create_logged_model,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive and Nagle off: each call is one loopback round trip."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    served: Endpoint
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_PATCH(self) -> None:
+        self._answer("PATCH")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, reply = 200, b"{}"
+        try:
+            if not secrets.compare_digest(self.headers.get("Authorization") or "",
+                                          f"Bearer {self.served.token}"):
+                raise MlflowRequestError(401, "UNAUTHENTICATED",
+                                         "this run's MLflow endpoint needs its token "
+                                         "(MLFLOW_TRACKING_TOKEN, set for the script)")
+            if not url.path.startswith(_API):
+                raise LookupError
+            if method == "GET":
+                body: Any = {k: v[0] for k, v in parse_qs(url.query).items()}
+            else:
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("the request body is not a JSON object")
+            reply = json.dumps(self.served.handle(method, url.path[len(_API):], body)).encode()
+        except LookupError:
+            status, reply = 404, self._not_served(method, url.path)
+        except MlflowRequestError as exc:
+            status, reply = exc.status, _error(exc.code, str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            status, reply = 400, _error("INVALID_PARAMETER_VALUE", f"bad request: {exc}")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def _not_served(self, method: str, path: str) -> bytes:
+        message = f"jupyter_compute does not serve {method} {path}"
+        if message not in self.served._unserved:  # said once in the run's log
+            self.served._unserved.add(message)
+            self.served.say(f"mlflow: {message}")
+        return _error("ENDPOINT_NOT_FOUND", message)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass  # a line per call would flood the run's log
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode()
