@@ -223,7 +223,7 @@ def test_widget_overlays_each_metric_per_run_in_a_kernel(project: Project,
         "[3, 3, 3]"
     # On the time axis every run starts at 0, though B ran after A.
     out = k.run("w.charts.x_axis.value = 'time'\n"
-                "print([t.x[0] for t in w.charts.charts[0].fig.data])")
+                "print([float(t.x[0]) for t in w.charts.charts[0].fig.data])")  # arrays
     assert out.stdout.strip() == "[0.0, 0.0]", out.error_text
     # Choosing a changed file shows its diff.
     out = k.run("w.files.value = 'train.py'\nprint('accuracy' in w.diff.value)")

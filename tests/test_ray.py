@@ -552,6 +552,29 @@ def test_stop_and_start_touch_only_their_own_processes(ray_project: RayProject,
     assert p.target().cluster().running() and all(pid_alive(x) for x in theirs)
 
 
+def test_submit_to_a_stopped_cluster_says_starting_at_once(ray_project: RayProject) -> None:
+    """A cold head takes seconds: ``%%submit`` says "Starting cluster NAME…" before
+    anything else, and takes the note away once the run's own view shows."""
+    from kernel import Kernel
+
+    p = ray_project
+    p.target().stop()
+    assert p.target().nodes()["running"] is False
+    k = Kernel(p.root)
+    try:
+        assert k.run("%load_ext jupyter_compute").status == "ok"
+        out = k.run("%%submit --target cpu-cluster --wait -o run\nprint('warm', flush=True)\n",
+                    timeout=300)
+        assert out.status == "ok", out.error_text
+        first = out.data[0]["text/plain"]
+        assert first.startswith("Starting cluster cpu-cluster…"), out.data[:3]
+        assert {"text/plain": ""} in out.data[1:]  # cleared: the run's view says the rest
+        assert k.value("run.status().value") == "Completed"
+    finally:
+        k.shutdown()
+    assert p.target().cluster().running()
+
+
 def test_stop_spares_strangers_that_name_the_gcs_port(ray_project: RayProject) -> None:
     """Defect 10: `stop` ended any process whose command line ended in ``:<gcs_port>``
     (or whose RAY_ADDRESS did). Only what is provably the cluster's may go."""

@@ -295,6 +295,33 @@ def test_to_dict_is_the_show_shape_of_a_sweep(project: Project) -> None:
     assert s.tags()["best_run"] == d["best_run"]["id"]
 
 
+def test_a_stopped_trial_says_the_policys_reason_in_its_log_and_in_show(
+        project: Project) -> None:
+    """A trial its policy stopped is not "canceled by request": its own log and
+    ``jupyter compute show TRIAL`` give the policy's reason."""
+    from jupyter_compute.runs import Run
+
+    project.write("curve.py", CURVE)
+    config = SweepConfig(parameter_space={"--trial": choice(1, 2)}, sampling="grid",
+                         policy=BanditPolicy(slack_factor=0.1), primary_metric_name="Accuracy")
+    s = sweep("curve.py", config, arguments=["--qualities", "0.9,0.2", "--steps", "6"],
+              wait=True)
+    stopped = {t["index"]: t for t in s.trials()}[2]
+    reason = stopped["stop_reason"]
+    assert stopped["status"] == "Canceled" and reason.startswith(
+        "stopped early by BanditPolicy: interval"), stopped
+    log = Run.get(stopped["run_id"]).log()
+    assert f"[agent] {reason}" in log, log
+    assert "canceled by request" not in log
+    out = project.cli("show", stopped["run_id"])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "Canceled (stopped early by its sweep)" in lines[3], out.stdout
+    assert "Stopped early by BanditPolicy: interval" in out.stdout
+    assert reason[len("stopped early"):] in out.stdout  # the whole reason, not a summary
+    assert "error:" not in out.stdout  # a decision, not an error
+
+
 def test_a_sweep_reads_as_a_sweep_wherever_it_is_reattached(project: Project) -> None:
     """``Run.get``, ``runs()``, ``show`` and a display give the sweep's own form: a
     ``Sweep`` handle (its best trial, its trials table), not a plain run."""
@@ -358,7 +385,8 @@ def test_magic_shows_a_live_widget_and_waits(project: Project, kernel: Kernel) -
                 "print((len(w.rows), w.status, w.table.best == s.best()['run_id'], "
                 "w.follower.error))")
     assert out.stdout.strip() == "(3, 'Completed', True, None)", out.error_text
-    # The curves chart holds every value each trial logged (3 each), one series a trial.
+    # The curves chart holds every value each trial logged (3 each), one series a trial
+    # (ten trials or fewer: one to a colour).
     assert k.value("(w._figures['curves'].point_count(), len(w._figures['curves'].series))") \
         == "(9, 3)"
     # A click on a trial (the browser sets `selected`) opens its RunWidget below.

@@ -17,22 +17,29 @@ from typing import Any
 
 import nbformat
 import pytest
+import raycluster
 
-from labserver import JupyterLab, launch_chromium, run_all_cells
+from labserver import JupyterLab, launch_chromium, run_all_cells, set_theme
+
+ray_session = raycluster.ray_session  # the session's Ray cluster (cpu-cluster)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
+# Streams until the test releases it (so a busy machine cannot end it before the
+# test has looked): at least 150 lines, one every 0.1 s.
 STREAM = """\
 %%submit --name streaming --lines 40
-import time
+import os, time
 from jupyter_compute.tracking import get_run
 run = get_run()
-for i in range(150):
+i = 0
+while i < 150 or not os.path.exists(RELEASE):
     print(f"line {i}", flush=True)
     run.log("loss", 1 / (i + 1), step=i)
     if i % 10 == 0:
-        run.log("accuracy", i / 150, step=i)
+        run.log("accuracy", i / (i + 50), step=i)
     time.sleep(0.1)
+    i += 1
 print("the last line", flush=True)
 """
 
@@ -66,14 +73,35 @@ max_total_runs: 4
 max_concurrent_runs: 4
 """
 
-# Whether every chart (plotly's root) and the widget itself fit inside their output
-# area: [widths of the charts, the output's width, how far the widest one overflows].
+# How the charts sit in their output area: [the drawn width of each figure (its svg,
+# which a box narrower than the figure would clip), the output's width, how far the
+# widest one overflows, the top of each figure].
 FIT = """(out) => {
   const box = out.getBoundingClientRect();
-  const charts = [...out.querySelectorAll('.js-plotly-plot')].map(e => e.getBoundingClientRect());
+  const charts = [...out.querySelectorAll('.js-plotly-plot')].map(
+    e => (e.querySelector('.main-svg') || e).getBoundingClientRect());
   const over = Math.max(0, ...charts.map(r => r.right - box.right));
-  return [charts.map(r => Math.round(r.width)), Math.round(box.width), over];
+  return [charts.map(r => Math.round(r.width)), Math.round(box.width), over,
+          charts.map(r => Math.round(r.top))];
 }"""
+
+
+def fitted(out: Any, count: int) -> tuple[list[int], int, list[int]]:
+    """Wait until ``count`` figures are drawn and none overflows the output area (a
+    figure is drawn first, then fitted to its box); their widths, the output's, tops."""
+    last: list[Any] = []
+
+    def check() -> Any:
+        last[:] = out.evaluate(FIT)
+        widths, cell, over, _tops = last
+        return len(widths) == count and over <= 1 and max(widths) <= cell
+
+    try:
+        until(check, 30, f"{count} charts inside the cell")
+    except AssertionError:
+        raise AssertionError(f"charts do not fit: {last}") from None
+    widths, cell, _over, tops = last
+    return widths, cell, tops
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +122,47 @@ def notebook(lab: JupyterLab, name: str, *cells: str) -> str:
     return name
 
 
-def set_theme(page: Any, dark: bool) -> None:
-    page.get_by_role("menuitem", name="Settings").click()
-    page.get_by_text("Theme", exact=True).click()
-    page.get_by_text("JupyterLab Dark" if dark else "JupyterLab Light", exact=True).click()
-    time.sleep(1.0)
+def snap(page: Any, output: Any, path: Path) -> None:
+    """A screenshot of ``output`` as it is now. (An element screenshot waits for the
+    element to hold still, which a widget that streams on a busy machine may not.)"""
+    output.scroll_into_view_if_needed()
+    page.screenshot(path=str(path), clip=output.bounding_box())
 
 
 def shoot(page: Any, output: Any, name: str) -> None:
     """``name``-light.png and ``name``-dark.png of one output."""
     ARTIFACTS.mkdir(exist_ok=True)
-    for dark in (False, True):
-        set_theme(page, dark)
-        output.screenshot(path=str(ARTIFACTS / f"{name}-{'dark' if dark else 'light'}.png"))
-    set_theme(page, False)
+    for theme in ("light", "dark"):
+        set_theme(page, theme)
+        snap(page, output, ARTIFACTS / f"{name}-{theme}.png")
+    set_theme(page, "light")
+
+
+def theme_colours(out: Any) -> dict[str, str]:
+    """What the first chart is painted with: its title's text colour, its background,
+    and the theme's font colour, as the browser computed them."""
+    return out.evaluate("""(out) => {
+      const plot = out.querySelector('.js-plotly-plot');
+      const probe = document.createElement('span');
+      probe.style.color = 'var(--jp-ui-font-color1)';
+      out.appendChild(probe);
+      const theme = getComputedStyle(probe).color;
+      probe.remove();
+      return {title: getComputedStyle(plot.querySelector('.gtitle')).fill,
+              paper: getComputedStyle(plot.querySelector('.main-svg')).backgroundColor,
+              bg: [...plot.querySelectorAll('.bg')].map(
+                e => getComputedStyle(e).fillOpacity).join(), theme};
+    }""")
+
+
+def follows_the_theme(page: Any, out: Any) -> None:
+    """In both themes, the chart's text is the theme's font colour on no background."""
+    for theme in ("light", "dark"):
+        set_theme(page, theme)
+        colours = theme_colours(out)
+        assert colours["title"] == colours["theme"], (theme, colours)
+        assert colours["paper"] in ("rgba(0, 0, 0, 0)", "transparent"), (theme, colours)
+        assert set(colours["bg"].split(",")) <= {"", "0"}, (theme, colours)  # see-through
 
 
 def until(check: Any, timeout: float = 60, what: str = "") -> Any:
@@ -124,7 +179,8 @@ def until(check: Any, timeout: float = 60, what: str = "") -> Any:
 def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
     from playwright.sync_api import sync_playwright
 
-    name = notebook(lab, "stream.ipynb", STREAM)
+    release = lab.root / "release-stream"
+    name = notebook(lab, "stream.ipynb", STREAM.replace("RELEASE", repr(str(release))))
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -143,7 +199,7 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
                 const text = out.textContent, now = performance.now();
                 if (!window.jcSeen.last && text.includes("the last line")) window.jcSeen.last = now;
                 if (!window.jcSeen.done && text.includes("Completed")) window.jcSeen.done = now;
-                if (!window.jcSeen.done) setTimeout(tick, 5);
+                if (!window.jcSeen.done || !window.jcSeen.last) setTimeout(tick, 5);
               };
               tick();
             }""")
@@ -152,6 +208,17 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
             top, height, total = geometry
             assert total > height + 50, geometry  # it does overflow: following matters
             assert total - top - height < 8, geometry
+            # Charts: both inside the cell, side by side, sharing its width; integer steps.
+            widths, cell, tops = fitted(out, 2)
+            assert tops[0] == tops[1] and min(widths) > 0.4 * cell, (widths, cell, tops)
+            ticks = out.locator(".js-plotly-plot").first.locator(".xtick text").all_text_contents()
+            assert ticks and all((t or "").replace(",", "").lstrip("−-").isdigit()
+                                 for t in ticks), ticks
+            ARTIFACTS.mkdir(exist_ok=True)
+            for theme in ("light", "dark"):
+                set_theme(page, theme)
+                snap(page, out, ARTIFACTS / f"run-widget-running-{theme}.png")
+            set_theme(page, "light")
             # Scrolled up to read: the view stays put and offers the new lines.
             ARTIFACTS.mkdir(exist_ok=True)
             log.hover()
@@ -168,23 +235,16 @@ def test_run_widget_follows_the_log_and_ends_on_time(lab: JupyterLab) -> None:
             assert toggle.inner_text() == "show all"
             assert "line 0\n" not in out.locator(".jc-log pre").inner_text()
             toggle.click()
-            out.locator(".jc-log pre", has_text="line 0\n").wait_for(timeout=5_000)
+            out.locator(".jc-log pre", has_text="line 0\n").wait_for(timeout=20_000)
             toggle.click()  # back to the tail, which keeps following
-            # Charts: every one inside the cell, integer steps only.
-            widths, cell, over = until(lambda: (lambda f: f if len(f[0]) == 2 else None)(
-                out.evaluate(FIT)), 30, "two charts")
-            assert over <= 1 and max(widths) <= cell, (widths, cell)
-            ticks = out.locator(".js-plotly-plot").first.locator(".xtick text").all_text_contents()
-            assert ticks and all((t or "").replace(",", "").lstrip("−-").isdigit()
-                                 for t in ticks), ticks
-            page.wait_for_timeout(300)
-            ARTIFACTS.mkdir(exist_ok=True)
-            out.screenshot(path=str(ARTIFACTS / "run-widget-running-light.png"))
             # The end: Completed within 200 ms of the last line, and no Cancel button.
+            assert "Running" in out.locator(".jc-run-head").inner_text()
+            release.touch()
             seen = until(lambda: (lambda s: s if s.get("done") else None)(
                 page.evaluate("() => window.jcSeen")), 60, "Completed")
-            assert seen.get("last"), seen
-            assert seen["done"] - seen["last"] < 200, seen
+            seen = until(lambda: (lambda s: s if s.get("last") else None)(
+                page.evaluate("() => window.jcSeen")), 10, "the last line")
+            assert abs(seen["done"] - seen["last"]) < 200, seen
             page.wait_for_timeout(1500)
             # Ended: the output is the static summary (no widget, no Cancel button).
             area.locator(".jupyter-compute-run").wait_for(timeout=30_000)
@@ -204,7 +264,8 @@ def test_sweep_widget_shows_every_trial_and_why_it_stopped(lab: JupyterLab) -> N
 
     (lab.root / "curve.py").write_text(CURVE)
     (lab.root / "sweep.yml").write_text(SWEEP)
-    name = notebook(lab, "sweep.ipynb", "%sweep curve.py --config sweep.yml -o s")
+    name = notebook(lab, "sweep.ipynb", "%sweep curve.py --config sweep.yml -o s",
+                    "s.wait(120)\ns")
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -234,6 +295,27 @@ def test_sweep_widget_shows_every_trial_and_why_it_stopped(lab: JupyterLab) -> N
             assert sorted(t for t in legend if t.startswith("trial ")) == [
                 f"trial {i}" for i in range(1, 5)], legend
             shoot(page, summary, "sweep-summary")
+            # The ended sweep shown again (the cell's value) stays live to explore: its
+            # table and charts, each trial in each chart, fitted to the cell.
+            live = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea-output").last
+            live.locator(".jc-trials tbody tr", has_text="Stopped early").first.wait_for(
+                timeout=60_000)
+            # Two charts side by side, the parameters' chart on a row of its own.
+            widths, cell, tops = fitted(live, 3)
+            assert tops[0] == tops[1] < tops[2] and widths[2] > 0.9 * cell, (widths, cell)
+            follows_the_theme(page, live)
+            # Fitting settles: once the charts fit, nothing keeps announcing resizes.
+            page.evaluate("""() => { window.jcResizes = 0;
+              window.addEventListener("resize", () => window.jcResizes++); }""")
+            page.wait_for_timeout(3000)
+            assert page.evaluate("() => window.jcResizes") <= 1
+            # Every trial in the per-trial chart, the one-point ones too (markers).
+            curves = live.locator(".js-plotly-plot").first
+            traces = curves.locator(".scatterlayer .trace")
+            assert traces.count() == 4
+            assert curves.locator(".scatterlayer .trace .points path").count() >= 4 + 2
+            assert curves.locator(".legend .traces").count() == 4
+            shoot(page, live, "sweep-widget")
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "sweep-widget-failure.png"), full_page=True)
@@ -268,12 +350,15 @@ def test_cluster_widget_has_a_chart_and_its_buttons(lab: JupyterLab, ray_session
             assert box is not None and box["width"] > 40
             chart = out.locator(".js-plotly-plot")
             chart.wait_for(timeout=30_000)
-            legend = chart.locator(".legend").text_content() or ""  # SVG: no inner_text
+            legend = chart.locator(".legend").text_content() or ""
             assert all(word in legend for word in ("current", "pending", "idle")), legend
-            notes = chart.locator(".annotation").all_text_contents()
-            assert any(n.startswith("max 2") for n in notes), notes
-            widths, cell, over = out.evaluate(FIT)
-            assert over <= 1 and max(widths) <= cell, (widths, cell)
+            # (each poll redraws the marks: read until one read lands between redraws)
+            until(lambda: any(n.startswith("max 2") for n in
+                              chart.locator(".annotation").all_text_contents()), 10, "max 2")
+            # One chart: it takes the cell's width.
+            widths, cell, _tops = fitted(out, 1)
+            assert widths[0] > 0.6 * cell, (widths, cell)
+            follows_the_theme(page, out)
             page.wait_for_timeout(1500)
             shoot(page, out, "cluster-widget")
         except Exception:

@@ -123,12 +123,12 @@ class ClusterWidget(widgets.VBox):
         self.stop_button.on_click(lambda _b: self._act("stop"))
         self._acting: str | None = None
         self._controls = isinstance(target, Cluster)
+        self._stop = threading.Event()  # before anything can fail: close() sets it
         bar = widgets.HBox([self.counts, self.start_button, self.stop_button])
         bar.add_class("jc-run-bar")
         self.charts = ChartGrid(tools=False, time_axis=False)
         self.chart: Chart | None = None  # made on the first answer (plotly loads slowly)
         super().__init__([bar, self.charts], **kwargs)
-        self._stop = threading.Event()
         # One target object serves every thread (what a submission knows is in its context).
         self._poller = target
         self._thread = threading.Thread(target=self._loop, name=f"nodes-{target.name}",

@@ -48,6 +48,7 @@ MAX_POINTS = 2000          # per chart: older points are thinned, the shape is k
 FULL_LOG_LIMIT = 5_000_000  # bytes "show all" loads at most
 FULL_LOG_EVERY = 1.0        # seconds between reloads of the whole log while it grows
 NODES_EVERY = 10            # ticks between node counts (1 s at the default interval)
+CHARTS_EVERY = 0.5          # seconds between chart redraws while a run streams
 
 _LOG_ESM = """
 function render({ model, el }) {
@@ -110,10 +111,15 @@ function render({ model, el }) {
     } else chip.hidden = false;
     drawBar();
   }
+  // The text reflows without changing (a theme's font arriving, the cell resized):
+  // still at the newest line afterwards.
+  const reflow = new ResizeObserver(() => { if (follow) toBottom(); });
+  reflow.observe(pre);
   model.on("change:text", draw);
   model.on("change:hidden", drawBar);
   model.on("change:show_all", drawBar);
   draw();
+  return () => reflow.disconnect();
 }
 export default { render };
 """
@@ -223,10 +229,11 @@ class RunWidget(widgets.VBox):
         for rec in batch.metrics:  # a notebook run's current cell belongs in the header
             if rec.get("kind") == "progress" and isinstance(rec.get("value"), dict):
                 self._progress = rec["value"]
-        # Status and log of one poll go out together, before anything slower.
-        self._render_header()
+        # Status and log of one poll go out together, before anything slower; the log
+        # first, so the badge never says Completed above a log still missing its end.
         if batch.lines or batch.skipped or batch.done:
             self._render_log(batch.done)
+        self._render_header()
         if batch.done:
             self._done = True
             self.cancel_button.layout.display = "none"  # the badge says how it ended
@@ -234,9 +241,9 @@ class RunWidget(widgets.VBox):
         elif self._ticks % NODES_EVERY == 1:
             self._render_nodes()
         if batch.metrics:
-            self._apply_metrics(batch.metrics)
+            self._apply_metrics(batch.metrics, batch.done)
         elif self._unplotted:
-            self._plot_pending()
+            self._plot_pending(batch.done)
         if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
             self._render_outputs()
         if batch.done:
@@ -244,7 +251,7 @@ class RunWidget(widgets.VBox):
             # notebook shows the outcome wherever it is opened.
             live.end(self)
 
-    def _apply_metrics(self, records: list[dict[str, Any]]) -> None:
+    def _apply_metrics(self, records: list[dict[str, Any]], done: bool = False) -> None:
         changed: set[str] = set()
         for rec in records:
             name, kind, value = rec["name"], rec.get("kind", "scalar"), rec["value"]
@@ -271,12 +278,17 @@ class RunWidget(widgets.VBox):
             elif kind == "progress" and isinstance(value, dict):
                 self._progress = value
         self._unplotted |= changed
-        self._plot_pending()
+        self._plot_pending(done)
         if any(r.get("kind") == "row" for r in records):
             self._render_rows()
 
-    def _plot_pending(self) -> None:
-        """Draw the metrics that changed, once plotly is loaded (until then they wait)."""
+    def _plot_pending(self, now: bool = False) -> None:
+        """Draw the metrics that changed, once plotly is loaded (until then they wait),
+        at most every ``CHARTS_EVERY`` seconds (``now``: the last batch, draw at once).
+        The log streams ten times a second; a browser redrawing every chart as often
+        fell behind on a busy machine."""
+        if not now and time.monotonic() - self.charts.redrawn_at < CHARTS_EVERY:
+            return
         if self._unplotted and plotly_ready():
             changed, self._unplotted = self._unplotted, set()
             self.charts.redraw(*(self._plot(name) for name in sorted(changed)))

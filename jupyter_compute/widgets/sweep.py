@@ -13,9 +13,10 @@ byte offset — and applies what changed at most four times a second, by assigni
 traits only (never ``with out:`` from a thread). Header and table go out first,
 so the widget is live from the controller's first decision (the charts' first
 draw loads plotly, which takes seconds). Costs stay flat with hundreds of
-trials: the table is one trait holding the rows, sorted in the browser; each
-trial's curve is its own coloured series (markers, so a trial stopped after one
-value shows), thinned to ``MAX_POINTS``, and only changed trials are re-sent; the
+trials: the table is one trait holding the rows, sorted in the browser; trials
+share ten coloured traces (one per colour, trial k in trace (k - 1) mod 10, so ten
+trials have ten colours and a legend; markers, so a trial stopped after one
+value shows), thinned to ``MAX_POINTS``, and only changed traces are re-sent; the
 parallel-coordinates chart is redrawn at most once a second. A trial its policy
 stopped reads "Stopped early", with the reason. Clicking a trial opens its
 ``RunWidget`` below the table. The display bundle also carries a static HTML
@@ -37,7 +38,7 @@ import traitlets
 import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import TERMINAL_STATUSES
 from jupyter_compute.summary import STATUS_COLORS, Summary, SweepSummary
-from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
+from jupyter_compute.widgets.charts import COLORS, Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import PollingThread
 
 TYPE_CHECKING = False
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 MAX_POINTS = 300        # per trial on the curves chart: older points are thinned
 STOPPED = "Stopped early"  # what a trial its policy stopped reads as
 PARCOORDS_EVERY = 1.0   # seconds between redraws of the parallel-coordinates chart
+#: Plasma without its darkest and palest ends: every line shows on a light and a
+#: dark background (Viridis' low end vanished on the dark theme, its high end on white).
+PARCOORDS_COLORS = ["#9c179e", "#bd3786", "#d8576b", "#ed7953", "#fb9f3a"]
 
 _ESM = """
 function render({ model, el }) {
@@ -308,19 +312,40 @@ class SweepWidget(widgets.VBox):
             self.charts.add(chart)
 
     def _render_curves(self) -> None:
-        # One coloured series per trial (a legend names them while they are few); only
-        # the trials with new points are re-sent.
+        # One trace per colour, not per trial: plotly pays per trace (hundreds of trials
+        # took seconds to add), so trial k goes in trace (k - 1) mod 10, in that trace's
+        # colour, a NaN between trials breaking the line. While each trace holds one
+        # trial, the legend names it; hover always does. Markers, so a trial stopped
+        # after one value shows. Only the traces with a changed trial are re-sent.
+        import numpy as np
+
         chart = self._figures["curves"]
+        groups: dict[int, list[int]] = {}
+        for trial in sorted(self._curves):
+            groups.setdefault((trial - 1) % len(COLORS), []).append(trial)
         changed = set()
-        for trial, (xs, ys) in sorted(self._curves.items()):
-            if self._drawn.get(trial) != len(ys):
-                self._drawn[trial] = len(ys)
-                chart.set_series(f"trial {trial}", xs, ys, mode="lines+markers",
-                                 hovertemplate=f"trial {trial}: %{{y}} (interval %{{x}})"
-                                               "<extra></extra>")
-                changed.add(f"trial {trial}")
+        for group, trials in groups.items():
+            if all(self._drawn.get(t) == len(self._curves[t][1]) for t in trials):
+                continue
+            xs, ys, ids = [], [], []
+            for t in trials:
+                txs, tys = self._curves[t]
+                self._drawn[t] = len(tys)
+                xs.append(np.array([*txs, np.nan]))
+                ys.append(np.array([*tys, np.nan]))
+                ids.append(np.full(len(txs) + 1, t))
+            name = f"colour {group}"
+            label = f"trial {trials[0]}" if len(trials) == 1 else f"{len(trials)} trials"
+            chart.set_series(name, np.concatenate(xs), np.concatenate(ys), label=label,
+                             customdata=np.concatenate(ids), color=COLORS[group],
+                             mode="lines+markers",
+                             hovertemplate="trial %{customdata}: %{y} (interval %{x})"
+                                           "<extra></extra>")
+            changed.add(name)
         if changed:
-            chart.redraw(**self.charts.options, only=changed)
+            one_each = len(self._curves) <= len(COLORS)
+            chart.redraw(**self.charts.options, only=changed,
+                         extra={"showlegend": len(self._curves) > 1 and one_each})
 
     def _render_best_so_far(self) -> None:
         maximize = (self.state.get("primary_metric") or {}).get("goal", "Maximize") == "Maximize"
@@ -333,14 +358,12 @@ class SweepWidget(widgets.VBox):
         for v in values:
             running.append(v if not running else (max if maximize else min)(running[-1], v))
         chart = self._figures["best"]
-        chart.set_series("trial", xs, values, mode="markers", color="#6b7280",
-                         customdata=[t["index"] for t in ended],
+        chart.set_series("trial", xs, values, customdata=[t["index"] for t in ended],
+                         mode="markers", color="#6b7280",
                          hovertemplate="trial %{customdata}: %{y}<extra></extra>")
         chart.set_series("best so far", xs, running, mode="lines", color="#16a34a",
                          line={"shape": "hv", "width": 2.5})
         chart.redraw(**self.charts.options)
-        if ended:
-            chart.fig.data[0].customdata = [t["index"] for t in ended]
 
     def _render_parcoords(self) -> None:
         trials = [t for t in self.state.get("trials") or [] if t["metric"] is not None]
@@ -363,7 +386,8 @@ class SweepWidget(widgets.VBox):
         fig = self._figures["parcoords"].fig
         with fig.batch_update():
             fig.data[0].dimensions = dims
-            fig.data[0].line = {"color": scores, "colorscale": "Viridis", "showscale": True}
+            fig.data[0].line = {"color": scores, "colorscale": PARCOORDS_COLORS,
+                                "showscale": True}
 
     # -- interaction (on the kernel's main thread) ---------------------------------------
 

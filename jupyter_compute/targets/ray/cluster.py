@@ -345,10 +345,8 @@ class EmbeddedCluster:
         with self._lock():
             state = self.load()
             ended = self._end_processes(state) if state is not None else 0
-            for path in (self.state_path, self.token_path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
             temp = state.temp_dir if state else self.temp_dir
+            # The files first, the record last: once the state file is gone, so is the rest.
             if remove_files:
                 shutil.rmtree(temp, ignore_errors=True)
                 for path in (self.config_path, self.log_path):
@@ -356,6 +354,9 @@ class EmbeddedCluster:
                         os.unlink(path)
             else:
                 _keep_logs_only(temp)
+            for path in (self.state_path, self.token_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         if remove_files:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._lock_path)
