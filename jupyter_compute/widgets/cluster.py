@@ -41,21 +41,7 @@ MIN_INTERVAL = 0.1
 HISTORY = 600  # points kept: 10 minutes at the default interval
 
 
-def counts_text(name: str, nodes: dict[str, Any] | None) -> str:
-    """One line: ``cpu-cluster · nodes 1 (pending 1, idle 0) · min 0 · max 4``.
-
-    >>> counts_text("c", {"current": 1, "pending": 0, "idle": 1, "min": 0, "max": 2})
-    'c · nodes 1 (pending 0, idle 1) · min 0 · max 2'
-    """
-    if not nodes:
-        return f"{name} · no node information"
-    extra = [f"{key} {nodes[key]}" for key in ("pending", "idle") if nodes.get(key) is not None]
-    text = f"{name} · nodes {nodes.get('current', '?')}"
-    text += f" ({', '.join(extra)})" if extra else ""
-    text += f" · min {_dash(nodes.get('min'))} · max {_dash(nodes.get('max'))}"
-    if nodes.get("running") is False:
-        text += " · stopped"
-    return text
+counts_text = summaries.counts_text  # one line of counts: the live header and the summary
 
 
 def cluster_bundle(name: str, nodes: dict[str, Any] | None) -> dict[str, str]:
@@ -337,6 +323,3 @@ def show_cluster(target: Target) -> ClusterWidget | None:
     live.show(shown, lambda quick: shown.summary())
     return shown
 
-
-def _dash(value: Any) -> str:
-    return "-" if value is None else str(value)
