@@ -488,13 +488,13 @@ def for_host(workspace: Workspace, environment: dict[str, Any], facts: HostFacts
     if "kernel" in str(env.get("source") or "").split(", "):
         foreign = client_only(facts, python)
         if foreign:
-            kept = [line for line in env.get("requirements") or []
-                    if canonical(_requirement_name(line)) not in foreign]
-            if len(kept) != len(env.get("requirements") or []):
-                for name, why in sorted(foreign.items()):
-                    notices.append(f"{name}: left out, only needed where {why} (not on the "
-                                   f"target: Python {python}, {facts.system})")
-                env["requirements"] = kept
+            lines = list(env.get("requirements") or [])
+            left_out = {canonical(_requirement_name(line)) for line in lines} & set(foreign)
+            for name in sorted(left_out):  # only what was pinned: the rest was never asked
+                notices.append(f"{name}: left out, only needed where {foreign[name]} (not on "
+                               f"the target: Python {python}, {facts.system})")
+            env["requirements"] = [line for line in lines
+                                   if canonical(_requirement_name(line)) not in left_out]
     if not facts.online:
         lines = list(env.get("requirements") or [])
         pinned = all(re.fullmatch(r"[A-Za-z0-9_.-]+==[^\s;,]+", line) for line in lines)
