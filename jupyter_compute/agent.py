@@ -225,7 +225,6 @@ class Agent:
         if self.ended_elsewhere is not None:
             return self._stopped_by_reader()
         returncode = self.child.wait()
-        self.stop_mlflow()
         # Leftovers first: one that escaped the group may hold stderr open, and the
         # pump would wait for it (5 s) before a cancel could finish.
         leftovers = self.end_processes(self.child.pid)
@@ -672,6 +671,9 @@ def run_agent(run_dir: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may drop
     try:
         final = agent.run()
+        # Only after the final status: stopping waits out the endpoint's poll (~0.1 s), and
+        # the script, its only client, has exited, so nothing more can arrive.
+        agent.stop_mlflow()
     except BaseException as exc:  # the run must never stay Running: record why it died
         import traceback
 
