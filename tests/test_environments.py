@@ -151,16 +151,17 @@ def test_python_by_version_and_by_path(project: Project, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     project.write("which.py", "import sys\nprint('version', sys.version_info[:2], "
                               "sys.executable)\nfrom jupyter_compute.tracking import get_run\n")
-    found = other_python()
-    if found is None:
-        pytest.skip("no interpreter of another Python version on this machine")
-    other, path = found
+    # Another X.Y where the machine has one (pyenv's, here); else this one's X.Y, which
+    # the selector must still find on PATH rather than fall back to the agent's python.
+    other, path = other_python() or (f"{sys.version_info[0]}.{sys.version_info[1]}",
+                                     Path(sys.executable).resolve())
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / f"python{other}").symlink_to(path)  # found on PATH by its version
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     run = api.submit("which.py", python=other)
     assert run.wait(timeout=120).value == "Completed", run.log()
     assert f"version ({other.replace('.', ', ')})" in run.log()
+    assert str(tmp_path / "bin" / f"python{other}") in run.log()  # the one on PATH
     run = api.submit("which.py", environment=Environment(python="/usr/bin/python3"))
     assert run.wait(timeout=120).value == "Completed", run.log()
     assert "/usr/bin/python3" in run.log()
