@@ -229,6 +229,8 @@ class Agent:
         # pump would wait for it (5 s) before a cancel could finish.
         leftovers = self.end_processes(self.child.pid)
         pump.join(timeout=5)
+        if self.lease is not None:  # nothing of the run uses its environment any more
+            self.lease.release()
         if leftovers:
             self.say(f"ended {leftovers} leftover process{'es' if leftovers > 1 else ''} "
                      "the script left behind")
@@ -671,8 +673,8 @@ def run_agent(run_dir: str) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may drop
     try:
         final = agent.run()
-        # Only after the final status: stopping waits out the endpoint's poll (~0.1 s), and
-        # the script, its only client, has exited, so nothing more can arrive.
+        # Only after the final status: stopping waits out the endpoint's poll, and the
+        # script, its only client, has exited, so nothing more can arrive.
         agent.stop_mlflow()
     except BaseException as exc:  # the run must never stay Running: record why it died
         import traceback

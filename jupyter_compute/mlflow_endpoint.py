@@ -419,7 +419,7 @@ class Endpoint:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          name="mlflow-endpoint", daemon=True).start()
         return int(self._server.server_address[1])
 
