@@ -672,10 +672,10 @@ def run_agent(run_dir: str) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session may drop
     try:
+        # The MLflow endpoint is left to the process's exit: stopping it waits out its
+        # poll, which would keep the agent alive after the final status for nothing (its
+        # records are unbuffered writes, and the script, its only client, has exited).
         final = agent.run()
-        # Only after the final status: stopping waits out the endpoint's poll, and the
-        # script, its only client, has exited, so nothing more can arrive.
-        agent.stop_mlflow()
     except BaseException as exc:  # the run must never stay Running: record why it died
         import traceback
 
