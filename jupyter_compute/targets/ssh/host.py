@@ -184,8 +184,8 @@ class SSHHost(Host):
             failed: list[BaseException] = []
             thread = threading.Thread(target=self._warm_up, args=(failed,), daemon=True,
                                       name="ssh-warm-up")
+            thread.start()  # before it is seen: a concurrent submit's prepare joins it
             conn.warming = (thread, failed)
-        thread.start()
 
     def _warm_up(self, failed: list[BaseException]) -> None:
         try:
