@@ -40,7 +40,10 @@ _PREFIX = API.rstrip("/")
 
 
 def _say(message: str) -> None:
-    print(f"[jupyter_compute] {message}", file=sys.stderr, flush=True)
+    # One write with its newline: print() writes the end apart, and the script's stdout,
+    # pumped into the same log from another pipe, could land between the two.
+    sys.stderr.write(f"[jupyter_compute] {message}\n")
+    sys.stderr.flush()
 
 
 class JupyterComputeStore(RestStore):
