@@ -7,7 +7,9 @@
 It reads ``spec.json`` from the run folder, materializes the snapshot into
 ``workdir/``, prepares the interpreter (builds or reuses the run's environment:
 ``envbuild.py``; that time is preparation, recorded as ``prepare_seconds``), runs
-``python -u script args`` (a list, never a shell) in a process group of its own,
+``python -u script args`` (a list, never a shell) — or, for a command run, the
+command line through ``bash -c`` with that interpreter first on ``PATH`` — in a
+process group of its own,
 appends stdout and stderr to ``output.log``, enforces the run's maximum duration,
 obeys ``cancel`` and writes every status transition to ``status.json``. It is
 detached from the client, so the client (a kernel, a CLI, an SSH session) may go
@@ -78,6 +80,7 @@ class Agent:
         self.environment_record: dict[str, Any] | None = None
         self.prepare_seconds: float | None = None  # snapshot + environment, not run time
         self.mlflow: Any = None  # mlflow_endpoint.Endpoint the script logs to, while it runs
+        self.path_first: list[str] = []  # folders put first on PATH (a command's python)
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -175,6 +178,7 @@ class Agent:
             workdir = self.materialize()
             python = self.interpreter()
             argv = self.command(python)
+            self.path_first = self.python_on_path(python)
         except Exception as exc:  # noqa: BLE001 - any preparation failure ends the run
             from jupyter_compute.envbuild import BuildError
 
@@ -365,7 +369,10 @@ class Agent:
         return got.python
 
     def command(self, python: str) -> list[str]:
-        """What runs: the script with its arguments, or papermill on the notebook."""
+        """What runs: the script with its arguments, papermill on the notebook, or the
+        command line through ``bash -c`` (``sh`` where a host has no bash)."""
+        if self.spec.get("command") is not None:
+            return [shutil.which("bash") or "sh", "-c", str(self.spec["command"])]
         if self.spec.get("kind") == "notebook":
             params = self._p("parameters.json")
             protocol.write_json_atomic(params, self.spec.get("parameters") or {})
@@ -375,6 +382,31 @@ class Agent:
                 argv += ["--kernel", self.spec["kernel"]]
             return argv
         return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+
+    def python_on_path(self, python: str) -> list[str]:
+        """The folders to put first on a command's PATH so that its ``python`` (and
+        ``python3``) is ``python``: the interpreter's own folder, and before it a folder
+        of shims where that folder's ``python`` is another program (``/usr/bin`` with
+        only ``python3``). A shim execs the interpreter by its path (a symlink would
+        lose a venv: Python finds ``pyvenv.cfg`` beside the name it was started by)."""
+        if self.spec.get("command") is None:
+            return []
+        import shlex
+
+        python = shutil.which(python) or python
+        folder = os.path.dirname(os.path.abspath(python))
+        first = [folder]
+        real = os.path.realpath(python)
+        if any(os.path.realpath(os.path.join(folder, n)) != real for n in ("python", "python3")):
+            shims = self._p("bin")
+            os.makedirs(shims, mode=0o700, exist_ok=True)
+            for name in ("python", "python3"):
+                path = os.path.join(shims, name)
+                with open(path, "w") as f:
+                    f.write(f"#!/bin/sh\nexec {shlex.quote(os.path.abspath(python))} \"$@\"\n")
+                os.chmod(path, 0o700)
+            first.insert(0, shims)
+        return first
 
     def take_secrets(self) -> dict[str, str]:
         """Read the ``secrets`` file (secret environment values) and delete it at once."""
@@ -416,6 +448,8 @@ class Agent:
                 env, self.say)
             env.update(variables)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.path_first:
+            env["PATH"] = os.pathsep.join([*self.path_first, env.get("PATH") or os.defpath])
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]
         if extra:
             env["PYTHONPATH"] = os.pathsep.join(extra + [env.get("PYTHONPATH", "")]).rstrip(

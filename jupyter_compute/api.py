@@ -50,7 +50,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            max_run_duration_seconds: float | None = None, wait: bool = False,
            kind: str | None = None, parent_id: str | None = None,
            extra_files: dict[str, bytes] | None = None,
-           parameters: dict[str, Any] | None = None, kernel: str | None = None) -> Run:
+           parameters: dict[str, Any] | None = None, kernel: str | None = None,
+           command: str | None = None) -> Run:
     """Snapshot ``source_dir`` and run ``script`` from it on ``target``; return the ``Run``.
 
     Settings come from, in rising priority: defaults, the run configuration file
@@ -58,14 +59,19 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     the source directory (default: the current folder) and must lie inside it.
     A notebook (``.ipynb``) runs through papermill with ``parameters`` injected after
     its cell tagged ``parameters``, on ``kernel`` (default: the notebook's own).
+    Instead of a script, ``command`` is a command line run by ``bash -c`` in the
+    snapshot folder (``&&``, ``>`` work), with the run's Python first on ``PATH``: its
+    ``python`` is the environment's, or the target's ``--python``.
     Values of ``environment_variables`` named in ``secret_env``, or whose names look
     secret (``API_TOKEN``, ``DB_PASSWORD``), are never stored and show as ``***``.
 
     >>> run = submit("train.py", target="local", arguments=["--lr", "0.01"])
     >>> run.wait()
     <RunStatus.COMPLETED: 'Completed'>
+    >>> submit(command="python prep.py > out.txt && python train.py", wait=True)
     """
-    spec = resolve_spec(script, target=target, name=name, arguments=arguments, config=config,
+    spec = resolve_spec(script, command=command, target=target, name=name,
+                        arguments=arguments, config=config,
                         source_dir=source_dir, python=python, requirements=requirements,
                         environment=environment,
                         environment_variables=environment_variables, secret_env=secret_env,

@@ -1,4 +1,4 @@
-"""Run kinds (script, notebook, sweep): each one's handle and its notebook view, in one table.
+"""Run kinds (script, notebook, command, sweep): each one's handle and notebook view, in a table.
 
 ::
 
@@ -34,6 +34,7 @@ RUN = "jupyter_compute.runs:Run"
 HANDLES = {
     "script": RUN,
     "notebook": RUN,
+    "command": RUN,  # a command line through bash -c (Azure ML's ``command:``)
     "sweep": "jupyter_compute.sweep.handle:Sweep",
 }
 

@@ -32,12 +32,12 @@ if TYPE_CHECKING:
 class RunSpec:
     """What to run where. Built by ``resolve_spec`` from arguments, ``run.yml`` and defaults."""
 
-    script: str                          # posix path relative to source_dir
+    script: str                          # posix path relative to source_dir; a command's text
     source_dir: Path                     # absolute; the folder that is snapshotted
     target: str = "local"
     name: str | None = None
     arguments: list[str] = field(default_factory=list)
-    kind: str | None = None              # script | notebook (None: from the file's suffix)
+    kind: str | None = None              # script | notebook | command (None: from the file)
     environment: Environment | None = None  # the packages it needs (environments.py)
     python: str | None = None            # interpreter on the target; None = target default
     requirements: str | None = None      # the environment's requirements file, if any
@@ -53,15 +53,39 @@ class RunSpec:
     extra_files: dict[str, bytes] | None = None  # added to the snapshot (a %%submit cell)
     parameters: dict[str, object] = field(default_factory=dict)  # a notebook's (papermill)
     kernel: str | None = None            # a notebook's kernel; None = its own metadata
+    #: A command line run by ``bash -c`` in the snapshot folder, with the run's Python
+    #: first on PATH (Azure ML's ``command:``); ``script`` then holds the same text.
+    command: str | None = None
 
     @property
     def display_name(self) -> str:
-        return self.name or Path(self.script).stem
+        if self.name:
+            return self.name
+        return command_name(self.command) if self.command else Path(self.script).stem
 
     def __repr__(self) -> str:  # the dataclass repr, with secret values masked
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["environment_variables"] = masked_environment(self)
         return f"RunSpec({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def command_name(command: str) -> str:
+    """A run name for a command line: its first ``.py``/``.ipynb`` file's stem, else its
+    first word's.
+
+    >>> command_name("cd src && python train.py --lr ${{inputs.lr}}")
+    'train'
+    """
+    import shlex
+
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:  # unbalanced quotes: bash says so when it runs
+        words = command.split()
+    for word in words:
+        if word.endswith((".py", ".ipynb")):
+            return Path(word).stem
+    return Path(words[0]).name if words else "command"
 
 
 def split_environment(env: dict[str, str], secret_env: list[str] | tuple[str, ...] = ()
@@ -111,12 +135,21 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     if not folder.is_dir():
         raise UsageError(f"source directory {folder} does not exist; pass --source-dir with "
                          "an existing folder")
-    script = script if script is not None else cfg.script
-    if not script:
-        raise UsageError("no script to run: name one (submit train.py) or set 'script' in "
-                         "run.yml")
-    extra = given.get("extra_files") or {}
-    rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
+    command = given.pop("command", None)
+    if command is not None:
+        if script is not None:
+            raise UsageError("give a script or a command, not both")
+        if not isinstance(command, str) or not command.strip():
+            raise UsageError("the command is empty: give a command line, e.g. "
+                             "command='python train.py --epochs 3'")
+        rel, given["kind"] = command, "command"
+    else:
+        script = script if script is not None else cfg.script
+        if not script:
+            raise UsageError("no script to run: name one (submit train.py) or set 'script' "
+                             "in run.yml")
+        extra = given.get("extra_files") or {}
+        rel = str(script) if str(script) in extra else _script_in(folder, Path(script))
     env = dict(cfg.environment_variables)
     env.update(given.pop("environment_variables", None) or {})
     secret_env = [*cfg.secret_env, *(given.pop("secret_env", None) or [])]
@@ -124,6 +157,7 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     spec = RunSpec(
         script=rel, source_dir=folder,
         arguments=[str(a) for a in (cfg.arguments if arguments is None else arguments)],
+        command=command,
         environment_variables=env, secret_env=secret_env, node_count=cfg.node_count,
         cancel_grace_seconds=float(cfg.cancel_grace_seconds),
         snapshot_max_bytes=_limit(cfg.snapshot_max_mb, "JUPYTER_COMPUTE_SNAPSHOT_MAX_MB",
@@ -148,6 +182,9 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     spec.target = spec.target or "local"
     if spec.kind is None:
         spec.kind = "notebook" if spec.script.endswith(".ipynb") else "script"
+    if spec.command is not None and spec.arguments:
+        raise UsageError("a command takes no separate arguments: write them into the command "
+                         "line (quote them with shlex.quote)")
     if spec.kind != "notebook" and (spec.parameters or spec.kernel):
         raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
                          "pass a script's options after '--'")

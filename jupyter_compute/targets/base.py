@@ -322,7 +322,7 @@ class Target:
                              max_changed_files=spec.snapshot_max_files
                              or DEFAULT_MAX_CHANGED_FILES, extra_files=spec.extra_files,
                              store_blobs=self.host.stores_blobs)
-        if spec.script not in snap.files:
+        if spec.command is None and spec.script not in snap.files:
             raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule "
                              f"in {spec.source_dir}; un-ignore it to run it")
         self.host.prepare()
@@ -421,7 +421,7 @@ class Target:
         spec, record = ctx.spec, ctx.record
         ctx.agent = {
             "run_id": record.id, "name": record.name, "kind": spec.kind or "script",
-            "script": spec.script,
+            "script": spec.script, "command": spec.command,
             "parameters": dict(spec.parameters), "kernel": spec.kernel,
             "arguments": list(spec.arguments), "interpreter": spec.python,
             "environment": ctx.environment,  # built or reused on the target by envbuild
