@@ -98,3 +98,76 @@ def test_command_on_docker_uses_the_images_python(engine, project: Project) -> N
     facts = json.loads((run.target.outputs_dir(run.id) / "o.json").read_text())
     assert facts["argv"] == ["x y"]
     assert not facts["executable"].startswith(str(Path(sys.executable).parent))
+
+
+# -- azureml: bindings, computes, environment aliases --------------------------------------
+
+
+def test_substitute_quotes_every_value_and_keeps_the_shell_syntax() -> None:
+    from jupyter_compute import azureml
+
+    hostile = "it's a \"b\" $(touch x); rm -rf ~"
+    text = azureml.substitute(
+        "python a.py --x ${{inputs.x}} --o ${{ outputs.o }} > ${{outputs.o}}/log.txt && "
+        "echo ${{parent.jobs.prep.outputs.data}} $[[--seed ${{inputs.seed}}]]",
+        {"inputs.x": hostile, "outputs.o": "/tmp/o", "parent.jobs.prep.outputs.data": "d"})
+    assert text == ("python a.py --x 'it'\"'\"'s a \"b\" $(touch x); rm -rf ~' --o /tmp/o > "
+                    "/tmp/o/log.txt && echo d ")
+    assert azureml.substitute("a $[[--seed ${{inputs.seed}}]]", {"inputs.seed": "7"}) \
+        == "a --seed 7"
+    assert azureml.references("${{inputs.a}} $[[${{search_space.lr}}]] ${{inputs.a}}") == \
+        ["inputs.a", "search_space.lr"]
+
+
+def test_substitute_names_an_unknown_binding() -> None:
+    from jupyter_compute import azureml
+    from jupyter_compute.exceptions import UsageError
+
+    with pytest.raises(UsageError, match=r"\$\{\{inputs.lrr\}\} names nothing — did you mean "
+                                         r"'inputs.lr'\? \(known: inputs.lr\)"):
+        azureml.substitute("python a.py ${{inputs.lrr}}", {"inputs.lr": "1"})
+
+
+def test_compute_name() -> None:
+    from jupyter_compute import azureml
+
+    assert azureml.compute_name("azureml:cpu-cluster") == "cpu-cluster"
+    assert azureml.compute_name("local") == "local"
+    assert azureml.compute_name("azureml:/subscriptions/s/resourceGroups/g/providers/"
+                                "Microsoft.MachineLearningServices/workspaces/w/computes/gpu") \
+        == "gpu"
+
+
+def test_environment_aliases(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_compute import azureml
+    from jupyter_compute.exceptions import ConfigError
+    from jupyter_compute.workspace import find
+
+    ws = find(start=project.root)
+    project.write("requirements.txt", "six\n")
+    project.write(".jupyter_compute/environments.yml", """
+        AzureML-sklearn-1.0-ubuntu20.04-py38-cpu: {requirements: requirements.txt}
+        sklearn-1.5: kernel
+    """)
+    env = azureml.resolve_environment("azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest",
+                                      ws)
+    assert env is not None and env.requirements == str(project.root / "requirements.txt")
+    env = azureml.resolve_environment(
+        "azureml://registries/azureml/environments/sklearn-1.5/labels/latest", ws)
+    assert env is not None and env.kernel
+    assert capsys.readouterr().err == ""
+    assert azureml.resolve_environment("azureml:pytorch-env:3", ws) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "azureml:pytorch-env:3 has no alias" in err \
+        and "'pytorch-env: requirements.txt'" in err
+    inline = azureml.resolve_environment({"image": "python:3.11", "conda_file": "env.yml"}, ws,
+                                         base_dir=project.root / "jobs")
+    assert inline is not None and inline.image == "python:3.11"
+    assert inline.conda_file == str(project.root / "jobs" / "env.yml")
+    project.write(".jupyter_compute/environments.yml", """
+        good: kernel
+        bad: {requirement: requirements.txt}
+    """)
+    with pytest.raises(ConfigError, match=r"environments.yml:3: unknown key 'requirement' — "
+                                          r"did you mean 'requirements'"):
+        azureml.resolve_environment("azureml:bad", ws)
