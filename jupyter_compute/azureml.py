@@ -48,14 +48,32 @@ if TYPE_CHECKING:
     from jupyter_compute.environments import Environment
     from jupyter_compute.workspace import Workspace
 
-__all__ = ["ALIASES_FILE", "compute_name", "is_azure_environment", "references",
-           "resolve_environment", "substitute"]
+__all__ = ["ALIASES_FILE", "ShellWord", "compute_name", "is_azure_environment", "references",
+           "resolve_environment", "run_path", "substitute"]
 
 #: The workspace file of environment aliases (in ``.jupyter_compute/``).
 ALIASES_FILE = "environments.yml"
 PREFIX = "azureml:"
 _BINDING = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 _OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
+
+
+class ShellWord(str):
+    """A binding already written for the shell, put in as it is (``run_path``'s words);
+    every other value is quoted."""
+
+
+def run_path(rel: str) -> ShellWord:
+    """An absolute path to ``rel`` (``outputs/model``) in the run's folder on whatever
+    host runs it, as one shell word: the agent sets ``$JUPYTER_COMPUTE_RUN_DIR``, so the
+    path holds after a ``cd`` in the command, where ``$PWD`` would not.
+
+    >>> run_path("outputs/model")
+    '"$JUPYTER_COMPUTE_RUN_DIR"/outputs/model'
+    """
+    from jupyter_compute.protocol import ENV_RUN_DIR
+
+    return ShellWord(f'"${ENV_RUN_DIR}"/{shlex.quote(rel)}')
 
 
 def references(text: str) -> list[str]:
@@ -96,7 +114,8 @@ def _replace(text: str, bindings: dict[str, str]) -> str:
             hint = f" — did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"${{{{{name}}}}} names nothing{hint} (known: "
                              f"{', '.join(sorted(bindings)) or 'none'})")
-        return shlex.quote(str(bindings[name]))
+        value = bindings[name]
+        return value if isinstance(value, ShellWord) else shlex.quote(str(value))
 
     return _BINDING.sub(one, text)
 

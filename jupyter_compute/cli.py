@@ -367,6 +367,24 @@ def _columns() -> int:
     return max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
+def cmd_job(args: argparse.Namespace) -> int:
+    from jupyter_compute.jobfile import parse_overrides, submit_job
+
+    run = submit_job(args.file, overrides=parse_overrides(args.set), name=args.name,
+                     workspace=args.workspace)
+    for warning in getattr(run, "warnings", ()):
+        _err(f"warning: {warning}")
+    _err(f"submitted {run.record.kind} job {run.id} to {run.record.target}")
+    if not args.wait:
+        _out(run.id)
+        return 0
+    if run.record.kind == "sweep":
+        from jupyter_compute.sweep.cli import _follow
+
+        return _follow(run, as_json=False)  # type: ignore[arg-type]
+    return _stream(run)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from jupyter_compute.sweep import cli_main
 
@@ -522,6 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_environment_flags(p)
     p.add_argument("args", nargs="*", metavar="-- ARGS", help="fixed arguments for the script")
+
+    p = add("job", cmd_job, "run an Azure ML v2 job file (type command, sweep or pipeline), "
+            "as 'az ml job create --file' does")
+    p.add_argument("file", metavar="FILE", help="the job's YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set a key of the file first, e.g. --set inputs.lr=0.1 (repeatable)")
+    p.add_argument("--name", "-n", help="run name (default: the file's display_name)")
+    p.add_argument("--wait", "-w", action="store_true",
+                   help="follow the job; exit 0 only if it Completed")
 
     p = add("envs", cmd_envs, "list (or --prune) the environments built on a target")
     p.add_argument("--target", "-t", help="target name (default: local)")

@@ -6,6 +6,7 @@
     %%submit --target local --name mnist -- --epochs 3
     import train; train.main()
     %submit train.py --target gpu-vm -o run
+    %job job.yml --set inputs.lr=0.1 --wait
     %runs --limit 10
     %runs --compare 7f3a 9b1c
     %run_show 20261126-0931-mnist-7f3a
@@ -147,6 +148,38 @@ class ComputeMagics(Magics):
         from jupyter_compute.sweep import magic_main
 
         return magic_main(self.shell, args, script_args, cell=cell)
+
+    # -- %job ---------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("file", help="an Azure ML v2 job file (type command, sweep or pipeline)")
+    @argument("--set", action="append", metavar="KEY=VALUE",
+              help="set a key of the file first, e.g. --set inputs.lr=0.1 (repeatable)")
+    @argument("--name", "-n", help="run name (default: the file's display_name)")
+    @argument("--wait", "-w", action="store_true", help="block until the job ends")
+    @argument("-o", "--out", metavar="VAR", help="store the handle in this variable")
+    @line_magic
+    def job(self, line: str) -> None:
+        """Run an Azure ML v2 job file, as ``az ml job create --file`` does:
+        ``%job job.yml [--set inputs.lr=0.1] [--wait]``; its live view follows it."""
+        args = self.job.parser.parse_args(_split(line)[0])
+        from jupyter_compute.jobfile import parse_overrides, submit_job
+
+        run = submit_job(args.file, overrides=parse_overrides(args.set), name=args.name,
+                         say=print)
+        if args.out and self.shell is not None:
+            self.shell.user_ns[args.out] = run
+        for warning in getattr(run, "warnings", ()):
+            print(f"warning: {warning}")
+        widget = show(run)
+        if not args.wait:
+            return
+        if run.record.kind == "sweep":
+            from jupyter_compute.sweep.magics import wait
+
+            wait(run, widget)  # type: ignore[arg-type]
+        else:
+            _wait(run, widget, cancel_on_interrupt=False)
 
     # -- %submit / %%submit --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import pytest
 
 from jupyter_compute import api
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import Run
 
 import dockerd
 from conftest import Project
@@ -171,3 +172,211 @@ def test_environment_aliases(project: Project, capsys: pytest.CaptureFixture[str
     with pytest.raises(ConfigError, match=r"environments.yml:3: unknown key 'requirement' — "
                                           r"did you mean 'requirements'"):
         azureml.resolve_environment("azureml:bad", ws)
+
+
+# -- job files: type command ---------------------------------------------------------------
+
+MAIN = """
+import argparse, json, sys
+p = argparse.ArgumentParser()
+p.add_argument("--greeting")
+p.add_argument("--data")
+a = p.parse_args()
+print(json.dumps({"greeting": a.greeting, "data": open(a.data).read(),
+                  "executable": sys.executable}))
+"""
+
+# As azureml-examples' cli/jobs/basics files are written: folded command, ${{…}} bindings,
+# a data input, an output folder, an azureml: environment and compute.
+COMMAND_JOB = """\
+$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+code: ../src
+command: >-
+  mkdir -p sub && cd sub &&
+  python ../main.py --greeting ${{inputs.greeting}} --data ${{inputs.data}}
+  > ${{outputs.result}}/greeting.json
+  && echo wrote it
+inputs:
+  greeting: "it's a \\"quoted\\" $(touch pwned) value"
+  data:
+    type: uri_file
+    path: ../data/my data.csv
+outputs:
+  result:
+    type: uri_folder
+environment: azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest
+compute: azureml:local
+display_name: hello-job
+experiment_name: hello
+description: A command job with shell syntax.
+"""
+
+
+def _job_project(project: Project, tmp_path: Path) -> Path:
+    """The job above, with its environment aliased to an interpreter reached by an odd name
+    (so ``python`` in the command resolves to it only through the agent's PATH)."""
+    odd = tmp_path / "interp" / "py3odd"
+    odd.parent.mkdir()
+    odd.symlink_to(Path(sys.executable).resolve())
+    project.write("src/main.py", MAIN)
+    project.write("data/my data.csv", "a,b\n1,2\n")
+    project.write("jobs/job.yml", COMMAND_JOB)
+    project.write(".jupyter_compute/environments.yml",
+                  f"AzureML-sklearn-1.0-ubuntu20.04-py38-cpu: {{python: {odd}}}\n")
+    return odd
+
+
+def test_command_job_runs_with_shell_syntax_and_quoted_inputs(project: Project,
+                                                              tmp_path: Path) -> None:
+    odd = _job_project(project, tmp_path)
+    out = project.cli("job", "jobs/job.yml", "--wait")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "wrote it" in out.stdout
+    run_id = out.stdout.strip().splitlines()[-1].split()[1]
+    shown = project.show(run_id)
+    assert shown["name"] == "hello-job" and shown["kind"] == "command"
+    got = json.loads((project.run_dir(run_id) / "outputs" / "result" / "greeting.json")
+                     .read_text())
+    assert got["greeting"] == "it's a \"quoted\" $(touch pwned) value"  # one word, as written
+    assert got["data"] == "a,b\n1,2\n"  # the input from outside the code folder travelled
+    assert got["executable"] == str(odd)  # the alias's interpreter is the command's python
+    assert not list(project.root.rglob("pwned"))
+
+
+def test_set_overrides_an_input_and_a_missing_alias_is_one_notice(project: Project,
+                                                                   tmp_path: Path) -> None:
+    _job_project(project, tmp_path)
+    (project.root / ".jupyter_compute" / "environments.yml").unlink()
+    out = project.cli("job", "jobs/job.yml", "--wait", "--set", "inputs.greeting=hi there",
+                      "--set", "inputs.data=../src/main.py")
+    assert out.returncode == 0, out.stderr + out.stdout
+    notices = [line for line in out.stderr.splitlines() if "has no alias" in line]
+    assert len(notices) == 1 and "azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest" \
+        in notices[0]
+    run_id = out.stdout.strip().splitlines()[-1].split()[1]
+    got = json.loads((project.run_dir(run_id) / "outputs" / "result" / "greeting.json")
+                     .read_text())
+    assert got["greeting"] == "hi there" and got["data"].startswith("\nimport argparse")
+    assert got["executable"] == sys.executable  # no alias: the target's own python
+
+
+# -- job files: type sweep -----------------------------------------------------------------
+
+CURVE_MLFLOW = """
+import argparse, time
+import mlflow
+p = argparse.ArgumentParser()
+p.add_argument("--trial", type=int)
+p.add_argument("--qualities")
+p.add_argument("--label")
+a = p.parse_args()
+quality = float(a.qualities.split(",")[a.trial - 1])
+mlflow.log_param("label", a.label)
+for step in range(8):
+    mlflow.log_metric("accuracy", quality, step=step)
+    time.sleep(0.15)
+"""
+
+# cli/jobs/single-step/*/sweep shapes: trial, search_space, objective, limits, early_termination
+SWEEP_JOB = """\
+$schema: https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json
+type: sweep
+trial:
+  code: src
+  command: >-
+    python curve.py
+    --trial ${{search_space.trial}}
+    --qualities ${{inputs.qualities}}
+    --label ${{search_space.label}}
+  environment: azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest
+inputs:
+  qualities: "0.9,0.3,0.9,0.2"
+compute: azureml:local
+sampling_algorithm: grid
+search_space:
+  trial:
+    type: choice
+    values: [1, 2, 3, 4]
+  label:
+    type: choice
+    values: ["a b"]
+objective:
+  goal: maximize
+  primary_metric: accuracy
+limits:
+  max_total_trials: 4
+  max_concurrent_trials: 2
+  timeout: 600
+  trial_timeout: 120
+early_termination:
+  type: bandit
+  evaluation_interval: 1
+  delay_evaluation: 0
+  slack_factor: 0.2
+display_name: curve-sweep
+"""
+
+
+def test_sweep_job_with_mlflow_trials_and_early_termination(project: Project) -> None:
+    from jupyter_compute.sweep import Sweep
+
+    project.write("src/curve.py", CURVE_MLFLOW)
+    project.write("sweep.yml", SWEEP_JOB)
+    project.write(".jupyter_compute/environments.yml",
+                  f"AzureML-sklearn-1.0-ubuntu20.04-py38-cpu: {{python: {sys.executable}}}\n")
+    out = project.cli("job", "sweep.yml")
+    assert out.returncode == 0, out.stderr
+    s = Sweep.get(out.stdout.strip())
+    assert s.wait(timeout=180).value == "Completed", s.log()
+    assert s.name == "curve-sweep"
+    state = s.state()
+    assert state["policy"].startswith("BanditPolicy(") and "slack_factor=0.2" in state["policy"]
+    assert state["sampling"] == "grid" and state["max_concurrent_runs"] == 2
+    trials = {t["index"]: t for t in s.trials()}
+    assert {i for i, t in trials.items() if t["status"] == "Canceled"} == {2, 4}, s.log()
+    for i, t in trials.items():
+        run = Run.get(t["run_id"])
+        assert run.record.script.startswith(f"python curve.py --trial {i} --qualities "
+                                            "0.9,0.3,0.9,0.2 --label 'a b'")
+        assert run.record.spec["max_run_duration_seconds"] == 120
+        assert run.metrics()["accuracy"][0]["value"] in (0.9, 0.3, 0.2)  # through MLflow
+    assert trials[2]["stop_reason"].startswith("stopped early by BanditPolicy: ")
+    assert s.best()["index"] == 1 and s.best()["params"] == {"trial": 1, "label": "a b"}
+
+
+def test_sweep_job_search_space_types_map_onto_the_engine(project: Project) -> None:
+    from jupyter_compute.sweep import Sweep
+
+    project.write("sweep.yml", """\
+        type: sweep
+        trial:
+          command: >-
+            echo ${{search_space.lr}} ${{search_space.units}} > outputs/v.txt &&
+            python -c 'from jupyter_compute.tracking import get_run; get_run().log("loss", 1)'
+        sampling_algorithm: {type: random, seed: 3}
+        search_space:
+          lr: {type: loguniform, min_value: -6, max_value: -1}
+          units: {type: quniform, min_value: 8, max_value: 64, q: 8}
+          drop: {type: normal, mu: 0.1, sigma: 0.01}
+          seed: {type: randint, upper: 5}
+        objective: {goal: minimize, primary_metric: loss}
+        limits: {max_total_trials: 1}
+        early_termination: {type: truncation_selection, truncation_percentage: 20,
+                            evaluation_interval: 2, delay_evaluation: 4}
+    """)
+    out = project.cli("job", "sweep.yml", "--wait")
+    assert out.returncode == 0, out.stderr + out.stdout
+    s = Sweep.get(next(r.id for r in api.runs() if r.record.kind == "sweep"))
+    config = s.record.spec["config"]
+    assert config["sampling"]["type"] == "random" and s.state()["seed"] == 3
+    space = {p["name"]: (p["expression"], p["values"])
+             for p in config["sampling"]["parameter_space"]}
+    assert space == {"lr": ("loguniform", [-6, -1]), "units": ("quniform", [8, 64, 8]),
+                     "drop": ("normal", [0.1, 0.01]), "seed": ("randint", [5])}
+    assert config["policy"] == {"type": "TruncationSelectionPolicy", "evaluation_interval": 2,
+                                "delay_evaluation": 4, "truncation_percentage": 20,
+                                "exclude_finished_jobs": False}
+    trial = s.trials()[0]
+    words = (project.run_dir(trial["run_id"]) / "outputs" / "v.txt").read_text().split()
+    assert float(words[0]) == trial["params"]["lr"] and 0.0024 < float(words[0]) < 0.37
+    assert int(words[1]) == trial["params"]["units"] and int(words[1]) % 8 == 0

@@ -361,16 +361,25 @@ class Controller:
 
         self.trials.append(trial)
         self._dirty = True
-        notebook = self.spec["script"].endswith(".ipynb")
+        command = self.spec.get("command")
+        notebook = command is None and self.spec["script"].endswith(".ipynb")
         fixed = list(self.spec.get("arguments") or [])
         try:
+            if command is not None:  # Azure's trial.command: the values go into the line
+                from jupyter_compute import azureml
+
+                command = azureml.substitute(command, {
+                    f"search_space.{name}": str(value) for name, value in trial.params.items()})
             spec = resolve_spec(
-                self.spec["script"], target=self.spec["target"],
-                name=f"{self.spec['name']}-{trial.index}",
-                arguments=None if notebook else fixed + trial.arguments,
+                None if command is not None else self.spec["script"],
+                target=self.spec["target"], name=f"{self.spec['name']}-{trial.index}",
+                arguments=None if notebook or command is not None else fixed + trial.arguments,
                 source_dir=self.dir / SOURCE, parent_id=self.id,
                 parameters=notebook_parameters(trial.params) if notebook else None,
-                kernel=self.spec.get("kernel"), environment=self.spec.get("environment"))
+                kernel=self.spec.get("kernel"), environment=self.spec.get("environment"),
+                command=command,
+                environment_variables=self.spec.get("environment_variables") or None,
+                max_run_duration_seconds=self.spec.get("trial_timeout"))
             run = Run.submit(get_target(spec.target, self.ws), spec)
         except ComputeError as exc:
             trial.status, trial.outcome, trial.error = RunStatus.FAILED.value, "failed", str(exc)
@@ -384,7 +393,8 @@ class Controller:
             trial.folder = self.ws.run_dir(run.id)
         if self.spec.get("git"):  # the frozen copy has no .git: keep the original's
             self.ws.store.update(run.id, git=self.spec["git"])
-        self.say(f"trial {trial.index} started as {run.id}: {' '.join(trial.arguments)}")
+        self.say(f"trial {trial.index} started as {run.id}: "
+                 f"{command if command is not None else ' '.join(trial.arguments)}")
 
     def poll(self) -> bool:
         """Read the active trials' status and new metrics; True if primary values arrived."""

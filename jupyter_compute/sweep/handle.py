@@ -46,14 +46,19 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
           arguments: list[Any] | None = None, source_dir: str | Path | None = None,
           workspace: Workspace | str | Path | None = None, seed: int | None = None,
           wait: bool = False, extra_files: dict[str, bytes] | None = None,
-          kernel: str | None = None, environment: Any = None) -> Sweep:
+          kernel: str | None = None, environment: Any = None, command: str | None = None,
+          environment_variables: dict[str, str] | None = None,
+          trial_timeout: float | None = None) -> Sweep:
     """Start a hyperparameter sweep of ``script`` on ``target``; return its ``Sweep``.
 
     ``config`` is a ``sweep.yml`` path, a ``SweepConfig`` or its dict form.
     ``arguments`` are passed to every trial before the swept ones; ``seed`` makes
     random and Bayesian sampling reproducible (default: the config's, else a
     fresh one, recorded in the sweep). The controller runs detached, so the sweep
-    goes on if this process ends.
+    goes on if this process ends. Instead of a script, ``command`` is a command line
+    template (Azure ML's ``trial.command``): each trial runs it with every
+    ``${{search_space.NAME}}`` replaced by its value, shell-quoted. ``trial_timeout``
+    (seconds) ends a trial that runs longer.
 
     >>> s = sweep("train.py", config="sweep.yml", target="local", seed=7, wait=True)
     >>> s.best()["params"]
@@ -74,7 +79,15 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
 
     cfg = _config(config)
     spec = resolve_spec(script, target=target, arguments=arguments, source_dir=source_dir,
-                        extra_files=extra_files, kernel=kernel, environment=environment)
+                        extra_files=extra_files, kernel=kernel, environment=environment,
+                        command=command)
+    if command is not None:
+        from jupyter_compute import azureml
+
+        names = {f"search_space.{n}" for n in cfg.parameter_space}
+        unknown = [r for r in azureml.references(command) if r not in names]
+        if unknown:  # each trial would fail alike: say it once, now
+            azureml.substitute(command, {n: "" for n in names})
     if spec.kind == "notebook" and spec.arguments:
         raise UsageError("a notebook takes no arguments after '--'; fixed values belong in its "
                          "parameters cell, swept ones in the sweep's parameter_space")
@@ -91,10 +104,11 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
                          max_bytes=spec.snapshot_max_bytes or DEFAULT_MAX_BYTES,
                          max_changed_files=spec.snapshot_max_files or DEFAULT_MAX_CHANGED_FILES)
     extra = extra_files or {}
-    if spec.script not in snap.files and spec.script not in extra:
+    if command is None and spec.script not in snap.files and spec.script not in extra:
         raise UsageError(f"{spec.script} is excluded from the snapshot by an ignore rule in "
                          f"{spec.source_dir}; un-ignore it to sweep it")
-    stem = Path(spec.script).stem.lstrip("_") or "sweep"
+    stem = (spec.display_name if command is not None else Path(spec.script).stem) \
+        .lstrip("_") or "sweep"
     name = name or f"{stem}-sweep"
     sweep_id = new_run_folder(ws.runs_dir, name)
     folder = ws.run_dir(sweep_id)
@@ -112,7 +126,9 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
         "sweep_id": sweep_id, "name": name, "script": spec.script, "target": spec.target,
         "target_kind": child_target.kind, "arguments": list(spec.arguments), "seed": seed,
         "kernel": kernel, "config": cfg.to_dict(), "workspace": str(ws.root),
-        "environment": env_mapping,
+        "environment": env_mapping, "command": command,
+        "environment_variables": dict(environment_variables or {}),
+        "trial_timeout": trial_timeout,
         "source_dir": str(spec.source_dir), "git": git,
         # `cancel` waits this long plus 5 s: time to cancel the children (3 s grace each).
         "cancel_grace_seconds": 5.0,
