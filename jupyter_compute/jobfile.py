@@ -346,7 +346,9 @@ class _Job:
     # -- command -----------------------------------------------------------------------
 
     def command_job(self, name: str | None) -> Run:
-        from jupyter_compute.api import submit
+        from jupyter_compute.attached import get_target
+        from jupyter_compute.runs import Run
+        from jupyter_compute.runspec import resolve_spec
 
         data = self.data
         self.check(data, COMMAND_KEYS)
@@ -358,12 +360,13 @@ class _Job:
         env = self.environment(data.get("environment"), "environment")
         bindings, folders = self.bindings(code)
         command = self.command(data.get("command"), bindings, folders, "command")
-        return submit(command=command, source_dir=code, target=target,
-                      name=self.run_name(name), workspace=self.ws, environment=env,
-                      environment_variables=self.variables(data.get("environment_variables"),
-                                                           "environment_variables"),
-                      max_run_duration_seconds=limits.get("timeout"),
-                      extra_files=self.extra_files or None)
+        spec = resolve_spec(command=command, source_dir=code, target=target,
+                            name=self.run_name(name), environment=env,
+                            environment_variables=self.variables(
+                                data.get("environment_variables"), "environment_variables"),
+                            max_run_duration_seconds=limits.get("timeout"),
+                            extra_files=self.extra_files or None)
+        return Run.submit(get_target(spec.target, self.ws), spec)
 
     # -- sweep -------------------------------------------------------------------------
 
