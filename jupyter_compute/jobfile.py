@@ -357,9 +357,9 @@ class _Job:
         self.check_numbers(limits)
         code = self.code(data.get("code"), "code")
         target = self.target(data.get("compute"))
-        env = self.environment(data.get("environment"), "environment")
         bindings, folders = self.bindings(code)
         command = self.command(data.get("command"), bindings, folders, "command")
+        env = self.environment(data.get("environment"), "environment")  # last: it may say
         spec = resolve_spec(command=command, source_dir=code, target=target,
                             name=self.run_name(name), environment=env,
                             environment_variables=self.variables(
@@ -386,12 +386,12 @@ class _Job:
         config = self.sweep_config(limits)
         code = self.code(trial.get("code"), "trial", "code")
         target = self.target(data.get("compute"))
-        env = self.environment(trial.get("environment"), "trial", "environment")
         bindings, folders = self.bindings(code)
         for param in config.parameter_space:  # left for each trial (the controller)
             bindings[f"search_space.{param}"] = azureml.ShellWord(
                 f"${{{{search_space.{param}}}}}")
         command = self.command(trial.get("command"), bindings, folders, "trial", "command")
+        env = self.environment(trial.get("environment"), "trial", "environment")
         seed = None
         algorithm = data.get("sampling_algorithm")
         if isinstance(algorithm, dict):
@@ -422,11 +422,12 @@ class _Job:
         if total is None and sampling != "grid":
             total = DEFAULT_MAX_TRIALS
         timeout = limits.get("timeout")
+        policy = self.policy(data.get("early_termination"))
         try:
             return SweepConfig(
                 parameters, primary_metric_name=objective.get("primary_metric") or "",
                 primary_metric_goal=objective.get("goal") or "", sampling=sampling,
-                policy=self.policy(data.get("early_termination")),
+                policy=policy,
                 max_total_runs=total, max_concurrent_runs=limits.get("max_concurrent_trials"),
                 max_duration_minutes=timeout / 60 if timeout else None, seed=seed)
         except ConfigError as exc:

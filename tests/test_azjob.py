@@ -21,6 +21,7 @@ from jupyter_compute.runs import Run
 
 import dockerd
 from conftest import Project
+from kernel import Kernel
 
 
 @pytest.fixture(scope="session")
@@ -380,3 +381,115 @@ def test_sweep_job_search_space_types_map_onto_the_engine(project: Project) -> N
     words = (project.run_dir(trial["run_id"]) / "outputs" / "v.txt").read_text().split()
     assert float(words[0]) == trial["params"]["lr"] and 0.0024 < float(words[0]) < 0.37
     assert int(words[1]) == trial["params"]["units"] and int(words[1]) % 8 == 0
+
+
+# -- %job in a real kernel -------------------------------------------------------------------
+
+
+def test_job_magic_in_a_kernel(project: Project, kernel: Kernel, tmp_path: Path) -> None:
+    odd = _job_project(project, tmp_path)
+    out = kernel.run("%job jobs/job.yml --set inputs.greeting='from a kernel' -o r --wait",
+                     timeout=180)
+    assert out.status == "ok", out.error_text
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in out.data)
+    assert kernel.value("r.status()") == "Completed"
+    run_id = kernel.value("r.id")
+    got = json.loads((project.run_dir(run_id) / "outputs" / "result" / "greeting.json")
+                     .read_text())
+    assert got == {"greeting": "from a kernel", "data": "a,b\n1,2\n", "executable": str(odd)}
+
+    project.write("jobs/bad.yml", COMMAND_JOB.replace("compute: azureml:local",
+                                                      "compute: azureml:gpu-clster"))
+    bad = kernel.run("%job jobs/bad.yml")
+    assert bad.status == "error"
+    assert bad.error_text.count("\n") == 0, bad.error_text
+    assert "jobs/bad.yml:17: no target named 'gpu-clster'" in bad.error_text
+
+
+# -- bad input: one line, naming the file, the line and the key --------------------------------
+
+
+@pytest.mark.parametrize("change,expected", [
+    (("command: >-", "comand: >-"),
+     "job.yml:3: unknown key 'comand' — did you mean 'command'?"),
+    (("--greeting ${{inputs.greeting}}", "--greeting ${{inputs.gretting}}"),
+     "job.yml:3: ${{inputs.gretting}} names nothing — did you mean 'inputs.greeting'?"),
+    (("compute: azureml:local", "compute: azureml:gpu-clster"),
+     "job.yml:17: no target named 'gpu-clster'"),
+    (("code: ../src", "code: ../srcs"), "job.yml:2: code folder '../srcs' does not exist"),
+    (("path: ../data/my data.csv", "path: azureml:iris:1"),
+     "job.yml:12: input data is azureml:iris:1, which lives in Azure; give a local path "
+     "(--set inputs.data=FILE)"),
+    (("type: uri_file", "type: uri_fille"),
+     "job.yml:11: unknown input type 'uri_fille' — did you mean 'uri_file'?"),
+    (("$schema", "type: commnd\n$schema"),
+     "job.yml:1: unknown job type 'commnd' — did you mean 'command'?"),
+    (("command: >-", "command: [\n"), "job.yml:"),  # malformed YAML
+])
+def test_bad_command_job_is_one_line(project: Project, tmp_path: Path,
+                                     change: tuple[str, str], expected: str) -> None:
+    _job_project(project, tmp_path)
+    path = project.root / "jobs" / "job.yml"
+    path.write_text(path.read_text().replace(*change, 1))
+    out = project.cli("job", "jobs/job.yml")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert expected in out.stderr
+    assert not (project.root / ".jupyter_compute" / "runs").exists() or \
+        not list((project.root / ".jupyter_compute" / "runs").iterdir())  # nothing started
+
+
+@pytest.mark.parametrize("change,expected", [
+    (("type: choice\n    values: [1, 2, 3, 4]", "type: choise\n    values: [1, 2, 3, 4]"),
+     "sweep.yml:17: unknown search space type 'choise' — did you mean 'choice'?"),
+    (("type: bandit", "type: bandid"),
+     "sweep.yml:31: unknown early_termination type 'bandid' — did you mean 'bandit'?"),
+    (("slack_factor: 0.2", "truncation_percentage: 20"),
+     "sweep.yml:34: bandit takes no truncation_percentage"),
+    (("--label ${{search_space.label}}", "--label ${{search_space.lable}}"),
+     "sweep.yml:5: ${{search_space.lable}} names nothing — did you mean 'search_space.label'?"),
+    (("goal: maximize", "goal: maximise"),
+     "sweep.yml:23: primary_metric_goal must be Maximize or Minimize"),
+    (("max_concurrent_trials: 2", "max_concurrent_trials: -2"),
+     "sweep.yml:27: 'max_concurrent_trials' must be a number above 0"),
+])
+def test_bad_sweep_job_is_one_line(project: Project, change: tuple[str, str],
+                                   expected: str) -> None:
+    project.write("src/curve.py", CURVE_MLFLOW)
+    project.write("sweep.yml", SWEEP_JOB.replace(*change, 1))
+    out = project.cli("job", "sweep.yml")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert expected in out.stderr
+
+
+PIPELINE_JOB = """\
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+settings:
+  default_compute: azureml:local
+jobs:
+  hello:
+    type: command
+    command: echo hello > ${{outputs.greeting}}/hello.txt
+    outputs:
+      greeting:
+"""
+
+
+def test_pipeline_job_goes_to_the_pipeline_engine(project: Project) -> None:
+    import importlib.util
+
+    project.write("pipeline.yml", PIPELINE_JOB)
+    out = project.cli("job", "pipeline.yml", "--wait", timeout=300)
+    engine = importlib.util.find_spec("jupyter_compute.pipeline")
+    if engine is None or not hasattr(importlib.import_module("jupyter_compute.pipeline"),
+                                     "submit_file"):
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert "pipeline.yml:2: type: pipeline jobs need jupyter_compute.pipeline" in out.stderr
+        return
+    assert out.returncode == 0, out.stderr + out.stdout
+    run_id = out.stdout.strip().splitlines()[-1].split()[1]
+    step = project.show(run_id)["steps"][0]
+    assert step["name"] == "hello" and step["status"] == "Completed"
+    assert list(project.run_dir(step["run_id"]).rglob("hello.txt"))[0].read_text() == "hello\n"
