@@ -9,7 +9,10 @@ engine of tests/dockerd.py.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from jupyter_compute.protocol import RunStatus
 from jupyter_compute.runs import Run
 
 import dockerd
+import sshd
 from conftest import Project
 from kernel import Kernel
 
@@ -33,6 +37,26 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     dockerd.ensure()
     yield dockerd.client()
     dockerd.remove_containers(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="module")
+def ssh_host() -> Iterator[sshd.Login]:
+    """A real sshd on a loopback address of its own (tests/test_ssh.py uses others)."""
+    reason = sshd.unavailable()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    # Not pytest's tmp dirs: sshd reads the authorized keys as the user.
+    root = Path(tempfile.mkdtemp(prefix="jc-azjob-sshd-"))
+    root.chmod(0o755)
+    sshd.ensure_user(sshd.USER)
+    key = sshd.make_key(root / "id_azjob")
+    workdir = f"jc-azjob-{os.getpid()}"
+    with sshd.SSHServer(root / "srv", "127.0.0.9") as server:
+        server.authorize(sshd.USER, key)
+        server.start()
+        yield sshd.Login(server, key, f"~/{workdir}")
+    shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 SHOW_PYTHON = """
@@ -100,6 +124,24 @@ def test_command_on_docker_uses_the_images_python(engine, project: Project) -> N
     facts = json.loads((run.target.outputs_dir(run.id) / "o.json").read_text())
     assert facts["argv"] == ["x y"]
     assert not facts["executable"].startswith(str(Path(sys.executable).parent))
+
+
+def test_command_on_ssh_uses_the_hosts_python(ssh_host: sshd.Login, project: Project,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home").mkdir()  # neither our known_hosts nor an ssh-agent decides it
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    api.attach("vm", "ssh", workspace=project.root, **ssh_host.options())
+    project.write("show.py", SHOW_PYTHON)
+    run = api.submit(command="cd .. && cd workdir && python show.py 'x y' \"it's\" "
+                     "> outputs/o.json && python3 -c 'print(1)' | grep -q 1",
+                     source_dir=project.root, target="vm", wait=True)
+    assert run.status() is RunStatus.COMPLETED, run.log()
+    facts = json.loads((run.target.outputs_dir(run.id) / "o.json").read_text())
+    assert facts["argv"] == ["x y", "it's"]
+    # the host's own interpreter (the one its agent runs on), not this client's venv
+    assert facts["executable"] != sys.executable and facts["prefix"] != sys.prefix
 
 
 # -- azureml: bindings, computes, environment aliases --------------------------------------
