@@ -189,6 +189,7 @@ class _Job:
         self.data: dict[str, Any] = doc.data
         self.folder = doc.path.parent.absolute()
         self.extra_files: dict[str, bytes] = {}
+        self.compute: Any = None  # the target ``compute`` names (set by ``target``)
 
     def error(self, message: str, *keys: str) -> ConfigError:
         return self.doc.error(message, *keys)
@@ -225,18 +226,32 @@ class _Job:
 
         name = azureml.compute_name(raw) if raw else "local"
         try:
-            get_target(name, self.ws)
+            self.compute = get_target(name, self.ws)
         except ComputeError as exc:
             raise self.error(str(exc), "compute") from None
         return name
 
     def environment(self, raw: Any, *where: str) -> Any:
+        """The run's environment. An inline one's ``image`` is for targets that run
+        images: on one that runs processes it is left out, and one line says so."""
+        from jupyter_compute.runspec import RunSpec
+
         try:
-            return azureml.resolve_environment(raw, self.ws, base_dir=self.folder, say=self.say)
+            env = azureml.resolve_environment(raw, self.ws, base_dir=self.folder, say=self.say)
         except ConfigError:
             raise
         except ComputeError as exc:
             raise self.error(str(exc), *where) from None
+        if env is not None and env.image and isinstance(raw, dict):
+            try:
+                self.compute.launcher.validate(RunSpec("-", self.folder, docker_image=env.image))
+            except UsageError:
+                self.say(f"environment image {env.image}: target {self.compute.name!r} runs "
+                         "processes, so its own Python runs the job (attach a docker target "
+                         "to use the image)")
+                env.image = None
+                env = None if env.is_empty() else env
+        return env
 
     def variables(self, raw: Any, *where: str) -> dict[str, str]:
         if raw is None:

@@ -303,6 +303,24 @@ def test_set_overrides_an_input_and_a_missing_alias_is_one_notice(project: Proje
     assert got["executable"] == sys.executable  # no alias: the target's own python
 
 
+def test_azure_hello_world_runs_unchanged(project: Project) -> None:
+    # cli/jobs/basics/hello-world.yml, as azureml-examples has it
+    project.write("hello-world.yml", """\
+        $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+        command: echo "hello world"
+        environment:
+          image: library/python:latest
+        compute: azureml:cpu-cluster
+    """)
+    api.attach("cpu-cluster", "local", workspace=project.root)
+    out = project.cli("job", "hello-world.yml", "--wait")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "hello world\n" in out.stdout
+    assert "environment image library/python:latest: target 'cpu-cluster' runs processes" \
+        in out.stderr
+    assert "submitted command job" in out.stderr and "to cpu-cluster" in out.stderr
+
+
 # -- job files: type sweep -----------------------------------------------------------------
 
 CURVE_MLFLOW = """

@@ -352,7 +352,9 @@ class Controller:
                 self.say(f"the search space is exhausted after {len(self.trials)} trials "
                          "(a configuration is never repeated)")
                 return
-            self.start(Trial(index, params, argument_pairs(params)))
+            shown = [f"{k}={v}" for k, v in params.items()] if self.spec.get("command") \
+                else argument_pairs(params)  # a command's values go into its line instead
+            self.start(Trial(index, params, shown))
 
     def start(self, trial: Trial) -> None:
         from jupyter_compute.attached import get_target
