@@ -386,6 +386,7 @@ class _Job:
     # -- sweep -------------------------------------------------------------------------
 
     def sweep_job(self, name: str | None) -> Run:
+        from jupyter_compute.runspec import split_environment
         from jupyter_compute.sweep.handle import sweep
 
         data = self.data
@@ -406,6 +407,13 @@ class _Job:
             bindings[f"search_space.{param}"] = azureml.ShellWord(
                 f"${{{{search_space.{param}}}}}")
         command = self.command(trial.get("command"), bindings, folders, "trial", "command")
+        variables = self.variables(trial.get("environment_variables"), "trial",
+                                   "environment_variables")
+        secret = split_environment(variables)[1]
+        if secret:  # a sweep's spec is written down; secret values never are
+            raise self.error(f"a sweep's trials take no secret variables ({', '.join(secret)})"
+                             ": set them in the target's own environment", "trial",
+                             "environment_variables")
         env = self.environment(trial.get("environment"), "trial", "environment")
         seed = None
         algorithm = data.get("sampling_algorithm")
@@ -414,8 +422,7 @@ class _Job:
         return sweep(None, config, command=command, source_dir=code, target=target,
                      name=self.run_name(name), workspace=self.ws, environment=env,
                      seed=seed, extra_files=self.extra_files or None,
-                     environment_variables=self.variables(trial.get("environment_variables"),
-                                                          "trial", "environment_variables"),
+                     environment_variables=variables,
                      trial_timeout=limits.get("trial_timeout"))
 
     def sweep_config(self, limits: dict[str, Any]) -> SweepConfig:

@@ -67,7 +67,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
     from jupyter_compute.agent import materialize
     from jupyter_compute.attached import get_target
     from jupyter_compute.runids import new_run_folder
-    from jupyter_compute.runspec import resolve_spec
+    from jupyter_compute.runspec import resolve_spec, split_environment
     from jupyter_compute.snapshot import (
         DEFAULT_MAX_BYTES,
         DEFAULT_MAX_CHANGED_FILES,
@@ -88,6 +88,10 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
         unknown = [r for r in azureml.references(command) if r not in names]
         if unknown:  # each trial would fail alike: say it once, now
             azureml.substitute(command, {n: "" for n in names})
+    secret = split_environment(environment_variables or {})[1]
+    if secret:  # the sweep's spec is written down, and secrets never are (see runspec)
+        raise UsageError(f"a sweep's trials take no secret variables ({', '.join(secret)}): "
+                         "set them in the target's own environment")
     if spec.kind == "notebook" and spec.arguments:
         raise UsageError("a notebook takes no arguments after '--'; fixed values belong in its "
                          "parameters cell, swept ones in the sweep's parameter_space")
