@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -319,6 +320,20 @@ def test_azure_hello_world_runs_unchanged(project: Project) -> None:
     assert "environment image library/python:latest: target 'cpu-cluster' runs processes" \
         in out.stderr
     assert "submitted command job" in out.stderr and "to cpu-cluster" in out.stderr
+
+
+def test_command_job_environment_variables_and_timeout(project: Project) -> None:
+    project.write("job.yml", """\
+        command: echo "$WHO says $0" && sleep 60
+        environment_variables: {WHO: the job}
+        limits: {timeout: 2}
+    """)
+    out = project.cli("job", "job.yml", "--wait")
+    assert out.returncode == 1, out.stderr + out.stdout
+    assert re.search(r"^the job says \S*bash$", out.stdout, re.M), out.stdout
+    run_id = out.stdout.strip().splitlines()[-1].split()[1]
+    shown = project.show(run_id)
+    assert shown["status"] == "TimedOut" and "max_run_duration_seconds=2" in shown["error"]
 
 
 # -- job files: type sweep -----------------------------------------------------------------
