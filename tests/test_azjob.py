@@ -336,6 +336,25 @@ def test_command_job_environment_variables_and_timeout(project: Project) -> None
     assert shown["status"] == "TimedOut" and "max_run_duration_seconds=2" in shown["error"]
 
 
+def test_cloud_inputs_pass_as_urls_and_optional_parts_drop(project: Project) -> None:
+    # cli/jobs/single-step/scikit-learn/iris: a wasbs:// input (not downloaded here)
+    project.write("job.yml", """\
+        command: >-
+          echo ${{inputs.iris_csv}} $[[--seed ${{inputs.seed}}]] > outputs/url.txt
+        inputs:
+          iris_csv:
+            type: uri_file
+            path: wasbs://datasets@azuremlexamples.blob.core.windows.net/iris.csv
+          seed:
+    """)
+    out = project.cli("job", "job.yml", "--wait")
+    assert out.returncode == 0, out.stderr + out.stdout
+    url = "https://azuremlexamples.blob.core.windows.net/datasets/iris.csv"
+    assert f"input iris_csv: {url} is passed to the command as a URL" in out.stderr
+    run_id = out.stdout.strip().splitlines()[-1].split()[1]
+    assert (project.run_dir(run_id) / "outputs" / "url.txt").read_text() == url + "\n"
+
+
 # -- job files: type sweep -----------------------------------------------------------------
 
 CURVE_MLFLOW = """
