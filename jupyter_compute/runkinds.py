@@ -36,6 +36,7 @@ HANDLES = {
     "notebook": RUN,
     "command": RUN,  # a command line through bash -c (Azure ML's ``command:``)
     "sweep": "jupyter_compute.sweep.handle:Sweep",
+    "pipeline": "jupyter_compute.pipeline.handle:Pipeline",
 }
 
 #: Each kind's live view, as registered by a face: "module:function(handle, **options)".

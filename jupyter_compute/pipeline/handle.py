@@ -1,0 +1,268 @@
+"""Starting a pipeline, and ``Pipeline``: a handle on one, from any process.
+
+::
+
+    from jupyter_compute.pipeline import submit_file, Pipeline
+
+    p = submit_file("pipeline.yml", overrides={"inputs.epochs": 3}, wait=True)
+    p.steps()          # [{"name": "prep", "status": "Completed", "reused": True, …}, …]
+    Pipeline.get(p.id) # reattach from any kernel or shell
+
+Starting a pipeline checks the file against the workspace (targets, environments),
+takes each step's code snapshot (so editing a folder after the start changes
+nothing), records the pipeline run and starts the controller as a detached process
+(see ``controller.py``); it returns at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from jupyter_compute import protocol
+from jupyter_compute.exceptions import ConfigError, UsageError
+from jupyter_compute.pipeline.config import PipelineConfig, load_pipeline
+from jupyter_compute.pipeline.controller import STEPS, initial_steps
+from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import Run
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jupyter_compute.summary import StaticSummary
+    from jupyter_compute.workspace import Workspace
+
+KIND = "pipeline"
+#: Controllers started from this process, kept so they are reaped.
+_controllers: list[subprocess.Popen[bytes]] = []
+
+
+def submit_file(path: str | Path, *, name: str | None = None,
+                overrides: dict[str, Any] | None = None, reuse: bool = True,
+                workspace: Workspace | str | Path | None = None,
+                wait: bool = False) -> Pipeline:
+    """Start the pipeline of the YAML file ``path``; return its ``Pipeline`` at once.
+
+    ``overrides``: ``{"inputs.epochs": 3}`` (the CLI's ``--set``); ``reuse=False``
+    runs every step even if an unchanged one completed before (``--no-reuse``).
+
+    >>> p = submit_file("pipeline.yml", wait=True)
+    >>> [s["status"] for s in p.steps()]
+    ['Completed', 'Completed', 'Completed']
+    """
+    from jupyter_compute.attached import attached_targets
+    from jupyter_compute.workspace import Workspace
+    from jupyter_compute.workspace import find as find_workspace
+
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise UsageError(f"no pipeline file {str(path)!r}")
+    ws = workspace if isinstance(workspace, Workspace) else \
+        find_workspace(start=path.parent, explicit=workspace)
+    config = load_pipeline(path, targets=set(attached_targets(ws)), overrides=overrides)
+    return submit(config, name=name, reuse=reuse, workspace=ws, wait=wait)
+
+
+def submit(config: PipelineConfig, *, name: str | None = None, reuse: bool = True,
+           workspace: Workspace | str | Path | None = None, wait: bool = False) -> Pipeline:
+    """Start a checked ``PipelineConfig`` (from a file or the builder); see ``submit_file``."""
+    from jupyter_compute.attached import get_target
+    from jupyter_compute.runids import new_run_folder
+    from jupyter_compute.snapshot import take_snapshot
+    from jupyter_compute.store import RunRecord
+    from jupyter_compute.workspace import Workspace
+    from jupyter_compute.workspace import find as find_workspace
+
+    ws = workspace if isinstance(workspace, Workspace) else \
+        find_workspace(start=Path(config.folder), explicit=workspace)
+    prepared: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
+    total_files = total_bytes = new_files = new_bytes = 0
+    for step in config.ordered():
+        def fail(message: str, step_name: str = step.name, line: int | None = step.line
+                 ) -> ConfigError:
+            return ConfigError(f"step {step_name!r}: {message}", path=config.path, line=line)
+
+        if step.target not in kinds:
+            try:
+                kinds[step.target] = get_target(step.target, ws).kind
+            except UsageError as exc:
+                raise fail(str(exc)) from None
+        entry: dict[str, Any] = {"target_kind": kinds[step.target], "snapshot": None,
+                                 "files": {}, "environment": None}
+        if step.code:
+            snap = take_snapshot(step.code, ws.dir)
+            entry.update(snapshot=snap.id, files={rel: list(e) for rel, e in snap.files.items()})
+            total_files += snap.stats.files
+            total_bytes += snap.stats.bytes
+            new_files += snap.stats.new_files
+            new_bytes += snap.stats.new_bytes
+            if step.script and step.script not in snap.files:
+                raise fail(f"{step.script} is excluded from its code snapshot by an ignore "
+                           f"rule in {step.code}; un-ignore it to run it")
+        try:
+            entry["environment"] = _environment(step.environment, step.code or config.folder,
+                                                ws)
+        except UsageError as exc:
+            raise fail(str(exc)) from None
+        prepared[step.name] = entry
+    stem = name or config.name or (Path(config.path).stem if config.path else "pipeline")
+    pipeline_id = new_run_folder(ws.runs_dir, stem)
+    folder = ws.run_dir(pipeline_id)
+    created = protocol.utcnow()
+    spec = {"pipeline_id": pipeline_id, "name": stem, "workspace": str(ws.root),
+            "config": config.to_dict(), "steps": prepared, "reuse": reuse,
+            "cancel_grace_seconds": 5.0}
+    protocol.write_json_atomic(str(folder / protocol.SPEC), spec)
+    protocol.write_json_atomic(str(folder / protocol.STATUS), {
+        "run_id": pipeline_id, "status": RunStatus.QUEUED.value, "created": created,
+        "history": [[RunStatus.QUEUED.value, created]]})
+    protocol.write_atomic(str(folder / STEPS),
+                          protocol_json(initial_steps(config)))
+    record = RunRecord(
+        id=pipeline_id, name=stem, target="local", kind=KIND, status=RunStatus.QUEUED.value,
+        created=created, script=Path(config.path).name if config.path else "(python)",
+        arguments=[], source_dir=config.folder,
+        snapshot={"id": "", "files": total_files, "bytes": total_bytes,
+                  "new_files": new_files, "new_bytes": new_bytes},
+        spec={"steps": [s.name for s in config.ordered()], "reuse": reuse})
+    ws.store.insert(record)
+    _launch(folder, ws)
+    handle = Pipeline(record, ws)
+    if wait:
+        handle.wait()
+    return handle
+
+
+def protocol_json(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value, indent=1).encode()
+
+
+def _environment(value: Any, base: str, ws: Workspace) -> dict[str, Any] | None:
+    """A step's ``environment:`` as the mapping its run gets (None: the target's Python)."""
+    if value is None:
+        return None
+    from jupyter_compute.environments import Environment
+
+    if isinstance(value, str) and value.startswith("azureml:"):
+        from jupyter_compute.azureml import resolve_environment
+
+        env = resolve_environment(value, ws)
+    else:
+        if isinstance(value, str) and not Path(value).is_absolute() \
+                and (Path(base) / value).exists():
+            value = str(Path(base) / value)
+        env = Environment.parse(value)
+    if env is None or env.is_empty():
+        return None
+    from jupyter_compute.environments import resolve
+
+    resolve(env, Path(base), ws)  # a missing file fails now, naming the step
+    return env.to_mapping(Path(base))
+
+
+def _launch(folder: Path, ws: Workspace) -> None:
+    """Start the controller in a session of its own: it outlives this process."""
+    _controllers[:] = [p for p in _controllers if p.poll() is None]
+    with open(folder / protocol.LOG, "ab") as log:  # a crash at import lands in the log
+        _controllers.append(subprocess.Popen(
+            [sys.executable, "-m", "jupyter_compute.pipeline.controller", str(folder)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True, cwd=str(ws.root)))
+
+
+class Pipeline(Run):
+    """A pipeline: a run whose children are its steps, in a DAG.
+
+    ``Run.get`` of a pipeline's id gives a ``Pipeline`` (see ``runkinds``), so
+    ``show``, ``cancel`` and the widgets take it like any run.
+    """
+
+    #: A pipeline lasts minutes: its status is polled less often than a run's.
+    POLL = (0.02, 0.2, 5.0)
+
+    @classmethod
+    def get(cls, pipeline_id: str, workspace: Workspace | str | Path | None = None
+            ) -> Pipeline:
+        """Reattach to pipeline ``pipeline_id`` (a unique suffix is enough)."""
+        run = Run.get(pipeline_id, workspace)
+        if not isinstance(run, Pipeline):
+            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a pipeline")
+        return run
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace.run_dir(self.id)
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Each step in topological order: ``{"name", "run_id", "status", "reused",
+        "target", "depends_on", "kind", "reason", …}``; status is a run status, or
+        ``NotStarted`` / ``Skipped``.
+
+        Once the pipeline has ended, a step its controller left unfinished (it died)
+        is read from its run, so nothing shows Running forever.
+        """
+        try:
+            steps: list[dict[str, Any]] = protocol.read_json(str(self.folder / STEPS)) or []
+        except ValueError:
+            steps = []
+        if self.status().is_terminal():
+            for s in steps:
+                if s.get("run_id") and s["status"] not in ("NotStarted", "Skipped") and \
+                        not RunStatus(s["status"]).is_terminal():
+                    run = Run.get(s["run_id"], self.workspace)
+                    s["status"] = run.status().value
+        return steps
+
+    def step_run(self, name: str) -> Run:
+        """The run of step ``name`` (the reused run, for a reused step)."""
+        for s in self.steps():
+            if s["name"] == name:
+                if not s.get("run_id"):
+                    raise UsageError(f"step {name!r} has not started ({s['status']})")
+                return Run.get(s["run_id"], self.workspace)
+        names = ", ".join(s["name"] for s in self.steps())
+        raise UsageError(f"no step {name!r} in pipeline {self.id} (steps: {names})")
+
+    def children(self) -> list[Run]:
+        """The runs this pipeline started (not the reused ones), newest first."""
+        ws = self.workspace
+        return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
+
+    def cancel(self, reason: str | None = None) -> RunStatus:
+        """Stop the pipeline: its running steps are canceled, the rest skipped."""
+        status = super().cancel(reason)
+        if status.is_terminal():  # a controller that died leaves its steps to us
+            for child in self.children():
+                if not child.status().is_terminal():
+                    child.cancel(reason)
+        return status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``show --json`` shape: the run's fields and its ``steps``."""
+        d = super().to_dict()
+        d.update(kind=KIND, steps=self.steps())
+        return d
+
+    def describe(self) -> str:
+        """What ``jupyter-compute show`` prints for a pipeline: a line per step."""
+        return self.summary().text()
+
+    def summary(self, tail_lines: int = 0, fetch_outputs: bool = True,
+                log_tail: list[str] | None = None) -> StaticSummary:
+        """The pipeline's state as static text (a line per step) and HTML."""
+        from jupyter_compute.pipeline.summary import PipelineSummary
+
+        r = self.record
+        return PipelineSummary(r.id, r.name, self.status().value, r.started, r.ended,
+                               r.error, self.steps())
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.id} {self.record.status}>"
+
+
+__all__ = ["Pipeline", "submit", "submit_file"]
