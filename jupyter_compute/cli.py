@@ -391,6 +391,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return cli_main(args)
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from jupyter_compute.pipeline import cli_main
+
+    return cli_main(args)
+
+
 #: The folder, under the current one, that ``demo`` copies an installed example into.
 DEMO_DIRNAME = "jupyter-compute-demo"
 
@@ -549,6 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", "-n", help="run name (default: the file's display_name)")
     p.add_argument("--wait", "-w", action="store_true",
                    help="follow the job; exit 0 only if it Completed")
+
+    p = add("pipeline", cmd_pipeline, "run a pipeline: Azure ML v2 pipeline YAML, steps on "
+            "any target, unchanged steps reused")
+    p.add_argument("file", help="the pipeline's YAML file (type: pipeline, jobs: …)")
+    p.add_argument("--name", "-n", help="pipeline name (default: the file's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a value of the file, e.g. inputs.epochs=3 (repeatable)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run every step, even those unchanged since they completed")
+    p.add_argument("--wait", "-w", action="store_true",
+                   help="follow the pipeline; exit 0 only if it Completed")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = add("envs", cmd_envs, "list (or --prune) the environments built on a target")
     p.add_argument("--target", "-t", help="target name (default: local)")

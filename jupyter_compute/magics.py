@@ -181,6 +181,24 @@ class ComputeMagics(Magics):
         else:
             _wait(run, widget, cancel_on_interrupt=False)
 
+    # -- %pipeline -----------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("file", help="the pipeline's YAML file (type: pipeline, jobs: …)")
+    @argument("--name", "-n", help="pipeline name")
+    @argument("--set", action="append", metavar="KEY=VALUE",
+              help="override a value of the file, e.g. inputs.epochs=3")
+    @argument("--no-reuse", action="store_true", help="run every step, even unchanged ones")
+    @argument("--wait", "-w", action="store_true", help="block until the pipeline ends")
+    @argument("-o", "--out", metavar="VAR", help="store the Pipeline in this variable")
+    @line_magic
+    def pipeline(self, line: str) -> Any:
+        """Run a pipeline: ``%pipeline pipeline.yml [--set inputs.x=1] [--wait]``."""
+        args = self.pipeline.parser.parse_args(_split(line)[0])
+        from jupyter_compute.pipeline import magic_main
+
+        return magic_main(self.shell, args)
+
     # -- %submit / %%submit --------------------------------------------------------------
 
     @magic_arguments()

@@ -143,24 +143,19 @@ def protocol_json(value: Any) -> bytes:
 
 
 def _environment(value: Any, base: str, ws: Workspace) -> dict[str, Any] | None:
-    """A step's ``environment:`` as the mapping its run gets (None: the target's Python)."""
+    """A step's ``environment:`` as the mapping its run gets (None: the target's Python).
+
+    ``azureml:`` names go through the workspace's aliases (``azureml``); with none, one
+    line says the step runs on the target's own interpreter.
+    """
     if value is None:
         return None
-    from jupyter_compute.environments import Environment
-
-    if isinstance(value, str) and value.startswith("azureml:"):
-        from jupyter_compute.azureml import resolve_environment
-
-        env = resolve_environment(value, ws)
-    else:
-        if isinstance(value, str) and not Path(value).is_absolute() \
-                and (Path(base) / value).exists():
-            value = str(Path(base) / value)
-        env = Environment.parse(value)
-    if env is None or env.is_empty():
-        return None
+    from jupyter_compute.azureml import resolve_environment
     from jupyter_compute.environments import resolve
 
+    env = resolve_environment(value, ws, base_dir=base)
+    if env is None or env.is_empty():
+        return None
     resolve(env, Path(base), ws)  # a missing file fails now, naming the step
     return env.to_mapping(Path(base))
 
