@@ -20,7 +20,7 @@ ROOT = Path(jupyter_compute.__file__).parent
 #: The faces: what people call (the package's public face, the API, the CLI, the
 #: magics, the server extension, the widgets). Everything else is core.
 FACES = ("jupyter_compute", "api", "cli", "magics", "widgets", "server", "sweep.magics",
-         "sweep.cli")
+         "sweep.cli", "pipeline.magics", "pipeline.cli")
 
 #: Import edges exempt from the cycle check. None: keep it that way.
 KNOWN: set[tuple[str, str]] = set()
