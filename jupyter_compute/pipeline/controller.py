@@ -124,6 +124,7 @@ class Controller:
         self._stop_signal = False
         self._dirty = True
         self._beat_at = 0.0
+        self._remember: list[tuple[str, dict[str, Any]]] = []  # reuse entries to write
         self._log = os.open(self.dir / protocol.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                             0o644)
         here = all(p.get("target_kind") in HERE for p in self.prepared.values())
@@ -143,6 +144,8 @@ class Controller:
         self.ws.store.update(self.id, status=status.value, **mirrored)
 
     def write_steps(self) -> None:
+        while self._remember:
+            reuse.remember(self.ws.dir, *self._remember.pop())
         if self._dirty:
             protocol.write_atomic(str(self.dir / STEPS), json.dumps(
                 [s.summary() for s in self.states.values()], indent=1).encode())
@@ -382,10 +385,10 @@ class Controller:
                 st.status, st.reason = RunStatus.FAILED.value, f"its outputs: {exc}"
                 self.say(f"step {st.step.name} ({st.run_id}): cannot read its outputs: {exc}")
                 return
-            if st.key:
-                reuse.remember(self.ws.dir, st.key, {
+            if st.key:  # written after the dependents start: not on the hand-off's path
+                self._remember.append((st.key, {
                     "run_id": st.run_id, "step": st.step.name, "pipeline": self.id,
-                    "outputs": st.outputs})
+                    "outputs": st.outputs}))
             sizes = ", ".join(f"{o}: {len(f)} files" for o, f in st.outputs.items())
             self.say(f"step {st.step.name} ({st.run_id}) Completed"
                      + (f" ({sizes})" if sizes else ""))
