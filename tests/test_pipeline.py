@@ -473,3 +473,54 @@ def test_pipeline_is_a_run_kind_with_steps_in_show(project: Project) -> None:
                                       "depends_on", "kind"}
     text = project.cli("show", pipeline_id).stdout
     assert "prep" in text and "after prep" in text
+
+
+def test_sweep_step_tunes_on_prep_output_and_passes_its_best_trial_on(project: Project) -> None:
+    project.write("prep/prep.py", PREP)
+    project.write("tune/tune.py", """\
+        import argparse
+        from jupyter_compute.tracking import get_run
+        p = argparse.ArgumentParser()
+        p.add_argument("--data")
+        p.add_argument("--lr", type=float)
+        p.add_argument("--out")
+        a = p.parse_args()
+        rows = len(open(a.data + "/data.csv").read().split())
+        get_run().log("score", rows * a.lr)
+        open(a.out + "/best.txt", "w").write(f"lr {a.lr}")
+        """)
+    project.write("eval/show.py", "import sys\nprint(open(sys.argv[1] + '/best.txt').read())\n")
+    project.write("pipeline.yml", """\
+        type: pipeline
+        jobs:
+          prep:
+            code: prep
+            command: python prep.py --n 4 --out ${{outputs.clean}}
+            outputs: {clean: }
+          tune:
+            type: sweep
+            trial:
+              code: tune
+              command: >-
+                python tune.py --data ${{inputs.data}} --lr ${{search_space.lr}}
+                --out ${{outputs.model}}
+            inputs: {data: "${{parent.jobs.prep.outputs.clean}}"}
+            outputs: {model: }
+            sampling_algorithm: grid
+            search_space:
+              lr: {type: choice, values: [0.1, 0.5, 0.2]}
+            objective: {goal: maximize, primary_metric: score}
+            limits: {max_total_trials: 3, max_concurrent_trials: 3}
+          show:
+            code: eval
+            command: python show.py ${{inputs.model}}
+            inputs: {model: "${{parent.jobs.tune.outputs.model}}"}
+        """)
+    shown = run_pipeline(project)
+    steps = steps_of(shown)
+    assert steps["tune"]["kind"] == "sweep" and steps["tune"]["status"] == "Completed"
+    sweep = project.show(steps["tune"]["run_id"])
+    assert sweep["kind"] == "sweep" and sweep["parent_id"] == shown["id"]
+    assert len(sweep["children"]) == 3
+    assert "lr 0.5" in step_log(project, shown, "show")  # the best trial's output
+    assert all(s["reused"] for s in run_pipeline(project)["steps"])

@@ -356,10 +356,43 @@ class Controller:
             spec = resolve_spec(step.script, parameters={**values, **outputs, **params},
                                 kernel=step.kernel, **common)
         else:
-            raise ComputeError(f"step kind {step.kind!r} cannot run in a pipeline yet")
+            run = self.submit_sweep(step, folder, values)
+            st.run, st.run_id, st.status = run, run.id, run.record.status
+            self.say(f"step {step.name} started as sweep {run.id} on {step.target}")
+            return
         run = Run.submit(get_target(spec.target, self.ws), spec)
         st.run, st.run_id, st.status = run, run.id, run.record.status
         self.say(f"step {step.name} started as {run.id} on {step.target}")
+
+    def submit_sweep(self, step: Step, folder: Path, values: dict[str, Any]) -> Run:
+        """A sweep step: Azure's sweep job (``jobfile``) with the step's inputs as files
+        inside its code folder; its outputs are, at the end, its best trial's."""
+        import yaml
+
+        from jupyter_compute.agent import materialize
+        from jupyter_compute.jobfile import submit_job
+
+        assert step.sweep is not None
+        inputs: dict[str, Any] = {}
+        for name, binding in step.inputs.items():
+            if "literal" in binding:
+                inputs[name] = binding["literal"]
+                continue
+            files = self.states[binding["step"]].outputs.get(binding["output"], {}) \
+                if "step" in binding else data.from_path(Path(binding["path"]), self.store)[0]
+            where = folder / data.INPUTS / name
+            materialize(files, str(self.ws.blobs_dir), str(where))
+            inputs[name] = {"type": "uri_folder", "path": str(where)}
+        job = {k: v for k, v in step.sweep.items()}
+        job["trial"] = {**job["trial"], "code": str(folder)}
+        job.update(type="sweep", compute=step.target, inputs=inputs,
+                   outputs={o: {"type": "uri_folder"} for o in step.outputs},
+                   display_name=step.name)
+        path = self.dir / "steps" / f"{step.name}.sweep.yml"
+        path.write_text(yaml.safe_dump(job, sort_keys=False))
+        run: Run = submit_job(path, workspace=self.ws, say=self.say)
+        self.ws.store.update(run.id, parent_id=self.id)  # a step of this pipeline
+        return run
 
     def command_line(self, step: Step, values: dict[str, Any], outputs: dict[str, str]) -> str:
         from jupyter_compute.azureml import substitute
@@ -379,7 +412,11 @@ class Controller:
         self._dirty = True
         if status is RunStatus.COMPLETED:
             try:
-                folder = st.run.target.outputs_dir(st.run.id)
+                source = st.run
+                if st.step.kind == "sweep":  # a sweep's outputs are its best trial's
+                    best = getattr(st.run, "best_run", lambda: None)()
+                    source = best if best is not None else st.run
+                folder = source.target.outputs_dir(source.id)
                 st.outputs = {o: data.harvest(folder / o, self.store) for o in st.step.outputs}
             except (ComputeError, OSError) as exc:
                 st.status, st.reason = RunStatus.FAILED.value, f"its outputs: {exc}"
