@@ -279,7 +279,7 @@ class _Parser:
                             "read its own output, even through others", "jobs", first,
                             "inputs", step=first) from None
         return PipelineConfig(
-            name=str(data["name"]) if data.get("name") else None,
+            name=str(data.get("display_name") or data.get("name") or "") or None,
             steps={n: steps[n] for n in names},
             path=str(self.doc.path) if self.doc.path else None, folder=str(self.folder),
             default_compute=default_compute, max_concurrent_steps=concurrency,
@@ -419,6 +419,9 @@ class _Parser:
             raise self.fail("inputs must be a mapping of names to values", *at, "inputs",
                             step=name)
         for key, value in inputs.items():
+            if not _NAME.match(str(key)):
+                raise self.fail(f"input name {key!r} must be letters, digits, '_' and '-'",
+                                *at, "inputs", str(key), step=name)
             step.inputs[str(key)] = self.value(value, (*at, "inputs", str(key)), name)
         outputs = raw.get("outputs") or {}
         if not isinstance(outputs, dict):

@@ -54,15 +54,25 @@ def submit_file(path: str | Path, *, name: str | None = None,
     """
     from jupyter_compute.attached import attached_targets
     from jupyter_compute.workspace import Workspace
-    from jupyter_compute.workspace import find as find_workspace
 
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise UsageError(f"no pipeline file {str(path)!r}")
-    ws = workspace if isinstance(workspace, Workspace) else \
-        find_workspace(start=path.parent, explicit=workspace)
+    ws = workspace if isinstance(workspace, Workspace) else _workspace_of(path, workspace)
     config = load_pipeline(path, targets=set(attached_targets(ws)), overrides=overrides)
     return submit(config, name=name, reuse=reuse, workspace=ws, wait=wait)
+
+
+def _workspace_of(path: Path, explicit: str | Path | None) -> Workspace:
+    """The workspace at or above the file's folder, else the current folder's (a file in
+    a subfolder of a notebook's folder belongs to the notebook's workspace)."""
+    from jupyter_compute.exceptions import WorkspaceError
+    from jupyter_compute.workspace import find as find_workspace
+
+    try:
+        return find_workspace(start=path.parent, explicit=explicit, create=False)
+    except WorkspaceError:
+        return find_workspace(explicit=explicit)
 
 
 def submit(config: PipelineConfig, *, name: str | None = None, reuse: bool = True,

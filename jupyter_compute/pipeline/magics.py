@@ -22,6 +22,10 @@ def magic_main(shell: Any, args: argparse.Namespace) -> Any:
                     reuse=not args.no_reuse)
     if args.out and shell is not None:
         shell.user_ns[args.out] = p
+    from jupyter_compute import runkinds
+
+    if args.wait and runkinds.view_function("pipeline") is None:
+        return _wait_static(p)  # no live view: one summary, brought up to date at the end
     from jupyter_compute.widgets import show
 
     widget = show(p)
@@ -40,3 +44,19 @@ def magic_main(shell: Any, args: argparse.Namespace) -> Any:
         print(f"pipeline {p.id} {p.status().value}"
               + (f": {p.record.error}" if p.record.error else ""))
     return None
+
+
+def _wait_static(p: Any) -> None:
+    from IPython.display import display
+
+    shown = display(p.summary(), display_id=True)
+    try:
+        p.wait()
+    except KeyboardInterrupt:
+        print(f"interrupted: stopped waiting; pipeline {p.id} goes on "
+              f"(%run_cancel {p.id} to stop it)")
+        return
+    if shown is not None:
+        shown.update(p.summary())
+    print(f"pipeline {p.id} {p.status().value}"
+          + (f": {p.record.error}" if p.record.error else ""))
