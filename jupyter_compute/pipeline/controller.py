@@ -125,6 +125,7 @@ class Controller:
         self._dirty = True
         self._beat_at = 0.0
         self._remember: list[tuple[str, dict[str, Any]]] = []  # reuse entries to write
+        self._targets: dict[str, Any] = {}
         self._log = os.open(self.dir / protocol.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                             0o644)
         here = all(p.get("target_kind") in HERE for p in self.prepared.values())
@@ -360,7 +361,9 @@ class Controller:
             st.run, st.run_id, st.status = run, run.id, run.record.status
             self.say(f"step {step.name} started as sweep {run.id} on {step.target}")
             return
-        run = Run.submit(get_target(spec.target, self.ws), spec)
+        if spec.target not in self._targets:  # targets.yml is read once, not per step
+            self._targets[spec.target] = get_target(spec.target, self.ws)
+        run = Run.submit(self._targets[spec.target], spec)
         st.run, st.run_id, st.status = run, run.id, run.record.status
         self.say(f"step {step.name} started as {run.id} on {step.target}")
 
