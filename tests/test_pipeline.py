@@ -524,3 +524,44 @@ def test_sweep_step_tunes_on_prep_output_and_passes_its_best_trial_on(project: P
     assert len(sweep["children"]) == 3
     assert "lr 0.5" in step_log(project, shown, "show")  # the best trial's output
     assert all(s["reused"] for s in run_pipeline(project)["steps"])
+
+
+def test_workspace_files_and_step_outputs_reach_steps_past_ignore_rules(project: Project
+                                                                        ) -> None:
+    project.write("data/raw.csv", "a,b\n1,2\n")
+    project.write("data/more/extra.csv", "x\n")
+    project.write("src/.gitignore", "*.csv\n")  # the code's own rule must not drop inputs
+    project.write("src/copy.py", """\
+        import os, shutil, sys
+        src, folder, out = sys.argv[1:4]
+        shutil.copy(src, os.path.join(out, "copy.csv"))
+        print(sorted(os.listdir(folder)))
+        """)
+    project.write("src/read.py", """\
+        import sys
+        print("read:", open(sys.argv[1] + "/copy.csv").read().split())
+        """)
+    project.write("pipeline.yml", """\
+        type: pipeline
+        inputs:
+          raw: {type: uri_file, path: data/raw.csv}
+          more: {type: uri_folder, path: data/more}
+        jobs:
+          copy:
+            code: src
+            script: copy.py
+            arguments: ["${{inputs.raw}}", "${{inputs.more}}", "${{outputs.o}}"]
+            inputs: {raw: "${{parent.inputs.raw}}", more: "${{parent.inputs.more}}"}
+            outputs: {o: }
+          read:
+            code: src
+            script: read.py
+            arguments: ["${{inputs.c}}"]
+            inputs: {c: "${{parent.jobs.copy.outputs.o}}"}
+        """)
+    shown = run_pipeline(project)
+    assert "['extra.csv']" in step_log(project, shown, "copy")
+    assert "read: ['a,b', '1,2']" in step_log(project, shown, "read")
+    project.write("data/raw.csv", "a,b\n3,4\n")  # a changed input file: both run again
+    again = steps_of(run_pipeline(project))
+    assert not again["copy"]["reused"] and not again["read"]["reused"]

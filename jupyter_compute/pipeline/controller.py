@@ -265,7 +265,7 @@ class Controller:
         step = st.step
         self._dirty = True
         try:
-            inputs, values, extra = self.resolve_inputs(step)
+            inputs, values, placed = self.resolve_inputs(step)
             prepared = self.prepared[step.name]
             st.key = reuse.key({
                 "code": prepared.get("snapshot"), "kind": step.kind, "command": step.command,
@@ -277,17 +277,18 @@ class Controller:
                 "outputs": sorted(step.outputs), "sweep": step.sweep})
             if self.reuse and step.allow_reuse and self.try_reuse(st):
                 return
-            self.submit(st, values, extra)
+            self.submit(st, values, placed)
         except ComputeError as exc:
             st.status, st.reason, st.ended = RunStatus.FAILED.value, str(exc), protocol.utcnow()
             self.say(f"step {step.name} could not start: {exc}")
 
     def resolve_inputs(self, step: Step) -> tuple[dict[str, Any], dict[str, Any],
-                                                  dict[str, bytes]]:
-        """What the step's inputs are: (for the reuse key, for substitution, files)."""
+                                                  dict[str, dict[str, list[Any]]]]:
+        """What the step's inputs are: (for the reuse key, for substitution, their files
+        by the folder they go to)."""
         keyed: dict[str, Any] = {}
         values: dict[str, Any] = {}
-        extra: dict[str, bytes] = {}
+        placed: dict[str, dict[str, list[Any]]] = {}
         for name, binding in step.inputs.items():
             if "literal" in binding:
                 keyed[name] = {"literal": binding["literal"]}
@@ -301,12 +302,8 @@ class Controller:
             where = f"{data.INPUTS}/{name}"
             keyed[name] = {"files": data.digest(files)}
             values[name] = f"{where}/{file_name}" if file_name else where
-            extra.update(data.read_files(files, self.store, where))
-            if not files:  # an empty output is still a folder the step may list
-                extra[f"{where}/{data.MARKER}"] = b""
-        for o in step.outputs:
-            extra[f"{data.OUTPUTS}/{o}/{data.MARKER}"] = b""
-        return keyed, values, extra
+            placed[where] = files
+        return keyed, values, placed
 
     def try_reuse(self, st: StepState) -> bool:
         assert st.key is not None
@@ -328,7 +325,8 @@ class Controller:
         self.say(f"step {st.step.name} reused {record.id}: nothing changed")
         return True
 
-    def submit(self, st: StepState, values: dict[str, Any], extra: dict[str, bytes]) -> None:
+    def submit(self, st: StepState, values: dict[str, Any],
+               placed: dict[str, dict[str, list[Any]]]) -> None:
         from jupyter_compute.agent import materialize
         from jupyter_compute.attached import get_target
         from jupyter_compute.runs import Run
@@ -339,10 +337,14 @@ class Controller:
         folder = self.dir / "steps" / step.name
         folder.mkdir(parents=True, exist_ok=True)
         materialize(prepared.get("files") or {}, str(self.ws.blobs_dir), str(folder))
+        data.place_inputs(placed, str(self.ws.blobs_dir), folder)
+        # Azure makes output folders before the step runs (a command's '> out/x' needs
+        # one); outputs/ is never part of a snapshot, so these come as extra files.
+        extra = {f"{data.OUTPUTS}/{o}/{data.MARKER}": b"" for o in step.outputs}
         outputs = {o: f"{data.OUTPUTS}/{o}" for o in step.outputs}
         common: dict[str, Any] = dict(
             target=step.target, name=step.name, source_dir=folder, parent_id=self.id,
-            extra_files=extra, environment=prepared.get("environment"),
+            extra_files=extra or None, environment=prepared.get("environment"),
             environment_variables=step.environment_variables or None,
             max_run_duration_seconds=step.timeout)
         if step.kind == "command":
@@ -372,7 +374,6 @@ class Controller:
         inside its code folder; its outputs are, at the end, its best trial's."""
         import yaml
 
-        from jupyter_compute.agent import materialize
         from jupyter_compute.jobfile import submit_job
 
         assert step.sweep is not None
@@ -381,11 +382,7 @@ class Controller:
             if "literal" in binding:
                 inputs[name] = binding["literal"]
                 continue
-            files = self.states[binding["step"]].outputs.get(binding["output"], {}) \
-                if "step" in binding else data.from_path(Path(binding["path"]), self.store)[0]
-            where = folder / data.INPUTS / name
-            materialize(files, str(self.ws.blobs_dir), str(where))
-            inputs[name] = {"type": "uri_folder", "path": str(where)}
+            inputs[name] = {"type": "uri_folder", "path": str(folder / values[name])}
         job = {k: v for k, v in step.sweep.items()}
         job["trial"] = {**job["trial"], "code": str(folder)}
         job.update(type="sweep", compute=step.target, inputs=inputs,

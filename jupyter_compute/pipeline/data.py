@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -75,10 +76,31 @@ def missing(files: dict[str, list[Any]], store: BlobStore) -> list[str]:
     return [rel for rel, entry in files.items() if not store.has(entry[0])]
 
 
-def read_files(files: dict[str, list[Any]], store: BlobStore, prefix: str) -> dict[str, bytes]:
-    """``{prefix/path: bytes}`` for a snapshot's ``extra_files``."""
-    out = {}
-    for rel, entry in files.items():
-        with open(store.path(entry[0]), "rb") as f:
-            out[f"{prefix}/{rel}" if prefix else rel] = f.read()
-    return out
+def place_inputs(placed: dict[str, dict[str, list[Any]]], blobs: str, folder: Path) -> None:
+    """Put each input's files at its path under ``folder`` (a step's materialized code),
+    hard-linked from the blob store where it can (no copy, no memory held), and make
+    the folder's snapshot take every file: the code there was filtered by its ignore
+    rules already, and an input is never dropped by a rule like ``*.csv``."""
+    from jupyter_compute.agent import materialize
+
+    for where, files in placed.items():
+        dest = folder / where
+        dest.mkdir(parents=True, exist_ok=True)
+        materialize(files, blobs, str(dest), place=_link_or_copy)
+        if not files:  # an empty output is still a folder the step may list
+            (dest / MARKER).touch()
+    if placed:
+        # The first ignore file found at the root replaces .gitignore at every level.
+        (folder / IGNORE_ALL_BUT_ITSELF[0]).write_text(IGNORE_ALL_BUT_ITSELF[1])
+
+
+#: A ``.computeignore`` that ignores only itself.
+IGNORE_ALL_BUT_ITSELF = (".computeignore", "/.computeignore\n")
+
+
+def _link_or_copy(blob: str, target: str, mode: int) -> None:
+    try:
+        os.link(blob, target)
+    except OSError:  # another filesystem, or links refused: a copy
+        shutil.copyfile(blob, target)
+        os.chmod(target, mode)
