@@ -565,3 +565,37 @@ def test_workspace_files_and_step_outputs_reach_steps_past_ignore_rules(project:
     project.write("data/raw.csv", "a,b\n3,4\n")  # a changed input file: both run again
     again = steps_of(run_pipeline(project))
     assert not again["copy"]["reused"] and not again["read"]["reused"]
+
+
+def test_a_step_may_name_a_command_component_file(project: Project) -> None:
+    project.write("components/prep/prep.py", PREP)
+    project.write("components/prep.yml", """\
+        $schema: https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json
+        type: command
+        name: prep_data
+        version: 1
+        code: ./prep
+        command: python prep.py --n ${{inputs.n}} --out ${{outputs.clean}}
+        inputs:
+          n: {type: integer, default: 3}
+        outputs:
+          clean: {type: uri_folder}
+        """)
+    project.write("eval/count.py", "import sys\nprint('rows', len(open(sys.argv[1] + "
+                  "'/data.csv').read().split()))\n")
+    project.write("pipeline.yml", """\
+        type: pipeline
+        jobs:
+          prep:
+            component: ./components/prep.yml
+          prep_more:
+            component: ./components/prep.yml
+            inputs: {n: 7}
+          count:
+            code: eval
+            command: python count.py ${{inputs.d}}
+            inputs: {d: "${{parent.jobs.prep_more.outputs.clean}}"}
+        """)
+    shown = run_pipeline(project)
+    assert "prep wrote 3 rows" in step_log(project, shown, "prep")  # the component's default
+    assert "rows 7" in step_log(project, shown, "count")

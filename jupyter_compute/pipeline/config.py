@@ -61,12 +61,15 @@ KINDS = ("command", "script", "notebook", "sweep")
 #: Azure keys read elsewhere or of no meaning here: accepted, ignored.
 _IGNORED = {"$schema", "display_name", "description", "tags", "properties",
             "experiment_name", "identity", "services", "resources", "distribution",
-            "is_deterministic", "component"}
+            "is_deterministic", "version"}
 _TOP = {"type", "name", "inputs", "outputs", "settings", "jobs"} | _IGNORED
 _SETTINGS = {"default_compute", "default_datastore", "default_environment",
              "continue_on_step_failure", "force_rerun", "max_concurrent_steps"}
 _STEP_COMMON = {"type", "name", "code", "environment", "compute", "inputs", "outputs",
-                "allow_reuse", "environment_variables", "limits"} | _IGNORED
+                "allow_reuse", "environment_variables", "limits", "component"} | _IGNORED
+#: What a command component file (``component: ./train.yml``) may hold.
+_COMPONENT = {"type", "name", "code", "environment", "command", "inputs", "outputs",
+              "environment_variables"} | _IGNORED
 _STEP_KEYS = {
     "command": _STEP_COMMON | {"command", "script", "arguments"},
     "notebook": _STEP_COMMON | {"notebook", "parameters", "kernel"},
@@ -377,6 +380,8 @@ class _Parser:
                             "letter", *at, step=name)
         if not isinstance(raw, dict):
             raise self.fail("a step must be a mapping (type, code, command, …)", *at, step=name)
+        if raw.get("component") is not None:
+            raw = self.component(name, raw)
         kind = str(raw.get("type") or "command")
         if kind not in _STEP_KEYS:
             raise self.fail(unknown("step type", kind, _STEP_KEYS), *at, "type", step=name)
@@ -447,6 +452,50 @@ class _Parser:
                                     str(o), step=name)
                 self.bound[parts[2]] = (name, str(o))
         return step
+
+    def component(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """A step that names a command component file: the file's ``code``, ``command``,
+        ``environment`` and input defaults, under what the step itself sets."""
+        at = ("jobs", name, "component")
+        ref = raw["component"]
+        if not isinstance(ref, str) or ref.startswith("azureml:"):
+            raise self.fail(f"component {ref!r} is not a file; registered components live in "
+                            "Azure: give the component's YAML file (component: ./train.yml)",
+                            *at, step=name)
+        path = (self.folder / ref).resolve()
+        if not path.is_file():
+            raise self.fail(f"no component file {ref!r} (looked for {path})", *at, step=name)
+        doc = _Located(path)
+        comp = doc.data
+        if not isinstance(comp, dict) or comp.get("type", "command") != "command":
+            raise self.fail(f"{ref} is not a command component (type: command)", *at,
+                            step=name)
+        for key in comp:
+            if key not in _COMPONENT:
+                raise ConfigError(f"step {name!r}: " + unknown("component key", str(key),
+                                                               _COMPONENT - _IGNORED),
+                                  path=path, line=doc.line(str(key)))
+        merged = {k: v for k, v in comp.items() if k in ("command", "environment",
+                                                         "environment_variables")}
+        if comp.get("code") is not None:  # relative to the component's own file
+            merged["code"] = str((path.parent / str(comp["code"])).resolve())
+        if isinstance(comp.get("environment"), str) and \
+                (path.parent / comp["environment"]).exists():
+            merged["environment"] = str(path.parent / comp["environment"])
+        merged.update({k: v for k, v in raw.items() if k not in ("component", "inputs",
+                                                                 "outputs")})
+        inputs = {}
+        for key, decl in (comp.get("inputs") or {}).items():
+            if isinstance(decl, dict) and ("default" in decl or "path" in decl):
+                inputs[key] = {k: v for k, v in decl.items() if k in ("type", "default",
+                                                                       "path")}
+                if isinstance(decl.get("path"), str) and "${{" not in decl["path"]:
+                    inputs[key]["path"] = str((path.parent / decl["path"]).resolve())
+        inputs.update(raw.get("inputs") or {})
+        merged["inputs"] = inputs
+        merged["outputs"] = {**{k: None for k in comp.get("outputs") or {}},
+                             **(raw.get("outputs") or {})}
+        return merged
 
     def what_runs(self, step: Step, raw: dict[str, Any], at: tuple[str, ...]) -> None:
         name = step.name

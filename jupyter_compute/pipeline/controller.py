@@ -278,7 +278,7 @@ class Controller:
             if self.reuse and step.allow_reuse and self.try_reuse(st):
                 return
             self.submit(st, values, placed)
-        except ComputeError as exc:
+        except (ComputeError, OSError, ValueError) as exc:  # this step fails, not the rest
             st.status, st.reason, st.ended = RunStatus.FAILED.value, str(exc), protocol.utcnow()
             self.say(f"step {step.name} could not start: {exc}")
 
