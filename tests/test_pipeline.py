@@ -8,6 +8,9 @@ detached process. Steps are tiny scripts, so a whole pipeline takes a few second
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import dockerd
+import sshd
 from conftest import Project
 from kernel import Kernel
 
@@ -118,6 +122,27 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     dockerd.ensure()
     yield dockerd.client()
     dockerd.remove_containers(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session")
+def ssh_host() -> Iterator[sshd.Login]:
+    """A real sshd on loopback (127.0.0.4) that the test user logs in to with a key."""
+    reason = sshd.unavailable()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    root = Path(tempfile.mkdtemp(prefix="jc-pipeline-sshd-"))
+    root.chmod(0o755)  # sshd reads the authorized keys as the user
+    sshd.ensure_user(sshd.USER)
+    key = sshd.make_key(root / "id_pipeline")
+    workdir = f"jc-pipeline-{os.getpid()}"
+    try:
+        with sshd.SSHServer(root / "server", "127.0.0.4") as server:
+            server.authorize(sshd.USER, key)
+            server.start()
+            yield sshd.Login(server, key, f"~/{workdir}")
+    finally:
+        shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- a pipeline, its reruns ------------------------------------------------------------
@@ -599,3 +624,54 @@ def test_a_step_may_name_a_command_component_file(project: Project) -> None:
     shown = run_pipeline(project)
     assert "prep wrote 3 rows" in step_log(project, shown, "prep")  # the component's default
     assert "rows 7" in step_log(project, shown, "count")
+
+
+def test_an_ssh_step_gets_only_the_blobs_its_host_lacks(project: Project,
+                                                       ssh_host: sshd.Login,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_compute import api
+    from jupyter_compute.targets.ssh import SYNC_RECORD
+
+    monkeypatch.setenv("HOME", str(project.root.parent))  # not the user's known_hosts
+    api.attach("vm", "ssh", workspace=project.root, **ssh_host.options())
+    project.write("prep/make.py", """\
+        import random, sys
+        random.seed(7)  # the same megabyte every time
+        open(sys.argv[1] + "/blob.bin", "wb").write(random.randbytes(1_000_000))
+        """)
+    project.write("remote/size.py", """\
+        import os, sys
+        size = os.path.getsize(sys.argv[1] + "/blob.bin")
+        open(sys.argv[2] + "/size.txt", "w").write(str(size))
+        """)
+    project.write("local/show.py", "import sys\nprint('size', open(sys.argv[1] + "
+                  "'/size.txt').read())\n")
+    project.write("pipeline.yml", """\
+        type: pipeline
+        jobs:
+          make:
+            code: prep
+            command: python make.py ${{outputs.data}}
+            outputs: {data: }
+          measure:
+            code: remote
+            compute: vm
+            command: python size.py ${{inputs.data}} ${{outputs.size}}
+            inputs: {data: "${{parent.jobs.make.outputs.data}}"}
+            outputs: {size: }
+          show:
+            code: local
+            command: python show.py ${{inputs.size}}
+            inputs: {size: "${{parent.jobs.measure.outputs.size}}"}
+        """)
+
+    def sent(shown: dict) -> dict:
+        run_id = steps_of(shown)["measure"]["run_id"]
+        return json.loads((project.run_dir(run_id) / SYNC_RECORD).read_text())
+
+    first = run_pipeline(project)
+    assert "size 1000000" in step_log(project, first, "show")  # local → ssh → local
+    assert sent(first)["blob_bytes"] >= 1_000_000  # the megabyte went to the host
+    again = run_pipeline(project, "--no-reuse")  # everything runs; the host has the data
+    assert "size 1000000" in step_log(project, again, "show")
+    assert sent(again)["blob_bytes"] < 1_000_000, sent(again)
