@@ -488,12 +488,13 @@ def test_bad_input_is_one_line_naming_file_line_and_step(project: Project, case:
 
 def test_pipeline_is_a_run_kind_with_steps_in_show(project: Project) -> None:
     write_flow(project)
-    pipeline_id = project.cli("pipeline", "pipeline.yml").stdout.strip()
+    pipeline_id = project.cli("pipeline", "pipeline.yml", "--name", "nightly").stdout.strip()
     deadline = time.monotonic() + 120
     while (shown := project.show(pipeline_id))["status"] not in ("Completed", "Failed"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert shown["status"] == "Completed"
+    assert shown["name"] == "nightly" and shown["kind"] == "pipeline"
     assert set(shown["steps"][0]) >= {"name", "run_id", "status", "reused", "target",
                                       "depends_on", "kind"}
     text = project.cli("show", pipeline_id).stdout
