@@ -468,6 +468,14 @@ BAD = {
             code: ./nope
             command: python a.py
         """, 4, "a", "code folder './nope' does not exist"),
+    "a typo in a command": ("""\
+        type: pipeline
+        jobs:
+          a:
+            code: src
+            command: python a.py ${{inputs.dat}}
+            inputs: {data: 1}
+        """, 5, "a", "${{inputs.dat}} names nothing the step has — did you mean 'inputs.data'?"),
 }
 
 

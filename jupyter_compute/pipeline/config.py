@@ -79,6 +79,7 @@ _STEP_KEYS = {
 #: A whole value that is one binding: ``${{parent.jobs.S.outputs.O}}`` and kin.
 _BINDING = re.compile(r"^\s*\$\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+_OPTIONAL = re.compile(r"\$\[\[.*?\]\]", re.DOTALL)  # Azure's optional part of a command
 DEFAULT_CONCURRENCY = 4
 
 
@@ -451,7 +452,43 @@ class _Parser:
                                     "a pipeline output has one source", *at, "outputs",
                                     str(o), step=name)
                 self.bound[parts[2]] = (name, str(o))
+        self.check_references(step, raw, at)
         return step
+
+    def check_references(self, step: Step, raw: dict[str, Any], at: tuple[str, ...]) -> None:
+        """Every ``${{…}}`` the step runs with names something it has (outside Azure's
+        optional ``$[[…]]`` parts), so a typo fails now, with its line, not mid-run."""
+        from jupyter_compute.azureml import references
+
+        known = {f"inputs.{k}" for k in step.inputs} | {f"outputs.{o}" for o in step.outputs}
+        if step.kind == "command":
+            known |= {f"parent.inputs.{k}" for k, v in self.parent_inputs.items()
+                      if "literal" in v}
+        if step.kind == "sweep":
+            known |= {f"search_space.{k}" for k in (step.sweep or {}).get("search_space", {})}
+        texts: list[tuple[str, tuple[str, ...]]] = []
+        if step.command:
+            texts.append((step.command, ("trial", "command") if step.kind == "sweep"
+                           else ("command",)))
+        texts += [(a, ("arguments",)) for a in step.arguments]
+        texts += [(v, ("parameters", k)) for k, v in step.parameters.items()
+                  if isinstance(v, str)]
+        for text, where in texts:
+            for ref in references(_OPTIONAL.sub("", text)):
+                if ref in known:
+                    continue
+                hint = ""
+                if ref.startswith("parent.jobs."):
+                    hint = " — bind it to an input (inputs: {x: ${{" + ref + "}}}) and use " \
+                           "${{inputs.x}}"
+                elif ref.startswith("parent.inputs."):
+                    hint = " — bind it to an input of the step and use ${{inputs.NAME}}"
+                else:
+                    close = difflib.get_close_matches(ref, sorted(known), n=1)
+                    hint = f" — did you mean {close[0]!r}?" if close else \
+                        f" (known: {', '.join(sorted(known)) or 'none'})"
+                raise self.fail(f"${{{{{ref}}}}} names nothing the step has{hint}",
+                                *at, *where, step=step.name)
 
     def component(self, name: str, raw: dict[str, Any]) -> dict[str, Any]:
         """A step that names a command component file: the file's ``code``, ``command``,
