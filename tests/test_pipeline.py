@@ -684,3 +684,39 @@ def test_an_ssh_step_gets_only_the_blobs_its_host_lacks(project: Project,
     again = run_pipeline(project, "--no-reuse")  # everything runs; the host has the data
     assert "size 1000000" in step_log(project, again, "show")
     assert sent(again)["blob_bytes"] < 1_000_000, sent(again)
+
+
+def test_an_ssh_step_feeds_a_ray_step(ray_project, ssh_host: sshd.Login,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_compute import api
+
+    p = ray_project  # the session's Ray workspace, its cpu-cluster running
+    monkeypatch.setenv("HOME", str(p.root.parent))  # not the user's known_hosts
+    api.attach("pipeline-vm", "ssh", workspace=p.root, **ssh_host.options())
+    try:
+        p.write("pl/make.py", "import sys\nopen(sys.argv[1] + '/n.txt', 'w').write('21')\n")
+        p.write("pl/double.py", "import sys\nn = int(open(sys.argv[1] + '/n.txt').read())\n"
+                "print('doubled', 2 * n)\n")
+        p.write("pl/pipeline.yml", """\
+            type: pipeline
+            jobs:
+              make:
+                code: .
+                compute: azureml:pipeline-vm
+                command: python make.py ${{outputs.n}}
+                outputs: {n: }
+              double:
+                code: .
+                compute: azureml:cpu-cluster
+                command: python double.py ${{inputs.n}}
+                inputs: {n: "${{parent.jobs.make.outputs.n}}"}
+            """)
+        out = p.cli("pipeline", "pl/pipeline.yml", "--wait", "--json", "--no-reuse",
+                    timeout=300)
+        assert out.returncode == 0, out.stderr + out.stdout
+        steps = steps_of(json.loads(out.stdout))
+        assert [steps[n]["target"] for n in ("make", "double")] == ["pipeline-vm",
+                                                                   "cpu-cluster"]
+        assert "doubled 42" in (p.run_dir(steps["double"]["run_id"]) / "output.log").read_text()
+    finally:
+        api.detach("pipeline-vm", workspace=p.root)
