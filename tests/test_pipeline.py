@@ -720,3 +720,33 @@ def test_an_ssh_step_feeds_a_ray_step(ray_project, ssh_host: sshd.Login,
         assert "doubled 42" in (p.run_dir(steps["double"]["run_id"]) / "output.log").read_text()
     finally:
         api.detach("pipeline-vm", workspace=p.root)
+
+
+def test_continue_on_step_failure_false_starts_nothing_after_a_failure(project: Project
+                                                                      ) -> None:
+    project.write("src/nap.py", "import sys, time\ntime.sleep(float(sys.argv[1]))\n"
+                  "sys.exit(int(sys.argv[2]))\n")
+    project.write("pipeline.yml", """\
+        type: pipeline
+        settings: {continue_on_step_failure: false}
+        jobs:
+          broken:
+            code: src
+            script: nap.py
+            arguments: [0, 1]
+          slow:
+            code: src
+            script: nap.py
+            arguments: [1.5, 0]
+            outputs: {o: }
+          after_slow:
+            code: src
+            script: nap.py
+            arguments: [0, 0]
+            inputs: {x: "${{parent.jobs.slow.outputs.o}}"}
+        """)
+    steps = steps_of(run_pipeline(project, ok=False))
+    assert steps["broken"]["status"] == "Failed"
+    assert steps["slow"]["status"] == "Completed"  # it was running: it finishes
+    assert steps["after_slow"]["status"] == "Skipped"
+    assert "continue_on_step_failure is false" in steps["after_slow"]["reason"]

@@ -137,6 +137,8 @@ class PipelineConfig:
     default_compute: str | None = None
     max_concurrent_steps: int = DEFAULT_CONCURRENCY
     force_rerun: bool = False
+    #: Azure's setting: after a failure, start no other step (running ones finish).
+    continue_on_step_failure: bool = True
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # name → step, output
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the pipeline's own
 
@@ -148,6 +150,7 @@ class PipelineConfig:
                 "default_compute": self.default_compute,
                 "max_concurrent_steps": self.max_concurrent_steps,
                 "force_rerun": self.force_rerun, "outputs": copy.deepcopy(self.outputs),
+                "continue_on_step_failure": self.continue_on_step_failure,
                 "inputs": copy.deepcopy(self.inputs),
                 "steps": [s.to_dict() for s in self.steps.values()]}
 
@@ -159,6 +162,7 @@ class PipelineConfig:
                    max_concurrent_steps=int(data.get("max_concurrent_steps")
                                             or DEFAULT_CONCURRENCY),
                    force_rerun=bool(data.get("force_rerun")),
+                   continue_on_step_failure=data.get("continue_on_step_failure") is not False,
                    outputs=data.get("outputs") or {}, inputs=data.get("inputs") or {})
 
 
@@ -273,6 +277,8 @@ class _Parser:
         steps: dict[str, Step] = {}
         for name, raw in jobs.items():
             steps[str(name)] = self.step(str(name), raw, default_compute)
+            if steps[str(name)].environment is None:  # settings.default_environment
+                steps[str(name)].environment = settings.get("default_environment")
         self.check_bindings(steps)
         outputs = self.pipeline_outputs(data.get("outputs") or {}, steps)
         try:
@@ -288,6 +294,7 @@ class _Parser:
             path=str(self.doc.path) if self.doc.path else None, folder=str(self.folder),
             default_compute=default_compute, max_concurrent_steps=concurrency,
             force_rerun=bool(settings.get("force_rerun")), outputs=outputs,
+            continue_on_step_failure=settings.get("continue_on_step_failure") is not False,
             inputs=self.parent_inputs)
 
     # -- pieces ------------------------------------------------------------------------

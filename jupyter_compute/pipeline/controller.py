@@ -221,8 +221,14 @@ class Controller:
 
     def fill(self) -> None:
         """Start every step whose inputs are ready, up to max_concurrent_steps running."""
+        failed = next((st for st in self.states.values() if st.finished and not st.ended_ok
+                       and st.status != SKIPPED), None)
         for st in self.states.values():
             if st.status != NOT_STARTED:
+                continue
+            if failed is not None and not self.config.continue_on_step_failure:
+                self.skip(st, f"skipped: step {failed.step.name!r} {failed.status} and "
+                              "continue_on_step_failure is false")
                 continue
             deps = [self.states[d] for d in st.step.depends_on]
             broken = [d for d in deps if d.finished and not d.ended_ok]
