@@ -750,3 +750,33 @@ def test_continue_on_step_failure_false_starts_nothing_after_a_failure(project: 
     assert steps["slow"]["status"] == "Completed"  # it was running: it finishes
     assert steps["after_slow"]["status"] == "Skipped"
     assert "continue_on_step_failure is false" in steps["after_slow"]["reason"]
+
+
+def test_builder_mistakes_are_one_clear_line(project: Project) -> None:
+    from jupyter_compute.exceptions import ComputeError
+    from jupyter_compute.pipeline import PipelineBuilder, command, pipeline
+
+    project.write("prep/prep.py", PREP)
+    prep = command(code="prep", command="python prep.py --out ${{outputs.clean}}",
+                   outputs=["clean"])
+    with pytest.raises(ComputeError, match="call it inside a function decorated with"):
+        prep()
+
+    @pipeline
+    def wrong_output():
+        prep().outputs.cleaned  # noqa: B018 - the attribute access is the mistake
+
+    with pytest.raises(ComputeError, match=r"step 'prep' has no output 'cleaned' "
+                                           r"\(outputs: clean\)"):
+        wrong_output()
+
+    b = PipelineBuilder(folder=project.root)
+    b.command("prep", code="prep", command="python prep.py --out ${{outputs.clean}}",
+              outputs=["clean"])
+    with pytest.raises(ComputeError, match="has a step 'prep' already"):
+        b.command("prep", code="prep", command="true")
+    b.command("train", code="nowhere", command="true")
+    with pytest.raises(ComputeError, match="step 'train': code folder 'nowhere' does not "
+                                           "exist"):
+        b.submit()
+    assert json.loads(project.cli("runs", "--json").stdout) == []  # nothing was started
