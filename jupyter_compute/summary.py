@@ -274,7 +274,7 @@ class PipelineSummary(StaticSummary):
         rows = []
         for step in self.steps:
             state = step_state(step)
-            note = step.get("reason") or step.get("error") or ""
+            note = str(step.get("reason") or step.get("error") or "").removeprefix("skipped: ")
             if step.get("reused_from"):
                 note = note or f"reused from {step['reused_from']}"
             note = str(note).strip().splitlines()[-1][:200] if str(note).strip() else ""

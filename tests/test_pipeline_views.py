@@ -1,15 +1,17 @@
 """The views of a pipeline: the steps' graph (``svgdag``), its static summary, and the
-live ``PipelineWidget`` in a real kernel — shown by ``%run_show``, following the steps
-as they move, a click opening a step's run, and static once the pipeline ends."""
+live ``PipelineWidget`` of a real pipeline (its detached controller, real step runs on
+the local target) in a real kernel — reattached by ``%run_show`` after the kernel that
+started it went away, following the steps as they move, a click opening a step's run,
+static once the pipeline ends; and the summary a terminal's ``show`` prints."""
 
 from __future__ import annotations
 
+import html
 import queue
 import re
 import time
 from collections.abc import Callable
-
-from pipeline_standin import HERE, DrivenPipeline
+from pathlib import Path
 
 from jupyter_compute.summary import PipelineSummary
 from jupyter_compute.svgdag import dag_svg, layout, step_state
@@ -101,53 +103,141 @@ def iopub_until(kernel: Kernel, kind: str, timeout: float = 30,
     raise AssertionError(f"no {kind} in {[m['msg_type'] for m in seen]}")
 
 
-def test_run_show_follows_the_steps_and_ends_static(project: Project,
-                                                     kernel: Kernel) -> None:
-    from jupyter_compute.workspace import Workspace
+STEPS = {
+    "prep.py": "import os, sys\nopen(os.path.join(sys.argv[1], 'data.txt'), 'w').write('1 2 3')\n"
+               "print('prepared', flush=True)\n",
+    # Runs until the test releases it: the views are looked at while it runs.
+    "train.py": "import os, sys, time\nprint('training', flush=True)\n"
+                "while not os.path.exists(sys.argv[2]):\n    time.sleep(0.1)\n"
+                "print('trained', flush=True)\n",
+    "check.py": "import sys\nprint('the check fails', flush=True)\nsys.exit(3)\n",
+    "report.py": "print('reported')\n",
+    "eval.py": "print('evaluated')\n",
+}
 
-    project.write("prep.py", "print('prepared')\n")
-    project.write("train.py", "import time\nprint('training', flush=True)\ntime.sleep(1)\n"
-                              "print('trained')\n")
-    ws = Workspace(project.root)
-    pipe = DrivenPipeline(ws, "etl", [
-        {"name": "prep"}, {"name": "train", "depends_on": ["prep"]},
-        {"name": "eval", "depends_on": ["train"]}])
-    prep = pipe.submit("prep", "prep.py")
-    prep.wait(60)
-    pipe.step("prep", status="Completed", reused=True)  # as a rerun finds it
+PIPELINE = """\
+type: pipeline
+settings: {default_compute: azureml:local}
+jobs:
+  prep:
+    type: command
+    code: ./steps
+    command: python prep.py ${{outputs.clean}}
+    outputs:
+      clean: {type: uri_folder}
+  train:
+    type: command
+    code: ./steps
+    command: python train.py ${{inputs.data}} RELEASE
+    inputs:
+      data: ${{parent.jobs.prep.outputs.clean}}
+    outputs:
+      model: {type: uri_folder}
+  check:
+    type: command
+    code: ./steps
+    command: python check.py ${{inputs.data}}
+    inputs:
+      data: ${{parent.jobs.prep.outputs.clean}}
+    outputs:
+      verdict: {type: uri_folder}
+  report:
+    type: command
+    code: ./steps
+    command: python report.py ${{inputs.verdict}}
+    inputs:
+      verdict: ${{parent.jobs.check.outputs.verdict}}
+  eval:
+    type: command
+    code: ./steps
+    command: python eval.py ${{inputs.model}}
+    inputs:
+      model: ${{parent.jobs.train.outputs.model}}
+"""
 
-    assert kernel.run(f"import sys; sys.path.insert(0, {HERE!r})\n"
-                      "import pipeline_standin; pipeline_standin.register()").status == "ok"
-    shown = kernel.run(f"%run_show {pipe.id}")
-    assert shown.status == "ok", shown.error_text
-    assert WIDGET in shown.data[-1]  # live
-    views = "__import__('jupyter_compute.widgets.live').widgets.live.live_views()"
-    assert kernel.value(f"type({views}[0]).__name__") == "PipelineWidget"
-    assert "data-state=\"Reused\"" in kernel.value(f"{views}[0].graph.svg")
 
-    # A click on a step opens its run below the graph.
-    kernel.run(f"w = {views}[0]; w.graph.selected = 'prep'")
-    assert kernel.value("type(w.detail.children[-1]).__name__") == "RunWidget"
-    assert kernel.value("w.detail.children[-1].run.id") == prep.id
+def write_pipeline(root: Path) -> Path:
+    """prep → train (held until ``release`` exists) → eval, and prep → check (fails) →
+    report (skipped): every state a step can be in, on the real local target."""
+    release = root / "release-train"
+    for name, text in STEPS.items():
+        (root / "steps").mkdir(exist_ok=True)
+        (root / "steps" / name).write_text(text)
+    (root / "pipeline.yml").write_text(PIPELINE.replace("RELEASE", str(release)))
+    return release
 
-    # The steps move; the graph follows without any cell running.
-    train = pipe.submit("train", "train.py")
-    deadline = time.monotonic() + 30
-    while "Running" not in kernel.value("w.steps[1]['status']"):
-        assert time.monotonic() < deadline, kernel.value("w.steps")
-        pipe.step("train", status=train.status().value)
-        time.sleep(0.3)
-    assert 'data-step="train" data-run-id="' + train.id in kernel.value("w.graph.svg")
-    train.wait(60)
-    pipe.step("train", status="Completed")
-    pipe.step("eval", status="Skipped", reason="stand-in: nothing to evaluate")
-    display_id = kernel.value("w.display_handle.display_id")
-    pipe.end("Completed")
-    seen = iopub_until(kernel, "update_display_data", timeout=60, when=lambda m: m[
-        "content"]["transient"]["display_id"] == display_id)
-    final = seen[-1]["content"]["data"]
-    assert set(final) == {"text/plain", "text/html"}  # static: no widget view left
-    html = final["text/html"]
-    assert 'data-state="Reused"' in html and 'data-state="Completed"' in html
-    assert 'data-state="Skipped"' in html and "stand-in: nothing to evaluate" in html
-    assert "3 steps: 1 completed · 1 reused · 1 skipped" in final["text/plain"]
+
+def states(pipeline_id: str, root: Path) -> dict[str, str]:
+    from jupyter_compute.pipeline import Pipeline
+
+    return {s["name"]: step_state(s) for s in Pipeline.get(pipeline_id, root).steps()}
+
+
+def until(check: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_run_show_reattaches_after_a_restart_and_ends_static(project: Project) -> None:
+    release = write_pipeline(project.root)
+    first = Kernel(project.root)
+    try:
+        assert first.run("%load_ext jupyter_compute").status == "ok"
+        started = first.run("from jupyter_compute.pipeline import submit_file\n"
+                            "p = submit_file('pipeline.yml')\nprint(p.id)")
+        assert started.status == "ok", started.error_text
+        pipeline_id = started.stdout.strip()
+        until(lambda: states(pipeline_id, project.root)["train"] == "Running", 60,
+              "train to run")
+    finally:
+        first.shutdown()  # the kernel goes; the pipeline does not
+
+    k = Kernel(project.root)
+    try:
+        assert k.run("%load_ext jupyter_compute").status == "ok"
+        until(lambda: states(pipeline_id, project.root)["report"] == "Skipped", 60,
+              "the failed check to skip the report")
+        shown = k.run(f"%run_show {pipeline_id}")
+        assert shown.status == "ok", shown.error_text
+        assert WIDGET in shown.data[-1]  # live again, in a new kernel
+        views = "__import__('jupyter_compute.widgets.live').widgets.live.live_views()"
+        assert k.value(f"type({views}[0]).__name__") == "PipelineWidget"
+        k.run(f"w = {views}[0]")
+        drawn = {name: state for name, (_, _, state) in
+                 boxes(k.value("w.graph.svg")).items()}
+        assert drawn == {"prep": "Completed", "train": "Running", "check": "Failed",
+                         "report": "Skipped", "eval": "NotStarted"}, drawn
+
+        # A click on a step opens its run below the graph.
+        k.run("w.graph.selected = 'check'")
+        assert k.value("type(w.detail.children[-1]).__name__") == "RunWidget"
+        check_run = k.value("w.detail.children[-1].run.id")
+        assert check_run == k.value("[s['run_id'] for s in w.steps if s['name'] == 'check'][0]")
+
+        # Released, train and eval end; the output becomes the static final graph.
+        display_id = k.value("w.display_handle.display_id")
+        release.touch()
+        seen = iopub_until(k, "update_display_data", timeout=120, when=lambda m: m[
+            "content"]["transient"]["display_id"] == display_id)
+        final = seen[-1]["content"]["data"]
+        assert set(final) == {"text/plain", "text/html"}  # static: no widget view left
+        assert boxes(final["text/html"])["eval"][2] == "Completed"
+        assert "5 steps: 3 completed · 1 failed · 1 skipped" in final["text/plain"]
+        assert "step 'check' Failed" in html.unescape(final["text/html"])  # why report skipped
+
+        # Run again unchanged: what completed is reused, the failed check runs again.
+        again = k.run("from jupyter_compute.pipeline import submit_file\n"
+                      "q = submit_file('pipeline.yml'); q.wait(120); print(q.id)")
+        assert again.status == "ok", again.error_text
+        rerun = again.stdout.strip().splitlines()[-1]
+        assert states(rerun, project.root) == {
+            "prep": "Reused", "train": "Reused", "check": "Failed", "report": "Skipped",
+            "eval": "Reused"}
+        shown = project.cli("show", rerun)  # a terminal's view: the same summary, as text
+        assert shown.returncode == 0, shown.stderr
+        assert "5 steps: 3 reused · 1 failed · 1 skipped" in shown.stdout
+        assert re.search(r"train +Reused +command on local +prep ", shown.stdout)
+    finally:
+        k.shutdown()
