@@ -313,17 +313,21 @@ class PipelineSummary(StaticSummary):
         from jupyter_compute.svgdag import STATE_COLORS, step_state
 
         e = _escape
+        left = ' style="text-align:left"'  # JupyterLab right-aligns table cells: names read left
         cells = []
         for (name, state, where, after, run, note), step in zip(self.rows(), self.steps):
             color = STATE_COLORS.get(step_state(step), "#6b7280")
-            cells.append(f"<tr><td><b>{e(name)}</b></td><td style=\"color:{color}\">{e(state)}"
-                         f"</td><td>{e(where)}</td><td>{e(after)}</td>"
-                         f"<td><code>{e(run)}</code></td><td>{e(note)}</td></tr>")
+            cells.append(f"<tr><td{left}><b>{e(name)}</b></td>"
+                         f'<td style="text-align:left;color:{color}">{e(state)}</td>'
+                         f"<td{left}>{e(where)}</td><td{left}>{e(after)}</td>"
+                         f"<td{left}><code>{e(run)}</code></td><td{left}>{e(note)}</td></tr>")
         if not cells:
             return ""
         return ('<div style="max-width:100%;overflow-x:auto">'
-                '<table class="jc-steps"><thead><tr><th>step</th><th>state</th><th>where</th>'
-                "<th>after</th><th>run</th><th>note</th></tr></thead>"
+                '<table class="jc-steps"><thead><tr>'
+                + "".join(f"<th{left}>{h}</th>" for h in ("step", "state", "where", "after",
+                                                          "run", "note"))
+                + "</tr></thead>"
                 f"<tbody>{''.join(cells)}</tbody></table></div>")
 
     def html(self) -> str:

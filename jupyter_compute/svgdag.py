@@ -176,5 +176,7 @@ def _box(step: dict[str, Any], x: float, y: float, selected: bool) -> str:
             f'fill="{color}"/>'
             f'<text x="{x + 13:.1f}" y="{y + 19:.1f}" font-size="12" font-weight="bold" '
             f'fill="currentColor">{escape(shown)}</text>'
-            f'<text x="{x + 13:.1f}" y="{y + 35:.1f}" fill="{color}" '
-            f'font-weight="600">{escape(detail)}</text></g>')
+            # The state in the theme's text colour: the box's colour already says it, and
+            # a coloured word on its own tint is hard to read on a dark page.
+            f'<text x="{x + 13:.1f}" y="{y + 35:.1f}" fill="currentColor" '
+            f'fill-opacity="0.8">{escape(detail)}</text></g>')

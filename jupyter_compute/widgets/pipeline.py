@@ -125,7 +125,9 @@ class PipelineWidget(widgets.VBox):
         self.graph.observe(self._on_select, "selected")
         self.table = widgets.HTML()
         self.table.add_class("jc-pipeline-steps")
-        self.detail = widgets.VBox()
+        self.hint = widgets.HTML('<span style="opacity:0.7">Click a step to see its run.'
+                                 "</span>")
+        self.detail = widgets.VBox([self.hint])
         bar = widgets.HBox([self.header, self.cancel_button])
         bar.add_class("jc-run-bar")
         super().__init__([bar, self.graph, self.table, self.detail], **kwargs)
@@ -158,11 +160,14 @@ class PipelineWidget(widgets.VBox):
             self._done = True
             live.end(self)  # its output becomes the static summary (a saved notebook)
 
-    def _render(self) -> None:
-        summary = self.summary()
-        header = summary.header_html()
+    def _render_header(self) -> None:
+        header = self.summary().header_html()  # its time too, so it moves while it runs
         if self.header.value != header:
             self.header.value = header
+
+    def _render(self) -> None:
+        self._render_header()
+        summary = self.summary()
         svg = dag_svg(self.steps, selected=self.graph.selected)
         if self.graph.svg != svg:
             self.graph.svg = svg
@@ -184,7 +189,7 @@ class PipelineWidget(widgets.VBox):
                 follower.stop()
         step = next((s for s in self.steps if s.get("name") == name), None)
         if step is None:
-            self.detail.children = ()
+            self.detail.children = (self.hint,)
             return
         if not step.get("run_id"):
             from jupyter_compute.svgdag import state_label, step_state
@@ -264,6 +269,7 @@ class _Follower(PollingThread):
         if status not in TERMINAL_STATUSES and (idle or now - self._status_at >= STATUS_EVERY):
             self._status_at = now
             status = self.pipeline.status().value
+            self.widget._render_header()
         steps = _steps(self.pipeline)  # after the status: once it is final, these are too
         if status != self.status or steps != self.steps:
             self.status, self.steps = status, steps

@@ -421,7 +421,7 @@ export class ComputePanel extends Widget {
     const steps = run.steps ?? [];
     const key = JSON.stringify(steps.map(s => [s.name, stepState(s)]));
     row.steps.hidden = !steps.length;
-    if (key === row.steps.dataset.key) {
+    if (!steps.length || key === row.steps.dataset.key) {
       return;
     }
     row.steps.dataset.key = key;

@@ -632,7 +632,8 @@ export class RunOverview extends Widget {
           stepState(s))),
         el('td', {}, [s.kind, s.target].filter(Boolean).join(' on ')),
         el('td', {}, (s.depends_on ?? []).join(', ') || '–'),
-        el('td', { className: 'jp-Compute-note' }, s.reason ?? s.error ?? '')
+        el('td', { className: 'jp-Compute-note' },
+          (s.reason ?? s.error ?? '').replace(/^skipped: /, ''))
       );
       row.dataset.step = s.name;
       return row;
