@@ -200,13 +200,16 @@ class PipelineWidget(widgets.VBox):
                 + (f" ({html.escape(str(why))})" if why else "") + "; it has no run yet")
             self.detail.children = (note,)
             return
+        from jupyter_compute import runkinds
         from jupyter_compute.runs import Run
-        from jupyter_compute.widgets.run import RunWidget
 
         run = Run.get(step["run_id"], self.pipeline.workspace)
+        shown = runkinds.view(run)  # its kind's view: a RunWidget, a sweep step's SweepWidget
+        if not isinstance(shown, widgets.Widget):
+            shown = widgets.HTML(shown.html())
         title = widgets.HTML(f"step <b>{html.escape(name)}</b>"
                              + (" (reused: the run it reused)" if step.get("reused") else ""))
-        self.detail.children = (title, RunWidget(run))
+        self.detail.children = (title, shown)
 
     def _on_cancel(self, _button: Any) -> None:
         self.cancel_button.disabled = True
