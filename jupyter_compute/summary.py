@@ -289,9 +289,13 @@ class PipelineSummary(StaticSummary):
         error = self.state.get("error")
         if error and self.state.get("status") != "Completed":
             lines.append("  error: " + str(error).strip().splitlines()[-1])
-        table = [("STEP", "STATE", "WHERE", "AFTER", "RUN", "NOTE"), *self.rows()]
-        widths = [max(len(r[i]) for r in table) for i in range(5)]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5]
+        # What a step runs after goes with its note: "after prep · exited with code 3".
+        table = [("STEP", "STATE", "WHERE", "RUN", "NOTE")] + [
+            (name, state, where, run, " · ".join(filter(None, (
+                f"after {after}" if after != "-" else "", note))))
+            for name, state, where, after, run, note in self.rows()]
+        widths = [max(len(r[i]) for r in table) for i in range(4)]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]
                   for r in table]
         return "\n".join(line.rstrip() for line in lines)
 

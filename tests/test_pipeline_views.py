@@ -81,9 +81,9 @@ def test_summary_reads_in_a_terminal_and_in_a_saved_notebook() -> None:
     text = s.text()
     assert text.splitlines()[0] == "Pipeline p-1 · etl · Failed · 1m05s"
     assert "4 steps: 1 completed · 1 reused · 1 failed · 1 skipped" in text
-    assert re.search(r"train +Failed +command on docker +prep +r-train +ValueError: bad lr",
-                     text)
-    assert re.search(r"eval +Skipped .* train, report +- +train failed", text)
+    assert re.search(r"train +Failed +command on docker +r-train +after prep · "
+                     r"ValueError: bad lr", text)
+    assert re.search(r"eval +Skipped .* - +after train, report · train failed", text)
     html = s.html()
     assert html.count('class="jc-dag-step"') == 4 and WIDGET not in html
     assert "step train failed" in html and "ValueError: bad lr" in html
@@ -176,6 +176,7 @@ def test_run_show_reattaches_after_a_restart_and_ends_static(project: Project) -
         shown = project.cli("show", rerun)  # a terminal's view: the same summary, as text
         assert shown.returncode == 0, shown.stderr
         assert "5 steps: 3 reused · 1 failed · 1 skipped" in shown.stdout
-        assert re.search(r"train +Reused +command on local +prep ", shown.stdout)
+        assert re.search(r"train +Reused +command on local +\S+-train-\S+ +after prep",
+                         shown.stdout)
     finally:
         k.shutdown()
