@@ -58,12 +58,13 @@ jobs:
 """
 
 
-def write_pipeline(root: Path) -> Path:
-    """prep → train (held until ``release`` exists) → eval, and prep → check (fails) →
-    report (skipped): every state a step can be in, on the real local target."""
-    release = root / "release-train"
+def write_pipeline(root: Path, release: str = "release-train") -> Path:
+    """prep → train (held until the file ``release`` exists) → eval, and prep → check
+    (fails) → report (skipped): every state a step can be in, on the real local target.
+    Returns the release file's path."""
+    path = root / release
     for name, text in STEPS.items():
         (root / "steps").mkdir(exist_ok=True)
         (root / "steps" / name).write_text(text)
-    (root / "pipeline.yml").write_text(PIPELINE.replace("RELEASE", str(release)))
-    return release
+    (root / "pipeline.yml").write_text(PIPELINE.replace("RELEASE", str(path)))
+    return path

@@ -5,7 +5,7 @@ Playwright), from a real pipeline (its detached controller, real step runs on lo
   one step still runs, a click on a step opening its run below; when the pipeline
   ends, the output becomes the static graph, which a saved notebook reopened after its
   kernel went away still shows (never "Error displaying widget", no widget view in
-  the file);
+  the file); run again and restarted without a reload, the live view becomes static;
 * in the sidebar, the steps nested under their pipeline, the pipeline's row with its
   steps' states, and its page with the graph, where a click on a step opens its run.
 
@@ -74,10 +74,14 @@ def saved_widget_outputs(path: Path) -> list[dict]:
     return [o for c in nb["cells"] for o in c.get("outputs", []) if WIDGET in o.get("data", {})]
 
 
-def test_pipeline_widget_live_then_static_after_reopening(lab: JupyterLab) -> None:
+def test_pipeline_widget_live_then_static_after_reopening(
+        lab: JupyterLab, request: pytest.FixtureRequest) -> None:
     from playwright.sync_api import sync_playwright
 
     release = write_pipeline(lab.root)
+    # Whatever fails, no held step is left running after the test.
+    request.addfinalizer(lambda: [(lab.root / name).touch()
+                                  for name in ("release-train", "release-again")])
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (
         "%load_ext jupyter_compute",
@@ -141,6 +145,30 @@ def test_pipeline_widget_live_then_static_after_reopening(lab: JupyterLab) -> No
             area = again.locator(".jp-OutputArea-output", has=summary).bounding_box()
             assert box["x"] >= area["x"] and box["x"] + box["width"] <= area["x"] + area["width"]
             shoot(again, summary, "pipeline-summary")
+
+            # Run again (train held by a new release file, so it reruns), then restart the
+            # kernel without a reload: JupyterLab drops the old kernel's messages, so the
+            # extension makes the live view static (the summary it carries).
+            write_pipeline(lab.root, "release-again")
+            again.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(
+                timeout=TIMEOUT)
+            again.get_by_role("menuitem", name="Run", exact=True).click()
+            again.get_by_text("Run All Cells", exact=True).click()
+            live = again.locator(".jp-Cell").nth(1).locator(".jc-dag-view")
+            until(lambda: live.count() and drawn_states(live).get("train") == "Running", 90,
+                  "the second run's live graph")
+            again.get_by_role("menuitem", name="Kernel", exact=True).click()
+            again.get_by_text("Restart Kernel…", exact=True).click()
+            again.locator(".jp-Dialog").get_by_role(
+                "button", name="Confirm Kernel Restart", exact=True).click()
+            restarted = again.locator(".jp-Cell").nth(1).locator(".jupyter-compute-pipeline")
+            restarted.wait_for(timeout=30_000)
+            assert again.locator(".jc-dag-view").count() == 0
+            assert again.locator(".jupyter-widgets-disconnected").count() == 0
+            again.locator(".jp-Notebook").first.click()
+            again.keyboard.press("Control+s")
+            until(lambda: not saved_widget_outputs(lab.root / "pipeline.ipynb"), 30,
+                  "no widget view left in the saved notebook after the restart")
         except Exception:
             again.screenshot(path=str(ARTIFACTS / "pipeline-summary-failure.png"), full_page=True)
             raise
