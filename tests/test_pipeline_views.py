@@ -1,8 +1,9 @@
 """The views of a pipeline: the steps' graph (``svgdag``), its static summary, and the
 live ``PipelineWidget`` of a real pipeline (its detached controller, real step runs on
-the local target) in a real kernel — reattached by ``%run_show`` after the kernel that
-started it went away, following the steps as they move, a click opening a step's run,
-static once the pipeline ends; and the summary a terminal's ``show`` prints."""
+the local target) in a real kernel — made static (the graph of that moment) as the
+kernel that showed it shuts down, reattached by ``%run_show`` in a new kernel, following
+the steps as they move, a click opening a step's run, static once the pipeline ends;
+and the summary a terminal's ``show`` prints."""
 
 from __future__ import annotations
 
@@ -124,13 +125,22 @@ def test_run_show_reattaches_after_a_restart_and_ends_static(project: Project) -
     try:
         assert first.run("%load_ext jupyter_compute").status == "ok"
         started = first.run("from jupyter_compute.pipeline import submit_file\n"
-                            "p = submit_file('pipeline.yml')\nprint(p.id)")
+                            "p = submit_file('pipeline.yml')\nprint(p.id)\np")
         assert started.status == "ok", started.error_text
+        assert WIDGET in started.data[-1]  # shown live
         pipeline_id = started.stdout.strip()
         until(lambda: states(pipeline_id, project.root)["train"] == "Running", 60,
               "train to run")
+        # The kernel is shut down: before it replies, its live view becomes the static
+        # graph of the moment (train still running); the pipeline goes on.
+        first.kc.shutdown()
+        seen = iopub_until(first, "shutdown_reply", timeout=60)
+        updates = [m["content"]["data"] for m in seen if m["msg_type"] == "update_display_data"]
+        assert len(updates) == 1 and set(updates[0]) == {"text/plain", "text/html"}, updates
+        assert boxes(updates[0]["text/html"])["train"][2] == "Running"
+        first.km.finish_shutdown()
     finally:
-        first.shutdown()  # the kernel goes; the pipeline does not
+        first.shutdown()
 
     k = Kernel(project.root)
     try:
