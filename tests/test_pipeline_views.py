@@ -190,3 +190,27 @@ def test_run_show_reattaches_after_a_restart_and_ends_static(project: Project) -
                          shown.stdout)
     finally:
         k.shutdown()
+
+
+def test_the_cancel_button_cancels_the_running_steps_and_skips_the_rest(
+        project: Project, kernel: Kernel) -> None:
+    release = write_pipeline(project.root)
+    try:
+        shown = kernel.run("from jupyter_compute.pipeline import submit_file\n"
+                           "p = submit_file('pipeline.yml')\np")
+        assert shown.status == "ok" and WIDGET in shown.data[-1], shown.error_text
+        pipeline_id = kernel.value("p.id")
+        until(lambda: states(pipeline_id, project.root)["train"] == "Running", 60,
+              "train to run")
+        views = "__import__('jupyter_compute.widgets.live').widgets.live.live_views()"
+        kernel.run(f"w = {views}[0]; w.cancel_button.click()")
+        assert kernel.value("w.cancel_button.description") == "Canceling…"
+        display_id = kernel.value("w.display_handle.display_id")
+        seen = iopub_until(kernel, "update_display_data", timeout=60, when=lambda m: m[
+            "content"]["transient"]["display_id"] == display_id)
+        final = seen[-1]["content"]["data"]
+        drawn = {name: state for name, (_, _, state) in boxes(final["text/html"]).items()}
+        assert drawn["train"] == "Canceled" and drawn["eval"] == "Skipped", drawn
+        assert final["text/plain"].startswith(f"Pipeline {pipeline_id} · pipeline · Canceled")
+    finally:
+        release.touch()

@@ -208,7 +208,8 @@ class PipelineWidget(widgets.VBox):
         if not isinstance(shown, widgets.Widget):
             shown = widgets.HTML(shown.html())
         title = widgets.HTML(f"step <b>{html.escape(name)}</b>"
-                             + (" (reused: the run it reused)" if step.get("reused") else ""))
+                             + (" · reused: the earlier run whose outputs it took"
+                                if step.get("reused") else ""))
         self.detail.children = (title, shown)
 
     def _on_cancel(self, _button: Any) -> None:
