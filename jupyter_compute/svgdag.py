@@ -13,7 +13,8 @@ makes its boxes clickable), the static summary a saved notebook keeps, and the
 sidebar's run page. Standard library only, drawn in milliseconds. Steps flow left
 to right: a step's column is one past its deepest dependency, and within a column
 steps sit near the mean row of what they depend on, so a chain is a straight line
-and crossings are few. Text uses ``currentColor``, so the graph follows the page's
+and crossings are few; an edge that skips a column runs below the boxes, never
+through one. Text uses ``currentColor``, so the graph follows the page's
 light or dark theme; each state's colour reads on both.
 """
 
@@ -40,6 +41,7 @@ DASHED = {"NotStarted", "Skipped"}
 BOX_W, BOX_H = 168, 46      # a step's box
 GAP_X, GAP_Y = 48, 14       # between columns, between rows
 PAD = 6                     # around the whole graph
+LANE_TOP, LANE_GAP = 6, 7   # lanes of the edges that skip columns, below the boxes
 MAX_NAME = 22               # characters of a step's name shown in its box (all in its tooltip)
 
 
@@ -106,7 +108,13 @@ def dag_svg(steps: Sequence[dict[str, Any]], selected: str = "") -> str:
     per_column = [sum(1 for c, _ in placed.values() if c == col) for col in range(columns)]
     tallest = max(per_column)
     width = 2 * PAD + columns * BOX_W + (columns - 1) * GAP_X
-    height = 2 * PAD + tallest * BOX_H + (tallest - 1) * GAP_Y
+    body = PAD + tallest * BOX_H + (tallest - 1) * GAP_Y  # the boxes end here
+    # An edge that skips a column would cross that column's boxes: it runs in a lane of
+    # its own below them instead, rising in the gaps between columns (which hold no box).
+    long_edges = [(dep, str(s["name"])) for s in steps for dep in s.get("depends_on") or ()
+                  if dep in placed and placed[str(s["name"])][0] - placed[dep][0] > 1]
+    lanes = {edge: i for i, edge in enumerate(long_edges)}
+    height = body + PAD + (LANE_TOP + LANE_GAP * len(lanes) if lanes else 0)
 
     def corner(name: str) -> tuple[float, float]:
         col, row = placed[name]
@@ -131,11 +139,19 @@ def dag_svg(steps: Sequence[dict[str, Any]], selected: str = "") -> str:
             x1, y1 = corner(dep)
             ax, ay = x1 + BOX_W, y1 + BOX_H / 2
             bx, by = x2 - 1, y2 + BOX_H / 2
-            bend = max(GAP_X / 2, (bx - ax) / 2)
+            if (dep, name) in lanes:
+                lane = lanes[(dep, name)]
+                shift = 3 * (lane % 5)  # lanes sharing a gap rise side by side
+                low = body + LANE_TOP + LANE_GAP * lane
+                d = (f"M{ax:.1f},{ay:.1f} H{ax + 10 + shift:.1f} V{low:.1f} "
+                     f"H{bx - 12 - shift:.1f} V{by:.1f} H{bx:.1f}")
+            else:
+                bend = max(GAP_X / 2, (bx - ax) / 2)
+                d = (f"M{ax:.1f},{ay:.1f} C{ax + bend:.1f},{ay:.1f} {bx - bend:.1f},{by:.1f} "
+                     f"{bx:.1f},{by:.1f}")
             dash = ' stroke-dasharray="4,3"' if step_state(step) in DASHED else ""
-            out.append(f'<path class="jc-dag-edge" d="M{ax:.1f},{ay:.1f} C{ax + bend:.1f},'
-                       f'{ay:.1f} {bx - bend:.1f},{by:.1f} {bx:.1f},{by:.1f}" fill="none" '
-                       f'stroke="currentColor" stroke-opacity="0.45" stroke-width="1.4"'
+            out.append(f'<path class="jc-dag-edge" d="{d}" fill="none" stroke="currentColor" '
+                       f'stroke-opacity="0.45" stroke-width="1.4" stroke-linejoin="round"'
                        f'{dash} marker-end="url(#jc-dag-arrow)"/>')
     for step in steps:
         out.append(_box(step, *corner(str(step["name"])), str(step["name"]) == selected))

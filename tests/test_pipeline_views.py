@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelinefiles import write_pipeline
 
 from jupyter_compute.summary import PipelineSummary
-from jupyter_compute.svgdag import dag_svg, layout, step_state
+from jupyter_compute.svgdag import BOX_H, BOX_W, dag_svg, layout, step_state
 
 from conftest import Project
 from kernel import Kernel
@@ -58,6 +58,25 @@ def test_steps_flow_left_to_right_and_a_chain_runs_straight() -> None:
     edges = re.findall(r'<path class="jc-dag-edge"[^>]*>', dag_svg(DIAMOND))
     assert len(edges) == 4 and sum("stroke-dasharray" in e for e in edges) == 2
     assert dag_svg([]) == ""
+
+
+def test_an_edge_that_skips_a_column_never_crosses_a_box() -> None:
+    steps = [*DIAMOND[:3], {**DIAMOND[3], "depends_on": ["prep", "train", "report"]},
+             {"name": "deploy", "depends_on": ["eval", "prep"]}]
+    svg = dag_svg(steps)
+    at = boxes(svg)
+    inside = [(x + 1, y + 1, x + BOX_W - 1, y + BOX_H - 1) for x, y, _ in at.values()]
+    lanes = [d for d in re.findall(r'class="jc-dag-edge" d="([^"]+)"', svg) if " H" in d]
+    assert len(lanes) == 2  # prep → eval and prep → deploy skip a column
+    for d in lanes:
+        x, y = map(float, re.match(r"M([\d.]+),([\d.]+)", d).groups())
+        for op, value in re.findall(r"([HV])([\d.]+)", d):
+            nx, ny = (float(value), y) if op == "H" else (x, float(value))
+            for left, top, right, bottom in inside:  # no segment enters a box's inside
+                assert not (min(x, nx) < right and max(x, nx) > left and
+                            min(y, ny) < bottom and max(y, ny) > top), (d, op, value)
+            x, y = nx, ny
+        assert (x, y) in {(at[n][0] - 1, at[n][1] + BOX_H / 2) for n in ("eval", "deploy")}
 
 
 def test_each_state_has_its_own_look() -> None:
