@@ -182,11 +182,15 @@ def test_sidebar_nests_steps_and_the_page_draws_the_graph(lab: JupyterLab) -> No
     from jupyter_compute.pipeline import submit_file
 
     release = write_pipeline(lab.root)
-    release.touch()  # nothing held: this pipeline runs straight through
-    pipe = submit_file(lab.root / "pipeline.yml", name="nightly", reuse=False,
-                       workspace=lab.root)
-    assert pipe.wait(120).value == "Failed"  # its check step fails
+    release.touch()  # nothing held: these pipelines run straight through
+    first = submit_file(lab.root / "pipeline.yml", name="nightly", reuse=False,
+                        workspace=lab.root)
+    assert first.wait(120).value == "Failed"  # its check step fails
+    # Run again: what completed is reused, the check runs (and fails) again.
+    pipe = submit_file(lab.root / "pipeline.yml", name="nightly", workspace=lab.root)
+    assert pipe.wait(120).value == "Failed"
     steps = {s["name"]: s for s in pipe.steps()}
+    final = {**FINAL, "prep": "Reused", "train": "Reused", "eval": "Reused"}
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -197,18 +201,24 @@ def test_sidebar_nests_steps_and_the_page_draws_the_graph(lab: JupyterLab) -> No
             page.locator('.jp-SideBar [data-id="jupyter-compute-panel"]').click()
             row = page.locator(f'.jp-Compute-run[data-run-id="{pipe.id}"]')
             row.wait_for(timeout=TIMEOUT)
-            # The steps that ran come right after their pipeline, indented.
+            page.locator(f'.jp-Compute-run[data-run-id="{first.id}"]').wait_for(
+                timeout=TIMEOUT)
+            # The steps each pipeline ran come right after it, indented (a reused step's
+            # run stays under the pipeline that ran it).
             ids = page.locator(".jp-Compute-run").evaluate_all(
                 "rows => rows.map(r => [r.dataset.runId, r.classList.contains("
                 "'jp-Compute-child')])")
-            at = ids.index([pipe.id, False])
-            ran = {s["run_id"] for s in steps.values() if s["run_id"]}
-            assert {i for i, child in ids[at + 1:at + 1 + len(ran)] if child} == ran, ids
-            assert "4 steps" in row.locator(".jp-Compute-toggle").get_attribute("title")
+            for parent, count in ((first, 4), (pipe, 1)):
+                at = ids.index([parent.id, False])
+                ran = {child.id for child in parent.children()}
+                assert len(ran) == count
+                assert {i for i, child in ids[at + 1:at + 1 + count] if child} == ran, ids
+            assert row.locator(".jp-Compute-toggle").get_attribute("title") == \
+                "Hide its 1 step"
             # Its row: a mark per step in its state, and how many are done.
             marks = row.locator(".jp-Compute-stepMark").evaluate_all(
                 "ms => ms.map(m => m.title)")
-            assert marks == [f"{name}: {state}" for name, state in FINAL.items()], marks
+            assert marks == [f"{name}: {state}" for name, state in final.items()], marks
             assert "3/5 steps done" in row.inner_text()
 
             # Its page: the graph in the final states, a table saying why report skipped.
@@ -216,7 +226,7 @@ def test_sidebar_nests_steps_and_the_page_draws_the_graph(lab: JupyterLab) -> No
             overview = page.locator(".jp-Compute-runPage:visible")
             card = overview.locator('[data-section="steps"]')
             card.locator(".jc-dag-step").first.wait_for(timeout=TIMEOUT)
-            assert drawn_states(card) == FINAL
+            assert drawn_states(card) == final
             assert "step 'check' Failed" in card.locator('tr[data-step="report"]').inner_text()
             set_theme(page, "dark")
             page.screenshot(path=str(ARTIFACTS / "runpage-pipeline-dark.png"), full_page=True)

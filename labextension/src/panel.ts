@@ -287,8 +287,9 @@ export class ComputePanel extends Widget {
       const collapsed = this.collapsed.has(run.id) && !words.length;
       row.toggle.hidden = !kids.length;
       row.toggle.textContent = `${collapsed ? '▸' : '▾'} ${kids.length}`;
-      row.toggle.title = `${collapsed ? 'Show' : 'Hide'} its ${kids.length} ` +
-        (run.kind === 'sweep' ? 'trials' : run.kind === 'pipeline' ? 'steps' : 'runs');
+      const noun = run.kind === 'sweep' ? 'trial' : run.kind === 'pipeline' ? 'step' : 'run';
+      row.toggle.title = `${collapsed ? 'Show' : 'Hide'} its ${kids.length} ${noun}` +
+        (kids.length === 1 ? '' : 's');
       row.toggle.setAttribute('aria-expanded', String(!collapsed));
       return [row.root, ...(collapsed ? [] : below)];
     };
