@@ -62,6 +62,7 @@ _runkinds.register_view("script", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("notebook", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("command", "jupyter_compute.widgets:run_view")
 _runkinds.register_view("sweep", "jupyter_compute.widgets:sweep_view")
+_runkinds.register_view("pipeline", "jupyter_compute.widgets:pipeline_view")
 _runkinds.register_view("comparison", "jupyter_compute.widgets:compare_view")
 _runkinds.register_display("jupyter_compute.widgets:show")
 

@@ -1,5 +1,6 @@
 """Static summaries: a run's status, log tail, metric charts and outputs; a sweep's
-trials table and curves; a cluster's node counts over time.
+trials table and curves; a pipeline's steps as a graph; a cluster's node counts over
+time.
 
 They are the final state of every notebook display: when a live view ends, or its
 kernel goes away, its output becomes this bundle (``jupyter_compute.widgets.live``),
@@ -221,6 +222,126 @@ class SweepSummary(StaticSummary):
         best = (self.state.get("best") or {}).get("index")
         return svgchart.line_chart(series, title=f"{metric} per trial", x_label="interval",
                                    width=420, height=240, bold=[f"trial {best}"])
+
+
+class PipelineSummary(StaticSummary):
+    """What a saved notebook or a terminal shows of a pipeline: its steps as a graph
+    (``svgdag``) coloured by state, and a table of them (state, target, run, reason).
+
+    ``state`` is the ``show --json`` shape of a pipeline (``Pipeline.to_dict()``): id,
+    name, status, started, ended, error and ``steps`` (``Pipeline.steps()``).
+
+    >>> PipelineSummary({"id": "p1", "name": "etl", "status": "Completed",
+    ...                  "steps": [{"name": "prep", "status": "Completed"}]}).counts()
+    '1 step: 1 completed'
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.steps: list[dict[str, Any]] = list(state.get("steps") or [])
+
+    def counts(self) -> str:
+        """How many steps are in each state, most advanced first: ``5 steps: 2
+        completed · 1 reused · 1 running · 1 not started``."""
+        from jupyter_compute.svgdag import state_label, step_state
+
+        order = ["Completed", "Reused", "Running", "Preparing", "Queued", "Failed",
+                 "Canceled", "TimedOut", "Skipped", "NotStarted"]
+        found: dict[str, int] = {}
+        for step in self.steps:
+            state = step_state(step)
+            found[state] = found.get(state, 0) + 1
+        ranked = sorted(found, key=lambda s: order.index(s) if s in order else len(order))
+        n = len(self.steps)
+        return f"{n} step{'' if n == 1 else 's'}: " + " · ".join(
+            f"{found[s]} {state_label(s).lower()}" for s in ranked)
+
+    def elapsed(self) -> str:
+        s = self.state
+        return Summary("", "", "", "", started=s.get("started"), ended=s.get("ended")).elapsed()
+
+    def head(self) -> str:
+        s = self.state
+        elapsed = self.elapsed()
+        return (f"Pipeline {s.get('id')} · {s.get('name')} · {s.get('status')}"
+                + (f" · {elapsed}" if elapsed else ""))
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """One row per step: name, state, kind and target, what it runs after, its run,
+        and why it failed, was skipped or was reused."""
+        from jupyter_compute.svgdag import state_label, step_state
+
+        rows = []
+        for step in self.steps:
+            state = step_state(step)
+            note = str(step.get("reason") or step.get("error") or "").removeprefix("skipped: ")
+            if step.get("reused_from"):
+                note = note or f"reused from {step['reused_from']}"
+            note = str(note).strip().splitlines()[-1][:200] if str(note).strip() else ""
+            where = " on ".join(str(step[k]) for k in ("kind", "target") if step.get(k))
+            rows.append((str(step.get("name")), state_label(state), where,
+                         ", ".join(map(str, step.get("depends_on") or ())) or "-",
+                         str(step.get("run_id") or "-"), note))
+        return rows
+
+    def text(self) -> str:
+        lines = [self.head(), "  " + self.counts()]
+        error = self.state.get("error")
+        if error and self.state.get("status") != "Completed":
+            lines.append("  error: " + str(error).strip().splitlines()[-1])
+        # What a step runs after goes with its note: "after prep · exited with code 3".
+        table = [("STEP", "STATE", "WHERE", "RUN", "NOTE")] + [
+            (name, state, where, run, " · ".join(filter(None, (
+                f"after {after}" if after != "-" else "", note))))
+            for name, state, where, after, run, note in self.rows()]
+        widths = [max(len(r[i]) for r in table) for i in range(4)]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]
+                  for r in table]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def header_html(self) -> str:
+        """Name, id, status badge and time; the counts of steps by state; the error."""
+        e = _escape
+        s = self.state
+        badge = Summary("", "", "", str(s.get("status"))).badge()
+        parts = [f"<div><b>{e(str(s.get('name')))}</b> <code>{e(str(s.get('id')))}</code> "
+                 f"pipeline {badge} {e(self.elapsed())}</div><div>{e(self.counts())}</div>"]
+        error = s.get("error")
+        if error and s.get("status") != "Completed":
+            parts.append(f'<div style="color:#dc2626">{e(str(error).strip().splitlines()[-1])}'
+                         "</div>")
+        return "".join(parts)
+
+    def table_html(self) -> str:
+        """The steps as a table: state (in its colour), where, after, run, note."""
+        from jupyter_compute.svgdag import STATE_COLORS, step_state
+
+        e = _escape
+        left = ' style="text-align:left"'  # JupyterLab right-aligns table cells: names read left
+        cells = []
+        for (name, state, where, after, run, note), step in zip(self.rows(), self.steps):
+            color = STATE_COLORS.get(step_state(step), "#6b7280")
+            cells.append(f"<tr><td{left}><b>{e(name)}</b></td>"
+                         f'<td style="text-align:left;color:{color}">{e(state)}</td>'
+                         f"<td{left}>{e(where)}</td><td{left}>{e(after)}</td>"
+                         f"<td{left}><code>{e(run)}</code></td><td{left}>{e(note)}</td></tr>")
+        if not cells:
+            return ""
+        return ('<div style="max-width:100%;overflow-x:auto">'
+                '<table class="jc-steps"><thead><tr>'
+                + "".join(f"<th{left}>{h}</th>" for h in ("step", "state", "where", "after",
+                                                          "run", "note"))
+                + "</tr></thead>"
+                f"<tbody>{''.join(cells)}</tbody></table></div>")
+
+    def html(self) -> str:
+        from jupyter_compute.svgdag import dag_svg
+
+        svg = dag_svg(self.steps)
+        graph = f'<div style="max-width:100%;overflow-x:auto;margin:6px 0">{svg}</div>' \
+            if svg else ""
+        return (f'<div class="jupyter-compute-pipeline">{self.header_html()}{graph}'
+                f"{self.table_html()}</div>")
 
 
 @dataclass

@@ -259,12 +259,11 @@ class Pipeline(Run):
 
     def summary(self, tail_lines: int = 0, fetch_outputs: bool = True,
                 log_tail: list[str] | None = None) -> StaticSummary:
-        """The pipeline's state as static text (a line per step) and HTML."""
-        from jupyter_compute.pipeline.summary import PipelineSummary
+        """The pipeline's state as static text (a line per step) and HTML (the steps'
+        graph, ``svgdag``, and a table): what a terminal and a saved notebook show."""
+        from jupyter_compute.summary import PipelineSummary
 
-        r = self.record
-        return PipelineSummary(r.id, r.name, self.status().value, r.started, r.ended,
-                               r.error, self.steps())
+        return PipelineSummary(self.to_dict())
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.id} {self.record.status}>"

@@ -17,7 +17,8 @@
     GET    runs/ID/notebook           a notebook run's executed notebook, as HTML
     GET    runs/ID/detail[?outputs=0] the run page: the run, its parent, params, tags,
                                       outputs with sizes (not with outputs=0: listing a
-                                      remote run's outputs fetches them)
+                                      remote run's outputs fetches them); a pipeline's
+                                      steps and their graph (``steps_svg``, svgdag)
     GET    runs/ID/snapshot           {files: [{path, size}], total}: what the run was sent
     GET    runs/ID/outputs            {outputs: [{path, size}]}
     GET    runs/ID/outputs/file?path=P   one output's bytes, as an attachment
@@ -425,6 +426,10 @@ def run_detail(ws: Workspace, run_id: str, with_outputs: bool = True) -> dict[st
     row.update(
         parent=parent, params=runinfo.params(run),
         outputs=list_outputs(run) if with_outputs else None)
+    if isinstance(row.get("steps"), list):  # a pipeline: its steps' graph, drawn once here
+        from jupyter_compute.svgdag import dag_svg
+
+        row["steps_svg"] = dag_svg(row["steps"])
     return row
 
 

@@ -1,6 +1,7 @@
-"""What a notebook shows of runs: a live ``RunWidget``, or a static summary.
+"""What a notebook shows of runs: a live ``RunWidget``, ``SweepWidget`` or
+``PipelineWidget``, or a static summary.
 
-The widget is fed by a ``Follower`` on a background thread and never blocks the
+Each widget is fed by a follower on a background thread and never blocks the
 kernel. Where widgets cannot render (GitHub, nbviewer, nbconvert, a terminal),
 the same display falls back to the static text/HTML summary of
 ``jupyter_compute.summary``. The views here are registered per run kind in
@@ -65,8 +66,10 @@ def show(run: Run, tail_lines: int = 500) -> Any:
         tail = followed.splitlines() if isinstance(followed, str) else None
         return RunHandle.get(run_id, root).summary(fetch_outputs=not quick, log_tail=tail)
 
+    # A view that draws its own final state (a pipeline's graph) is made static by it.
+    final = getattr(shown, "static_summary", None) or static
     shown.display_handle = live.show(
-        shown, static, until_end=not RunStatus(run.record.status).is_terminal())
+        shown, final, until_end=not RunStatus(run.record.status).is_terminal())
     return shown
 
 
@@ -86,6 +89,16 @@ def sweep_view(sweep: Sweep, tail_lines: int = 500) -> Any:
     from jupyter_compute.widgets.sweep import SweepWidget
 
     return SweepWidget(sweep)
+
+
+def pipeline_view(pipeline: Run, tail_lines: int = 500) -> Any:
+    """A pipeline's live ``PipelineWidget`` (its steps' graph), or None where widgets
+    cannot render."""
+    if not widgets_available():
+        return None
+    from jupyter_compute.widgets.pipeline import PipelineWidget
+
+    return PipelineWidget(pipeline)
 
 
 def compare_view(comparison: Comparison) -> bool:

@@ -54,6 +54,8 @@ export interface IRun {
   unreachable: string | null;
   tags: Record<string, unknown>;
   parent_id: string | null;
+  /** A pipeline's steps, in topological order. */
+  steps?: IStep[];
 }
 
 export interface IGit {
@@ -110,6 +112,23 @@ export interface IRunDetail extends IRun {
   ended_by?: string | null;
   best_run?: { id: string; trial: number; primary_metric: number | null } | null;
   warnings?: string[];
+  // a pipeline's
+  /** The steps' graph as SVG, drawn by the server (`svgdag`), one box per step. */
+  steps_svg?: string;
+}
+
+/** One step of a pipeline (`Pipeline.steps()`). */
+export interface IStep {
+  name: string;
+  run_id: string | null;
+  /** A run status, or NotStarted / Skipped. */
+  status: string;
+  reused: boolean;
+  target: string;
+  kind: string;
+  depends_on: string[];
+  reason?: string | null;
+  error?: string | null;
 }
 
 /** One logged value: `{value, step, time, kind}`. */

@@ -57,6 +57,15 @@ export function nodes(
 }
 
 /** The CSS modifier for a status badge. */
+/** A pipeline step's state as people read it: Reused for a completed step that ran
+ * nothing (an unchanged one had completed), Not started, or its run's status. */
+export function stepState(step: { status: string; reused: boolean }): string {
+  if (step.reused && step.status === 'Completed') {
+    return 'Reused';
+  }
+  return step.status === 'NotStarted' ? 'Not started' : step.status;
+}
+
 export function statusClass(status: string): string {
   return `jp-Compute-badge jp-Compute-badge-${status.toLowerCase()}`;
 }

@@ -14,7 +14,7 @@ import { Widget } from '@lumino/widgets';
 
 import { api, IRun, isNetworkError, ITarget, STATUSES, TERMINAL } from './api';
 import { AttachForm, describe } from './attach';
-import { duration, el, metricValue, nodes, statusClass } from './format';
+import { duration, el, metricValue, nodes, statusClass, stepState } from './format';
 
 const INTERVAL = 2000;
 const MAX_INTERVAL = 10000;
@@ -30,6 +30,7 @@ interface IRunRow {
   root: HTMLElement;
   toggle: HTMLButtonElement;
   tags: HTMLElement;
+  steps: HTMLElement;
   badge: HTMLElement;
   meta: HTMLElement;
   metric: HTMLElement;
@@ -286,8 +287,9 @@ export class ComputePanel extends Widget {
       const collapsed = this.collapsed.has(run.id) && !words.length;
       row.toggle.hidden = !kids.length;
       row.toggle.textContent = `${collapsed ? '▸' : '▾'} ${kids.length}`;
-      row.toggle.title = `${collapsed ? 'Show' : 'Hide'} its ${kids.length} ` +
-        (run.kind === 'sweep' ? 'trials' : 'runs');
+      const noun = run.kind === 'sweep' ? 'trial' : run.kind === 'pipeline' ? 'step' : 'run';
+      row.toggle.title = `${collapsed ? 'Show' : 'Hide'} its ${kids.length} ${noun}` +
+        (kids.length === 1 ? '' : 's');
       row.toggle.setAttribute('aria-expanded', String(!collapsed));
       return [row.root, ...(collapsed ? [] : below)];
     };
@@ -332,6 +334,7 @@ export class ComputePanel extends Widget {
       this.renderRuns(this.lastRuns);
     };
     const tags = el('div', { className: 'jp-Compute-tags' });
+    const steps = el('div', { className: 'jp-Compute-steps' });
     const meta = el('div', { className: 'jp-Compute-meta' });
     const metric = el('span', { className: 'jp-Compute-metric' });
     const log = el('button', { className: 'jp-Compute-button', type: 'button' }, 'Log');
@@ -345,7 +348,9 @@ export class ComputePanel extends Widget {
       { className: 'jp-Compute-button jp-mod-warn', type: 'button' },
       'Cancel'
     );
-    const row: IRunRow = { root, toggle, tags, badge, meta, metric, cancel, notebook, run };
+    const row: IRunRow = {
+      root, toggle, tags, steps, badge, meta, metric, cancel, notebook, run
+    };
     const name = el(
       'button',
       { className: 'jp-Compute-name jp-Compute-open', type: 'button', title: run.name },
@@ -375,6 +380,7 @@ export class ComputePanel extends Widget {
     root.append(
       el('div', { className: 'jp-Compute-line jp-Compute-runHead' }, toggle, badge, name),
       el('div', { className: 'jp-Compute-line' }, meta, metric),
+      steps,
       tags,
       el('div', { className: 'jp-Compute-actions' }, log, notebook, cancel)
     );
@@ -401,6 +407,7 @@ export class ComputePanel extends Widget {
       );
     }
     row.tags.hidden = !tags.length;
+    this.renderSteps(row, run);
     row.notebook.hidden = run.kind !== 'notebook';
     const ended = TERMINAL.includes(run.status);
     row.cancel.hidden = ended;
@@ -408,6 +415,30 @@ export class ComputePanel extends Widget {
       row.cancel.disabled = false;
       row.cancel.textContent = 'Cancel';
     }
+  }
+
+  /** A pipeline's steps as a strip of marks, one per step in its state's colour. */
+  private renderSteps(row: IRunRow, run: IRun): void {
+    const steps = run.steps ?? [];
+    const key = JSON.stringify(steps.map(s => [s.name, stepState(s)]));
+    row.steps.hidden = !steps.length;
+    if (!steps.length || key === row.steps.dataset.key) {
+      return;
+    }
+    row.steps.dataset.key = key;
+    const done = steps.filter(s => s.status === 'Completed').length;
+    row.steps.replaceChildren(
+      ...steps.map(s => {
+        const state = stepState(s);
+        const mark = el('span', {
+          className: `jp-Compute-stepMark ${statusClass(state.replace(' ', ''))}`,
+          title: `${s.name}: ${state}`
+        });
+        mark.dataset.step = s.name;
+        return mark;
+      }),
+      el('span', { className: 'jp-Compute-stepCount' }, `${done}/${steps.length} steps done`)
+    );
   }
 
   private readonly poll: Poll;

@@ -1,7 +1,8 @@
 /**
  * A run's page in the main area: an Overview tab (status and times; script,
  * arguments, parameters and tags; git; metric charts; outputs with preview and
- * download; the snapshot's files; a sweep's trials) and the Log tab.
+ * download; the snapshot's files; a sweep's trials; a pipeline's steps, as a graph
+ * and a table) and the Log tab.
  *
  * It asks the server for the run's detail every 2 s until the run has ended, then
  * once more and stops. What did not change is not redrawn, so an open preview or a
@@ -17,12 +18,13 @@ import {
   IMetricRecord,
   IRunDetail,
   isNetworkError,
+  IStep,
   ITrial,
   TERMINAL
 } from './api';
 import { describe } from './attach';
 import { ISeries, MetricChart } from './charts';
-import { duration, el, metricValue, statusClass } from './format';
+import { duration, el, metricValue, statusClass, stepState } from './format';
 import { LogView } from './logview';
 
 const INTERVAL = 2000;
@@ -39,7 +41,7 @@ const TEXT = new Set([
 const IMAGE = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'bmp']);
 
 export interface IRunPageActions {
-  /** Open another run's page (a sweep's trial). */
+  /** Open another run's page (a sweep's trial, a pipeline's step). */
   openRun(runId: string, name: string): void;
   /** The run's status changed (the sidebar refreshes). */
   changed(): void;
@@ -110,8 +112,8 @@ export class RunOverview extends Widget {
     super();
     this.addClass('jp-Compute-runPage');
     this.title.label = 'Overview';
-    this.node.append(this.header, this.note, this.facts, this.charts, this.outputs,
-      this.trials, this.files);
+    this.node.append(this.header, this.note, this.steps, this.facts, this.charts,
+      this.outputs, this.trials, this.files);
     this.note.textContent = 'Loading…';
     this.themeWatch.observe(document.body, {
       attributes: true,
@@ -214,6 +216,9 @@ export class RunOverview extends Widget {
     }
     if (!same(['children'])) {
       this.renderTrials(d);
+    }
+    if (!same(['steps'])) {
+      this.renderSteps(d);
     }
     if (!previous) {
       this.renderFiles(d); // a snapshot never changes
@@ -581,6 +586,71 @@ export class RunOverview extends Widget {
     this.trials.dataset.section = 'trials';
   }
 
+  /**
+   * A pipeline's steps: the graph the server drew (`svgdag`: one box per step in its
+   * state's colour, arrows to what depends on it) and a table; a click on a step's box
+   * or its name opens the step's run.
+   */
+  private renderSteps(d: IRunDetail): void {
+    if (d.kind !== 'pipeline' || !d.steps) {
+      this.steps.hidden = true;
+      return;
+    }
+    this.steps.hidden = false;
+    const steps = d.steps;
+    const open = (step: IStep | undefined) => {
+      if (step?.run_id) {
+        this.actions.openRun(step.run_id, `${d.name} · ${step.name}`);
+      }
+    };
+    const graph = el('div', { className: 'jp-Compute-dag' });
+    // Drawn by our own server from escaped names; nothing of a step's text is markup.
+    graph.innerHTML = d.steps_svg ?? '';
+    for (const box of Array.from(graph.querySelectorAll<SVGGElement>('.jc-dag-step'))) {
+      const step = steps.find(s => s.name === box.dataset.step);
+      if (step?.run_id) {
+        box.classList.add('jp-mod-link');
+        box.setAttribute('tabindex', '0');
+        box.setAttribute('role', 'link');
+        box.onclick = () => open(step);
+        box.onkeydown = (event: KeyboardEvent) => {
+          if (event.key === 'Enter') {
+            open(step);
+          }
+        };
+      }
+    }
+    const rows = steps.map(s => {
+      const link = el('button', { className: 'jp-Compute-textLink', type: 'button' }, s.name);
+      link.disabled = !s.run_id;
+      link.onclick = () => open(s);
+      const row = el(
+        'tr',
+        {},
+        el('td', {}, link),
+        el('td', {}, el('span', { className: statusClass(stepState(s).replace(' ', '')) },
+          stepState(s))),
+        el('td', {}, [s.kind, s.target].filter(Boolean).join(' on ')),
+        el('td', {}, (s.depends_on ?? []).join(', ') || '–'),
+        el('td', { className: 'jp-Compute-note' },
+          (s.reason ?? s.error ?? '').replace(/^skipped: /, ''))
+      );
+      row.dataset.step = s.name;
+      return row;
+    });
+    const head = el('tr', {}, ...['step', 'state', 'where', 'after', 'note'].map(h =>
+      el('th', {}, h)));
+    this.steps.replaceChildren(
+      el('h3', {}, `Steps (${steps.length})`),
+      steps.length ? graph : none('No steps.'),
+      steps.length
+        ? el('table', { className: 'jp-Compute-files' }, el('thead', {}, head),
+            el('tbody', {}, ...rows))
+        : ''
+    );
+    this.steps.dataset.section = 'steps';
+  }
+
   /** The snapshot's files: asked for once, when the person opens the list. */
   private renderFiles(d: IRunDetail): void {
     const list = el('div', {}, 'Loading…');
@@ -641,6 +711,7 @@ export class RunOverview extends Widget {
   private readonly outputList = el('div', {});
   private readonly preview = el('div', { className: 'jp-Compute-preview' });
   private readonly trials = el('section', { className: 'jp-Compute-card', hidden: true });
+  private readonly steps = el('section', { className: 'jp-Compute-card', hidden: true });
   private readonly files = el('section', { className: 'jp-Compute-card' });
   private readonly themeWatch = new MutationObserver(() => {
     for (const chart of this.chartsByName.values()) {

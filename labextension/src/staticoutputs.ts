@@ -16,7 +16,7 @@ import {
 } from '@jupyterlab/application';
 
 const WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json';
-const OURS = /class="jupyter-compute-(run|sweep|cluster)"/;
+const OURS = /class="jupyter-compute-(run|sweep|cluster|pipeline)"/;
 const GONE = new Set(['restarting', 'autorestarting', 'dead']);
 
 interface IOutput {
