@@ -119,7 +119,8 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
         expected = cls.options[key][0]
         if not isinstance(value, expected):
             try:
-                options[key] = expected(value)
+                options[key] = [value] if expected is list and isinstance(value, str) \
+                    else expected(value)
             except (TypeError, ValueError):
                 raise UsageError(f"{key} must be a {expected.__name__}, got {value!r}") from None
         value = options[key]

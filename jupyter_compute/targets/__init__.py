@@ -28,6 +28,7 @@ BUILTIN_KINDS = {
     "ssh": "jupyter_compute.targets.ssh:SSHTarget",
     "docker": "jupyter_compute.targets.docker:DockerTarget",
     "ray": "jupyter_compute.targets.ray:RayTarget",
+    "spark": "jupyter_compute.targets.spark:SparkTarget",
 }
 
 
@@ -74,15 +75,20 @@ def parse_kind_options(kind: str, argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"unexpected argument {flag!r}; options look like --name VALUE")
         key, _, value = flag[2:].partition("=")
         key = key.replace("-", "_")
-        if declared.get(key, (None,))[0] is bool:
+        kind_of = declared.get(key, (None,))[0]
+        if kind_of is bool:
             options[key] = value.lower() not in ("0", "false", "no") if value else True
-        elif value:
-            options[key] = value
-        elif i + 1 < len(argv):
-            options[key] = argv[i + 1]
             i += 1
+            continue
+        if not value:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{flag} needs a value")
+            value = argv[i + 1]
+            i += 1
+        if kind_of is list:  # repeatable: --conf A=1 --conf B=2
+            options.setdefault(key, []).append(value)
         else:
-            raise UsageError(f"{flag} needs a value")
+            options[key] = value
         i += 1
     return options
 

@@ -230,6 +230,11 @@ class Launcher(Part):
         """Once a run is terminal: clean up (remove a container) and explain; idempotent."""
         return status
 
+    def job_info(self, host: Host, run_id: str) -> dict[str, Any] | None:
+        """The scheduler's job of the run, ``{id, state, ui_url}`` (a Spark application);
+        None where the launcher has none."""
+        return None
+
     def abandon(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
         """After the agent was found lost: end the script it left running."""
         script = status.get("script")
@@ -277,6 +282,9 @@ class Target:
     host_type: ClassVar[type[Host]]
     launcher_type: ClassVar[type[Launcher]]
     options: ClassVar[dict[str, tuple[Any, str]]] = {}
+    #: Log lines the live view leaves out unless asked for the whole log (a scheduler's
+    #: own INFO chatter), as a regular expression; the log itself keeps them.
+    quiet_log: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -409,6 +417,10 @@ class Target:
     def wait_change(self, run_id: str, since: int, timeout: float) -> None:
         """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
         self.host.wait_change(run_id, since, timeout)
+
+    def job_info(self, run_id: str) -> dict[str, Any] | None:
+        """The run's job in its scheduler, ``{id, state, ui_url}``, where there is one."""
+        return self.launcher.job_info(self.host, run_id)
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""

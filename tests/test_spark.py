@@ -1,0 +1,227 @@
+"""The spark target on a real Spark standalone cluster (the session's embedded one).
+
+Every spark-submit costs 25-50 s on this machine, so each test submits few runs and
+checks everything a person would look at on them; the runs of one test go at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sparkcluster import CLUSTER, SparkProject
+
+from conftest import pid_alive
+
+JOB = """
+import os, sys, time
+from pyspark.sql import SparkSession
+from jupyter_compute.tracking import get_run
+import shapes  # a package of the snapshot: the executors get it through --py-files
+
+release = sys.argv[1]
+spark = SparkSession.builder.getOrCreate()  # master and conf come from spark-submit
+sc = spark.sparkContext
+print("master", sc.master, "max", sc.getConf().get("spark.dynamicAllocation.maxExecutors"),
+      flush=True)
+
+def slow(part):
+    time.sleep(6)
+    return [shapes.square(x) for x in part]
+
+total = sum(sc.parallelize(range(100), 4).mapPartitions(slow).collect())
+pythons = sorted(set(sc.parallelize(range(4), 4).map(lambda _: sys.executable).collect()))
+print("total", total, "driver", sys.executable, "executors", pythons, flush=True)
+get_run().log("total", total)
+deadline = time.time() + 240
+while not os.path.exists(release) and time.time() < deadline:  # idle: executors go
+    time.sleep(0.2)
+print("released", flush=True)
+"""
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(900)
+def test_an_unchanged_script_runs_and_executors_scale_up_and_back(
+        spark_project: SparkProject, tmp_path: Path) -> None:
+    """One run: the script computes with a package of its snapshot, in the run's
+    interpreter on driver and executors; executors rise with the job and fall back
+    while the run idles; result in the log, metric in `metrics`, the application in
+    `show --json`, executors in `targets --json`, Spark's INFO lines out of the widget."""
+    from jupyter_compute import Run
+    from jupyter_compute.protocol import RunStatus
+    from jupyter_compute.widgets.run import RunWidget
+
+    p = spark_project
+    p.write("shapes/__init__.py", "def square(x):\n    return x * x\n")
+    p.write("job.py", JOB)
+    # The run's own interpreter (what an environment resolves to): a venv on top of ours.
+    venv = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    release = tmp_path / "release"
+    run = Run.get(p.submit("job.py", "--target", CLUSTER, "--python", python, "--",
+                           str(release)), p.root)
+
+    rose = p.wait_executors(lambda n: n["current"] >= 1, timeout=300)
+    assert rose["max"] == 2
+    listed = {t["name"]: t for t in json.loads(p.cli("targets", "--json").stdout)}
+    assert listed[CLUSTER]["nodes"]["current"] >= 1, listed
+    _wait(lambda: "total " in run.log(), 300, "the job's result")
+    p.wait_executors(lambda n: n["current"] == 0, timeout=120)  # idle 5 s: back to 0
+    assert run.status() is RunStatus.RUNNING  # the run still holds its application
+    release.touch()
+    assert run.wait(timeout=300) is RunStatus.COMPLETED, (run.record.error, run.log()[-3000:])
+
+    log = run.log()
+    assert "master spark://127.0.0.1:" in log and "max 2" in log
+    assert f"total 328350 driver {python} executors ['{python}']" in log, log[-3000:]
+    assert " INFO " in log  # Spark's own lines stay in the full log
+    out = p.cli("metrics", run.id, "--json")
+    assert json.loads(out.stdout)["total"][0]["value"] == 328350
+    job = p.show(run.id)["target_job"]
+    assert job["id"].startswith("app-") and job["state"] == "FINISHED", job
+    assert job["ui_url"].startswith("http://127.0.0.1:") and job["id"] in job["ui_url"]
+
+    widget = RunWidget(Run.get(run.id, p.root), interval=0.1)
+    widget.follower.join(60)
+    assert "total 328350" in widget.log_text and "released" in widget.log_text
+    assert " INFO " not in widget.log_text
+    assert widget.log_view.hidden > 0  # counted as not shown; "show all" has them
+
+
+CANCELED = """
+import time
+from pyspark.sql import SparkSession
+sc = SparkSession.builder.getOrCreate().sparkContext
+print("working", flush=True)
+sc.parallelize(range(2), 2).map(lambda x: time.sleep(600) or x).collect()
+"""
+
+FAILS = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+print("about to fail", flush=True)
+raise ValueError("bad input: 42")
+"""
+
+SLEEPS = """
+import time
+print("sleeping", flush=True)
+time.sleep(600)
+"""
+
+
+def _run_processes(run_id: str) -> list[int]:
+    """Live processes that carry the run's id in their environment (driver, spark-submit)."""
+    from jupyter_compute import protocol
+
+    marker = f"{protocol.ENV_RUN_ID}={run_id}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0") and pid_alive(int(name)):
+                        found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.timeout(900)
+def test_cancel_failure_and_timeout_end_the_application(spark_project: SparkProject) -> None:
+    """Three runs at once: one canceled mid-job (no application on the master, no driver
+    process 5 s later), one whose script raises (Failed, the exception's line as its
+    error), one past max_run_duration_seconds (TimedOut)."""
+    from jupyter_compute import Run
+    from jupyter_compute.protocol import RunStatus
+    from jupyter_compute.targets.spark.cluster import executor_counts, master_json
+
+    p = spark_project
+    p.write("canceled.py", CANCELED)
+    p.write("fails.py", FAILS)
+    p.write("sleeps.py", SLEEPS)
+    canceled = Run.get(p.submit("canceled.py", "--target", CLUSTER), p.root)
+    fails = Run.get(p.submit("fails.py", "--target", CLUSTER), p.root)
+    sleeps = Run.get(p.submit("sleeps.py", "--target", CLUSTER, "--max-duration", "40s"),
+                     p.root)
+    web_ui = p.target().launcher.locations()[1]
+
+    def app_with_executors():
+        job = p.target().job_info(canceled.id)
+        return job if job and executor_counts(web_ui).get(job["id"]) else None
+
+    job = _wait(app_with_executors, 400, "the canceled run's application and executors")
+    assert job["state"] == "RUNNING"
+    assert _run_processes(canceled.id)
+    canceled.cancel()
+    asked = time.monotonic()
+
+    def gone():
+        active = {a["id"] for a in master_json(web_ui).get("activeapps") or []}
+        return job["id"] not in active and not _run_processes(canceled.id) and \
+            not executor_counts(web_ui).get(job["id"])
+
+    _wait(gone, 5, "the application, its executors and its driver to be gone")
+    assert time.monotonic() - asked <= 5.5
+    assert canceled.wait(timeout=60) is RunStatus.CANCELED
+
+    assert fails.wait(timeout=400) is RunStatus.FAILED, fails.log()[-3000:]
+    assert fails.record.error == "ValueError: bad input: 42", fails.record.error
+    assert p.show(fails.id)["error"] == "ValueError: bad input: 42"
+
+    assert sleeps.wait(timeout=400) is RunStatus.TIMED_OUT, sleeps.log()[-3000:]
+    assert "sleeping" in sleeps.log()
+    _wait(lambda: not _run_processes(sleeps.id), 10, "the timed-out run's processes to end")
+
+
+def test_bad_input_is_one_line(spark_project: SparkProject, tmp_path: Path) -> None:
+    """Java missing, a master that does not answer, an executor bigger than any worker,
+    a malformed --conf: each refused at attach with one line; --conf repeats."""
+    from jupyter_compute.targets.ray.cluster import free_ports
+
+    p = spark_project
+    master, web_ui = p.target().launcher.locations()
+
+    def refused(*args: str, env: dict[str, str] | None = None) -> str:
+        out = p.cli("attach", *args, env=env)
+        assert out.returncode != 0, out.stdout
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        return lines[0]
+
+    line = refused("nojava", "--type", "spark", env={"JAVA_HOME": str(tmp_path / "nojdk")})
+    assert "Java is missing" in line and "openjdk-17-jre-headless" in line
+    port = free_ports(1)[0]
+    line = refused("gone", "--type", "spark", "--master", f"spark://127.0.0.1:{port}",
+                   "--master-ui", f"http://127.0.0.1:{port}")
+    assert "does not answer" in line
+    line = refused("big", "--type", "spark", "--master", master, "--master-ui", web_ui,
+                   "--executor-memory", "64g")
+    assert "--executor-memory 64g is more than any worker" in line
+    line = refused("badconf", "--type", "spark", "--conf", "nonsense")
+    assert "--conf takes KEY=VALUE" in line
+
+    out = p.cli("attach", "shared", "--type", "spark", "--master", master, "--master-ui",
+                web_ui, "--conf", "spark.a=1", "--conf", "spark.b=x=y")
+    assert out.returncode == 0, out.stderr
+    listed = {t["name"]: t for t in json.loads(p.cli("targets", "--json").stdout)}
+    assert listed["shared"]["conf"] == ["spark.a=1", "spark.b=x=y"]
+    assert p.cli("detach", "shared").returncode == 0
