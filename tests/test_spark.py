@@ -225,3 +225,65 @@ def test_bad_input_is_one_line(spark_project: SparkProject, tmp_path: Path) -> N
     listed = {t["name"]: t for t in json.loads(p.cli("targets", "--json").stdout)}
     assert listed["shared"]["conf"] == ["spark.a=1", "spark.b=x=y"]
     assert p.cli("detach", "shared").returncode == 0
+
+
+HEAD_JOB = """
+import getpass
+from pyspark.sql import SparkSession
+from jupyter_compute.tracking import get_run
+import shapes
+
+sc = SparkSession.builder.getOrCreate().sparkContext
+total = sc.parallelize(range(10), 2).map(shapes.square).sum()
+print("user", getpass.getuser(), "total", total, flush=True)
+get_run().log("total", total)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_host_runs_spark_submit_on_an_ssh_head_node(spark_project: SparkProject,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """HDInsight-style: --host makes the head node (a real sshd, another user) run
+    spark-submit against the cluster's master; the snapshot gets there over SSH."""
+    import shutil
+    import tempfile
+
+    from jupyter_compute import Run, api
+    from jupyter_compute.protocol import RunStatus
+
+    import sshd
+
+    reason = sshd.unavailable()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    p = spark_project
+    master, web_ui = p.target().launcher.locations()
+    home = Path(p.target().launcher.cluster().load().spark_home)
+    # Not pytest's tmp dirs (0700 root): sshd reads the authorized keys as the user.
+    keys = Path(tempfile.mkdtemp(prefix="jc-spark-sshd-"))
+    keys.chmod(0o755)
+    monkeypatch.setenv("HOME", str(keys))  # no known_hosts or agent of ours decides
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    sshd.ensure_user(sshd.USER)
+    workdir = f"jc-spark-{os.getpid()}"
+    try:
+        with sshd.SSHServer(keys / "head", "127.0.0.7") as server:
+            key = sshd.make_key(keys / "id_head")
+            server.authorize(sshd.USER, key)
+            server.start()
+            login = sshd.Login(server, key, f"~/{workdir}")
+            api.attach("head", "spark", workspace=p.root, master=master, master_ui=web_ui,
+                       spark_home=str(home), **login.options())
+            p.write("shapes/__init__.py", "def square(x):\n    return x * x\n")
+            p.write("head_job.py", HEAD_JOB)
+            run = Run.get(p.submit("head_job.py", "--target", "head"), p.root)
+            assert run.wait(timeout=400) is RunStatus.COMPLETED, \
+                (run.record.error, run.log()[-3000:])
+            assert f"user {sshd.USER} total 285" in run.log()
+            assert run.metrics()["total"][-1]["value"] == 285
+            assert p.show(run.id)["target_job"]["id"].startswith("app-")
+    finally:
+        api.detach("head", workspace=p.root)
+        shutil.rmtree(Path(os.path.expanduser(f"~{sshd.USER}")) / workdir,
+                      ignore_errors=True)
+        shutil.rmtree(keys, ignore_errors=True)

@@ -79,7 +79,8 @@ class SparkSubmitLauncher(ProcessLauncher):
         "worker_cores": (int, "cores of the embedded cluster's worker (default: all)"),
         "worker_memory": (str, "memory of the embedded cluster's worker, e.g. 2g (default: "
                                "the machine's less 1 GiB)"),
-        "spark_submit": (str, "spark-submit on an SSH head node (default: spark-submit)"),
+        "spark_home": (str, "Spark's home on an SSH head node: its bin/spark-submit runs "
+                            "(default: spark-submit on the head's PATH)"),
     }
 
     def __init__(self, name: str, config: dict[str, Any], workspace: Workspace) -> None:
@@ -126,6 +127,12 @@ class SparkSubmitLauncher(ProcessLauncher):
         for key in ("executor_memory", "driver_memory", "worker_memory"):
             units.parse_size_option(self.config.get(key), f"--{key.replace('_', '-')}")
         self.confs()
+
+    def loopback(self, master: str) -> bool:
+        """Whether the cluster is this machine's loopback one (the embedded cluster, or a
+        master on 127.0.0.1): then the driver and its UI listen on loopback only."""
+        host = urllib.parse.urlsplit(master.replace("spark://", "http://", 1)).hostname
+        return self.embedded or host in ("127.0.0.1", "localhost", "::1")
 
     def locations(self) -> tuple[str, str]:
         """``(master URL, master web UI)`` of the target's cluster (embedded: running)."""
@@ -202,12 +209,10 @@ class SparkSubmitLauncher(ProcessLauncher):
     def command_prefix(self, host: Host, ctx: SubmitContext, master: str) -> list[str]:
         """``{python} -m jupyter_compute.sparksubmit … spark-submit OPTIONS --``."""
         helper = ["{python}", "-m", "jupyter_compute.sparksubmit"]
-        if isinstance(host, LocalHost):
-            home = spark_home()
+        home = spark_home() if isinstance(host, LocalHost) else self.config.get("spark_home")
+        if home:
             helper += ["--env", f"SPARK_HOME={home}"]
-            submit = f"{home}/bin/spark-submit"
-        else:
-            submit = str(self.config.get("spark_submit") or "spark-submit")
+        submit = f"{home}/bin/spark-submit" if home else "spark-submit"
         conf = {
             "spark.dynamicAllocation.enabled": "true",
             "spark.dynamicAllocation.shuffleTracking.enabled": "true",
@@ -220,7 +225,7 @@ class SparkSubmitLauncher(ProcessLauncher):
             "spark.pyspark.python": "{python}",  # the run's environment, on the executors
             "spark.pyspark.driver.python": "{python}",
         }
-        if self.embedded:  # everything of an embedded run listens on loopback
+        if self.loopback(master):  # a loopback cluster: the driver listens there too
             helper += ["--env", "SPARK_LOCAL_IP=127.0.0.1"]
             conf.update({"spark.driver.host": "127.0.0.1",
                          "spark.driver.bindAddress": "127.0.0.1"})
