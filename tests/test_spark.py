@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,7 @@ def test_an_unchanged_script_runs_and_executors_scale_up_and_back(
     `show --json`, executors in `targets --json`, Spark's INFO lines out of the widget."""
     from jupyter_compute import Run
     from jupyter_compute.protocol import RunStatus
+    from jupyter_compute.widgets.cluster import ClusterWidget
     from jupyter_compute.widgets.run import RunWidget
 
     p = spark_project
@@ -83,6 +86,7 @@ def test_an_unchanged_script_runs_and_executors_scale_up_and_back(
     assert rose["max"] == 2
     listed = {t["name"]: t for t in json.loads(p.cli("targets", "--json").stdout)}
     assert listed[CLUSTER]["nodes"]["current"] >= 1, listed
+    assert ClusterWidget(p.target(), follow=False).last["current"] >= 1
     _wait(lambda: "total " in run.log(), 300, "the job's result")
     p.wait_executors(lambda n: n["current"] == 0, timeout=120)  # idle 5 s: back to 0
     assert run.status() is RunStatus.RUNNING  # the run still holds its application
@@ -128,6 +132,17 @@ time.sleep(600)
 """
 
 
+def _listening() -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket (``ss``, from iproute2)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        for pid in re.findall(r"pid=(\d+)", line):
+            found.append((int(pid), fields[3]))
+    return found
+
+
 def _run_processes(run_id: str) -> list[int]:
     """Live processes that carry the run's id in their environment (driver, spark-submit)."""
     from jupyter_compute import protocol
@@ -153,6 +168,7 @@ def test_cancel_failure_and_timeout_end_the_application(spark_project: SparkProj
     from jupyter_compute import Run
     from jupyter_compute.protocol import RunStatus
     from jupyter_compute.targets.spark.cluster import executor_counts, master_json
+    from jupyter_compute.widgets.run import RunWidget
 
     p = spark_project
     p.write("canceled.py", CANCELED)
@@ -171,6 +187,23 @@ def test_cancel_failure_and_timeout_end_the_application(spark_project: SparkProj
     job = _wait(app_with_executors, 400, "the canceled run's application and executors")
     assert job["state"] == "RUNNING"
     assert _run_processes(canceled.id)
+    # Every port of the cluster and of the driver listens on loopback only.
+    cluster = p.target().launcher.cluster()
+    ours = set(cluster.processes()) | set(_run_processes(canceled.id))
+    listening = _listening()
+    assert {pid for pid, _ in listening} & ours, listening
+    assert all(addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:"))
+               for pid, addr in listening if pid in ours), listening
+    # While it runs, its UI is the driver's, and the RunWidget links it.
+    with urllib.request.urlopen(job["ui_url"], timeout=30) as page:
+        assert page.status == 200
+    widget = RunWidget(Run.get(canceled.id, p.root), interval=0.1)
+    try:
+        _wait(lambda: job["id"] in widget.nodes.value, 60, "the widget's application link")
+        assert f'href="{job["ui_url"]}"' in widget.nodes.value
+        assert re.search(r"<b>[1-9]\d*</b> nodes?", widget.nodes.value), widget.nodes.value
+    finally:
+        widget.follower.stop()
     canceled.cancel()
     asked = time.monotonic()
 
@@ -194,7 +227,8 @@ def test_cancel_failure_and_timeout_end_the_application(spark_project: SparkProj
 
 def test_bad_input_is_one_line(spark_project: SparkProject, tmp_path: Path) -> None:
     """Java missing, a master that does not answer, an executor bigger than any worker,
-    a malformed --conf: each refused at attach with one line; --conf repeats."""
+    a malformed --conf: each refused at attach with one line; --conf repeats; `stop`
+    would end the cluster's own JVMs only."""
     from jupyter_compute.targets.ray.cluster import free_ports
 
     p = spark_project
@@ -218,6 +252,17 @@ def test_bad_input_is_one_line(spark_project: SparkProject, tmp_path: Path) -> N
     assert "--executor-memory 64g is more than any worker" in line
     line = refused("badconf", "--type", "spark", "--conf", "nonsense")
     assert "--conf takes KEY=VALUE" in line
+
+    # What `stop` would end is this cluster's JVMs and theirs, never a look-alike.
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
+                              "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                              master])
+    try:
+        owned = p.target().launcher.cluster().processes()
+        assert len(owned) >= 2 and decoy.pid not in owned, owned
+    finally:
+        decoy.kill()
+        decoy.wait()
 
     out = p.cli("attach", "shared", "--type", "spark", "--master", master, "--master-ui",
                 web_ui, "--conf", "spark.a=1", "--conf", "spark.b=x=y")
