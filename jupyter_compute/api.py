@@ -117,10 +117,11 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
         if key not in cls.options:
             raise UsageError(unknown(f"option for {kind} targets", key, cls.options))
         expected = cls.options[key][0]
+        if expected is list and isinstance(value, str):  # one value of a repeatable option
+            options[key] = value = [value]
         if not isinstance(value, expected):
             try:
-                options[key] = [value] if expected is list and isinstance(value, str) \
-                    else expected(value)
+                options[key] = expected(value)
             except (TypeError, ValueError):
                 raise UsageError(f"{key} must be a {expected.__name__}, got {value!r}") from None
         value = options[key]

@@ -269,11 +269,11 @@ class Run:
         st = st if isinstance(st, dict) else {}
         d["prepare_seconds"] = st.get("prepare_seconds")
         d["environment"] = st.get("environment")
-        try:  # a scheduler's job of the run (a Spark application: id, state, UI)
-            job = self.target.job_info(self.id)
-        except ComputeError:
+        try:
+            job = self.target.job(self.id)
+        except ComputeError:  # the target was detached: the record is all there is
             job = None
-        if job is not None:
+        if job is not None:  # a batch queue's job (slurm): its id and state there
             d["target_job"] = job
         return d
 

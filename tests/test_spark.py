@@ -181,7 +181,7 @@ def test_cancel_failure_and_timeout_end_the_application(spark_project: SparkProj
     web_ui = p.target().launcher.locations()[1]
 
     def app_with_executors():
-        job = p.target().job_info(canceled.id)
+        job = p.target().job(canceled.id)
         return job if job and executor_counts(web_ui).get(job["id"]) else None
 
     job = _wait(app_with_executors, 400, "the canceled run's application and executors")

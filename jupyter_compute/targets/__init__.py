@@ -75,20 +75,22 @@ def parse_kind_options(kind: str, argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"unexpected argument {flag!r}; options look like --name VALUE")
         key, _, value = flag[2:].partition("=")
         key = key.replace("-", "_")
-        kind_of = declared.get(key, (None,))[0]
-        if kind_of is bool:
+        if declared.get(key, (None,))[0] is bool:
             options[key] = value.lower() not in ("0", "false", "no") if value else True
-            i += 1
-            continue
-        if not value:
-            if i + 1 >= len(argv):
-                raise UsageError(f"{flag} needs a value")
-            value = argv[i + 1]
-            i += 1
-        if kind_of is list:  # repeatable: --conf A=1 --conf B=2
+        elif declared.get(key, (None,))[0] is list:  # repeatable: --sbatch-arg A --sbatch-arg B
+            if not value:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"{flag} needs a value")
+                value = argv[i + 1]
+                i += 1
             options.setdefault(key, []).append(value)
-        else:
+        elif value:
             options[key] = value
+        elif i + 1 < len(argv):
+            options[key] = argv[i + 1]
+            i += 1
+        else:
+            raise UsageError(f"{flag} needs a value")
         i += 1
     return options
 

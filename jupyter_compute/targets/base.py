@@ -230,11 +230,6 @@ class Launcher(Part):
         """Once a run is terminal: clean up (remove a container) and explain; idempotent."""
         return status
 
-    def job_info(self, host: Host, run_id: str) -> dict[str, Any] | None:
-        """The scheduler's job of the run, ``{id, state, ui_url}`` (a Spark application);
-        None where the launcher has none."""
-        return None
-
     def abandon(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
         """After the agent was found lost: end the script it left running."""
         script = status.get("script")
@@ -418,9 +413,10 @@ class Target:
         """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
         self.host.wait_change(run_id, since, timeout)
 
-    def job_info(self, run_id: str) -> dict[str, Any] | None:
-        """The run's job in its scheduler, ``{id, state, ui_url}``, where there is one."""
-        return self.launcher.job_info(self.host, run_id)
+    def job(self, run_id: str) -> dict[str, Any] | None:
+        """The run's job in the target's own scheduler, ``{id, state}`` (``show --json``'s
+        ``target_job``); None where a run is not such a job."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""

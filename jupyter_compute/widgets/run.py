@@ -371,7 +371,7 @@ class RunWidget(widgets.VBox):
         target = self.follower.run.target
         try:
             nodes = node_counts(target)
-            job = target.job_info(self.run.id)
+            job = target.job(self.run.id)
         except Exception:  # noqa: BLE001 - node counts are extra; the run goes on
             return
         if nodes:

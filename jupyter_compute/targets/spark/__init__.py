@@ -90,6 +90,10 @@ class SparkTarget(Target, Cluster):
                 else "stopped"
         return found
 
+    def job(self, run_id: str) -> dict[str, Any] | None:
+        """The run's Spark application ``{id, state, ui_url}``; None before it has one."""
+        return self.launcher.job_info(self.host, run_id)
+
     # -- the cluster -------------------------------------------------------------------
 
     def start(self) -> None:
