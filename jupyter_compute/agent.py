@@ -381,7 +381,11 @@ class Agent:
             if self.spec.get("kernel"):
                 argv += ["--kernel", self.spec["kernel"]]
             return argv
-        return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+        arguments = [self.spec["script"], *map(str, self.spec.get("arguments", []))]
+        prefix = self.spec.get("command_prefix")
+        if prefix:  # a launcher's own way to run a script (spark-submit); {python} is ours
+            return [str(a).replace("{python}", python) for a in prefix] + arguments
+        return [python, "-u", *arguments]
 
     def python_on_path(self, python: str) -> list[str]:
         """The folders to put first on a command's PATH so that its ``python`` (and

@@ -15,6 +15,8 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v git >/dev/null 2>&1 || need+=(git)
 # benchmarks/bench_ssh.py measures the ssh target's sync against rsync over the same link.
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+# The spark tests run a standalone Spark cluster (pyspark comes with the `test` extra).
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 # The SSH tests log in as an unprivileged user, who needs a system Python with venv.
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)

@@ -277,6 +277,9 @@ class Target:
     host_type: ClassVar[type[Host]]
     launcher_type: ClassVar[type[Launcher]]
     options: ClassVar[dict[str, tuple[Any, str]]] = {}
+    #: Log lines the live view leaves out unless asked for the whole log (a scheduler's
+    #: own INFO chatter), as a regular expression; the log itself keeps them.
+    quiet_log: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -409,6 +412,11 @@ class Target:
     def wait_change(self, run_id: str, since: int, timeout: float) -> None:
         """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
         self.host.wait_change(run_id, since, timeout)
+
+    def job(self, run_id: str) -> dict[str, Any] | None:
+        """The run's job in the target's own scheduler, ``{id, state}`` (``show --json``'s
+        ``target_job``); None where a run is not such a job."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""

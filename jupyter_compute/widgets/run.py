@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import html
+import re
 import threading
 import time
 from collections import deque
@@ -174,6 +175,7 @@ class RunWidget(widgets.VBox):
         self._progress: dict[str, Any] | None = None  # a notebook run's current cell
 
         self._full_at = 0.0
+        self._quiet = _quiet_pattern(run)
 
         self.header = widgets.HTML()
         self.header.add_class("jc-run-head")
@@ -224,7 +226,10 @@ class RunWidget(widgets.VBox):
         self._status = batch.status.value
         self.run.record = copy.copy(self.follower.run.record)
         if batch.lines or batch.skipped:
-            self._tail.extend(batch.lines)
+            # Lines the target calls chatter stay out of the view (counted as not shown;
+            # "show all" has them).
+            self._tail.extend(batch.lines if self._quiet is None else
+                              [line for line in batch.lines if not self._quiet.match(line)])
             self._lines += len(batch.lines) + batch.skipped
         for rec in batch.metrics:  # a notebook run's current cell belongs in the header
             if rec.get("kind") == "progress" and isinstance(rec.get("value"), dict):
@@ -363,13 +368,15 @@ class RunWidget(widgets.VBox):
     def _render_nodes(self) -> None:
         from jupyter_compute.targets import node_counts
 
+        target = self.follower.run.target
         try:
-            nodes = node_counts(self.follower.run.target)
+            nodes = node_counts(target)
+            job = target.job(self.run.id)
         except Exception:  # noqa: BLE001 - node counts are extra; the run goes on
             return
         if nodes:
             self.nodes.layout.display = None
-            self.nodes.value = _nodes_text(self.follower.run.target.name, nodes)
+            self.nodes.value = _nodes_text(target.name, nodes) + _job_link(job)
 
     def _render_header(self) -> None:
         s = self.summary()
@@ -421,6 +428,24 @@ class RunWidget(widgets.VBox):
         bundle["text/html"] = summary["text/html"]
         bundle["text/plain"] = summary["text/plain"]
         return bundle
+
+
+def _job_link(job: dict[str, Any] | None) -> str:
+    """`` · app-… RUNNING`` linked to the job's UI (a Spark application's), or nothing."""
+    if not job or not job.get("ui_url"):
+        return ""
+    e = html.escape
+    return (f' · <a href="{e(str(job["ui_url"]))}" target="_blank" rel="noopener">'
+            f'<code>{e(str(job.get("id")))}</code></a> {e(str(job.get("state") or ""))}')
+
+
+def _quiet_pattern(run: Run) -> re.Pattern[str] | None:
+    """The run's target's ``quiet_log`` pattern, compiled; None if it has none."""
+    try:
+        pattern = run.target.quiet_log
+    except Exception:  # noqa: BLE001 - a detached target: show every line
+        return None
+    return re.compile(pattern) if pattern else None
 
 
 def _nodes_text(target: str, nodes: dict[str, Any]) -> str:
