@@ -950,16 +950,19 @@ def test_status_cancel_and_outputs_go_through_the_session(project: Project,
 def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
                                                                host: Server) -> None:
     """A remote submit sends new files from the source folder, not from a local copy
-    (writing thousands of local blobs cost more than the upload). A file edited after
-    it was hashed therefore arrives with other bytes: the host refuses it, and the
-    error says to submit again. The link is held while the snapshot is taken, and the
-    file changes before it is released."""
+    (writing thousands of local blobs cost more than the upload); only small ones are
+    kept in memory as they were hashed. A larger file edited after it was hashed
+    therefore arrives with other bytes: the host refuses it, and the error says to
+    submit again. The link is held while the snapshot is taken, and the file changes
+    before it is released."""
     from netproxy import NetProxy
 
+    from jupyter_compute import snapshot
     from jupyter_compute.targets.ssh.transfer import CorruptBlobError
 
-    project.write("hello.py", "print(open('data.txt').read())\n")
-    project.write("data.txt", f"first {os.urandom(8).hex()}\n")
+    project.write("hello.py", "print(open('data.txt').readline())\n")
+    padding = "x" * snapshot._KEEP_FILE  # over the size the snapshot keeps in memory
+    project.write("data.txt", f"first {os.urandom(8).hex()}\n{padding}")
     snapshots = project.root / ".jupyter_compute" / "snapshots"
     with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
         target = api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
@@ -978,7 +981,7 @@ def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
         while not list(snapshots.glob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert list(snapshots.glob("*.json")), "no snapshot was taken"
-        project.write("data.txt", f"second {os.urandom(8).hex()}\n")  # same size, other bytes
+        project.write("data.txt", f"secnd {os.urandom(8).hex()}\n{padding}")  # other bytes
         link.resume()
         thread.join(timeout=60)
         assert not thread.is_alive()

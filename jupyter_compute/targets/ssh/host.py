@@ -187,8 +187,14 @@ class SSHHost(Host):
 
     def _warm_up(self, failed: list[BaseException]) -> None:
         try:
+            self.conn.connect(force=True)
+            # the helper starts while the probe runs: neither needs the other
+            helper = threading.Thread(target=self.session.ensure_quietly, daemon=True,
+                                      name="ssh-session-start")
+            helper.start()
             self.conn.ensure(force=True)
-            self.session.ensure()
+            helper.join()
+            self.session.ensure()  # its error, if it failed
         except BaseException as exc:  # noqa: BLE001 - prepare raises it
             failed.append(exc)
 
@@ -532,9 +538,13 @@ class SSHHost(Host):
         return transfer.receive_outputs(io.BytesIO(data), local)
 
 
-def _blob(snap: Snapshot, store: Any, digest: str) -> Path:
-    """Where to read blob ``digest`` from: the source file the snapshot hashed it from, if
-    it did not store it (``Host.stores_blobs``), else the workspace's blob store."""
+def _blob(snap: Snapshot, store: Any, digest: str) -> Path | bytes:
+    """Blob ``digest``: its bytes if the snapshot kept them, else where to read it from:
+    the source file the snapshot hashed it from, if it did not store it
+    (``Host.stores_blobs``), else the workspace's blob store."""
+    kept = snap.contents.get(digest)
+    if kept is not None:
+        return kept
     source = snap.sources.get(digest)
     return Path(source) if source is not None else Path(store.path(digest))
 

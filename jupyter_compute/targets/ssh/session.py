@@ -107,10 +107,10 @@ class Session:
     def start_soon(self) -> None:
         """Start the helper on a thread (a submit goes on meanwhile)."""
         if not self.live:
-            threading.Thread(target=self._quietly_ensure, daemon=True,
+            threading.Thread(target=self.ensure_quietly, daemon=True,
                              name="ssh-session-start").start()
 
-    def _quietly_ensure(self) -> None:
+    def ensure_quietly(self) -> None:
         try:
             self.ensure()
         except Exception:  # noqa: BLE001 - the next use says what is wrong
@@ -120,9 +120,11 @@ class Session:
         import jupyter_compute.hostsession as hostsession
 
         conn = self.conn
-        conn.connect()
-        with conn.lock:
-            transport = conn.client.get_transport() if conn.client is not None else None
+        if not conn.connected:
+            conn.connect()
+        # not under conn.lock: the probe may hold it, and the helper starts meanwhile
+        client = conn.client
+        transport = client.get_transport() if client is not None else None
         source = Path(hostsession.__file__).read_text()
         command = python_command(conn.python, source, conn.workdir)
 

@@ -117,8 +117,12 @@ class FrameWriter:
             self.write(data)
         return len(data)
 
-    def blob(self, digest: str, path: Path) -> int:
-        """Frame the local blob ``path`` (compressed when it pays); return its size."""
+    def blob(self, digest: str, path: Path | bytes) -> int:
+        """Frame the local blob ``path`` (or its bytes, in memory already; compressed
+        when it pays); return its size."""
+        if isinstance(path, bytes):
+            self.frame(f"B {digest}", *pack(path))
+            return len(path)
         size = path.stat().st_size
         if size <= WHOLE_BLOB:
             self.frame(f"B {digest}", *pack(path.read_bytes()))
