@@ -419,6 +419,30 @@ def test_killed_agent_becomes_failed_and_its_script_ends(project: Project,
     assert sshd.processes_of_run(sshd.USER, run.id) == []
 
 
+def test_the_agent_lost_rule_reads_the_heartbeat_by_the_hosts_clock(
+        project: Project, host: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's clock an hour off either way (patched in this process only: the
+    host's helper and agent run under sshd with the real one) changes nothing: the
+    heartbeat's age is the host's answer, and a running run is not called lost."""
+    api.attach("vm", "ssh", **host.options())
+    project.write("slow.py", "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
+    run = api.submit("slow.py", target="vm")
+    for line in run.follow():
+        if line.startswith("start"):
+            break
+    ssh_host = run.target.host  # type: ignore[attr-defined]
+    real = time.time
+    for skew in (3600.0, -3600.0):
+        monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
+        asked = ssh_host.session.request("beat", {"run": run.id})[0]["age"]
+        assert asked is not None and 0 <= asked < 30, asked
+        assert ssh_host.heartbeat_age(run.id) < 30
+        assert run.status().value == "Running", run.record.error
+    monkeypatch.setattr(time, "time", real)
+    run.cancel()
+    assert run.wait(timeout=60).value == "Canceled"
+
+
 # -- sync ----------------------------------------------------------------------------------
 
 
