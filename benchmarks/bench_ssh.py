@@ -11,9 +11,11 @@ and measures, in the same session:
                that file's size and the whole snapshot
   sync         a first submit of 5,000 files / 10 MB (half text, half random bytes),
                on a new connection, against ``rsync -a`` over ssh of the same tree to
-               a new folder; through tests/netproxy.py at a 50 ms round trip and on
-               loopback; then a resubmit after one 1 KB file changed, against rsync
-               of the same change (needs rsync: scripts/install-test-deps.sh)
+               a new folder; through tests/netproxy.py at a 50 ms round trip (in a
+               process of its own: in this one, the proxy's thread and the upload
+               would fight for the GIL) and on loopback; then a resubmit after one
+               1 KB file changed, against rsync of the same change (needs rsync:
+               scripts/install-test-deps.sh)
   link         through tests/netproxy.py at a 50 ms round trip: submit → first log
                line against a bare paramiko exec of ``python3 -u t.py`` → first line
                (both on a warm connection through the same proxy; goal ≤ +3 round
@@ -289,7 +291,7 @@ def bench_sync(project: Path, server: object, key: Path, workdir: str,
                options: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
     """First submit (and sync alone) against rsync -a, at 50 ms and on loopback; then a
     resubmit after one 1 KB change at 50 ms against rsync of the same change."""
-    from netproxy import NetProxy
+    from netproxy import ProxyProcess
 
     from jupyter_compute import api
     from jupyter_compute.targets.ssh import SYNC_RECORD
@@ -301,7 +303,7 @@ def bench_sync(project: Path, server: object, key: Path, workdir: str,
     rows: dict[str, object] = {}
     home = Path(os.path.expanduser(f"~{sshd.USER}")) / workdir
     for link_name, delay in (("50 ms", 0.025), ("loopback", 0.0)):
-        proxy = NetProxy(server.address, server.port, delay=delay).start()  # type: ignore[attr-defined]
+        proxy = ProxyProcess(server.address, server.port, delay=delay).start()  # type: ignore[attr-defined]
         try:
             host, port = (proxy.host, proxy.port) if delay else (server.address, server.port)  # type: ignore[attr-defined]
             name = f"sync-{link_name.split()[0]}"

@@ -10,6 +10,9 @@ Every message either way is a header line and two payloads::
 
     <op> <id> <json bytes> <data bytes>\\n <json> <data>
 
+except a streamed ``sync``, whose data length is ``*``: its frames follow, read as
+they come until ``E`` (a first submit's megabytes are written while they arrive).
+
 Client → helper (``id`` numbers the request; its answer carries it back):
 
     watch     {run, log, metrics}         push the run's log and metrics from these
@@ -26,9 +29,11 @@ Client → helper (``id`` numbers the request; its answer carries it back):
                watch}                     this Python unless named); → {pid}; then
                                           watch the run from ``watch``'s offsets
     outputs   {run, have}                 → data: the outputs/ files this side lacks
-    sync      {run, runtime, start} +     blobs and run files (the frames of
-               frames                     transfer.RECEIVE, the manifest whole or as a
-                                          change: ``receive``), then ``start`` if given
+    have      {runtime} + digests, one    → {missing, runtime}: the blobs this host
+               a line                     lacks, and whether it lacks the runtime
+    sync      {run, runtime, start} +     blobs and run files (frames: ``receive``;
+               frames                     the manifest whole or as a change), then
+                                          ``start`` if given
 
 Helper → client: ``ok``/``err`` with the request's id, and pushes with id 0:
 ``data {run, name, at}`` + bytes (appended at offset ``at``), ``status {run}`` +
@@ -110,7 +115,8 @@ class Helper:
                 return  # stdin closed: the client went away
             op, ident = head[0].decode(), int(head[1])
             meta = json.loads(self.exact(int(head[2])) or b"{}")
-            data = self.exact(int(head[3]))
+            # a streamed sync's frames are read from stdin by the op itself
+            data = self.inp if head[3] == b"*" and op == "sync" else self.exact(int(head[3]))
             try:
                 meta_out, data_out = getattr(self, "op_" + op)(meta, data)
             except Exception as exc:  # noqa: BLE001 - the client shows it
@@ -198,12 +204,27 @@ class Helper:
                      meta.get("have") or {}, chunks.append)
         return {}, b"".join(chunks)
 
-    def op_sync(self, meta, data):
-        run = self.run_dir(meta["run"])
-        runtime = os.path.join(self.workdir, "runtime", meta["runtime"])
+    def op_have(self, meta, data):
         if not RUN_ID.match(meta["runtime"]):
             raise ValueError(f"bad runtime {meta['runtime']!r}")
-        blobs, size = receive(BytesReader(data), self.workdir, run, runtime)
+        blobs = os.path.join(self.workdir, "blobs", "sha256")
+        missing = [d.decode() for d in data.split() if DIGEST.match(d) and not
+                   os.path.exists(os.path.join(blobs, d[:2].decode(), d.decode()))]
+        package = os.path.join(self.workdir, "runtime", meta["runtime"], "jupyter_compute")
+        return {"missing": missing,
+                "runtime": not os.path.exists(os.path.join(package, "__init__.py"))}, b""
+
+    def op_sync(self, meta, data):
+        inp = BytesReader(data) if isinstance(data, bytes) else data
+        try:  # a bad request still reads its frames to their end: the next one follows
+            run = self.run_dir(meta["run"])
+            if not RUN_ID.match(meta["runtime"]):
+                raise ValueError(f"bad runtime {meta['runtime']!r}")
+        except ValueError:
+            receive(inp, None, None, None)
+            raise
+        runtime = os.path.join(self.workdir, "runtime", meta["runtime"])
+        blobs, size = receive(inp, self.workdir, run, runtime)
         answer = {"blobs": blobs, "bytes": size}
         if meta.get("start") is not None:
             answer.update(self.op_start(dict(meta["start"], run=meta["run"],
@@ -387,10 +408,34 @@ class BytesReader:
 
 
 def receive(inp, workdir, run, runtime):
-    """Write the frames on ``inp`` (those of transfer.RECEIVE: B blobs checked against
-    their sha256, R runtime files, F run files; and K, D: the run's manifest, whole or
-    as a change of one kept here); return (blobs, their bytes) at E, the end."""
-    package = os.path.join(runtime, "jupyter_compute")
+    """Write the frames on ``inp``; return (blobs written, their bytes) at ``E``::
+
+        B <digest> <size> <z>\n <size bytes>          a blob (z: 1 if zlib-compressed),
+                                                     checked against its sha256
+        R <name> <size> <z>\n <size bytes>            a file of the runtime's package
+        F <name> <size> <z> <mode>\n <size bytes>     a file of the run folder
+        K <digest> <size> <z>\n <size bytes>          the run's manifest, whole (kept
+                                                     as a blob)
+        D <digest> <size> <z> <base>\n <size bytes>   the manifest as a change of blob
+                                                     ``base`` (set, drop, head)
+        E\n                                           the end
+
+    A blob is written under a temporary name and renamed into place only when its
+    sha256 matches, so it is whole and right or absent (one already here is replaced
+    by the same bytes: a first submit may send before it knows what is here). After
+    an error the frames are still read to ``E`` (the stream stays in step), then the
+    first error is raised. ``workdir`` None: read them all, write nothing.
+    """
+    failed = None
+    if workdir is None:
+        failed = ValueError("nothing written")
+    else:
+        package = os.path.join(runtime, "jupyter_compute")
+        os.makedirs(os.path.dirname(run), exist_ok=True)
+        try:
+            os.mkdir(run, 0o700)  # its spec may hold the run's environment variables
+        except FileExistsError:
+            pass
     made = set()
 
     def folder(path):
@@ -403,11 +448,6 @@ def receive(inp, workdir, run, runtime):
         return os.path.join(folder(os.path.join(workdir, "blobs", "sha256", digest[:2])),
                             digest)
 
-    os.makedirs(os.path.dirname(run), exist_ok=True)
-    try:
-        os.mkdir(run, 0o700)  # its spec may hold the run's environment variables
-    except FileExistsError:
-        pass
     blobs = sent = 0
     while True:
         h = inp.readline().split()
@@ -415,26 +455,55 @@ def receive(inp, workdir, run, runtime):
             raise EOFError("the stream ended between files")
         kind = h[0]
         if kind == b"E":
+            if failed is not None:
+                raise failed
             return blobs, sent
-        name, size, z = h[1], int(h[2]), h[3] == b"1"
-        if kind == b"B" and DIGEST.match(name):
-            receive_file(inp, blob_path(name.decode()), size, z, 0o666, name.decode())
-            blobs += 1
-            sent += size
-        elif kind == b"R" and NAME.match(name):
-            receive_file(inp, os.path.join(folder(package), name.decode()), size, z, 0o666)
-        elif kind == b"F" and NAME.match(name):
-            receive_file(inp, os.path.join(run, name.decode()), size, z, int(h[4], 8))
-        elif kind == b"K" and DIGEST.match(name):  # the manifest, whole: kept as a blob
-            blob = blob_path(name.decode())
-            receive_file(inp, blob, size, z, 0o666, name.decode())
-            shutil.copyfile(blob, os.path.join(run, "manifest.json"))
-        elif kind == b"D" and DIGEST.match(name) and DIGEST.match(h[4]):
-            patch = json.loads(zlib.decompress(inp.read(size)) if z else inp.read(size))
-            apply_manifest(blob_path(h[4].decode()), patch, name.decode(),
-                           os.path.join(run, "manifest.json"))
-        else:
-            raise ValueError("bad frame " + repr(h[:2]))
+        try:
+            name, size, z = h[1], int(h[2]), h[3] == b"1"
+        except (IndexError, ValueError):
+            raise ValueError("bad frame " + repr(h[:2])) from None  # out of step: stop
+        if failed is not None:
+            skip(inp, size)
+            continue
+        try:
+            if kind == b"B" and DIGEST.match(name):
+                receive_file(inp, blob_path(name.decode()), size, z, 0o666, name.decode())
+                blobs += 1
+                sent += size
+            elif kind == b"R" and NAME.match(name):
+                receive_file(inp, os.path.join(folder(package), name.decode()), size, z,
+                             0o666)
+            elif kind == b"F" and NAME.match(name):
+                receive_file(inp, os.path.join(run, name.decode()), size, z, int(h[4], 8))
+            elif kind == b"K" and DIGEST.match(name):  # the manifest, whole: kept as a blob
+                blob = blob_path(name.decode())
+                receive_file(inp, blob, size, z, 0o666, name.decode())
+                shutil.copyfile(blob, os.path.join(run, "manifest.json"))
+            elif kind == b"D" and DIGEST.match(name) and DIGEST.match(h[4]):
+                patch = json.loads(zlib.decompress(exact(inp, size)) if z else
+                                   exact(inp, size))
+                apply_manifest(blob_path(h[4].decode()), patch, name.decode(),
+                               os.path.join(run, "manifest.json"))
+            else:
+                skip(inp, size)
+                failed = ValueError("bad frame " + repr(h[:2]))
+        except (Corrupt, NoBase, ValueError) as exc:
+            failed = exc  # its bytes were read whole: the rest is read and dropped
+
+
+def exact(inp, size):
+    data = inp.read(size)
+    if len(data) != size:
+        raise EOFError("the stream ended in the middle of a file")
+    return data
+
+
+def skip(inp, size):
+    while size:
+        data = inp.read(min(size, 1 << 20))
+        if not data:
+            raise EOFError("the stream ended in the middle of a file")
+        size -= len(data)
 
 
 class Corrupt(Exception):
@@ -467,8 +536,13 @@ def apply_manifest(base, patch, digest, dest):
     write_atomic(dest, data, 0o644)
 
 
+#: The file being received, removed if the helper is ended meanwhile (SIGHUP).
+RECEIVING: list[str] = []
+
+
 def receive_file(inp, dest, size, z, mode, digest=None):
     tmp = f"{dest}.tmp-{os.getpid()}"
+    RECEIVING[:] = [tmp]
     h = hashlib.sha256() if digest else None
     unz = zlib.decompressobj() if z else None
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -501,6 +575,7 @@ def receive_file(inp, dest, size, z, mode, digest=None):
     finally:
         if fd >= 0:
             os.close(fd)
+        RECEIVING.clear()
         if not done:
             try:
                 os.unlink(tmp)
@@ -527,7 +602,7 @@ def send_outputs(root, have, write):
                 if not data:
                     break
                 z = 0
-                if len(data) > 256:
+                if len(data) > 256 and len(set(data[:256])) <= 128:  # not random-looking
                     packed = zlib.compress(data, 1)
                     if len(packed) < 0.9 * len(data):
                         data, z = packed, 1
@@ -560,9 +635,19 @@ def send_outputs(root, have, write):
     write(struct.pack(">I", 0))
 
 
+def hang_up(*_args):
+    """The connection dropped: leave no half-received file, then end."""
+    for tmp in list(RECEIVING):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    os._exit(0)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGHUP, lambda *a: os._exit(0))  # the connection dropped
+    signal.signal(signal.SIGHUP, hang_up)
     try:
         Helper(argv[0], sys.stdin.buffer, sys.stdout.buffer).serve()
     except (EOFError, BrokenPipeError, ConnectionError):

@@ -419,6 +419,30 @@ def test_killed_agent_becomes_failed_and_its_script_ends(project: Project,
     assert sshd.processes_of_run(sshd.USER, run.id) == []
 
 
+def test_the_agent_lost_rule_reads_the_heartbeat_by_the_hosts_clock(
+        project: Project, host: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's clock an hour off either way (patched in this process only: the
+    host's helper and agent run under sshd with the real one) changes nothing: the
+    heartbeat's age is the host's answer, and a running run is not called lost."""
+    api.attach("vm", "ssh", **host.options())
+    project.write("slow.py", "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
+    run = api.submit("slow.py", target="vm")
+    for line in run.follow():
+        if line.startswith("start"):
+            break
+    ssh_host = run.target.host  # type: ignore[attr-defined]
+    real = time.time
+    for skew in (3600.0, -3600.0):
+        monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
+        asked = ssh_host.session.request("beat", {"run": run.id})[0]["age"]
+        assert asked is not None and 0 <= asked < 30, asked
+        assert ssh_host.heartbeat_age(run.id) < 30
+        assert run.status().value == "Running", run.record.error
+    monkeypatch.setattr(time, "time", real)
+    run.cancel()
+    assert run.wait(timeout=60).value == "Canceled"
+
+
 # -- sync ----------------------------------------------------------------------------------
 
 
@@ -665,8 +689,8 @@ def remote_home(host: Server) -> Path:
 def test_sync_of_500_files_over_a_50ms_link_costs_a_few_round_trips(
         project: Project, host: Server) -> None:
     """The defect: each missing blob was its own SFTP upload, several round trips per
-    file (500 files took 80 s at 50 ms). Now the check and the upload are one exchange
-    on one exec channel, however many files."""
+    file (500 files took 80 s at 50 ms). Now the upload is one streamed request to the
+    helper session, which the check's answer overlaps, however many files."""
     from netproxy import NetProxy
 
     project.write("hashes.py", HASHES)
@@ -682,10 +706,10 @@ def test_sync_of_500_files_over_a_50ms_link_costs_a_few_round_trips(
         conn = run.target.host.conn  # type: ignore[attr-defined]
         record = sync_record(project, run.id)
         assert record["blobs_sent"] == 501 and record["blobs_checked"] == 501
-        assert record["channels"] == 1 and record["round_trips"] <= 4, record
+        assert record["channels"] == 0 and record["round_trips"] <= 2, record
         assert record["sent_bytes"] < record["blob_bytes"]  # the text went compressed
-        # the whole submit: the probe (which also asked what is missing), the sync, the start
-        assert conn.channels <= 3, conn.channels
+        # the whole submit: the probe's channel and the helper's, which syncs and starts
+        assert conn.channels <= 2, conn.channels
         assert run.wait(timeout=60).value == "Completed", run.log()
         conn.close()  # before the proxy goes
     assert f"tree {tree_hash(project.root / 'data')}" in run.log()
@@ -950,16 +974,19 @@ def test_status_cancel_and_outputs_go_through_the_session(project: Project,
 def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
                                                                host: Server) -> None:
     """A remote submit sends new files from the source folder, not from a local copy
-    (writing thousands of local blobs cost more than the upload). A file edited after
-    it was hashed therefore arrives with other bytes: the host refuses it, and the
-    error says to submit again. The link is held while the snapshot is taken, and the
-    file changes before it is released."""
+    (writing thousands of local blobs cost more than the upload); only small ones are
+    kept in memory as they were hashed. A larger file edited after it was hashed
+    therefore arrives with other bytes: the host refuses it, and the error says to
+    submit again. The link is held while the snapshot is taken, and the file changes
+    before it is released."""
     from netproxy import NetProxy
 
+    from jupyter_compute import snapshot
     from jupyter_compute.targets.ssh.transfer import CorruptBlobError
 
-    project.write("hello.py", "print(open('data.txt').read())\n")
-    project.write("data.txt", f"first {os.urandom(8).hex()}\n")
+    project.write("hello.py", "print(open('data.txt').readline())\n")
+    padding = "x" * snapshot._KEEP_FILE  # over the size the snapshot keeps in memory
+    project.write("data.txt", f"first {os.urandom(8).hex()}\n{padding}")
     snapshots = project.root / ".jupyter_compute" / "snapshots"
     with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
         target = api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
@@ -978,7 +1005,7 @@ def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
         while not list(snapshots.glob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert list(snapshots.glob("*.json")), "no snapshot was taken"
-        project.write("data.txt", f"second {os.urandom(8).hex()}\n")  # same size, other bytes
+        project.write("data.txt", f"secnd {os.urandom(8).hex()}\n{padding}")  # other bytes
         link.resume()
         thread.join(timeout=60)
         assert not thread.is_alive()

@@ -211,6 +211,43 @@ def test_an_alias_from_an_ssh_config_file(project: Project, hosts: Hosts,
                    trust_jump_host_key=hosts.bastion.fingerprint)
 
 
+def test_a_proxy_command_from_an_ssh_config_file(project: Project, hosts: Hosts,
+                                                 tmp_path: Path) -> None:
+    """``ProxyCommand ssh -W %h:%p gate``: SSH goes over the command's stdin and stdout
+    (OpenSSH's client through the bastion here); the target's key is still checked by
+    us. A command that fails is one line naming the config's line."""
+    bastion = (f"ssh -i {hosts.key} -p {hosts.bastion.port} -o BatchMode=yes "
+               "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               f"-o LogLevel=ERROR -W %h:%p {sshd.USER}@{hosts.bastion.address}")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"""\
+Host plab
+    HostName {hosts.target.address}
+    User {sshd.USER}
+    IdentityFile {hosts.key}
+    ProxyCommand {bastion}
+
+Host broken
+    HostName {hosts.target.address}
+    ProxyCommand sh -c 'exit 3'
+""")
+    out = cli(project, "attach", "lab", "--type", "ssh", "--host", "plab", "--ssh-config",
+              str(config), "--workdir", hosts.workdir)
+    assert out.returncode != 0 and hosts.target.fingerprint in out.stderr, out.stderr
+    out = cli(project, "attach", "lab", "--type", "ssh", "--host", "plab", "--ssh-config",
+              str(config), "--workdir", hosts.workdir,
+              "--trust-host-key", hosts.target.fingerprint)
+    assert out.returncode == 0, out.stderr
+    project.write("hello.py", HELLO)
+    out = cli(project, "submit", "hello.py", "--target", "lab", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "hello from" in out.stdout and "Completed" in out.stdout
+
+    line = one_line_error(cli(project, "attach", "x", "--type", "ssh", "--host", "broken",
+                              "--ssh-config", str(config)))
+    assert "ProxyCommand of Host broken" in line and str(config) in line, line
+
+
 def test_bad_input_is_one_line_saying_what_to_fix(project: Project, hosts: Hosts,
                                                   tmp_path: Path) -> None:
     config = write_config(tmp_path / "ssh_config", hosts)

@@ -24,6 +24,8 @@ to the jump host (its host key checked like the target's), opens a
 ``direct-tcpip`` channel to the target and runs the target's SSH session over
 that channel. A chain of jump hosts nests the same way. The jump connections
 belong to the target's connection: they are closed, and reopened, with it.
+An endpoint with a ``proxy_command`` (``ProxyCommand`` in the ssh config) talks SSH
+over that command's stdin and stdout instead (paramiko's ``ProxyCommand``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ CALL_TIMEOUT = 20.0
 #: an application's own logging configuration still sees the records).
 JUMP_LOG = "paramiko.transport.jump"
 logging.getLogger(JUMP_LOG).addHandler(logging.NullHandler())
+#: The same for a transport over a ProxyCommand (a command that fails is explained).
+PROXY_LOG = "paramiko.transport.proxycommand"
+logging.getLogger(PROXY_LOG).addHandler(logging.NullHandler())
 #: errno values of SFTP replies about a path (the connection itself is fine).
 _PATH_ERRORS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST,
                           errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.ENOSPC})
@@ -100,6 +105,7 @@ class Endpoint:
     jump: Endpoint | None = None        # reached through this jump host (a bastion)
     alias: str = ""                     # the name given (--host, a hop of --proxy-jump)
     ssh_config: str = ""                # the ssh config file the alias was looked up in
+    proxy_command: str = ""             # the ssh config's ProxyCommand (tokens expanded)
 
     @property
     def label(self) -> str:
@@ -252,8 +258,17 @@ class Connection:
 
     def _connect(self) -> None:
         ep = self.endpoint
-        sock = self._tunnel(ep.jump, ep.host, ep.port) if ep.jump is not None else None
+        sock: Any = None
+        if ep.jump is not None:
+            sock = self._tunnel(ep.jump, ep.host, ep.port)
+        elif ep.proxy_command:
+            try:
+                sock = paramiko.ProxyCommand(ep.proxy_command)
+            except (paramiko.ProxyCommandFailure, OSError) as exc:  # e.g. no such program
+                raise HostUnreachableError(self._proxy_failed(ep, exc)) from exc
         client = self.client = paramiko.SSHClient()
+        if ep.proxy_command:
+            client.set_log_channel(PROXY_LOG)
         self._login(client, ep, sock)
         self.connects += 1
 
@@ -328,6 +343,12 @@ class Connection:
                                        f"opening a tunnel to {where}: "
                                        f"{exc or type(exc).__name__}") from exc
 
+    @staticmethod
+    def _proxy_failed(ep: Endpoint, exc: BaseException) -> str:
+        return (f"the ProxyCommand of Host {ep.alias} in {ep.ssh_config} failed "
+                f"({getattr(exc, 'error', None) or exc}): {ep.proxy_command!r}; fix it "
+                "there, or pass --ssh-config with another file")
+
     def _translate(self, exc: BaseException, tried: str, ep: Endpoint | None = None,
                    hop: bool = False) -> TargetError:
         ep = ep or self.endpoint
@@ -338,6 +359,11 @@ class Connection:
             return changed_key_error(exc, key_name(ep.host, ep.port),
                                      [Path(USER_KNOWN_HOSTS).expanduser(), Path(ep.known_hosts)],
                                      flag=_trust_flag(hop))
+        if isinstance(exc, paramiko.ProxyCommandFailure) or (
+                ep.proxy_command and ep.jump is None and isinstance(
+                    exc, (paramiko.SSHException, EOFError, OSError)) and not isinstance(
+                    exc, paramiko.AuthenticationException)):
+            return HostUnreachableError(self._proxy_failed(ep, exc))
         error = self._explain(exc, tried, ep, where, "--proxy-jump" if hop else "--host",
                               "the port in --proxy-jump" if hop else "--port",
                               "the user in --proxy-jump" if hop else "--user")

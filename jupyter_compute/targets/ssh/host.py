@@ -24,6 +24,7 @@ trusted to name files on this machine.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -39,7 +40,7 @@ import jupyter_compute.targets.ssh.session as session_mod
 import jupyter_compute.targets.ssh.sshconfig as sshconfig
 import jupyter_compute.targets.ssh.transfer as transfer
 from jupyter_compute import protocol
-from jupyter_compute.exceptions import RemoteCommandError, TargetError, UsageError
+from jupyter_compute.exceptions import TargetError, UsageError
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.targets.base import AGENT_STARTED, Host
 from jupyter_compute.targets.runtime import runtime_digest, runtime_files
@@ -48,7 +49,6 @@ from jupyter_compute.targets.ssh.connection import (
     Connection,
     HostUnreachableError,
     connection,
-    python_command,
 )
 from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
 from jupyter_compute.targets.ssh.session import append_local, read_local
@@ -59,8 +59,6 @@ __all__ = ["SSHHost", "SyncStats", "safe_name"]
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
-
-    import paramiko
 
     from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.targets.base import SubmitContext
@@ -189,8 +187,14 @@ class SSHHost(Host):
 
     def _warm_up(self, failed: list[BaseException]) -> None:
         try:
+            self.conn.connect(force=True)
+            # the helper starts while the probe runs: neither needs the other
+            helper = threading.Thread(target=self.session.ensure_quietly, daemon=True,
+                                      name="ssh-session-start")
+            helper.start()
             self.conn.ensure(force=True)
-            self.session.ensure()
+            helper.join()
+            self.session.ensure()  # its error, if it failed
         except BaseException as exc:  # noqa: BLE001 - prepare raises it
             failed.append(exc)
 
@@ -356,149 +360,137 @@ class SSHHost(Host):
     # -- sync ------------------------------------------------------------------------------
 
     def _sync(self, ctx: SubmitContext, stats: SyncStats) -> None:
-        """One exec channel: ask what the host lacks (unless known), then stream it all."""
-        from jupyter_compute.snapshot import BlobStore
+        """One streamed request to the helper session: the blobs the host lacks, the
+        runtime if it lacks it, the manifest (whole, or as a change of the last one it
+        has), the run's files and, unless a container or secrets come next, the agent's
+        start. One round trip in all when what the host lacks is known.
 
-        conn, snap, run_id = self.conn, ctx.snap, ctx.run_id
-        probe = conn.ensure()
-        sizes = _needed_blobs(ctx, self.workspace.blobs_dir)
-        digests = sorted(sizes)
-        version = runtime_digest()
-        known = ctx.scratch.pop(SCRATCH_MISSING, None)
-        if known is not None and not known[3].issuperset(d for d in digests
-                                                         if d not in conn.blobs):
-            known = None  # wheels were added after the probe (an environment): ask again
-        ask = [] if known is not None else [d for d in digests if d not in conn.blobs]
-        if known is None and version in conn.runtimes and sum(
-                sizes[d] for d in ask) <= transfer.SEND_UNASKED:
-            if self.session.live:  # a warm host: one request, which also starts the agent
-                self._sync_session(ctx, stats, ask)
-                return
-            known = (ask, False, len(ask))  # cheaper to send them than to ask: no wait
-            ask = []
-        wait = known is None
-        stats.blobs_checked = known[2] if known is not None else len(ask)
-        store = BlobStore(self.workspace.blobs_dir)
-        manifest = Path(snap.manifest_path).read_bytes()
-        spec = json.dumps(ctx.agent, indent=1).encode()
-        status = (self.workspace.run_dir(run_id) / protocol.STATUS).read_bytes()
-        command = python_command(probe.python, transfer.RECEIVE, probe.workdir,
-                                 posixpath.join("runs", run_id),
-                                 posixpath.join("runtime", version))
-
-        def converse(chan: paramiko.Channel) -> None:
-            stats.round_trips += 2  # the channel opened, the command started
-            stats.channels += 1
-            out = chan.makefile("rb")
-            writer = transfer.FrameWriter(chan.sendall)
-            writer.write(f"W {len(ask)}\n{''.join(d + chr(10) for d in ask)}".encode())
-            try:
-                if wait:
-                    writer.flush()
-                    missing, ship_runtime = self._answer(chan, out, transfer.read_missing)
-                    stats.round_trips += 1
-                else:  # known: send at once, the answer is read at the end
-                    missing, ship_runtime = (known[0], known[1]) if known else ([], False)
-                for digest in missing:
-                    stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
-                    stats.blobs_sent += 1
-                if ship_runtime:  # in order, __init__.py last: it marks the runtime complete
-                    for name, data in runtime_files().items():
-                        writer.frame(f"R {name}", *transfer.pack(data))
-                        stats.runtime_bytes += len(data)
-                for name, data in ((protocol.MANIFEST, manifest), (protocol.SPEC, spec),
-                                   (protocol.STATUS, status)):
-                    mode = 0o600 if name in _PRIVATE else 0o644
-                    writer.frame(f"F {name} {mode:o}", *transfer.pack(data))
-                writer.write(b"E\n")
-                writer.flush()
-                chan.shutdown_write()
-            except OSError:
-                if not chan.get_transport().is_active():
-                    raise
-                # The receiver stopped reading: what it said is read below.
-            if not wait:
-                self._answer(chan, out, transfer.read_missing)
-            self._answer(chan, out, transfer.read_result)
-            stats.round_trips += 1
-            stats.sent_bytes += writer.sent
-
-        try:
-            conn.session(command, converse, timeout=max(CALL_TIMEOUT, 60.0))
-        except transfer.ReceiverError as exc:
-            raise self._refused(exc.said, snap, store) from None
-        conn.blobs.update(digests)
-        conn.runtimes.add(version)
-        stats.manifest_bytes = len(manifest)
-        stats.run_bytes = len(spec) + len(status)
-
-    def _sync_session(self, ctx: SubmitContext, stats: SyncStats, send: list[str]) -> None:
-        """The sync of a warm host: one request to the session with the few blobs it may
-        lack, the manifest as a change of the last one it has, the run's files; and,
-        unless a container or secrets come next, the agent's start (one round trip in
-        all, where an exec channel costs three)."""
+        When it is not (a new connection), ``have`` asks first and the stream does not
+        wait for its answer: the blobs the host is unlikely to have (not in the last
+        snapshot synced to this target) go out first, unasked, until the answer
+        arrives or ``transfer.SPECULATE`` bytes went; the others wait for it. So a
+        first submit costs no round trip more, a resubmit from a new process sends
+        only what changed, and the host drops the few it had. A second attempt (after
+        a drop) sends nothing unasked: the host has much of it by then.
+        """
         from jupyter_compute.runspec import secret_names
         from jupyter_compute.snapshot import BlobStore
 
-        conn, sess, run_id = self.conn, self.session, ctx.run_id
+        conn, sess, snap, run_id = self.conn, self.session, ctx.snap, ctx.run_id
+        conn.ensure()
+        sizes = _needed_blobs(ctx, self.workspace.blobs_dir)
+        version = runtime_digest()
+        unknown = [d for d in sorted(sizes) if d not in conn.blobs]
+        known = ctx.scratch.pop(SCRATCH_MISSING, None)
+        if known is not None and not known[3].issuperset(unknown):
+            known = None  # wheels were added after the probe (an environment): ask again
+        asked = None
+        likely: set[str] = set()
+        if known is not None:  # the probe said what is missing
+            send, runtime = known[0], known[1]
+        elif version in conn.runtimes and sum(sizes[d] for d in unknown) <= \
+                transfer.SEND_UNASKED:
+            send, runtime = unknown, False  # cheaper to send them than to ask
+        else:
+            asked = sess.ask("have", {"runtime": version}, "\n".join(unknown).encode())
+            likely = self._synced_before(ctx)
+            send = [d for d in unknown if d not in likely] + \
+                [d for d in unknown if d in likely]
+            runtime = None
+        stats.blobs_checked = len(unknown) if known is None else known[2]
         store = BlobStore(self.workspace.blobs_dir)
-        parts: list[bytes] = []
-        writer = transfer.FrameWriter(parts.append)
-        for digest in send:
-            stats.blob_bytes += writer.blob(digest, _blob(ctx.snap, store, digest))
-            stats.blobs_sent += 1
-        manifest = json.loads(Path(ctx.snap.manifest_path).read_bytes())
-        digest, stats.manifest_bytes = _manifest_frame(writer, manifest, conn.manifest)
+        manifest = json.loads(Path(snap.manifest_path).read_bytes())
         spec = json.dumps(ctx.agent, indent=1).encode()
         status = (self.workspace.run_dir(run_id) / protocol.STATUS).read_bytes()
-        for name, data in ((protocol.SPEC, spec), (protocol.STATUS, status)):
-            mode = 0o600 if name in _PRIVATE else 0o644
-            writer.frame(f"F {name} {mode:o}", *transfer.pack(data))
-        writer.write(b"E\n")
-        writer.flush()
-        meta: dict[str, Any] = {"run": run_id, "runtime": runtime_digest()}
+        whole = conn.manifest is None
+        waited: list[bool] = []
+
+        def missing() -> tuple[set[str], bool]:
+            assert asked is not None
+            if not asked.answered():
+                waited.append(True)  # the whole stream went out before the answer
+            answer = sess.answer(asked, timeout=max(CALL_TIMEOUT, 60.0))[0]
+            return set(answer["missing"]), bool(answer["runtime"])
+
+        def produce(write: Any) -> None:
+            writer = transfer.FrameWriter(write)
+            lacking: set[str] | None = None
+            ship_runtime = runtime
+            unasked = transfer.SPECULATE if stats.attempts == 1 else 0
+            for digest in send:
+                if lacking is None and asked is not None and (
+                        asked.answered() or digest in likely or writer.sent >= unasked):
+                    lacking, ship_runtime = missing()
+                if lacking is not None and digest not in lacking:
+                    continue
+                stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
+                stats.blobs_sent += 1
+            if ship_runtime is None:
+                ship_runtime = missing()[1]
+            if ship_runtime:  # in order, __init__.py last: it marks the runtime complete
+                for name, data in runtime_files().items():
+                    writer.frame(f"R {name}", *transfer.pack(data))
+                    stats.runtime_bytes += len(data)
+            stats.manifest_bytes = _manifest_frame(writer, manifest, None if whole else
+                                                   conn.manifest)[1]
+            for name, data in ((protocol.SPEC, spec), (protocol.STATUS, status)):
+                mode = 0o600 if name in _PRIVATE else 0o644
+                writer.frame(f"F {name} {mode:o}", *transfer.pack(data))
+            writer.write(b"E\n")
+            writer.flush()
+            stats.sent_bytes = writer.sent
+
+        meta: dict[str, Any] = {"run": run_id, "runtime": version}
         start = not ctx.agent.get("container") and not secret_names(ctx.spec)
         if start:  # else the launcher starts it, after the secrets are there
             meta["start"] = {"python": None,
                              "watch": sess.watch_later(run_id, self.workspace.run_dir(run_id))}
         try:
-            sess.request("sync", meta, b"".join(parts), timeout=max(CALL_TIMEOUT, 60.0))
+            sess.stream("sync", meta, produce, timeout=max(CALL_TIMEOUT, 60.0))
         except session_mod.SessionError as exc:
             words = str(exc).split()
-            if conn.manifest is not None and ("NoBase:" in words or "manifest" in words):
+            if not whole and ("NoBase:" in words or "manifest" in words):
                 conn.manifest = None  # the host lacks that manifest: send it whole
-                stats.blob_bytes = stats.blobs_sent = 0
-                return self._sync_session(ctx, stats, send)
+                # the blobs and the runtime arrived before the manifest's frame
+                ctx.scratch[SCRATCH_MISSING] = ([], False, len(unknown), set(unknown))
+                stats.blob_bytes = stats.blobs_sent = stats.runtime_bytes = 0
+                return self._sync(ctx, stats)
             sess.forget(run_id)
             if "corrupt" in words:
                 said = [b"ERR", b"corrupt", words[words.index("corrupt") + 1].encode()]
-                raise self._refused(said, ctx.snap, store) from None
+                raise self._refused(said, snap, store) from None
             raise
-        except HostUnreachableError:
+        except BaseException:
             sess.forget(run_id)
             raise
         if start:
             ctx.scratch[AGENT_STARTED] = True
             sess.watch_started(run_id)
-        conn.blobs.update(send)  # and the rest, which it was known to have
-        conn.blobs.update(d for d, _size, _mode in ctx.snap.files.values())
-        conn.manifest = (digest, manifest["files"])
-        stats.blobs_checked = len(send)
-        stats.round_trips, stats.channels, stats.sent_bytes = 1, 0, writer.sent
+        conn.blobs.update(sizes)
+        conn.runtimes.add(version)
+        conn.manifest = (_manifest_digest(manifest), manifest["files"])
+        stats.round_trips = 1 + len(waited)
+        stats.channels = 0
         stats.run_bytes = len(spec) + len(status)
 
-    def _answer(self, chan: paramiko.Channel, out: Any, read: Any) -> Any:
-        """``read(out)``; an empty answer on a dead link is a dropped connection."""
-        try:
-            return read(out)
-        except transfer.ReceiverError as exc:
-            if not exc.said and not chan.get_transport().is_active():
-                raise EOFError("the connection dropped during sync") from None
-            if not exc.said:
-                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-                raise RemoteCommandError(chan.recv_exit_status(), f"sync on {self.label}",
-                                         err) from None
-            raise
+    def _synced_before(self, ctx: SubmitContext) -> set[str]:
+        """The blobs of the last run synced to this target from this workspace (its
+        snapshot's files and its environment's wheels): what its host most likely has.
+        Empty if none is found."""
+        from jupyter_compute.snapshot import SnapshotError, load_manifest
+        from jupyter_compute.wheelhouse import wheel_sources
+
+        for record in self.workspace.store.list(limit=20):
+            if record.id == ctx.run_id or record.target != self.name or not (
+                    self.workspace.run_dir(record.id) / SYNC_RECORD).exists():
+                continue
+            try:
+                files = load_manifest(self.workspace.dir, record.snapshot["id"])["files"]
+                wheels = wheel_sources((record.spec or {}).get("environment"))
+            except (SnapshotError, KeyError, TypeError, ValueError, AttributeError):
+                return set()
+            return {entry[0] for entry in files.values()} | set(wheels)
+        return set()
 
     def _refused(self, said: list[bytes], snap: Snapshot, store: Any) -> Exception:
         words = [w.decode(errors="replace") for w in said]
@@ -546,9 +538,13 @@ class SSHHost(Host):
         return transfer.receive_outputs(io.BytesIO(data), local)
 
 
-def _blob(snap: Snapshot, store: Any, digest: str) -> Path:
-    """Where to read blob ``digest`` from: the source file the snapshot hashed it from, if
-    it did not store it (``Host.stores_blobs``), else the workspace's blob store."""
+def _blob(snap: Snapshot, store: Any, digest: str) -> Path | bytes:
+    """Blob ``digest``: its bytes if the snapshot kept them, else where to read it from:
+    the source file the snapshot hashed it from, if it did not store it
+    (``Host.stores_blobs``), else the workspace's blob store."""
+    kept = snap.contents.get(digest)
+    if kept is not None:
+        return kept
     source = snap.sources.get(digest)
     return Path(source) if source is not None else Path(store.path(digest))
 
@@ -569,15 +565,22 @@ def _needed_blobs(ctx: SubmitContext, blobs_dir: Path) -> dict[str, int]:
 
 
 
+def _canonical(manifest: dict[str, Any]) -> bytes:
+    """The manifest's bytes as the host rebuilds them from a change (``apply_manifest``)."""
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(manifest)).hexdigest()
+
+
 def _manifest_frame(writer: transfer.FrameWriter, manifest: dict[str, Any],
                     base: tuple[str, dict[str, Any]] | None) -> tuple[str, int]:
     """Frame ``manifest`` for the session's sync: whole (``K``, a blob that is also the
     run's manifest) or, where the host has ``base`` (its digest and files), as the
     entries that changed (``D``); the host checks the result against the digest.
     Returns the manifest's digest and the bytes framed."""
-    import hashlib
-
-    canonical = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    canonical = _canonical(manifest)
     digest = hashlib.sha256(canonical).hexdigest()
     if base is None:
         data, z = transfer.pack(canonical)

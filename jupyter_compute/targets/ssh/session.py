@@ -42,6 +42,7 @@ from jupyter_compute.targets.ssh.connection import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     import paramiko
@@ -106,10 +107,10 @@ class Session:
     def start_soon(self) -> None:
         """Start the helper on a thread (a submit goes on meanwhile)."""
         if not self.live:
-            threading.Thread(target=self._quietly_ensure, daemon=True,
+            threading.Thread(target=self.ensure_quietly, daemon=True,
                              name="ssh-session-start").start()
 
-    def _quietly_ensure(self) -> None:
+    def ensure_quietly(self) -> None:
         try:
             self.ensure()
         except Exception:  # noqa: BLE001 - the next use says what is wrong
@@ -119,9 +120,11 @@ class Session:
         import jupyter_compute.hostsession as hostsession
 
         conn = self.conn
-        conn.connect()
-        with conn.lock:
-            transport = conn.client.get_transport() if conn.client is not None else None
+        if not conn.connected:
+            conn.connect()
+        # not under conn.lock: the probe may hold it, and the helper starts meanwhile
+        client = conn.client
+        transport = client.get_transport() if client is not None else None
         source = Path(hostsession.__file__).read_text()
         command = python_command(conn.python, source, conn.workdir)
 
@@ -218,18 +221,62 @@ class Session:
     def request(self, op: str, meta: dict[str, Any], data: bytes = b"",
                 timeout: float = CALL_TIMEOUT) -> tuple[dict[str, Any], bytes]:
         """Ask the helper and wait for its answer: ``(meta, data)``."""
-        self.ensure()
-        ident = next(self.ids)
-        waiting: list[Any] = [threading.Event(), None]
-        with self.lock:
-            self.pending[ident] = waiting
+        return self.answer(self.ask(op, meta, data), timeout)
+
+    def ask(self, op: str, meta: dict[str, Any], data: bytes = b"") -> Asked:
+        """Send a request without waiting: its answer comes through ``answer``."""
+        asked = self._register(op)
         try:
-            self._send(op, ident, meta, data)
+            self._send(op, asked.ident, meta, data)
         except Exception as exc:
             with self.lock:
-                self.pending.pop(ident, None)
+                self.pending.pop(asked.ident, None)
             raise HostUnreachableError(f"lost the connection to {self.conn.endpoint.label}: "
                                        f"{exc or type(exc).__name__}") from exc
+        return asked
+
+    def stream(self, op: str, meta: dict[str, Any],
+               produce: Callable[[Callable[[bytes], None]], None],
+               timeout: float = CALL_TIMEOUT) -> tuple[dict[str, Any], bytes]:
+        """A request whose data ``produce(write)`` writes as it goes (a streamed sync,
+        ended by its own last frame); then wait for its answer.
+
+        Nothing else goes out on the channel meanwhile. If ``produce`` fails midway,
+        the helper cannot tell where the stream stopped: the channel is closed (the
+        next request starts a new helper) and the error raised.
+        """
+        asked = self._register(op)
+        chan = self.chan
+        try:
+            if chan is None:
+                raise EOFError("the session is closed")
+            head = json.dumps(meta).encode()
+            with self.send_lock:
+                chan.sendall(f"{op} {asked.ident} {len(head)} *\n".encode() + head)
+                produce(chan.sendall)
+        except BaseException as exc:
+            with self.lock:
+                self.pending.pop(asked.ident, None)
+            if chan is not None:
+                chan.close()
+            if isinstance(exc, (OSError, EOFError)):
+                raise HostUnreachableError(f"lost the connection to "
+                                           f"{self.conn.endpoint.label}: "
+                                           f"{exc or type(exc).__name__}") from exc
+            raise
+        return self.answer(asked, timeout)
+
+    def _register(self, op: str) -> Asked:
+        self.ensure()
+        asked = Asked(op, next(self.ids))
+        with self.lock:
+            self.pending[asked.ident] = asked.waiting
+        return asked
+
+    def answer(self, asked: Asked, timeout: float = CALL_TIMEOUT
+               ) -> tuple[dict[str, Any], bytes]:
+        """Wait for the answer to ``asked``: ``(meta, data)``."""
+        op, ident, waiting = asked.op, asked.ident, asked.waiting
         if not waiting[0].wait(timeout) or waiting[1] is None:
             with self.lock:
                 self.pending.pop(ident, None)
@@ -384,6 +431,18 @@ class Session:
             if watch.agent and _same(watch.agent, ident) and self.watched(watch.run_id):
                 return True, watch.alive
         return None
+
+
+class Asked:
+    """A request sent, its answer not yet read (``Session.answer``)."""
+
+    def __init__(self, op: str, ident: int) -> None:
+        self.op = op
+        self.ident = ident
+        self.waiting: list[Any] = [threading.Event(), None]
+
+    def answered(self) -> bool:
+        return self.waiting[0].is_set()
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -2,8 +2,9 @@
 
 ``--host ALIAS`` is looked up in the ssh config (``--ssh-config PATH``, default
 ``~/.ssh/config`` if it exists) with paramiko's ``SSHConfig``, as ``ssh`` would:
-``HostName``, ``User``, ``Port``, ``IdentityFile`` and ``ProxyJump`` come from it
-(with paramiko's ``%h``/``~`` expansions); options given to ``attach`` win over it::
+``HostName``, ``User``, ``Port``, ``IdentityFile``, ``ProxyJump`` and
+``ProxyCommand`` come from it (with paramiko's ``%h``/``%p``/``~`` expansions);
+options given to ``attach`` win over it (``--proxy-jump`` over ``ProxyCommand`` too)::
 
     # ~/.ssh/config                       # then: attach gpu --type ssh --host gpu
     Host gpu
@@ -125,7 +126,11 @@ def resolve(options: dict[str, Any], known_hosts: str, timeout: float) -> Endpoi
                 key_passphrase_env=options.get("key_passphrase_env"),
                 trusted=options.get("trust_jump_host_key"), known_hosts=known_hosts,
                 timeout=timeout, jump=jump, alias=hop_host, ssh_config=config_path)
+    command = "" if jump is not None else str(found.get("proxycommand") or "")
+    if command.strip().lower() == "none":
+        command = ""
     return Endpoint(
+        proxy_command=command,
         host=found.get("hostname", alias), port=int(options.get("port") or found.get("port")
                                                     or 22),
         user=user, key=key, password_env=options.get("password_env"),
