@@ -216,6 +216,8 @@ class Agent:
         extra: dict[str, Any] = {"prepare_seconds": self.prepare_seconds}
         if self.environment_record is not None:
             extra["environment"] = self.environment_record
+        if self.spec.get("ranks"):  # Running once every rank has started on its node
+            extra["ranks"] = self._await_ranks()
         if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
                                script=protocol.process_identity(self.child.pid), **extra) \
                 and self.ended_elsewhere is not None:
@@ -246,6 +248,10 @@ class Agent:
             self.set_status(RunStatus.COMPLETED, ended=ended, exit_code=0, error=None)
             return RunStatus.COMPLETED
         tail = b"".join(self.stderr_tail).decode(errors="replace").rstrip()
+        if self.spec.get("ranks"):
+            from jupyter_compute import ranks
+
+            tail = ranks.failure_message(self.run_dir, tail) or tail
         if returncode < 0:
             tail = (tail + "\n" if tail else "") + f"killed by {signal.Signals(-returncode).name}"
         self.set_status(RunStatus.FAILED, ended=ended, exit_code=exit_code,
@@ -267,6 +273,25 @@ class Agent:
                 self.end_processes(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
             self.wake.wait(POLL_SECONDS)  # wakes at once when the script exits
+        return None
+
+    def _await_ranks(self) -> list[dict[str, Any]] | None:
+        """Relay the group launcher's ``ranks.json`` (``ranks.py``) while the run waits for
+        its nodes; the ranks once all have started, None if the launcher ended first."""
+        assert self.child is not None
+        path, said = self._p(protocol.RANKS), None
+        while self.child.poll() is None and not self._cancel_requested() \
+                and not self._check_ended_elsewhere():
+            try:
+                found = protocol.read_json(path) or {}
+            except ValueError:
+                found = {}
+            if found.get("ranks"):
+                return list(found["ranks"])
+            if found.get("waiting") and found["waiting"] != said:
+                said = found["waiting"]
+                self.set_detail(said)
+            self.wake.wait(POLL_SECONDS)
         return None
 
     def _cancel_requested(self) -> bool:
@@ -374,7 +399,13 @@ class Agent:
             if self.spec.get("kernel"):
                 argv += ["--kernel", self.spec["kernel"]]
             return argv
-        return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+        argv = [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
+        ranks = self.spec.get("ranks")
+        if ranks:  # the ranks' launcher starts the script, once per rank
+            from jupyter_compute.ranks import group_command
+
+            return group_command(self.run_dir, ranks.get("placement", "local"), argv)
+        return argv
 
     def take_secrets(self) -> dict[str, str]:
         """Read the ``secrets`` file (secret environment values) and delete it at once."""
