@@ -62,14 +62,17 @@ class NodeRanks:
         return {"ip": ip, "host": socket.gethostname(), "ports": found,
                 "node_id": ray.get_runtime_context().get_node_id()}
 
-    def start(self, commands: list[tuple[list[str], dict[str, str]]], log: str) -> list[int]:
-        """Start each ``(argv, env)`` in a session of its own, its output appended to ``log``."""
+    def start(self, commands: list[tuple[list[str], dict[str, str]]], log: str, cwd: str
+              ) -> list[int]:
+        """Start each ``(argv, env)`` in ``cwd`` (the run's workdir), in a session of its
+        own, its output appended to ``log``."""
         import subprocess
 
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             for argv, env in commands:
-                self.procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                self.procs.append(subprocess.Popen(argv, env=env, cwd=cwd,
+                                                   stdin=subprocess.DEVNULL,
                                                    stdout=fd, stderr=fd,
                                                    start_new_session=True))
         finally:
@@ -144,7 +147,7 @@ def run_ray_group(run_dir: str, argv: list[str]) -> int:
                 placed.append({"rank": rank, "node": place["ip"], "host": place["host"],
                                "node_id": place["node_id"], "node_rank": node_rank,
                                "local_rank": local_rank})
-            starts.append(actor.start.remote(commands, log))
+            starts.append(actor.start.remote(commands, log, os.getcwd()))
         pids = [pid for node in ray.get(starts) for pid in node]
         for entry, pid in zip(placed, pids):
             entry["pid"] = pid

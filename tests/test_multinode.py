@@ -261,3 +261,40 @@ def test_run_yml_azure_shape_runs(project: Project) -> None:
     out = project.cli("submit", "--config", "run.yml", "--wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("allreduce total=3") == 2
+
+
+# -- Ray -----------------------------------------------------------------------------------
+
+
+def test_ray_tcp_allreduce_on_two_nodes_started_from_zero(ray_project) -> None:
+    """The placement group asks the autoscaler for 2 nodes; the run waits for them."""
+    from jupyter_compute import api
+
+    ray_project.wait_nodes(lambda n: n["current"] == 0 and not n["pending"], timeout=120)
+    ray_project.write("allreduce.py", ALLREDUCE)
+    run = api.submit("allreduce.py", target="cpu-cluster", node_count=2)
+    details = set()
+    deadline = time.monotonic() + 240
+    while not run.status().is_terminal() and time.monotonic() < deadline:
+        st = run.target.status(run.id)
+        if st.get("detail"):
+            details.add(st["detail"])
+        time.sleep(0.2)
+    assert run.wait(timeout=10).value == "Completed", run.log()
+    assert any(d.startswith("waiting for 2 nodes: ") for d in details), details
+    log = run.log()
+    assert "[rank 0] allreduce total=3" in log and "[rank 1] allreduce total=3" in log, log
+    out = ray_project.cli("show", run.id, "--json")
+    ranks = json.loads(out.stdout)["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert len({r["node_id"] for r in ranks}) == 2, ranks  # STRICT_SPREAD: a node each
+
+
+def test_ray_refuses_mpi_and_more_nodes_than_it_has(ray_project) -> None:
+    ray_project.write("t.py", "print('x')\n")
+    line = _last_line_error(ray_project.cli("submit", "t.py", "--target", "cpu-cluster",
+                                            "--nodes", "3"))
+    assert "node_count 3" in line and "--max-nodes 2" in line, line
+    line = _last_line_error(ray_project.cli("submit", "t.py", "--target", "cpu-cluster",
+                                            "--nodes", "2", "--distribution", "mpi"))
+    assert "type mpi runs on local targets" in line, line
