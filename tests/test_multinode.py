@@ -298,3 +298,24 @@ def test_ray_refuses_mpi_and_more_nodes_than_it_has(ray_project) -> None:
     line = _last_line_error(ray_project.cli("submit", "t.py", "--target", "cpu-cluster",
                                             "--nodes", "2", "--distribution", "mpi"))
     assert "type mpi runs on local targets" in line, line
+
+
+def test_widget_filters_the_log_by_rank_and_charts_rank_0(project: Project, kernel) -> None:
+    project.write("allreduce.py", ALLREDUCE)
+    out = kernel.run("%submit allreduce.py --nodes 2 -o r")
+    assert out.status == "ok", out.error_text
+    assert kernel.value("r.wait()") == "Completed"
+    code = ("from jupyter_compute.magics import show\nw = show(r)\nw.follower.join(60)\n"
+            "w.rank_filter.value = 1\n"
+            "print(repr(w.log_view.text))\n"
+            "print(sorted((n, list(s.ys)) for n, s in w._figures['total'].series.items()))\n"
+            "w.every_rank.value = True\n"
+            "print(sorted((n, s.label, list(s.ys)) for n, s in "
+            "w._figures['total'].series.items()))\n")
+    out = kernel.run(code)
+    assert out.status == "ok", out.error_text
+    text, default, every = out.stdout.strip().splitlines()
+    assert "allreduce total=3" in text and "[rank" not in text and " RANK=1 " in text
+    assert " RANK=0 " not in text
+    assert default == "[('total', [3]), ('total@1', [])]"  # rank 0 only by default
+    assert every == "[('total', 'rank 0', [3]), ('total@1', 'rank 1', [4])]"
