@@ -222,6 +222,10 @@ def test_node_count_above_max_nodes_is_one_line(project: Project) -> None:
     line = _last_line_error(project.cli("submit", "t.py", "--target", "cluster",
                                         "--nodes", "3"))
     assert "node_count 3" in line and "--max-nodes 2" in line, line
+    out = project.cli("attach", "fat", "--type", "ray", "--run-cpus", "2")
+    assert out.returncode == 0, out.stderr
+    line = _last_line_error(project.cli("submit", "t.py", "--target", "fat", "--nodes", "2"))
+    assert "run_cpus 2" in line and "node_cpus 1" in line, line
     assert not (project.root / ".jupyter_compute" / "runs").exists() or \
         not list((project.root / ".jupyter_compute" / "runs").iterdir())
 
@@ -319,3 +323,26 @@ def test_widget_filters_the_log_by_rank_and_charts_rank_0(project: Project, kern
     assert " RANK=0 " not in text
     assert default == "[('total', [3]), ('total@1', [])]"  # rank 0 only by default
     assert every == "[('total', 'rank 0', [3]), ('total@1', 'rank 1', [4])]"
+
+
+def test_ray_failing_rank_and_cancel_stop_every_rank(ray_project, tmp_path: Path) -> None:
+    from jupyter_compute import api
+
+    fails, sleeps = tmp_path / "fails", tmp_path / "sleeps"
+    fails.mkdir()
+    sleeps.mkdir()
+    ray_project.write("fails.py", ONE_FAILS)
+    ray_project.write("sleeps.py", SLEEPS)
+    run = api.submit("fails.py", target="cpu-cluster", node_count=2,
+                     environment_variables={"PIDS": str(fails)})
+    started = _wait_file_count(fails, 2, timeout=240)
+    assert run.wait(timeout=60).value == "Failed", run.log()
+    assert "rank 1 exited with code 3" in (run.record.error or ""), run.record.error
+    assert not _gone_within(started, 3 + 2)
+
+    run = api.submit("sleeps.py", target="cpu-cluster", node_count=2,
+                     environment_variables={"PIDS": str(sleeps)})
+    started = _wait_file_count(sleeps, 2, timeout=240)
+    run.cancel()
+    assert run.wait(timeout=60).value == "Canceled", run.log()
+    assert not _gone_within(started, 5)

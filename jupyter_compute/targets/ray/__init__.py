@@ -111,6 +111,12 @@ class RayTarget(Target, Cluster):
         if spec.distribution is not None and spec.distribution.type == "mpi":
             raise UsageError("distribution type mpi runs on local targets: on Ray the ranks "
                              "are placed by Ray, so use type pytorch or tensorflow")
+        if self.launcher.embedded and \
+                self.launcher.request()["CPU"] > self.launcher.shape().node_cpus:
+            raise UsageError(f"each node of a multi-node run asks for run_cpus "
+                             f"{self.config['run_cpus']:g}, more than a node of {self.name!r} "
+                             f"has (node_cpus {self.launcher.shape().node_cpus}); lower "
+                             "run_cpus or raise node_cpus")
         if isinstance(self._settle_host(), JobLogHost):
             raise UsageError(f"a multi-node run on {self.name!r} needs nodes that share this "
                              "machine's filesystem (transport shared): its ranks write to the "
