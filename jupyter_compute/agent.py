@@ -216,10 +216,13 @@ class Agent:
         extra: dict[str, Any] = {"prepare_seconds": self.prepare_seconds}
         if self.environment_record is not None:
             extra["environment"] = self.environment_record
+        placed = True
         if self.spec.get("ranks"):  # Running once every rank has started on its node
             extra["ranks"] = self._await_ranks()
-        if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
-                               script=protocol.process_identity(self.child.pid), **extra) \
+            placed = extra["ranks"] is not None  # else it ends from Preparing (canceled…)
+        if placed and not self.set_status(
+                RunStatus.RUNNING, started=protocol.utcnow(),
+                script=protocol.process_identity(self.child.pid), **extra) \
                 and self.ended_elsewhere is not None:
             return self._stopped_by_reader()
 

@@ -7,7 +7,9 @@ the placement only decides where the ranks go:
 - ``local`` (this module): N×K rank processes on this machine, or ``mpirun`` with a
   hostfile for ``type: mpi``;
 - ``ray`` (``ranks_ray.py``): one rank group per node of a STRICT_SPREAD placement
-  group, started on its node by a Ray actor.
+  group, started on its node by a Ray actor;
+- ``slurm`` (this module): the job's allocation (``sbatch -N N --ntasks-per-node K``),
+  every rank started by one ``srun`` (or ``mpirun``) from the batch step.
 
 Every rank runs under the *rank wrapper* (``python ranks.py rank -- python -u
 train.py …``), which completes its environment (``RANK``, ``LOCAL_RANK``… from the
@@ -60,9 +62,11 @@ def group_command(run_dir: str, placement: str, argv: list[str]) -> list[str]:
     return [sys.executable, "-u", os.path.join(here, module), "group", run_dir, "--", *argv]
 
 
-def wrapper_command(argv: list[str], python: str | None = None) -> list[str]:
-    """How one rank starts: the rank wrapper around the script's ``argv``."""
-    return [python or sys.executable, "-u", os.path.abspath(__file__), "rank", "--", *argv]
+def wrapper_command(argv: list[str], launcher: str | None = None) -> list[str]:
+    """How one rank starts: the rank wrapper around the script's ``argv``; ``launcher``
+    (``mpi``, ``slurm``) numbers the ranks through its own variables."""
+    how = [f"--from={launcher}"] if launcher else []
+    return [sys.executable, "-u", os.path.abspath(__file__), "rank", *how, "--", *argv]
 
 
 def rank_environment(*, rank: int, local_rank: int, node_rank: int, nodes: int,
@@ -86,31 +90,34 @@ def rank_environment(*, rank: int, local_rank: int, node_rank: int, nodes: int,
     return env
 
 
-#: Where a launcher says which rank a process is: mpirun (OpenMPI), then srun (Slurm).
-_LAUNCHER_VARIABLES = (
-    ("OMPI_COMM_WORLD_RANK", {"RANK": "OMPI_COMM_WORLD_RANK",
-                              "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
-                              "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
-                              "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
-                              "NODE_RANK": "OMPI_COMM_WORLD_NODE_RANK"}),
-    ("SLURM_PROCID", {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS",
-                      "LOCAL_RANK": "SLURM_LOCALID", "NODE_RANK": "SLURM_NODEID"}),
-)
+#: How a launcher says which rank a process is: mpirun (OpenMPI) and srun (Slurm).
+_LAUNCHER_VARIABLES = {
+    "mpi": {"RANK": "OMPI_COMM_WORLD_RANK", "WORLD_SIZE": "OMPI_COMM_WORLD_SIZE",
+            "LOCAL_RANK": "OMPI_COMM_WORLD_LOCAL_RANK",
+            "LOCAL_WORLD_SIZE": "OMPI_COMM_WORLD_LOCAL_SIZE",
+            "NODE_RANK": "OMPI_COMM_WORLD_NODE_RANK"},
+    "slurm": {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS",
+              "LOCAL_RANK": "SLURM_LOCALID", "NODE_RANK": "SLURM_NODEID"},
+}
 
 
-def complete_environment(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with ``RANK``… taken from ``mpirun``'s or ``srun``'s variables where the
-    launcher, not we, decided which process is which rank."""
+def complete_environment(env: dict[str, str], launcher: str | None = None
+                         ) -> dict[str, str]:
+    """``env`` with ``RANK``… taken from ``launcher``'s variables (``mpi``: mpirun's,
+    ``slurm``: srun's) where it, not we, decided which process is which rank."""
     env = dict(env)
-    for marker, names in _LAUNCHER_VARIABLES:
-        if marker in env:
-            for ours, theirs in names.items():
-                if theirs in env:
-                    env[ours] = env[theirs]
-            env["GROUP_RANK"] = env.get("NODE_RANK", "0")
-            if "LOCAL_WORLD_SIZE" not in env and env.get("SLURM_NTASKS_PER_NODE"):
-                env["LOCAL_WORLD_SIZE"] = env["SLURM_NTASKS_PER_NODE"].split("(")[0]
-            break
+    if launcher in _LAUNCHER_VARIABLES:
+        for ours, theirs in _LAUNCHER_VARIABLES[launcher].items():
+            if theirs in env:
+                env[ours] = env[theirs]
+        env["GROUP_RANK"] = env.get("NODE_RANK", "0")
+        if launcher == "slurm" and env.get("SLURM_NTASKS_PER_NODE"):
+            env["LOCAL_WORLD_SIZE"] = env["SLURM_NTASKS_PER_NODE"].split("(")[0]
+    workers = env.pop("TF_CONFIG_WORKERS", None)
+    if workers:  # every worker's host:port, by rank (the launcher numbered them)
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": json.loads(workers)},
+                                       "task": {"type": "worker",
+                                                "index": int(env.get("RANK", "0"))}})
     return env
 
 
@@ -136,10 +143,10 @@ def rank_lines(lines: Iterable[str], rank: int) -> Iterator[str]:
 # -- one rank ------------------------------------------------------------------------------
 
 
-def run_rank(argv: list[str]) -> int:
+def run_rank(argv: list[str], launcher: str | None = None) -> int:
     """Run the script ``argv`` as one rank, its lines prefixed ``[rank R] ``; its exit code."""
     _die_with_parent()
-    env = complete_environment(dict(os.environ))
+    env = complete_environment(dict(os.environ), launcher)
     rank = env.get("RANK", "0")
     prefix = f"[rank {rank}] ".encode()
     stopping = threading.Event()
@@ -330,8 +337,8 @@ def _run_mpirun(run_dir: str, argv: list[str], nodes: int, per_node: int, master
         cmd.append("--allow-run-as-root")
     env = {**os.environ, "MASTER_ADDR": master, "MASTER_PORT": str(port),
            "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}  # no CMA in containers
-    proc = subprocess.Popen([*cmd, *wrapper_command(argv)], env=env, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen([*cmd, *wrapper_command(argv, "mpi")], env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     write_ranks(run_dir, {"ranks": [
         {"rank": r, "node": host, "node_rank": r // per_node, "local_rank": r % per_node,
          "pid": proc.pid} for r in range(world)], "master": f"{master}:{port}",
@@ -340,18 +347,91 @@ def _run_mpirun(run_dir: str, argv: list[str], nodes: int, per_node: int, master
     return code if code >= 0 else 128 - code
 
 
+# -- the ranks of a Slurm allocation ----------------------------------------------------
+
+
+def _slurm(argv: list[str]) -> str:
+    """A Slurm command's output in the job (its SLURM_CONF is in our environment)."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+
+
+def _node_address(name: str) -> str:
+    """The address Slurm reaches node ``name`` at (its NodeAddr), else the name itself."""
+    try:
+        out = _slurm(["scontrol", "show", "node", "-o", name])
+    except (OSError, subprocess.SubprocessError):
+        return name
+    for field in out.split():
+        if field.startswith("NodeAddr="):
+            return field.split("=", 1)[1] or name
+    return name
+
+
+def run_slurm_group(run_dir: str, argv: list[str]) -> int:
+    """Every rank of the job's allocation (``sbatch -N N --ntasks-per-node K``), started by
+    one ``srun`` (``mpirun`` with a hostfile of the allocation for ``type: mpi``); the
+    batch step runs here, on the allocation's first node, which holds rank 0."""
+    spec = protocol.read_json(os.path.join(run_dir, protocol.SPEC)) or {}
+    nodes, per_node, dist_type = layout(spec)
+    world = nodes * per_node
+    names = _slurm(["scontrol", "show", "hostnames",
+                    os.environ.get("SLURM_JOB_NODELIST", "")]).split()
+    if len(names) != nodes:
+        print(f"the Slurm allocation has {len(names)} nodes ({' '.join(names)}), not "
+              f"{nodes}", file=sys.stderr)
+        return 1
+    addresses = [_node_address(name) for name in names]
+    master, port = addresses[0], free_port(addresses[0])
+    env = {**os.environ, "MASTER_ADDR": master, "MASTER_PORT": str(port)}
+    if dist_type == "tensorflow":  # srun numbers the ranks: each finds its own entry
+        env["TF_CONFIG_WORKERS"] = json.dumps(
+            [f"{addresses[r // per_node]}:{port + 1 + r}" for r in range(world)])
+    placed = [{"rank": r, "node": names[r // per_node], "address": addresses[r // per_node],
+               "node_rank": r // per_node, "local_rank": r % per_node} for r in range(world)]
+    if dist_type == "mpi":
+        import shutil
+
+        mpirun = shutil.which("mpirun")
+        if mpirun is None:
+            print(f"type mpi needs mpirun on the Slurm nodes: {MPI_INSTALL_HINT}",
+                  file=sys.stderr)
+            return 127
+        hostfile = os.path.join(run_dir, "hostfile")
+        protocol.write_atomic(hostfile, "".join(f"{name} slots={per_node}\n"
+                                                for name in names).encode(), 0o600)
+        cmd = [mpirun, "--hostfile", hostfile, "-np", str(world), "--bind-to", "none",
+               *(["--allow-run-as-root"] if os.geteuid() == 0 else [])]
+    else:
+        cmd = ["srun", f"--nodes={nodes}", f"--ntasks={world}",
+               f"--ntasks-per-node={per_node}", "--distribution=block",
+               "--kill-on-bad-exit=1"]
+    launcher = "mpi" if dist_type == "mpi" else "slurm"
+    proc = subprocess.Popen([*cmd, *wrapper_command(argv, launcher)], env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    write_ranks(run_dir, {"ranks": [{**r, "pid": proc.pid} for r in placed],
+                          "master": f"{master}:{port}", "launcher": os.path.basename(cmd[0])})
+    code = proc.wait()
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``ranks.py rank -- ARGV`` or ``ranks.py group RUN_DIR -- ARGV``."""
+    """``ranks.py rank [--from=mpi|slurm] -- ARGV`` or ``ranks.py group RUN_DIR -- ARGV``."""
     args = sys.argv[1:] if argv is None else argv
     if "--" not in args:
-        print("usage: ranks.py rank -- ARGV | ranks.py group RUN_DIR -- ARGV", file=sys.stderr)
+        print("usage: ranks.py rank [--from=mpi|slurm] -- ARGV | ranks.py group RUN_DIR -- "
+              "ARGV", file=sys.stderr)
         return 2
     cut = args.index("--")
     head, script = args[:cut], args[cut + 1:]
-    if head == ["rank"]:
-        return run_rank(script)
+    if head and head[0] == "rank" and len(head) <= 2:
+        launcher = head[1].split("=", 1)[1] if len(head) == 2 else None
+        return run_rank(script, launcher)
     if len(head) == 2 and head[0] == "group":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the agent stops us all
+        spec = protocol.read_json(os.path.join(head[1], protocol.SPEC)) or {}
+        if (spec.get("ranks") or {}).get("placement") == "slurm":
+            return run_slurm_group(head[1], script)
         return run_local_group(head[1], script)
     print(f"unknown command {' '.join(head)!r}", file=sys.stderr)
     return 2
