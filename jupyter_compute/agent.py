@@ -9,7 +9,9 @@ It reads ``spec.json`` from the run folder, materializes the snapshot into
 ``envbuild.py``; that time is preparation, recorded as ``prepare_seconds``), runs
 ``python -u script args`` (a list, never a shell) in a process group of its own,
 appends stdout and stderr to ``output.log``, enforces the run's maximum duration,
-obeys ``cancel`` and writes every status transition to ``status.json``. It is
+obeys ``cancel`` and writes every status transition to ``status.json`` (a multi-node
+run's child is its ranks' launcher instead, ``ranks.py``: the run is Running once every
+rank has started, and its error names the rank that failed). It is
 detached from the client, so the client (a kernel, a CLI, an SSH session) may go
 away at any time.
 
