@@ -346,3 +346,40 @@ def test_ray_failing_rank_and_cancel_stop_every_rank(ray_project, tmp_path: Path
     run.cancel()
     assert run.wait(timeout=60).value == "Canceled", run.log()
     assert not _gone_within(started, 5)
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def test_rank_numbering_from_srun_and_mpirun_only_when_told() -> None:
+    from jupyter_compute.ranks import complete_environment
+
+    srun = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
+            "SLURM_NODEID": "1", "SLURM_NTASKS_PER_NODE": "2(x2)",
+            "TF_CONFIG_WORKERS": json.dumps(["a:1", "a:2", "b:3", "b:4"])}
+    env = complete_environment(srun, "slurm")
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["NODE_RANK"],
+            env["LOCAL_WORLD_SIZE"]) == ("3", "4", "1", "1", "2")
+    assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": 3}
+    # a local run inside a Slurm job keeps the numbering it was given
+    assert complete_environment({**srun, "RANK": "0"})["RANK"] == "0"
+    mpi = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+           "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+           "OMPI_COMM_WORLD_NODE_RANK": "0"}
+    env = complete_environment(mpi, "mpi")
+    assert (env["RANK"], env["LOCAL_WORLD_SIZE"], env["NODE_RANK"]) == ("1", "2", "0")
+
+
+def test_distribution_spellings() -> None:
+    from jupyter_compute.distribution import Distribution
+    from jupyter_compute.exceptions import UsageError
+
+    assert Distribution.parse("MPI") == Distribution("mpi", 1)
+    assert Distribution.parse({"type": "tensorflow", "process_count_per_instance": 3}) == \
+        Distribution("tensorflow", 3)
+    for bad, words in (({"type": "horovod"}, "pytorch, mpi, tensorflow"),
+                       ({"type": "pytorch", "procs": 2}, "unknown distribution key 'procs'"),
+                       ({"type": "pytorch", "process_count_per_node": -1}, "at least 1"),
+                       (3, "a type")):
+        with pytest.raises(UsageError, match=words):
+            Distribution.parse(bad)
