@@ -11,7 +11,9 @@ It reads ``spec.json`` from the run folder, materializes the snapshot into
 command line through ``bash -c`` with that interpreter first on ``PATH`` — in a
 process group of its own,
 appends stdout and stderr to ``output.log``, enforces the run's maximum duration,
-obeys ``cancel`` and writes every status transition to ``status.json``. It is
+obeys ``cancel`` and writes every status transition to ``status.json`` (a multi-node
+run's child is its ranks' launcher instead, ``ranks.py``: the run is Running once every
+rank has started, and its error names the rank that failed). It is
 detached from the client, so the client (a kernel, a CLI, an SSH session) may go
 away at any time.
 
@@ -220,8 +222,13 @@ class Agent:
         extra: dict[str, Any] = {"prepare_seconds": self.prepare_seconds}
         if self.environment_record is not None:
             extra["environment"] = self.environment_record
-        if not self.set_status(RunStatus.RUNNING, started=protocol.utcnow(),
-                               script=protocol.process_identity(self.child.pid), **extra) \
+        placed = True
+        if self.spec.get("ranks"):  # Running once every rank has started on its node
+            extra["ranks"] = self._await_ranks()
+            placed = extra["ranks"] is not None  # else it ends from Preparing (canceled…)
+        if placed and not self.set_status(
+                RunStatus.RUNNING, started=protocol.utcnow(),
+                script=protocol.process_identity(self.child.pid), **extra) \
                 and self.ended_elsewhere is not None:
             return self._stopped_by_reader()
 
@@ -250,6 +257,10 @@ class Agent:
             self.set_status(RunStatus.COMPLETED, ended=ended, exit_code=0, error=None)
             return RunStatus.COMPLETED
         tail = b"".join(self.stderr_tail).decode(errors="replace").rstrip()
+        if self.spec.get("ranks"):
+            from jupyter_compute import ranks
+
+            tail = ranks.failure_message(self.run_dir, tail) or tail
         if returncode < 0:
             tail = (tail + "\n" if tail else "") + f"killed by {signal.Signals(-returncode).name}"
         self.set_status(RunStatus.FAILED, ended=ended, exit_code=exit_code,
@@ -271,6 +282,25 @@ class Agent:
                 self.end_processes(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
             self.wake.wait(POLL_SECONDS)  # wakes at once when the script exits
+        return None
+
+    def _await_ranks(self) -> list[dict[str, Any]] | None:
+        """Relay the group launcher's ``ranks.json`` (``ranks.py``) while the run waits for
+        its nodes; the ranks once all have started, None if the launcher ended first."""
+        assert self.child is not None
+        path, said = self._p(protocol.RANKS), None
+        while self.child.poll() is None and not self._cancel_requested() \
+                and not self._check_ended_elsewhere():
+            try:
+                found = protocol.read_json(path) or {}
+            except ValueError:
+                found = {}
+            if found.get("ranks"):
+                return list(found["ranks"])
+            if found.get("waiting") and found["waiting"] != said:
+                said = found["waiting"]
+                self.set_detail(said)
+            self.wake.wait(POLL_SECONDS)
         return None
 
     def _cancel_requested(self) -> bool:
@@ -370,7 +400,17 @@ class Agent:
 
     def command(self, python: str) -> list[str]:
         """What runs: the script with its arguments, papermill on the notebook, or the
-        command line through ``bash -c`` (``sh`` where a host has no bash)."""
+        command line through ``bash -c`` (``sh`` where a host has no bash) — started
+        once per rank by the ranks' launcher for a multi-node run."""
+        argv = self._argv(python)
+        ranks = self.spec.get("ranks")
+        if ranks:
+            from jupyter_compute.ranks import group_command
+
+            return group_command(self.run_dir, ranks.get("placement", "local"), argv)
+        return argv
+
+    def _argv(self, python: str) -> list[str]:
         if self.spec.get("command") is not None:
             return [shutil.which("bash") or "sh", "-c", str(self.spec["command"])]
         if self.spec.get("kind") == "notebook":

@@ -51,7 +51,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
            kind: str | None = None, parent_id: str | None = None,
            extra_files: dict[str, bytes] | None = None,
            parameters: dict[str, Any] | None = None, kernel: str | None = None,
-           command: str | None = None) -> Run:
+           command: str | None = None, node_count: int | None = None,
+           distribution: Any = None) -> Run:
     """Snapshot ``source_dir`` and run ``script`` from it on ``target``; return the ``Run``.
 
     Settings come from, in rising priority: defaults, the run configuration file
@@ -62,6 +63,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
     Instead of a script, ``command`` is a command line run by ``bash -c`` in the
     snapshot folder (``&&``, ``>`` work), with the run's Python first on ``PATH``: its
     ``python`` is the environment's, or the target's ``--python``.
+    ``node_count`` nodes × ``distribution`` (``{"type": "pytorch", "process_count_per_node":
+    2}``, or a type name) make a multi-node run (see ``ranks.py``).
     Values of ``environment_variables`` named in ``secret_env``, or whose names look
     secret (``API_TOKEN``, ``DB_PASSWORD``), are never stored and show as ``***``.
 
@@ -77,7 +80,8 @@ def submit(script: str | Path | None = None, *, target: str | None = None,
                         environment_variables=environment_variables, secret_env=secret_env,
                         max_run_duration_seconds=max_run_duration_seconds, kind=kind,
                         parent_id=parent_id, extra_files=extra_files,
-                        parameters=parameters, kernel=kernel)
+                        parameters=parameters, kernel=kernel, node_count=node_count,
+                        distribution=distribution)
     ws = _ws(workspace, start=spec.source_dir)
     from jupyter_compute.runs import Run
 

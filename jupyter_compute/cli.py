@@ -104,6 +104,7 @@ def _node_counts(name: str, workspace: str | None) -> dict[str, Any]:
 def cmd_submit(args: argparse.Namespace) -> int:
     from jupyter_compute import api
     from jupyter_compute.config import load_parameters
+    from jupyter_compute.distribution import from_flags
     from jupyter_compute.units import format_size
 
     params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
@@ -111,7 +112,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                      arguments=args.args or None, source_dir=args.source_dir,
                      workspace=args.workspace, environment=environment_from(args),
                      max_run_duration_seconds=args.max_duration,
-                     parameters=params or None, kernel=args.kernel)
+                     parameters=params or None, kernel=args.kernel, node_count=args.nodes,
+                     distribution=from_flags(args.distribution, args.procs_per_node))
     for warning in run.warnings:
         _err(f"warning: {warning}")
     snap = run.record.snapshot
@@ -124,10 +126,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream(run: Run) -> int:
-    """Print the run's log as it grows; exit code 0 only if it Completed."""
+def _stream(run: Run, rank: int | None = None) -> int:
+    """Print the run's log as it grows (one rank's lines: ``rank``); exit code 0 only if
+    it Completed."""
+    lines: Any = run.follow()
+    if rank is not None:
+        from jupyter_compute.ranks import rank_lines
+
+        lines = rank_lines(lines, rank)
     try:
-        for line in run.follow():
+        for line in lines:
             sys.stdout.write(line)
             sys.stdout.flush()
     except KeyboardInterrupt:
@@ -179,6 +187,9 @@ def _details_text(details: dict[str, Any]) -> str:
         if details.get(key):
             lines.append(f"{title:<12} " + ", ".join(f"{k}={v}" for k, v in
                                                      details[key].items()))
+    if details.get("ranks"):
+        lines.append(f"{'ranks:':<12} " + ", ".join(f"{r['rank']}@{r['node']}"
+                                                    for r in details["ranks"]))
     if details.get("outputs"):
         lines.append(f"{'outputs:':<12} " + ", ".join(
             f"{o['path']} ({format_size(o['size'])})" for o in details["outputs"]))
@@ -195,8 +206,13 @@ def _shown(run: Run) -> dict[str, Any]:
 def cmd_logs(args: argparse.Namespace) -> int:
     run = _get(args)
     if args.follow:
-        return _stream(run)
-    sys.stdout.write(run.log())
+        return _stream(run, rank=args.rank)
+    text = run.log()
+    if args.rank is not None:  # one rank of a multi-node run, without its prefix
+        from jupyter_compute.ranks import rank_lines
+
+        text = "".join(rank_lines(text.splitlines(keepends=True), args.rank))
+    sys.stdout.write(text)
     return 0
 
 
@@ -527,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", "-w", action="store_true",
                    help="stream the logs; exit 0 only if the run Completed")
     add_notebook_flags(p)
+    add_distribution_flags(p)
     p.add_argument("args", nargs="*", metavar="-- ARGS", help="arguments for the script")
 
     for name, func, help in (("start", cmd_start, "start a cluster target (its head node)"),
@@ -592,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "logs":
             p.add_argument("-f", "--follow", action="store_true",
                            help="follow until the run ends")
+            p.add_argument("--rank", type=int, metavar="R",
+                           help="a multi-node run: only rank R's lines, without '[rank R] '")
 
     add_outputs_parser(add)
     add_export_parser(add)
@@ -642,6 +661,17 @@ def add_notebook_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--parameters-file", action="append", metavar="YAML",
                    help="notebook parameters from a YAML file")
     p.add_argument("--kernel", "-k", help="kernel for a notebook (default: its own)")
+
+
+def add_distribution_flags(p: argparse.ArgumentParser) -> None:
+    """A multi-node run: ``--nodes N --procs-per-node K --distribution TYPE``."""
+    p.add_argument("--nodes", type=int, metavar="N",
+                   help="node_count: run on N nodes (local, ray targets)")
+    p.add_argument("--procs-per-node", type=int, metavar="K",
+                   help="processes (ranks) per node (default 1)")
+    p.add_argument("--distribution", choices=("pytorch", "mpi", "tensorflow"),
+                   help="what the ranks are given: pytorch (MASTER_ADDR, RANK…), tensorflow "
+                        "(+ TF_CONFIG) or mpi (started under mpirun)")
 
 
 def _version() -> str:

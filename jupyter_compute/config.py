@@ -26,7 +26,7 @@ RUN_KEYS = {
     "source_directory": str, "environment": dict, "environment_variables": dict,
     "max_run_duration_seconds": (int, float), "node_count": int,
     "snapshot_max_mb": (int, float), "snapshot_max_files": int,
-    "cancel_grace_seconds": (int, float), "secret_env": list,
+    "cancel_grace_seconds": (int, float), "secret_env": list, "distribution": (dict, str),
 }
 #: ``environment:`` keys; the model and its sources are in ``environments.py``.
 ENVIRONMENT_KEYS = {"python": (str, dict), "requirements": str, "pyproject": str,
@@ -62,6 +62,7 @@ class RunConfig:
     snapshot_max_mb: float | None = None
     snapshot_max_files: int | None = None
     cancel_grace_seconds: float = 3.0
+    distribution: Any = None             # distribution.Distribution (parsed at load)
 
 
 #: A configuration file larger than this is refused unread (a run.yml is a few hundred bytes).
@@ -229,6 +230,14 @@ def load_run_config(path: str | Path) -> RunConfig:
             continue
         setattr(cfg, str(key), value)
     cfg.arguments = [str(a) for a in raw.get("arguments") or []]
+    if raw.get("distribution") is not None:
+        from jupyter_compute.distribution import Distribution
+        from jupyter_compute.exceptions import UsageError
+
+        try:
+            cfg.distribution = Distribution.parse(raw["distribution"])
+        except UsageError as exc:
+            raise doc.error(str(exc), "distribution") from None
     cfg.secret_env = [str(n) for n in raw.get("secret_env") or []]
     cfg.environment_variables = {str(k): str(v) for k, v in
                                  (raw.get("environment_variables") or {}).items()}
@@ -351,7 +360,8 @@ environment:                        # the packages the script needs; sources com
 environment_variables: {}
 # secret_env: [MY_CREDENTIAL]       # also secret (names with TOKEN, KEY, SECRET, PASSWORD are)
 max_run_duration_seconds: null      # TimedOut after this long
-node_count: 1
+node_count: 1                       # more: a multi-node run (local, ray targets)
+# distribution: {type: pytorch, process_count_per_node: 1}   # pytorch | mpi | tensorflow
 # snapshot_max_mb: 300
 # snapshot_max_files: 2000          # changed (new) files per snapshot
 # cancel_grace_seconds: 3           # SIGTERM, then SIGKILL after this long

@@ -226,6 +226,10 @@ class ComputeMagics(Magics):
     @argument("-f", "--parameters-file", action="append", metavar="YAML",
               help="notebook parameters from a YAML file")
     @argument("--kernel", "-k", help="kernel for a notebook (default: its own)")
+    @argument("--nodes", type=int, metavar="N", help="node_count: run on N nodes")
+    @argument("--procs-per-node", type=int, metavar="K", help="ranks per node (default 1)")
+    @argument("--distribution", choices=("pytorch", "mpi", "tensorflow"),
+              help="what the ranks are given (mpi: started under mpirun)")
     @line_cell_magic
     def submit(self, line: str, cell: str | None = None) -> None:
         """Submit a script (``%submit train.py``) or this cell (``%%submit``) as a run.
@@ -244,19 +248,22 @@ class ComputeMagics(Magics):
         elif not path and not args.config:
             raise UsageError("%submit needs a script: %submit train.py [--target T] [-- ARGS]")
         from jupyter_compute.config import load_parameters
-        from jupyter_compute.environments import from_flags
+        from jupyter_compute.distribution import from_flags
+        from jupyter_compute.environments import from_flags as environment_from_flags
 
         params = load_parameters(args.parameters, args.raw_parameters, args.parameters_file)
-        environment = from_flags(args.env, requirements=args.requirements,
-                                 pyproject=args.pyproject, conda_file=args.conda_file,
-                                 image=args.image, python=args.python)
+        environment = environment_from_flags(
+            args.env, requirements=args.requirements, pyproject=args.pyproject,
+            conda_file=args.conda_file, image=args.image, python=args.python)
         starting = _starting_note(args.target)
         try:
             run = api.submit(path, target=args.target, name=args.name or (
                 "cell" if cell is not None else None), config=args.config,
                 arguments=script_args or None, source_dir=os.getcwd(),
                 environment=environment, max_run_duration_seconds=args.max_duration,
-                extra_files=extra, parameters=params or None, kernel=args.kernel)
+                extra_files=extra, parameters=params or None, kernel=args.kernel,
+                node_count=args.nodes,
+                distribution=from_flags(args.distribution, args.procs_per_node))
         finally:
             if starting is not None:  # the run's own view says the rest
                 starting.update({"text/plain": ""}, raw=True)

@@ -17,6 +17,7 @@ names and helpers here, so the format is written down once::
       secrets         secret environment values (mode 0600), deleted by the agent on start
       outputs/        artifacts; the script's ./outputs points here
       workdir/        the materialized snapshot; the script's working directory
+      ranks.json      a multi-rank run: which rank runs on which node (``ranks.py``)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CANCEL = "cancel"
 SECRETS = "secrets"
 OUTPUTS = "outputs"
 WORKDIR = "workdir"
+RANKS = "ranks.json"
 
 #: Environment variables the agent gives the script (read by ``tracking``).
 ENV_RUN_ID = "JUPYTER_COMPUTE_RUN_ID"
@@ -228,18 +230,20 @@ def is_secret_name(name: str) -> bool:
 
 
 def metric_record(name: str, value: Any, step: int | None = None, kind: str = "scalar",
-                  time: float | None = None) -> str:
+                  time: float | None = None, rank: int | None = None) -> str:
     """One line of ``metrics.jsonl``: ``{"name", "value", "step", "time", "kind"}``.
 
     ``kind`` is ``scalar``, ``list``, ``row`` or ``image`` (value: path in outputs/),
     ``tag`` (value: the tag's value), ``param`` (a parameter the script logged) or
     ``progress`` (a notebook run's current cell: ``{"cell": k, "of": n, "source": first
-    line}``).
+    line}``). ``rank``: the rank of a multi-node run that logged it (absent otherwise).
     """
     import time as _time
 
     rec = {"name": name, "value": value, "step": step, "kind": kind,
            "time": _time.time() if time is None else time}
+    if rank is not None:
+        rec["rank"] = rank
     return json.dumps(rec, default=str) + "\n"
 
 
@@ -262,17 +266,21 @@ def whole_json_lines(data: bytes) -> tuple[list[Any], int]:
 NOT_METRICS = ("tag", "param", "progress")
 
 
-def parse_metrics(data: bytes, kind: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def parse_metrics(data: bytes, kind: str | None = None, rank: int | None = 0
+                  ) -> dict[str, list[dict[str, Any]]]:
     """Group ``metrics.jsonl`` records by name: ``{name: [{value, step, time, kind}]}``.
 
     By default the metrics; with ``kind="tag"`` (``"param"``, ``"progress"``) only those
-    records. A torn last line (the script is still writing it) is skipped.
+    records. Of a multi-node run, rank 0's (``rank``), or with ``rank=None`` every rank's,
+    each record keeping its ``rank``. A torn last line (still being written) is skipped.
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for line in data.splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
+            continue
+        if rank is not None and rec.get("rank", rank) != rank:
             continue
         if rec.get("kind") == kind or kind is None and rec.get("kind") not in NOT_METRICS:
             out.setdefault(rec.pop("name"), []).append(rec)

@@ -74,8 +74,24 @@ def details(run: Run) -> dict[str, Any]:
 
     # A sweep's files are its trials': its own folder is local and has no outputs/.
     found = [] if run.record.kind == SWEEP else outputs(run)
-    return {"params": params(run), "tags": run.tags(),
-            "outputs": [{"path": rel, "size": size} for rel, size in found]}
+    shown = {"params": params(run), "tags": run.tags(),
+             "outputs": [{"path": rel, "size": size} for rel, size in found]}
+    placed = ranks(run)
+    if placed:
+        shown["ranks"] = placed
+    return shown
+
+
+def ranks(run: Run) -> list[dict[str, Any]]:
+    """A multi-node run's ranks, where each ran: ``[{"rank", "node", "node_rank",
+    "local_rank", "pid"}]`` (``ranks.py``); empty for any other run."""
+    import json
+
+    try:
+        found = json.loads(run.target.read(run.id, protocol.RANKS) or b"{}")
+    except ValueError:
+        return []
+    return list(found.get("ranks") or []) if isinstance(found, dict) else []
 
 
 def snapshot_files(run: Run) -> list[tuple[str, int]]:

@@ -194,9 +194,11 @@ class Run:
                                                                    offset))
         return records, offset + used
 
-    def metrics(self) -> dict[str, list[dict[str, Any]]]:
-        """Logged metrics: ``{name: [{"value", "step", "time", "kind"}, …]}``."""
-        return protocol.parse_metrics(self.target.read(self.id, protocol.METRICS))
+    def metrics(self, rank: int | None = 0) -> dict[str, list[dict[str, Any]]]:
+        """Logged metrics: ``{name: [{"value", "step", "time", "kind"}, …]}``; of a
+        multi-node run rank 0's, or ``rank=R``'s, or with ``rank=None`` every rank's
+        (each record with its ``"rank"``)."""
+        return protocol.parse_metrics(self.target.read(self.id, protocol.METRICS), rank=rank)
 
     def tags(self) -> dict[str, Any]:
         """Tags set with ``run.tag(name, value)``; the last value of each wins."""

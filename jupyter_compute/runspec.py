@@ -25,6 +25,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any
 
+    from jupyter_compute.distribution import Distribution
     from jupyter_compute.environments import Environment
 
 
@@ -46,6 +47,7 @@ class RunSpec:
     secret_env: list[str] = field(default_factory=list)  # names secret whatever they look like
     max_run_duration_seconds: float | None = None
     node_count: int = 1
+    distribution: Distribution | None = None  # how the ranks spread (distribution.py)
     snapshot_max_bytes: int | None = None
     snapshot_max_files: int | None = None
     cancel_grace_seconds: float = 3.0
@@ -56,6 +58,13 @@ class RunSpec:
     #: A command line run by ``bash -c`` in the snapshot folder, with the run's Python
     #: first on PATH (Azure ML's ``command:``); ``script`` then holds the same text.
     command: str | None = None
+
+    @property
+    def ranks(self) -> dict[str, Any] | None:
+        """The run's ranks (``distribution.layout``); None for one process on one node."""
+        from jupyter_compute.distribution import layout
+
+        return layout(self.node_count, self.distribution)
 
     @property
     def display_name(self) -> str:
@@ -185,10 +194,22 @@ def resolve_spec(script: str | Path | None = None, *, config: str | Path | None 
     if spec.command is not None and spec.arguments:
         raise UsageError("a command takes no separate arguments: write them into the command "
                          "line (quote them with shlex.quote)")
+    _distribute(spec, cfg)
     if spec.kind != "notebook" and (spec.parameters or spec.kernel):
         raise UsageError("parameters (-p/-r/-f) and --kernel apply to notebooks (.ipynb) only; "
                          "pass a script's options after '--'")
     return spec
+
+
+def _distribute(spec: RunSpec, cfg: Any) -> None:
+    """``node_count`` and ``distribution`` from the arguments, else run.yml, checked."""
+    from jupyter_compute.distribution import Distribution, check_count
+
+    spec.node_count = check_count(spec.node_count, "node_count")
+    spec.distribution = Distribution.parse(spec.distribution) or cfg.distribution
+    if spec.ranks and spec.kind == "notebook":
+        raise UsageError("node_count and distribution apply to scripts; a notebook runs as "
+                         "one process")
 
 
 def _environment(base: dict[str, Any] | None, given: dict[str, Any]) -> Environment | None:

@@ -39,6 +39,10 @@ class Run:
         self.id = run_id
         self._dir = run_dir
         self._metrics_fd: int | None = None
+        #: A rank of a multi-node run (``ranks.py``) records its rank with each metric.
+        self._rank = int(os.environ["RANK"]) if os.environ.get("RANK", "").isdigit() and \
+            os.environ.get("WORLD_SIZE", "1").isdigit() and int(os.environ["WORLD_SIZE"]) > 1 \
+            else None
 
     @property
     def offline(self) -> bool:
@@ -100,7 +104,7 @@ class Run:
         self._write(name, value, None, "tag")
 
     def _write(self, name: str, value: Any, step: int | None, kind: str) -> None:
-        line = protocol.metric_record(name, value, step, kind)
+        line = protocol.metric_record(name, value, step, kind, rank=self._rank)
         if self._dir is None:
             print(f"[jupyter_compute offline] {line.rstrip()}", file=sys.stderr)
             return

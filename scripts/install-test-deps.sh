@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite talks to: an OpenSSH server, a Docker
 # engine (+ debootstrap to build images without a registry), Chromium for the
-# JupyterLab browser tests, and iproute2 for network namespaces.
+# JupyterLab browser tests, iproute2 for network namespaces, and OpenMPI.
 # Idempotent: it installs only what is missing, so a second run costs ~0.1 s.
 # The services themselves are started by the tests' session fixtures (tests/*.py).
 set -euo pipefail
@@ -20,6 +20,9 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 # The SSH tests log in as an unprivileged user, who needs a system Python with venv.
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+# Multi-node runs of type mpi start their ranks under OpenMPI's mpirun (mpi4py from pip
+# loads its libmpi).
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

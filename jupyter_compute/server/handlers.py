@@ -368,6 +368,8 @@ def read_metrics(ws: Workspace, run_id: str, offset: int | None) -> dict[str, An
     if offset is None:
         return {"run_id": run.id, "metrics": run.metrics()}
     records, next_offset = run.read_metrics(offset)
+    # A multi-node run's page charts rank 0, as the widget does by default.
+    records = [r for r in records if not r.get("rank")]
     return {"run_id": run.id, "offset": offset, "next_offset": next_offset,
             "records": records}
 

@@ -280,6 +280,9 @@ class Target:
     #: Log lines the live view leaves out unless asked for the whole log (a scheduler's
     #: own INFO chatter), as a regular expression; the log itself keeps them.
     quiet_log: ClassVar[str | None] = None
+    #: Where the ranks of a multi-node run go (``ranks.py``: ``local``, ``ray``); None
+    #: for a kind that runs on one node.
+    rank_placement: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -316,6 +319,7 @@ class Target:
             take_snapshot,
         )
 
+        self.check_ranks(spec)
         self.launcher.validate(spec)
         # Its files are read now: a missing or malformed one fails before anything is written.
         environment = resolve(spec.environment, spec.source_dir, self.workspace)
@@ -357,6 +361,23 @@ class Target:
         # e.g. symlinks out of the folder, not followed; packages an environment left out
         notices = (ctx.agent.get("environment") or ctx.environment or {}).get("notices") or []
         return ctx.record, [*snap.warnings, *notices]
+
+    def check_ranks(self, spec: RunSpec) -> None:
+        """Refuse, in one line, a multi-node run this target cannot place."""
+        if spec.ranks is None:
+            return
+        if self.rank_placement is None:
+            raise UsageError(f"target {self.name!r} is a {self.kind} target, which runs on one "
+                             "node: node_count and distribution need a local or ray target")
+        limit = self.max_nodes()
+        if limit is not None and spec.node_count > limit:
+            raise UsageError(f"node_count {spec.node_count} is more than target {self.name!r} "
+                             f"can have (--max-nodes {limit}); ask for at most {limit} nodes, "
+                             f"or attach it again with --max-nodes {spec.node_count}")
+
+    def max_nodes(self) -> int | None:
+        """The most nodes a run may ask for here; None: no limit of the target's own."""
+        return None
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run's ``status.json``, after making sure a dead agent is noticed.
@@ -440,6 +461,8 @@ class Target:
             "cancel_grace_seconds": spec.cancel_grace_seconds,
             **self.host.paths(ctx),
         }
+        if spec.ranks is not None:  # the agent starts the ranks' launcher (ranks.py)
+            ctx.agent["ranks"] = {**spec.ranks, "placement": self.rank_placement}
         self.launcher.agent_spec(self.host, ctx)
         return ctx.agent
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 from jupyter_compute import protocol
+from jupyter_compute.exceptions import UsageError
 from jupyter_compute.targets.base import Host, ProcessLauncher, Target
 from jupyter_compute.targets.runtime import install_runtime
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import subprocess
     from typing import Any
 
+    from jupyter_compute.runspec import RunSpec
     from jupyter_compute.targets.base import SubmitContext
 
 #: Agents started with Popen (from a threaded process), kept so they are reaped.
@@ -119,6 +121,18 @@ class LocalTarget(Target):
     kind = "local"
     host_type = LocalHost
     launcher_type = ProcessLauncher
+    rank_placement = "local"  # N×K processes here (ranks.py)
+
+    def check_ranks(self, spec: RunSpec) -> None:
+        super().check_ranks(spec)
+        if spec.distribution is not None and spec.distribution.type == "mpi":
+            import shutil
+
+            if shutil.which("mpirun") is None:
+                from jupyter_compute.ranks import MPI_INSTALL_HINT
+
+                raise UsageError(f"distribution type mpi starts the ranks under mpirun, which "
+                                 f"is not on this machine's PATH: {MPI_INSTALL_HINT}")
 
 
 def _fork_agent(run_dir: str) -> None:

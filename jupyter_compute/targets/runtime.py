@@ -2,8 +2,9 @@
 
 ``agent.py``, ``envbuild.py``, ``protocol.py``, ``tracking.py``,
 ``notebook_runner.py``, ``hostsession.py`` (the ssh target's helper on the host),
-``mlflow_endpoint.py`` (MLflow's REST API on loopback, per run) and
-``sparksubmit.py`` (how a Spark run calls spark-submit) use the standard library
+``mlflow_endpoint.py`` (MLflow's REST API on loopback, per run), ``sparksubmit.py``
+(how a Spark run calls spark-submit) and ``ranks.py`` (the ranks of a multi-node run;
+``ranks_ray.py`` places them with Ray, where Ray is) use the standard library
 only (the notebook runner needs papermill where it runs; ``mlflow_store.py``, MLflow's
 in-process store for a script, is imported by ``mlflow`` only), so a host needs nothing
 but Python 3 for ``from jupyter_compute.tracking import get_run`` to work in a script. Each
@@ -20,7 +21,7 @@ from jupyter_compute import protocol
 #: Files that make the run-side runtime; they travel to every target.
 RUNTIME_MODULES = ("protocol.py", "tracking.py", "agent.py", "envbuild.py",
                    "notebook_runner.py", "hostsession.py", "mlflow_endpoint.py",
-                   "mlflow_store.py", "sparksubmit.py")
+                   "mlflow_store.py", "sparksubmit.py", "ranks.py", "ranks_ray.py")
 _INIT = b'"""jupyter_compute run-side runtime: tracking and agent."""\n'
 _digest: list[str] = []
 

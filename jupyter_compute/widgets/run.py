@@ -173,6 +173,9 @@ class RunWidget(widgets.VBox):
         self._ticks = 0
         self._done = False
         self._progress: dict[str, Any] | None = None  # a notebook run's current cell
+        #: A multi-node run's other ranks' metrics, ``(name, rank) → (steps, values)``:
+        #: charts show rank 0 unless "every rank" is ticked.
+        self._rank_series: dict[tuple[str, int], tuple[list[Any], list[Any]]] = {}
 
         self._full_at = 0.0
         self._quiet = _quiet_pattern(run)
@@ -192,7 +195,18 @@ class RunWidget(widgets.VBox):
         self.cancel_button.on_click(self._on_cancel)
         bar = widgets.HBox([self.header, self.cancel_button])
         bar.add_class("jc-run-bar")
-        super().__init__([bar, self.nodes, self.log_view, self.charts, self.table,
+        # A multi-node run: whose log lines to show, and whether charts show every rank.
+        world = _world_size(run)
+        self.rank_filter = widgets.Dropdown(
+            options=[("every rank", -1), *((f"rank {r}", r) for r in range(world))],
+            value=-1, description="log", layout=widgets.Layout(width="auto"))
+        self.every_rank = widgets.Checkbox(value=False, description="charts: every rank",
+                                           indent=False, layout=widgets.Layout(width="auto"))
+        self.rank_filter.observe(self._on_show_all, "value")  # the same re-render
+        self.every_rank.observe(self._on_every_rank, "value")
+        ranks = widgets.HBox([self.rank_filter, self.every_rank], layout=widgets.Layout(
+            display=None if world > 1 else "none"))
+        super().__init__([bar, self.nodes, ranks, self.log_view, self.charts, self.table,
                           self.images, self.outputs], **kwargs)
         self._render_header()
         if RunStatus(run.record.status).is_terminal():
@@ -260,6 +274,14 @@ class RunWidget(widgets.VBox):
         changed: set[str] = set()
         for rec in records:
             name, kind, value = rec["name"], rec.get("kind", "scalar"), rec["value"]
+            rank = rec.get("rank")
+            if rank:  # another rank than 0: its scalars, drawn on request
+                if kind == "scalar" and isinstance(value, (int, float)):
+                    xs, ys = self._rank_series.setdefault((name, rank), ([], []))
+                    xs.append(rec["step"] if rec.get("step") is not None else len(xs))
+                    ys.append(value)
+                    changed.add(name)
+                continue
             if kind == "scalar" and isinstance(value, (int, float)):
                 xs, ys = self._series.setdefault(name, ([], []))
                 times = self._times.setdefault(name, [])
@@ -300,12 +322,22 @@ class RunWidget(widgets.VBox):
 
     def _plot(self, name: str) -> Chart:
         """The chart of metric ``name``, its series set (drawn by the caller)."""
-        xs, ys = self._series[name]
+        xs, ys = self._series.get(name, ([], []))
         chart = self._figures.get(name)
         if chart is None:
             chart = self._figures[name] = self.charts.add(Chart(name, x_title="step"))
-        chart.set_series(name, xs, ys, self._times.get(name))
+        every = self.every_rank.value
+        chart.set_series(name, xs, ys, self._times.get(name),
+                         label="rank 0" if every and self._rank_series else None)
+        for (metric, rank), (rxs, rys) in list(self._rank_series.items()):
+            if metric == name:  # hidden unless asked for: an empty series draws nothing
+                chart.set_series(f"{name}@{rank}", rxs if every else [], rys if every else [],
+                                 label=f"rank {rank}")
         return chart
+
+    def _on_every_rank(self, _change: dict[str, Any]) -> None:
+        self._unplotted |= {name for name, _rank in list(self._rank_series)}
+        self._plot_pending(now=True)
 
     def _render_rows(self) -> None:
         e = html.escape
@@ -350,7 +382,7 @@ class RunWidget(widgets.VBox):
             if final or now - self._full_at >= FULL_LOG_EVERY:
                 self._load_full_log()
             return
-        view.text = "".join(self._tail)
+        view.text = self._shown_lines("".join(self._tail))
         view.lines = len(self._tail)
         view.hidden = self._lines - len(self._tail)
 
@@ -359,11 +391,20 @@ class RunWidget(widgets.VBox):
         cut = max(0, len(data) - FULL_LOG_LIMIT)
         if cut:
             data = data[data.find(b"\n", cut) + 1:]
-        text = data.decode(errors="replace")
+        text = self._shown_lines(data.decode(errors="replace"))
         self._full_at = time.monotonic()
         self.log_view.text = text
         self.log_view.lines = text.count("\n")
         self.log_view.hidden = 1 if cut else 0
+
+    def _shown_lines(self, text: str) -> str:
+        """``text``, or only the chosen rank's lines (without their prefix)."""
+        rank = self.rank_filter.value
+        if rank is None or rank < 0:
+            return text
+        from jupyter_compute.ranks import rank_lines
+
+        return "".join(rank_lines(text.splitlines(keepends=True), rank))
 
     def _render_nodes(self) -> None:
         from jupyter_compute.targets import node_counts
@@ -446,6 +487,12 @@ def _quiet_pattern(run: Run) -> re.Pattern[str] | None:
     except Exception:  # noqa: BLE001 - a detached target: show every line
         return None
     return re.compile(pattern) if pattern else None
+
+
+def _world_size(run: Run) -> int:
+    """How many ranks the run has (1 unless it is a multi-node run)."""
+    ranks = (run.record.spec or {}).get("ranks") or {}
+    return int(ranks.get("nodes", 1)) * int(ranks.get("procs_per_node", 1))
 
 
 def _nodes_text(target: str, nodes: dict[str, Any]) -> str:

@@ -77,6 +77,7 @@ class RayTarget(Target, Cluster):
     launcher_type = RayJobLauncher
     options = RayJobLauncher.options
     launcher: RayJobLauncher
+    rank_placement = "ray"  # a STRICT_SPREAD placement group, a node per bundle
 
     def __init__(self, name: str, config: dict[str, Any], workspace: Workspace) -> None:
         super().__init__(name, config, workspace)
@@ -102,6 +103,30 @@ class RayTarget(Target, Cluster):
         if isinstance(self._settle_host(), JobLogHost):
             refuse_secrets(self.name, spec)
         return super().submit(spec)
+
+    def check_ranks(self, spec: RunSpec) -> None:
+        super().check_ranks(spec)
+        if spec.ranks is None:
+            return
+        if spec.distribution is not None and spec.distribution.type == "mpi":
+            raise UsageError("distribution type mpi runs on local targets: on Ray the ranks "
+                             "are placed by Ray, so use type pytorch or tensorflow")
+        if self.launcher.embedded and \
+                self.launcher.request()["CPU"] > self.launcher.shape().node_cpus:
+            raise UsageError(f"each node of a multi-node run asks for run_cpus "
+                             f"{self.config['run_cpus']:g}, more than a node of {self.name!r} "
+                             f"has (node_cpus {self.launcher.shape().node_cpus}); lower "
+                             "run_cpus or raise node_cpus")
+        if isinstance(self._settle_host(), JobLogHost):
+            raise UsageError(f"a multi-node run on {self.name!r} needs nodes that share this "
+                             "machine's filesystem (transport shared): its ranks write to the "
+                             "run folder")
+
+    def max_nodes(self) -> int | None:
+        if self.launcher.embedded:
+            return self.launcher.shape().max_nodes
+        limit = self.config.get("max_nodes")
+        return int(limit) if limit is not None else None
 
     def _settle_host(self) -> Host:
         """The host for new runs; for ``auto`` with an address, decided once per object:

@@ -198,9 +198,6 @@ class RayJobLauncher(Launcher):
         if spec.docker_image:
             raise UsageError("a ray target runs no docker image; give the cluster's nodes the "
                              "environment, or use a docker target")
-        if spec.node_count > 1:
-            raise UsageError("node_count > 1 is not how a Ray run spreads: submit one run and "
-                             "call ray.init() in it to fan tasks out across the cluster")
         memory = units.parse_size_option(self.config.get("run_memory"), "--run-memory")
         node_memory = units.parse_size_option(self.config.get("node_memory"),
                                               "--node-memory")
@@ -223,6 +220,8 @@ class RayJobLauncher(Launcher):
             self.cluster().ensure()  # started on first use; a no-op while it runs
 
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
+        if ctx.agent.get("ranks"):  # a bundle per node of the placement group (ranks_ray)
+            ctx.agent["ranks"]["bundle"] = self.request()
         if not isinstance(host, JobLogHost):  # the agent runs from the runtime folder
             ctx.agent["pythonpath"] = [str(install_runtime(self.workspace.dir))]
             return  # the nodes share this disk: the agent builds the environment there
@@ -260,7 +259,9 @@ class RayJobLauncher(Launcher):
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         run_dir = self.workspace.run_dir(ctx.run_id)
-        request = self.request()
+        # A multi-node run's agent asks for nothing (it runs on the head); its placement
+        # group asks for the nodes (ranks_ray.py).
+        request = {"CPU": 0.0} if ctx.agent.get("ranks") else self.request()
         python = self.config.get("python")
         runtime_env: dict[str, Any] = {}
         if isinstance(host, JobLogHost):
