@@ -111,6 +111,8 @@ def attach(name: str, kind: str, *, workspace: Workspace | str | Path | None = N
         if key not in cls.options:
             raise UsageError(unknown(f"option for {kind} targets", key, cls.options))
         expected = cls.options[key][0]
+        if expected is list and isinstance(value, str):  # one value of a repeatable option
+            options[key] = value = [value]
         if not isinstance(value, expected):
             try:
                 options[key] = expected(value)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jupyter_compute import protocol
-from jupyter_compute.exceptions import RunFailedError
+from jupyter_compute.exceptions import ComputeError, RunFailedError
 from jupyter_compute.protocol import RunStatus
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
@@ -269,6 +269,12 @@ class Run:
         st = st if isinstance(st, dict) else {}
         d["prepare_seconds"] = st.get("prepare_seconds")
         d["environment"] = st.get("environment")
+        try:
+            job = self.target.job(self.id)
+        except ComputeError:  # the target was detached: the record is all there is
+            job = None
+        if job is not None:  # a batch queue's job (slurm): its id and state there
+            d["target_job"] = job
         return d
 
     def describe(self) -> str:

@@ -18,6 +18,11 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 # The SSH tests log in as an unprivileged user, who needs a system Python with venv.
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
+# The Slurm target's embedded cluster: munge, slurmctld, slurmd and the client commands.
+command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ] || need+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || [ -x /usr/sbin/slurmd ] || need+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

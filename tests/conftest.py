@@ -80,3 +80,6 @@ def kernel(project: Project) -> Iterator[Kernel]:
 # The session's Ray clusters, declared here once so every test module shares one of
 # each (a fixture imported into two test modules would start twice).
 from raycluster import ray_project, ray_session, separate_head  # noqa: E402, F401
+
+# The session's embedded Slurm cluster, declared here for the same reason.
+from slurmcluster import slurm_project, slurm_session  # noqa: E402, F401

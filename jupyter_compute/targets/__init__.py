@@ -28,6 +28,7 @@ BUILTIN_KINDS = {
     "ssh": "jupyter_compute.targets.ssh:SSHTarget",
     "docker": "jupyter_compute.targets.docker:DockerTarget",
     "ray": "jupyter_compute.targets.ray:RayTarget",
+    "slurm": "jupyter_compute.targets.slurm:SlurmTarget",
 }
 
 
@@ -76,6 +77,13 @@ def parse_kind_options(kind: str, argv: list[str]) -> dict[str, Any]:
         key = key.replace("-", "_")
         if declared.get(key, (None,))[0] is bool:
             options[key] = value.lower() not in ("0", "false", "no") if value else True
+        elif declared.get(key, (None,))[0] is list:  # repeatable: --sbatch-arg A --sbatch-arg B
+            if not value:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"{flag} needs a value")
+                value = argv[i + 1]
+                i += 1
+            options.setdefault(key, []).append(value)
         elif value:
             options[key] = value
         elif i + 1 < len(argv):

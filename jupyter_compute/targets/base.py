@@ -410,6 +410,11 @@ class Target:
         """Wait for news of the run (pushed by the host) or ``timeout`` seconds."""
         self.host.wait_change(run_id, since, timeout)
 
+    def job(self, run_id: str) -> dict[str, Any] | None:
+        """The run's job in the target's own scheduler, ``{id, state}`` (``show --json``'s
+        ``target_job``); None where a run is not such a job."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What ``targets`` shows: name, kind, options (never secrets)."""
         return {"name": self.name, "type": self.kind, **self.config}

@@ -1,0 +1,219 @@
+"""The slurm target on a real Slurm: the embedded cluster the project starts itself
+(munge, slurmctld, CLOUD-node slurmds on loopback; ``tests/slurmcluster.py``), once
+per session. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from slurmcluster import CLUSTER, IDLE_SECONDS, MAX_NODES, SlurmProject
+
+from jupyter_compute import api
+from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import Run
+from jupyter_compute.targets.slurm.launcher import (
+    batch_script,
+    node_counts,
+    sbatch_options,
+    slurm_seconds,
+)
+
+from conftest import pid_alive
+
+HELLO = """\
+import os, time
+print("hello from job", os.environ.get("SLURM_JOB_ID"), flush=True)
+time.sleep(0.5)
+"""
+
+STUBBORN = """\
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen(["sleep", "600"])
+escaped = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+    start_new_session=True)
+print("pids", os.getpid(), child.pid, escaped.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _wait_line(run: Run, text: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    for line in run.follow():
+        if text in line:
+            return line
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no line with {text!r} in: {run.log()[-2000:]}")
+
+
+def _scontrol(project: SlurmProject, *args: str) -> str:
+    conf = project.target().launcher.slurm_conf()
+    return subprocess.run(["scontrol", *args], env={**os.environ, "SLURM_CONF": conf},
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+# -- no cluster needed -----------------------------------------------------------------
+
+
+def test_sbatch_options_carry_every_option_quoted_as_one_argument() -> None:
+    argv = sbatch_options({"partition": "gpu", "cpus_per_task": 4, "mem": "4G",
+                           "gres": "gpu:1", "account": "lab", "qos": "high",
+                           "constraint": "a100", "time": "30",
+                           "sbatch_arg": ["--comment=two words", "--exclusive"]},
+                          "run-1", "/w/runs/run 1", time_limit_seconds=90)
+    assert argv[:4] == ["sbatch", "--parsable", "--job-name=run-1", "--chdir=/w/runs/run 1"]
+    for expected in ("--partition=gpu", "--cpus-per-task=4", "--mem=4G", "--gres=gpu:1",
+                     "--account=lab", "--qos=high", "--constraint=a100",
+                     "--comment=two words", "--exclusive", "--nodes=1",
+                     "--ntasks-per-node=1"):
+        assert expected in argv
+    assert "--time=2" in argv  # 90 s + the margin, in whole minutes; the run's own wins
+    assert "--time=30" in sbatch_options({"time": "30"}, "r", "/w")
+
+
+def test_batch_script_execs_the_agent_in_the_run_folder() -> None:
+    script = batch_script(["/usr/bin/python3", "/rt/agent.py", "/w/run 1"], "/w/run 1")
+    assert script.startswith("#!/bin/sh\n")
+    assert "cd '/w/run 1' || exit 1\n" in script
+    assert "exec /usr/bin/python3 /rt/agent.py '/w/run 1'\n" in script
+
+
+def test_node_counts_and_slurm_times() -> None:
+    assert node_counts("n1|idle~\nn2|alloc\nn3|idle\nn4|idle#\nn2|alloc\n") == {
+        "current": 3, "idle": 1, "allocated": 1, "powered_down": 1, "pending": 1}
+    assert slurm_seconds("5") == 300 and slurm_seconds("1:30") == 90
+    assert slurm_seconds("1:00:00") == 3600 and slurm_seconds("1-2") == 93600
+
+
+def test_repeatable_sbatch_arg_from_the_command_line() -> None:
+    from jupyter_compute.targets import parse_kind_options
+
+    assert parse_kind_options("slurm", ["--sbatch-arg", "--exclusive",
+                                        "--sbatch-arg=--comment=a b", "--max-nodes", "3"]) \
+        == {"sbatch_arg": ["--exclusive", "--comment=a b"], "max_nodes": "3"}
+
+
+# -- the embedded cluster ----------------------------------------------------------------
+
+
+def test_completed_and_failed_runs_are_jobs_with_their_state(
+        slurm_project: SlurmProject) -> None:
+    p = slurm_project
+    p.write("hello.py", HELLO)
+    p.write("fails.py", "import sys\nprint('about to fail')\nsys.exit(3)\n")
+    ok_id = p.submit("hello.py", "--target", CLUSTER)
+    bad_id = p.submit("fails.py", "--target", CLUSTER)
+    ok, bad = Run.get(ok_id), Run.get(bad_id)
+    assert ok.wait(timeout=180) is RunStatus.COMPLETED, ok.record.error
+    assert bad.wait(timeout=180) is RunStatus.FAILED
+    assert bad.record.exit_code == 3 and "code 3" in (bad.record.error or "")
+    shown = p.show(ok_id)
+    job = shown["target_job"]
+    assert job["id"].isdigit() and job["state"] in ("COMPLETED", "COMPLETING")
+    assert f"hello from job {job['id']}" in ok.log()
+    assert "about to fail" in bad.log()
+    assert p.show(bad_id)["target_job"]["id"] != job["id"]
+    assert "RunState=" not in _scontrol(p, "show", "job", job["id"])  # a real job of Slurm
+    assert f"JobId={job['id']}" in _scontrol(p, "show", "job", job["id"])
+
+
+def test_max_run_duration_is_the_job_time_limit_and_times_out(
+        slurm_project: SlurmProject) -> None:
+    p = slurm_project
+    p.write("slow.py", "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
+    run = api.submit("slow.py", target=CLUSTER, max_run_duration_seconds=3)
+    _wait_line(run, "started")
+    job_id = run.target.job(run.id)["id"]
+    assert "TimeLimit=00:01:00" in _scontrol(p, "show", "job", job_id)  # 3 s + margin
+    assert run.wait(timeout=120) is RunStatus.TIMED_OUT
+    assert "max_run_duration_seconds=3" in (run.record.error or "")
+
+
+def test_cancel_is_scancel_and_leaves_no_process(slurm_project: SlurmProject) -> None:
+    p = slurm_project
+    p.write("stubborn.py", STUBBORN)
+    run_id = p.submit("stubborn.py", "--target", CLUSTER)
+    run = Run.get(run_id)
+    pids = [int(x) for x in _wait_line(run, "pids").split()[1:]]
+    agent = run.target.status(run_id)["agent"]["pid"]
+    job_id = run.target.job(run_id)["id"]
+    began = time.monotonic()
+    out = p.cli("cancel", run_id)
+    assert out.returncode == 0 and "Canceled" in out.stdout, out.stderr
+    while time.monotonic() - began < 5 and any(pid_alive(x) for x in [*pids, agent]):
+        time.sleep(0.1)
+    assert not [x for x in [*pids, agent] if pid_alive(x)], "processes outlived the cancel"
+    assert Run.get(run_id).status() is RunStatus.CANCELED
+    deadline = time.monotonic() + 30
+    while "JobState=CANCELLED" not in _scontrol(p, "show", "job", job_id):
+        assert time.monotonic() < deadline, _scontrol(p, "show", "job", job_id)
+        time.sleep(0.5)
+
+
+def test_cancel_of_a_queued_job(slurm_project: SlurmProject) -> None:
+    """A job that cannot start yet (held) is canceled by scancel, and the run with it."""
+    p = slurm_project
+    p.write("never.py", "print('never runs')\n")
+    api.attach("hpc-held", "slurm", workspace=p.root, sbatch_arg=["--hold"])
+    try:
+        run = api.submit("never.py", target="hpc-held")
+        run.status()
+        assert run.record.status == "Queued" and (run.detail or "").startswith("waiting: ")
+        assert run.to_dict()["target_job"]["state"] == "PENDING"
+        run.cancel()
+        assert run.wait(timeout=60) is RunStatus.CANCELED
+        assert "never runs" not in run.log()
+    finally:
+        api.detach("hpc-held", workspace=p.root)
+
+
+def test_nodes_in_targets_json(slurm_project: SlurmProject) -> None:
+    out = slurm_project.cli("targets", "--json")
+    assert out.returncode == 0, out.stderr
+    [found] = [t for t in json.loads(out.stdout) if t["name"] == CLUSTER]
+    nodes = found["nodes"]
+    assert nodes["max"] == MAX_NODES and nodes["min"] == 0 and nodes["running"] is True
+    assert {"current", "idle", "allocated", "powered_down"} <= set(nodes)
+    assert nodes["current"] + nodes["powered_down"] == MAX_NODES
+
+
+def test_stop_ends_only_its_own_daemons(slurm_project: SlurmProject) -> None:
+    """A second embedded cluster stops; the session's cluster and a process that merely
+    shares a daemon's name live on (no killall, no name matching)."""
+    p = slurm_project
+    decoy = subprocess.Popen(["bash", "-c", "exec -a slurmd sleep 120"])
+    try:
+        api.attach("spare", "slurm", workspace=p.root, max_nodes=1, idle_seconds=5)
+        spare = api.get_target("spare", p.root)
+        spare.start()
+        cluster = spare.launcher.cluster()
+        state = cluster.load()
+        assert len(cluster.processes(state)) >= 2  # munged, slurmctld (+ slurmscriptd)
+        spare.stop()
+        assert not cluster.processes(state)
+        assert pid_alive(decoy.pid)
+        assert p.target().launcher.cluster().running()
+        assert spare.nodes()["running"] is False
+    finally:
+        decoy.kill()
+        decoy.wait()
+        api.detach("spare", workspace=p.root)
+
+
+def test_daemons_listen_on_loopback_only(slurm_project: SlurmProject) -> None:
+    state = slurm_project.target().launcher.cluster().load()
+    text = Path(state.conf).read_text()
+    assert f"SuspendTime={IDLE_SECONDS}\n" in text and "State=CLOUD" in text
+    listening = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, st = line.split()[1], line.split()[3]
+        if st == "0A":  # LISTEN
+            addr, port = local.split(":")
+            listening[int(port, 16)] = addr
+    assert listening.get(state.ctld_port) == "0100007F"  # 127.0.0.1, not 0.0.0.0
