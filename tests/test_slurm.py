@@ -160,7 +160,7 @@ def test_cancel_of_a_queued_job(slurm_project: SlurmProject) -> None:
     """A job that cannot start yet (held) is canceled by scancel, and the run with it."""
     p = slurm_project
     p.write("never.py", "print('never runs')\n")
-    api.attach("hpc-held", "slurm", workspace=p.root, sbatch_arg=["--hold"])
+    api.attach("hpc-held", "slurm", workspace=p.root, cluster=CLUSTER, sbatch_arg=["--hold"])
     try:
         run = api.submit("never.py", target="hpc-held")
         run.status()
@@ -217,3 +217,71 @@ def test_daemons_listen_on_loopback_only(slurm_project: SlurmProject) -> None:
             addr, port = local.split(":")
             listening[int(port, 16)] = addr
     assert listening.get(state.ctld_port) == "0100007F"  # 127.0.0.1, not 0.0.0.0
+
+
+# -- bad input: one line each, and no run recorded --------------------------------------
+
+
+def _refused(p: SlurmProject, name: str, **options) -> str:
+    p.write("ok.py", "print('ran')\n")
+    if not options.get("local"):
+        options["cluster"] = CLUSTER  # the session's cluster, not one of its own
+    api.attach(name, "slurm", workspace=p.root, replace=True, **options)
+    try:
+        before = len(api.runs(workspace=p.root))
+        out = p.cli("submit", "ok.py", "--target", name)
+        assert out.returncode != 0, out.stdout
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert len(api.runs(workspace=p.root)) == before  # nothing half-written
+        return lines[0]
+    finally:
+        api.detach(name, workspace=p.root)
+
+
+def test_unknown_partition_is_one_line(slurm_project: SlurmProject) -> None:
+    line = _refused(slurm_project, "bad-part", partition="nosuch")
+    assert "invalid partition" in line.lower() and "'nosuch'" in line and "sinfo" in line
+
+
+def test_impossible_request_fails_at_submit(slurm_project: SlurmProject) -> None:
+    line = _refused(slurm_project, "too-big", cpus_per_task=64)  # nodes have os.cpu_count()
+    assert "no node of the partition can run this request" in line
+    assert "--cpus-per-task" in line
+
+
+def test_sbatch_arg_that_is_not_an_option(slurm_project: SlurmProject) -> None:
+    line = _refused(slurm_project, "bad-arg", sbatch_arg=["--no-such-option=1"])
+    assert "--no-such-option" in line and "not an sbatch option" in line
+
+
+def test_cluster_whose_daemons_are_down(slurm_project: SlurmProject, tmp_path) -> None:
+    """An existing cluster (--local) whose controller does not answer."""
+    conf = tmp_path / "slurm.conf"
+    state = slurm_project.target().launcher.cluster().load()
+    text = Path(state.conf).read_text()
+    from jupyter_compute.targets.ray.cluster import free_ports
+
+    conf.write_text(text.replace(f"SlurmctldPort={state.ctld_port}",
+                                 f"SlurmctldPort={free_ports(1)[0]}"))
+    line = _refused(slurm_project, "down", local=True, slurm_conf=str(conf))
+    assert "does not answer" in line and "slurmctld" in line
+
+
+def test_options_reach_the_job(slurm_project: SlurmProject) -> None:
+    p = slurm_project
+    p.write("hello.py", HELLO)
+    api.attach("hpc-opts", "slurm", workspace=p.root, cluster=CLUSTER, partition="debug",
+               cpus_per_task=1,
+               mem="100M", time="5", sbatch_arg=["--comment=two words", "--nice=10"])
+    try:
+        run = api.submit("hello.py", target="hpc-opts")
+        assert run.wait(timeout=180) is RunStatus.COMPLETED, run.record.error
+        shown = _scontrol(p, "show", "job", run.target.job(run.id)["id"])
+        for expected in ("Partition=debug", "MinMemoryNode=100M", "Comment=two words",
+                         "Nice=10", "NumCPUs=1"):
+            assert expected in shown, shown
+        # --time is the agent's limit too; Slurm's is a minute later (whole minutes)
+        assert "TimeLimit=00:06:00" in shown
+    finally:
+        api.detach("hpc-opts", workspace=p.root)

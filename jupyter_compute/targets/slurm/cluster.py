@@ -279,9 +279,11 @@ class EmbeddedSlurm:
         env = state.env()
         if self.running(state):  # jobs' processes are slurmstepd's, not the daemons'
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["scancel", "--full", "--cluster", _cluster_name(self.name),
-                                "--quiet", "--user", _user()], env=env, capture_output=True,
-                               timeout=10)
+                jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, text=True,
+                                      capture_output=True, timeout=10).stdout.split()
+                if jobs:  # every user's: an SSH login's jobs run here too
+                    subprocess.run(["scancel", "--full", "--quiet", *jobs], env=env,
+                                   capture_output=True, timeout=10)
                 deadline = time.monotonic() + 6
                 while time.monotonic() < deadline:
                     out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env,

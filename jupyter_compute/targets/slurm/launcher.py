@@ -75,6 +75,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "qos": (str, "quality of service (sbatch --qos)"),
     "constraint": (str, "node features required (sbatch --constraint)"),
     "sbatch_arg": (list, "any other sbatch option, passed through quoted (repeatable)"),
+    "cluster": (str, "embedded cluster: the one to use, by name, so targets with other "
+                     "options share it (default: this target's name)"),
     "max_nodes": (int, "embedded cluster: most nodes it powers up (default 2)"),
     "idle_seconds": (int, "embedded cluster: seconds idle before a node powers down "
                           "(default 60)"),
@@ -167,10 +169,14 @@ class SbatchLauncher(Launcher):
     def embedded(self) -> bool:
         return not self.config.get("local") and not self.config.get("host")
 
+    @property
+    def cluster_name(self) -> str:
+        return str(self.config.get("cluster") or self.name)
+
     def cluster(self) -> EmbeddedSlurm:
         from jupyter_compute.targets.slurm.cluster import EmbeddedSlurm, SlurmShape
 
-        return EmbeddedSlurm(self.workspace.dir, self.name, SlurmShape(
+        return EmbeddedSlurm(self.workspace.dir, self.cluster_name, SlurmShape(
             max_nodes=int(self.config.get("max_nodes") or 2),
             node_cpus=int(self.config.get("node_cpus") or 0),
             idle_seconds=int(self.config.get("idle_seconds") or 60)))
@@ -263,7 +269,7 @@ class SbatchLauncher(Launcher):
     def record(self, run_id: str, job_id: str) -> None:
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / JOB_RECORD), {
             "job_id": job_id, "submitted": time.time(),
-            "cluster": self.name if self.embedded else None})
+            "cluster": self.cluster_name if self.embedded else None})
 
     def agent_command(self, host: Host, ctx: SubmitContext, run_dir: str) -> list[str]:
         """How the agent starts on the node: the host's Python and our runtime."""
@@ -436,20 +442,21 @@ class SbatchLauncher(Launcher):
 
     def _sbatch_error(self, text: str) -> str:
         """sbatch's refusal as one line that says what to change."""
-        line = _last(text)
+        line = _last(text).removeprefix("sbatch: error: ").removeprefix(
+            "Batch job submission failed: ").removeprefix("allocation failure: ")
         low = text.lower()
         if "unrecognized option" in low or "invalid option" in low:
             bad = next((ln for ln in text.splitlines() if "option" in ln), line).strip()
             return (f"{bad.removeprefix('sbatch: ')} — an --sbatch-arg of {self.name!r} is not "
                     "an sbatch option (see sbatch --help)")
         if "invalid partition" in low:
-            return (f"Slurm refused {self.name!r}: {line.removeprefix('sbatch: error: ')} "
+            return (f"Slurm refused {self.name!r}: {line} "
                     f"({self.config.get('partition')!r}); choose one that sinfo lists")
         if "requested node configuration is not available" in low or \
                 "more processors requested than permitted" in low or \
                 "memory specification can not be satisfied" in low:
             return (f"Slurm refused {self.name!r}: no node of the partition can run this "
-                    f"request ({line.removeprefix('sbatch: error: ')}); ask for less "
+                    f"request ({line}); ask for less "
                     "(--cpus-per-task, --mem, --gres)")
         if "unable to contact slurm controller" in low or "connection refused" in low or \
                 "zero bytes were transmitted" in low:
