@@ -16,6 +16,7 @@ from jupyter_compute import api
 from jupyter_compute.protocol import RunStatus
 from jupyter_compute.runs import Run
 from jupyter_compute.targets.slurm.launcher import (
+    POWER_UP,
     batch_script,
     node_counts,
     sbatch_options,
@@ -100,6 +101,41 @@ def test_repeatable_sbatch_arg_from_the_command_line() -> None:
 
 
 # -- the embedded cluster ----------------------------------------------------------------
+
+
+def test_scales_from_zero_for_a_run_and_back_to_zero(slurm_project: SlurmProject) -> None:
+    """First of the cluster tests, while no node is up: the run waits for a CLOUD node to
+    power up (its RunWidget says so, the ClusterWidget counts it pending), the node
+    count rises from 0, and falls back to 0 idle_seconds after the run."""
+    from jupyter_compute.widgets.cluster import ClusterWidget
+    from jupyter_compute.widgets.run import RunWidget
+
+    p = slurm_project
+    p.wait_nodes(lambda n: n["current"] == 0, timeout=IDLE_SECONDS + 60)
+    p.write("hello.py", HELLO)
+    cluster_widget = ClusterWidget(p.target(), interval=0.2)
+    run = api.submit("hello.py", target=CLUSTER)
+    run_widget = RunWidget(run, interval=0.2)
+    headers, details, nodes_seen = set(), set(), []
+    deadline = time.monotonic() + 180
+    while not run.status().is_terminal() and time.monotonic() < deadline:
+        details.add(f"{run.record.status}: {run.detail}")
+        headers.add(run_widget.header.value)
+        nodes_seen.append(run.target.nodes())
+        time.sleep(0.2)
+    run_widget.close()
+    assert run.status() is RunStatus.COMPLETED, run.record.error
+    assert f"Queued: {POWER_UP}" in details, details
+    assert any(POWER_UP in h for h in headers), headers
+    assert max(n["pending"] for n in nodes_seen) >= 1
+    assert max(n["current"] for n in nodes_seen) >= 1
+    p.wait_nodes(lambda n: n["current"] == 0, timeout=IDLE_SECONDS + 60)  # powered down
+    time.sleep(1.5)  # the widget's next poll (its target caches nodes for 1 s)
+    counts = [c for _, c, *_ in cluster_widget.points]
+    pending = [q for _, _, q, _ in cluster_widget.points]
+    cluster_widget.stop()
+    assert counts[0] == 0 and max(counts) >= 1 and counts[-1] == 0, counts
+    assert max(pending) >= 1, pending
 
 
 def test_completed_and_failed_runs_are_jobs_with_their_state(

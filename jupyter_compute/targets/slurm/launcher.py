@@ -397,13 +397,16 @@ class SbatchLauncher(Launcher):
                                   "max": int(self.config.get("max_nodes") or 2)
                                   if self.embedded else None, "running": False}
         if not self.embedded or self.cluster().running():
-            argv = ["sinfo", "-h", "-N", "-o", "%N|%t"]
-            if self.config.get("partition"):
-                argv[1:1] = [f"--partition={self.config['partition']}"]
-            code, out, _err = self.command(host, argv, timeout=30)
+            part = f" --partition={shlex.quote(str(self.config['partition']))}" \
+                if self.config.get("partition") else ""
+            # One round trip: the nodes, then those whose job waits for them to boot.
+            code, out, _err = self.command(host, ["sh", "-c", (
+                f"sinfo -h -N{part} -o '%N|%t' && echo --- && "
+                f"squeue -h{part} -t CONFIGURING -o '%N'")], timeout=30)
             if code == 0:
                 counts["running"] = True
-                counts.update(node_counts(out))
+                nodes, _, booting = out.partition("---\n")
+                counts.update(node_counts(nodes, booting))
                 if not self.embedded:
                     counts["max"] = counts["current"] + counts["powered_down"]
         with self._lock:
@@ -465,10 +468,11 @@ class SbatchLauncher(Launcher):
         return f"Slurm refused {self.name!r}: {line}"
 
 
-def node_counts(sinfo: str) -> dict[str, int]:
+def node_counts(sinfo: str, booting: str = "") -> dict[str, int]:
     """Counts of ``sinfo -h -N -o '%N|%t'`` lines (a pure function). ``~`` is powered down,
-    ``#`` powering up (pending), ``%`` powering down; a node listed in several
-    partitions counts once.
+    ``#`` powering up, ``%`` powering down; a node listed in several partitions counts
+    once. Pending: powering up, or in ``booting`` (``squeue -t CONFIGURING -o %N``: its
+    job still waits for the node to be ready).
 
     >>> node_counts("n1|idle~\\nn2|alloc\\nn3|idle\\nn4|mix#")
     {'current': 3, 'idle': 1, 'allocated': 1, 'powered_down': 1, 'pending': 1}
@@ -478,13 +482,14 @@ def node_counts(sinfo: str) -> dict[str, int]:
         name, _, state = line.strip().partition("|")
         if name:
             states[name] = state
+    waiting = set(booting.split())
     counts = {"current": 0, "idle": 0, "allocated": 0, "powered_down": 0, "pending": 0}
-    for state in states.values():
+    for name, state in states.items():
         if "~" in state:
             counts["powered_down"] += 1
             continue
         counts["current"] += 1
-        if "#" in state:
+        if "#" in state or name in waiting:
             counts["pending"] += 1
         elif state.startswith("idle"):
             counts["idle"] += 1
