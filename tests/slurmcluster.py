@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,14 +64,18 @@ class SlurmProject(Project):
 
 
 @pytest.fixture(scope="session")
-def slurm_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmProject]:
+def slurm_session() -> Iterator[SlurmProject]:
     """The session's workspace, with ``hpc`` (0-2 CLOUD nodes) started."""
     reason = unavailable()
     if reason:
         pytest.fail(reason, pytrace=False)
     from jupyter_compute import api
 
-    root = tmp_path_factory.mktemp("slurm") / "proj"
+    # Not pytest's tmp dirs (0700 root): the SSH login test's user reads the cluster's
+    # slurm.conf and reaches its munge socket under the workspace.
+    base = Path(tempfile.mkdtemp(prefix="jc-slurm-ws-"))
+    base.chmod(0o755)
+    root = base / "proj"
     (root / ".jupyter_compute").mkdir(parents=True)
     project = SlurmProject(root)
     api.attach(CLUSTER, "slurm", workspace=root, max_nodes=MAX_NODES,
@@ -86,8 +91,8 @@ def slurm_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmPro
         target.stop()
         left = cluster.processes(state) if state else []
         assert not left, f"the embedded Slurm cluster left processes behind: {left}"
-        if not str(cluster.folder).startswith(str(root)):
-            shutil.rmtree(cluster.folder, ignore_errors=True)  # /tmp/jc-slurm-<hash>
+        shutil.rmtree(cluster.folder, ignore_errors=True)  # maybe /tmp/jc-slurm-<hash>
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
