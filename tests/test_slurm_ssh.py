@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from slurmcluster import SlurmProject
 
-import sshd
 from jupyter_compute import api
 from jupyter_compute.protocol import RunStatus
-from slurmcluster import SlurmProject
+
+import sshd
 
 LOGIN = "hpc-login"
 
