@@ -321,3 +321,49 @@ def test_options_reach_the_job(slurm_project: SlurmProject) -> None:
         assert "TimeLimit=00:06:00" in shown
     finally:
         api.detach("hpc-opts", workspace=p.root)
+
+
+# -- sweeps: one job array ----------------------------------------------------------------
+
+CURVE = """
+import argparse, time
+from jupyter_compute.tracking import get_run
+p = argparse.ArgumentParser()
+p.add_argument("--trial", type=int)
+p.add_argument("--qualities")
+a = p.parse_args()
+quality = float(a.qualities.split(",")[a.trial - 1])
+run = get_run()
+for step in range(8):
+    run.log("Accuracy", quality, step=step)
+    time.sleep(0.5)
+"""
+
+
+def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProject) -> None:
+    from jupyter_compute.sweep import BanditPolicy, SweepConfig, choice, sweep
+
+    p = slurm_project
+    p.write("curve.py", CURVE)
+    config = SweepConfig(parameter_space={"--trial": choice(1, 2, 3, 4)}, sampling="grid",
+                         policy=BanditPolicy(slack_factor=0.2),
+                         primary_metric_name="Accuracy", primary_metric_goal="Maximize",
+                         max_concurrent_runs=2)
+    s = sweep("curve.py", config, target=CLUSTER, arguments=["--qualities", "0.9,0.3,0.9,0.2"])
+    assert s.wait(timeout=300).value == "Completed", s.log()
+    trials = {t["index"]: t for t in s.trials()}
+    jobs = {i: p.show(t["run_id"])["target_job"] for i, t in trials.items()}
+    arrays = {job["id"].split("_")[0] for job in jobs.values()}
+    assert len(arrays) == 1, jobs  # one sbatch for the whole sweep
+    [array] = arrays
+    assert sorted(job["id"] for job in jobs.values()) == [f"{array}_{i}" for i in range(4)]
+    assert "ArrayTaskThrottle=2" in _scontrol(p, "show", "job", array)
+    assert "queued as one job array, 2 at a time" in s.log()
+    stopped = {i for i, t in trials.items() if t["status"] == "Canceled"}
+    assert stopped and stopped <= {2, 4}, s.log()
+    for i, t in trials.items():
+        if i in stopped:
+            assert t["stop_reason"].startswith("stopped early by BanditPolicy")
+            assert jobs[i]["state"] == "CANCELLED"  # that task alone
+        else:
+            assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED"

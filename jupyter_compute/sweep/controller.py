@@ -341,6 +341,8 @@ class Controller:
 
     def fill(self) -> None:
         """Start trials until max_concurrent_runs run or none are left to start."""
+        if not self.trials and self.start_array():
+            return
         total = int(self.config.max_total_runs or 0)
         while sum(t.active for t in self.trials) < self.config.concurrency and \
                 len(self.trials) < total and not self.exhausted and not self.ended_by:
@@ -354,23 +356,72 @@ class Controller:
                 return
             self.start(Trial(index, params, argument_pairs(params)))
 
+    def start_array(self) -> bool:
+        """Where the target queues many runs as one job array (``submit_array``: slurm)
+        and the sampler needs no outcome to propose (not bayesian), submit every trial
+        at once, ``concurrency`` at a time by the queue's own throttle; False to start
+        trials one by one. Early termination still cancels single trials (array tasks)."""
+        from jupyter_compute.attached import get_target
+        from jupyter_compute.runs import Run
+
+        if self.config.sampling == "bayesian":
+            return False
+        target = get_target(self.spec["target"], self.ws)
+        submit_array = getattr(target, "submit_array", None)
+        if submit_array is None:
+            return False
+        trials = []
+        for index in range(1, int(self.config.max_total_runs or 0) + 1):
+            params = self.sampler.propose(index)
+            if params is None:
+                self.exhausted = True
+                break
+            trials.append(Trial(index, params, argument_pairs(params)))
+        if not trials:
+            return False
+        self.trials.extend(trials)
+        self._dirty = True
+        try:
+            submitted = submit_array([self.trial_spec(t) for t in trials],
+                                     self.config.concurrency)
+        except ComputeError as exc:
+            for trial in trials:
+                trial.status, trial.outcome = RunStatus.FAILED.value, "failed"
+                trial.error, trial.ended = str(exc), protocol.utcnow()
+                self.sampler.report(trial.index, [], "failed")
+            self.say(f"the sweep's job array could not start: {exc}")
+            self.ended_by = "failures"
+            return True
+        for trial, (record, warnings) in zip(trials, submitted):
+            run = Run(record, target.workspace, target=target)
+            run.warnings = warnings
+            self.started(trial, run)
+        self.say(f"trials 1-{len(trials)} queued as one job array, "
+                 f"{self.config.concurrency} at a time")
+        return True
+
+    def trial_spec(self, trial: Trial) -> Any:
+        """The run spec of ``trial`` (a child run of this sweep)."""
+        from jupyter_compute.runspec import resolve_spec
+
+        notebook = self.spec["script"].endswith(".ipynb")
+        fixed = list(self.spec.get("arguments") or [])
+        return resolve_spec(
+            self.spec["script"], target=self.spec["target"],
+            name=f"{self.spec['name']}-{trial.index}",
+            arguments=None if notebook else fixed + trial.arguments,
+            source_dir=self.dir / SOURCE, parent_id=self.id,
+            parameters=notebook_parameters(trial.params) if notebook else None,
+            kernel=self.spec.get("kernel"), environment=self.spec.get("environment"))
+
     def start(self, trial: Trial) -> None:
         from jupyter_compute.attached import get_target
         from jupyter_compute.runs import Run
-        from jupyter_compute.runspec import resolve_spec
 
         self.trials.append(trial)
         self._dirty = True
-        notebook = self.spec["script"].endswith(".ipynb")
-        fixed = list(self.spec.get("arguments") or [])
         try:
-            spec = resolve_spec(
-                self.spec["script"], target=self.spec["target"],
-                name=f"{self.spec['name']}-{trial.index}",
-                arguments=None if notebook else fixed + trial.arguments,
-                source_dir=self.dir / SOURCE, parent_id=self.id,
-                parameters=notebook_parameters(trial.params) if notebook else None,
-                kernel=self.spec.get("kernel"), environment=self.spec.get("environment"))
+            spec = self.trial_spec(trial)
             run = Run.submit(get_target(spec.target, self.ws), spec)
         except ComputeError as exc:
             trial.status, trial.outcome, trial.error = RunStatus.FAILED.value, "failed", str(exc)
@@ -379,6 +430,10 @@ class Controller:
             self.sampler.report(trial.index, [], "failed")
             self.after_failure()
             return
+        self.started(trial, run)
+
+    def started(self, trial: Trial, run: Run) -> None:
+        """``trial`` runs as ``run``: track it."""
         trial.run, trial.run_id = run, run.id
         if self.local:
             trial.folder = self.ws.run_dir(run.id)

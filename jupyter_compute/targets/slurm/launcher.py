@@ -15,6 +15,7 @@ visible for MinJobAge), cached for ``JOB_TTL`` seconds per run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -29,6 +30,7 @@ from jupyter_compute.targets.base import Launcher
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
     from jupyter_compute.runspec import RunSpec
@@ -123,6 +125,18 @@ def batch_script(agent: list[str], run_dir: str, nodes: int = 1,
             f"exec {shlex.join(agent)}\n")
 
 
+def array_script(runs: list[tuple[list[str], str]]) -> str:
+    """The batch script of a job array (a pure function): task ``i`` runs the agent of
+    ``runs[i]`` (``(agent command, run folder)``), its own output in its own folder."""
+    cases = "".join(
+        f"{i}) cd {shlex.quote(run_dir)} || exit 1\n"
+        f"   exec >>{JOB_OUTPUT} 2>&1\n"
+        f"   exec {shlex.join(agent)} ;;\n" for i, (agent, run_dir) in enumerate(runs))
+    return ("#!/bin/sh\n"
+            f"case \"$SLURM_ARRAY_TASK_ID\" in\n{cases}esac\n"
+            "echo \"no run for array task $SLURM_ARRAY_TASK_ID\" >&2\nexit 1\n")
+
+
 def time_limit(spec: RunSpec | dict[str, Any], config: dict[str, Any]) -> float | None:
     """The run's limit in seconds: its ``max_run_duration_seconds``, else ``time``."""
     limit = spec.get("max_run_duration_seconds") if isinstance(spec, dict) else \
@@ -162,6 +176,8 @@ class SbatchLauncher(Launcher):
         self._jobs: dict[str, tuple[float, dict[str, str] | None]] = {}
         self._nodes: tuple[float, dict[str, Any]] | None = None
         self._checked: set[tuple[str, ...]] = set()
+        #: While ``collect`` runs on a thread: the runs it launches, sent as one array.
+        self._batch = threading.local()
 
     # -- which cluster -----------------------------------------------------------------
 
@@ -255,6 +271,11 @@ class SbatchLauncher(Launcher):
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         run_dir = host.run_dir(ctx.run_id)
+        batch = getattr(self._batch, "runs", None)
+        if batch is not None:  # part of a job array: sent by submit_array
+            batch.append((ctx.run_id, self.agent_command(host, ctx, run_dir), run_dir,
+                          time_limit(ctx.agent, self.config)))
+            return
         argv = sbatch_options(self.config, ctx.run_id, run_dir,
                               time_limit(ctx.agent, self.config))
         script = batch_script(self.agent_command(host, ctx, run_dir), run_dir)
@@ -265,6 +286,34 @@ class SbatchLauncher(Launcher):
         if not job_id.isdigit():
             raise TargetError(f"sbatch on {self.name!r} answered {out.strip()!r}, not a job id")
         self.record(ctx.run_id, job_id)
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list[tuple[str, list[str], str, float | None]]]:
+        """Within it, ``launch`` on this thread only collects its runs, for ``submit_array``."""
+        self._batch.runs = []
+        try:
+            yield self._batch.runs
+        finally:
+            self._batch.runs = None
+
+    def submit_array(self, host: Host, runs: list[tuple[str, list[str], str, float | None]],
+                     concurrency: int, name: str) -> str:
+        """One ``sbatch --array=0-N%K`` for the collected ``runs``; each run's record gets
+        its task (``<array id>_<i>``), so status and cancel address that task alone."""
+        limits = [limit for *_, limit in runs if limit is not None]
+        argv = sbatch_options(self.config, name, runs[0][2], max(limits) if limits else None)
+        argv = [a for a in argv if not a.startswith("--output=")]
+        argv += ["--output=/dev/null", f"--array=0-{len(runs) - 1}%{max(1, concurrency)}"]
+        script = array_script([(agent, run_dir) for _, agent, run_dir, _ in runs])
+        code, out, err = self.command(host, argv, script.encode(), timeout=60, start=True)
+        if code:
+            raise UsageError(self._sbatch_error(err or out))
+        array_id = out.strip().split(";")[0]
+        if not array_id.isdigit():
+            raise TargetError(f"sbatch on {self.name!r} answered {out.strip()!r}, not a job id")
+        for i, (run_id, *_rest) in enumerate(runs):
+            self.record(run_id, f"{array_id}_{i}")
+        return array_id
 
     def record(self, run_id: str, job_id: str) -> None:
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / JOB_RECORD), {
@@ -373,7 +422,7 @@ class SbatchLauncher(Launcher):
         if self.embedded and not self.cluster().running():
             raise TargetError(f"the embedded Slurm cluster of {self.name!r} is not running")
         code, out, err = self.command(host, [
-            "squeue", "-h", "--states=all", "-j", ",".join(job_ids),
+            "squeue", "-h", "-r", "--states=all", "-j", ",".join(job_ids),
             "-o", "%i|%T|%N|%r"], timeout=30)
         if code and "Invalid job id" not in err:
             raise TargetError(_last(err or out))
