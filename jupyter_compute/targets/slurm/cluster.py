@@ -52,8 +52,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 START_TIMEOUT = 60.0
-#: munge's socket path must fit a unix socket address (108 bytes with its name).
-MAX_FOLDER = 70
+#: The longest unix socket path under the folder, slurmstepd's
+#: ``spool/<node>/<node>_<job id>.4294967291``, must fit 108 bytes: with node names of
+#: at most 16 characters and 10-digit job ids, the folder may have 45.
+MAX_FOLDER = 45
+NODE_PREFIX = 12
 PARTITION = "debug"
 INSTALL_HINT = ("install Slurm and munge: apt-get install slurmctld slurmd slurm-client munge "
                 "(scripts/install-test-deps.sh does)")
@@ -97,7 +100,12 @@ class SlurmState:
 
 
 def node_names(name: str, count: int) -> list[str]:
-    return [f"{name}-n{i}" for i in range(1, count + 1)]
+    """``hpc-n1`` …: the cluster's name, short (its nodes' sockets live in paths of theirs)."""
+    return [f"{node_prefix(name)}-n{i}" for i in range(1, count + 1)]
+
+
+def node_prefix(name: str) -> str:
+    return _cluster_name(name)[:NODE_PREFIX].rstrip("-") or "jc"
 
 
 def slurm_conf(name: str, folder: str, shape: SlurmShape, ctld_port: int,
@@ -138,7 +146,8 @@ def slurm_conf(name: str, folder: str, shape: SlurmShape, ctld_port: int,
         "SlurmctldParameters=idle_on_node_suspend",
         "PrivateData=cloud",
         *nodes,
-        f"PartitionName={PARTITION} Nodes={name}-n[1-{shape.max_nodes}] Default=YES "
+        f"PartitionName={PARTITION} Nodes={node_prefix(name)}-n[1-{shape.max_nodes}] "
+        "Default=YES "
         "MaxTime=INFINITE State=UP",
         ""])
 
@@ -203,6 +212,9 @@ class EmbeddedSlurm:
             if shutil.which(exe) is None and not os.path.exists(f"/usr/sbin/{exe}"):
                 raise TargetError(f"{exe} is not installed; {INSTALL_HINT}")
         folder = self.folder
+        if folder.exists() and folder.stat().st_uid != os.getuid():
+            raise SlurmStartError(f"{folder} belongs to another user; it cannot hold the "
+                                  f"Slurm cluster {self.name!r}")
         shutil.rmtree(folder / "spool", ignore_errors=True)
         for sub in ("", "state", "spool", "munge"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

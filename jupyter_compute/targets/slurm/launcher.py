@@ -67,6 +67,10 @@ END_STATES: dict[str, tuple[RunStatus, str]] = {
 STUCK_REASONS = ("launch failed requeued held", "JobHeldAdmin", "PartitionDown",
                  "PartitionInactive", "InvalidAccount", "InvalidQOS", "BadConstraints")
 
+#: Option sets sbatch --test-only accepted in this process (a target object is made
+#: per API call: the check would otherwise cost a controller round trip per submit).
+_CHECKED: set[tuple[str, ...]] = set()
+
 OPTIONS: dict[str, tuple[Any, str]] = {
     "partition": (str, "Slurm partition to submit to (default: the cluster's default)"),
     "time": (str, "default time limit of a job, as sbatch --time takes it (e.g. 30, 2:00:00)"),
@@ -175,7 +179,6 @@ class SbatchLauncher(Launcher):
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, dict[str, str] | None]] = {}
         self._nodes: tuple[float, dict[str, Any]] | None = None
-        self._checked: set[tuple[str, ...]] = set()
         #: While ``collect`` runs on a thread: the runs it launches, sent as one array.
         self._batch = threading.local()
 
@@ -245,16 +248,16 @@ class SbatchLauncher(Launcher):
         (``sbatch --test-only``): a bad option, an unknown partition, an impossible
         request or a cluster that does not answer fails here, before a run is recorded."""
         argv = sbatch_options(self.config, "check", "/tmp")
-        key = tuple(argv)
+        key = (self.name, str(self.config.get("host")), *argv)
         with self._lock:
-            if key in self._checked and (not self.embedded or self.cluster().running()):
+            if key in _CHECKED and (not self.embedded or self.cluster().running()):
                 return
         code, out, err = self.command(host, [*argv, "--test-only"], b"#!/bin/sh\ntrue\n",
                                       timeout=30, start=True)
         if code:
             raise UsageError(self._sbatch_error(err or out))
         with self._lock:
-            self._checked.add(key)
+            _CHECKED.add(key)
 
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
         """The agent ends the run TimedOut at the target's ``time`` when the run has no
@@ -466,7 +469,7 @@ class SbatchLauncher(Launcher):
         with self._lock:
             self._nodes = None
             self._jobs.clear()
-            self._checked.clear()
+        _CHECKED.clear()
 
     # -- pieces ------------------------------------------------------------------------
 
