@@ -83,6 +83,10 @@ def test_batch_script_execs_the_agent_in_the_run_folder() -> None:
     assert script.startswith("#!/bin/sh\n")
     assert "cd '/w/run 1' || exit 1\n" in script
     assert "exec /usr/bin/python3 /rt/agent.py '/w/run 1'\n" in script
+    assert "export JUPYTER_COMPUTE_SLURM_JOB=1\n" in script  # the agent leaves Slurm's
+    from jupyter_compute.agent import SLURM_JOB_ENV  # SIGTERMs' ends to the launcher
+
+    assert SLURM_JOB_ENV == "JUPYTER_COMPUTE_SLURM_JOB"
 
 
 def test_node_counts_and_slurm_times() -> None:
@@ -367,3 +371,31 @@ def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProje
             assert jobs[i]["state"] == "CANCELLED"  # that task alone
         else:
             assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED"
+
+
+def test_a_requeued_job_stays_one_run(slurm_project: SlurmProject) -> None:
+    p = slurm_project
+    p.write("twice.py", "import time\nprint('attempt', flush=True)\ntime.sleep(4)\n")
+    before = len(api.runs(limit=None, workspace=p.root))
+    # On one node: the requeued job must not wait for another node to power up.
+    api.attach("hpc-pinned", "slurm", workspace=p.root, replace=True, cluster=CLUSTER,
+               sbatch_arg=["--nodelist=hpc-n1"])
+    run = api.submit("twice.py", target="hpc-pinned")
+    _wait_line(run, "attempt")
+    job_id = run.target.job(run.id)["id"]
+    env = {**os.environ, "SLURM_CONF": p.target().launcher.slurm_conf()}
+    out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 30  # Slurm holds a requeued job ~2 min: start it now
+    while "JobState=PENDING" not in _scontrol(p, "show", "job", job_id):
+        assert time.monotonic() < deadline, _scontrol(p, "show", "job", job_id)
+        time.sleep(0.2)
+    run.status()
+    assert "requeued by Slurm" in (run.detail or "")
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=env,
+                   check=True, capture_output=True)
+    assert run.wait(timeout=300) is RunStatus.COMPLETED, run.record.error
+    assert run.log().count("attempt") == 2  # the job ran twice, as one run
+    assert len(api.runs(limit=None, workspace=p.root)) == before + 1
+    api.detach("hpc-pinned", workspace=p.root)

@@ -330,6 +330,7 @@ def resume(conf: str, hostlist: str) -> int:
     for node in _hostnames(hostlist, env):
         # slurmd's spool (%n) holds its and slurmstepd's sockets: it must exist first.
         os.makedirs(os.path.join(folder, "spool", node), mode=0o755, exist_ok=True)
+        _end_slurmd(conf, node)  # one powered down a moment ago may still be exiting
         pid = os.fork()
         if pid == 0:  # child: a session of its own, nothing inherited from slurmctld
             try:
@@ -380,16 +381,24 @@ def suspend(conf: str, hostlist: str) -> int:
     """End the slurmd of each node of ``hostlist`` (by its pid file, if it names ``conf``)."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "SLURM_CONF": conf}
-    folder = os.path.dirname(conf)
     for node in _hostnames(hostlist, env):
-        try:
-            pid = int(Path(folder, f"slurmd.{node}.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        if pid in owned_processes(conf):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        _end_slurmd(conf, node, wait=0)
     return 0
+
+
+def _end_slurmd(conf: str, node: str, wait: float = 10) -> None:
+    """SIGTERM the slurmd of ``node`` (its pid file's, if it names ``conf``); wait for it."""
+    try:
+        pid = int(Path(os.path.dirname(conf), f"slurmd.{node}.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if pid not in owned_processes(conf):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and pid in owned_processes(conf):
+        time.sleep(0.05)
 
 
 def _hostnames(hostlist: str, env: dict[str, str]) -> list[str]:

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from jupyter_compute.targets.slurm.cluster import EmbeddedSlurm
     from jupyter_compute.workspace import Workspace
 
+#: Tells the agent it runs as a Slurm job (agent.SLURM_JOB_ENV; not imported: the agent
+#: module is the runtime's, heavy to import here).
+SLURM_JOB_ENV = "JUPYTER_COMPUTE_SLURM_JOB"
 #: In the local run folder: the run's Slurm job (id, array task, cluster).
 JOB_RECORD = "slurm.json"
 #: In the run folder on the host: what the batch job itself printed (the agent's crash).
@@ -125,6 +128,7 @@ def batch_script(agent: list[str], run_dir: str, nodes: int = 1,
     that starts one agent per task through ``srun``; one agent needs neither."""
     del nodes, tasks_per_node  # one agent: the batch step itself
     return ("#!/bin/sh\n"
+            f"export {SLURM_JOB_ENV}=1\n"
             f"cd {shlex.quote(run_dir)} || exit 1\n"
             f"exec {shlex.join(agent)}\n")
 
@@ -137,6 +141,7 @@ def array_script(runs: list[tuple[list[str], str]]) -> str:
         f"   exec >>{JOB_OUTPUT} 2>&1\n"
         f"   exec {shlex.join(agent)} ;;\n" for i, (agent, run_dir) in enumerate(runs))
     return ("#!/bin/sh\n"
+            f"export {SLURM_JOB_ENV}=1\n"
             f"case \"$SLURM_ARRAY_TASK_ID\" in\n{cases}esac\n"
             "echo \"no run for array task $SLURM_ARRAY_TASK_ID\" >&2\nexit 1\n")
 
@@ -262,8 +267,9 @@ class SbatchLauncher(Launcher):
     def agent_spec(self, host: Host, ctx: SubmitContext) -> None:
         """The agent ends the run TimedOut at the target's ``time`` when the run has no
         limit of its own: Slurm's limit (whole minutes) comes after, as a backstop."""
-        if not ctx.agent.get("max_run_duration_seconds") and self.config.get("time"):
-            ctx.agent["max_run_duration_seconds"] = slurm_seconds(str(self.config["time"]))
+        limit = self.config.get("time") or _time_arg(self.config.get("sbatch_arg") or [])
+        if not ctx.agent.get("max_run_duration_seconds") and limit:
+            ctx.agent["max_run_duration_seconds"] = slurm_seconds(str(limit))
 
     def sync(self, host: Host, ctx: SubmitContext) -> None:
         if ctx.agent.get("environment"):  # built by the host's Python, as for a process
@@ -342,8 +348,10 @@ class SbatchLauncher(Launcher):
     def alive(self, host: Host, run_id: str, status: dict[str, Any]) -> bool | None:
         """Slurm's word until the agent reports (see the module docstring)."""
         rec = job_record(self.workspace, run_id)
-        if rec is None or status.get("agent"):
-            return None  # not launched yet, or the agent's pid decides
+        if rec is None:
+            return None  # not launched yet: the submitting client's beat decides
+        if status.get("agent"):
+            return self._after_agent(host, run_id, rec, status)
         try:
             job = self.job(host, run_id, rec)
         except TargetError as exc:
@@ -381,6 +389,36 @@ class SbatchLauncher(Launcher):
                           f"{self._output_hint(host, run_id)}")
             return False
         return True
+
+    def _after_agent(self, host: Host, run_id: str, rec: dict[str, Any],
+                     status: dict[str, Any]) -> bool | None:
+        """Once the agent ran: its pid decides while it lives. When it is gone without an
+        end status, Slurm says why: the job ended (its node failed, it ran out of memory,
+        was preempted or hit its time limit: the run ends so, in words), or it was
+        requeued (the run waits for the job's next start: one run, not a lost one)."""
+        if host.process_alive(status["agent"]):
+            return None
+        try:
+            job = self.job(host, run_id, rec, max_age=0)
+        except TargetError:
+            return None  # the heartbeat decides
+        if job is None:
+            return None
+        state = job["state"]
+        if state in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+            status.update(detail=f"requeued by Slurm ({job.get('reason') or state}); "
+                                 "the run starts again with the job")
+            return True
+        if state in ("RUNNING", "COMPLETING"):
+            return True  # a requeued job's new agent is starting, or the job is ending
+        if state in END_STATES and state != "COMPLETED":
+            ended, words = END_STATES[state]
+            if state == "CANCELLED" and \
+                    (self.workspace.run_dir(run_id) / protocol.CANCEL).exists():
+                words = "canceled by request"
+            self._end(host, run_id, ended, f"{words} (job {rec['job_id']})", force=True)
+            return False
+        return None
 
     def cancel(self, host: Host, run_id: str, status: dict[str, Any]) -> None:
         """``scancel``: Slurm signals every process of the job, SIGKILL after KillWait."""
@@ -479,10 +517,12 @@ class SbatchLauncher(Launcher):
         except TargetError:
             pass
 
-    def _end(self, host: Host, run_id: str, status: RunStatus, error: str) -> None:
-        """End a run whose agent never started, unless it has ended (or started) since."""
+    def _end(self, host: Host, run_id: str, status: RunStatus, error: str,
+             force: bool = False) -> None:
+        """End a run whose agent never started (``force``: whose agent died with its job),
+        unless it has ended (or started) since."""
         st = _read_status(host, run_id)
-        if st.get("agent") or st.get("status") in protocol.TERMINAL_STATUSES:
+        if (st.get("agent") and not force) or st.get("status") in protocol.TERMINAL_STATUSES:
             return
         now = protocol.utcnow()
         st.update(status=status.value, ended=now, exit_code=None, error=error)
@@ -548,6 +588,18 @@ def node_counts(sinfo: str, booting: str = "") -> dict[str, int]:
         elif state.startswith(("alloc", "mix", "comp")):
             counts["allocated"] += 1
     return counts
+
+
+def _time_arg(args: list[str]) -> str | None:
+    """The time limit among passed-through sbatch arguments (``--time=X``, ``-t X``)."""
+    for i, arg in enumerate(args):
+        if arg.startswith(("--time=", "-t=")):
+            return arg.split("=", 1)[1]
+        if arg in ("--time", "-t") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("-t") and len(arg) > 2 and arg[2:3].isdigit():
+            return arg[2:]
+    return None
 
 
 def job_record(workspace: Workspace, run_id: str) -> dict[str, Any] | None:
