@@ -246,6 +246,10 @@ class Agent:
             self.say(f"ended {leftovers} leftover process{'es' if leftovers > 1 else ''} "
                      "the script left behind")
         self.collect_outputs(workdir)
+        if self._stopped_by_slurm():
+            self.say("stopped by Slurm (requeued, preempted or at its time limit): the "
+                     "job's state says how the run ends")
+            return RunStatus.FAILED  # the status is left for the launcher (slurm/)
         exit_code = returncode if returncode >= 0 else 128 - returncode
         ended = protocol.utcnow()
         if ended_by is not None:
@@ -302,6 +306,11 @@ class Agent:
                 self.set_detail(said)
             self.wake.wait(POLL_SECONDS)
         return None
+    def _stopped_by_slurm(self) -> bool:
+        """A SIGTERM nobody asked for, in a Slurm job: Slurm requeues, preempts or times out
+        the job, and its state (which may start the run again) decides the run's end."""
+        return bool(os.environ.get(SLURM_JOB_ENV)) and self.stop.is_set() and \
+            not os.path.exists(self._p(protocol.CANCEL))
 
     def _cancel_requested(self) -> bool:
         return self.stop.is_set() or os.path.exists(self._p(protocol.CANCEL))
@@ -737,6 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jupyter_compute.agent RUN_DIR", file=sys.stderr)
         return 2
     return run_agent(args[0])
+
+
+#: Set by the slurm target's batch script: this agent is a Slurm job's (see _stopped_by_slurm).
+SLURM_JOB_ENV = "JUPYTER_COMPUTE_SLURM_JOB"
 
 
 def run_agent(run_dir: str) -> int:

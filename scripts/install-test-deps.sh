@@ -23,6 +23,11 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 # Multi-node runs of type mpi start their ranks under OpenMPI's mpirun (mpi4py from pip
 # loads its libmpi).
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+# The Slurm target's embedded cluster: munge, slurmctld, slurmd and the client commands.
+command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ] || need+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || [ -x /usr/sbin/slurmd ] || need+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

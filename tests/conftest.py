@@ -77,7 +77,8 @@ def kernel(project: Project) -> Iterator[Kernel]:
     k.shutdown()
 
 
-# The session's Ray clusters, declared here once so every test module shares one of
-# each (a fixture imported into two test modules would start twice).
+# The session's Ray, Slurm and Spark clusters, declared here once so every test module
+# shares one of each (a fixture imported into two test modules would start twice).
 from raycluster import ray_project, ray_session, separate_head  # noqa: E402, F401
+from slurmcluster import slurm_project, slurm_session  # noqa: E402, F401
 from sparkcluster import spark_project, spark_session  # noqa: E402, F401

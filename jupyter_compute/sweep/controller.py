@@ -341,6 +341,8 @@ class Controller:
 
     def fill(self) -> None:
         """Start trials until max_concurrent_runs run or none are left to start."""
+        if not self.trials and self.start_array():
+            return
         total = int(self.config.max_total_runs or 0)
         while sum(t.active for t in self.trials) < self.config.concurrency and \
                 len(self.trials) < total and not self.exhausted and not self.ended_by:
@@ -352,36 +354,90 @@ class Controller:
                 self.say(f"the search space is exhausted after {len(self.trials)} trials "
                          "(a configuration is never repeated)")
                 return
-            shown = [f"{k}={v}" for k, v in params.items()] if self.spec.get("command") \
-                else argument_pairs(params)  # a command's values go into its line instead
-            self.start(Trial(index, params, shown))
+            self.start(Trial(index, params, self.shown(params)))
+
+    def shown(self, params: dict[str, Any]) -> list[str]:
+        """How a trial's values are shown: ``--lr 0.1`` for a script's arguments,
+        ``lr=0.1`` for a command (its values go into its line instead)."""
+        if self.spec.get("command"):
+            return [f"{k}={v}" for k, v in params.items()]
+        return argument_pairs(params)
+
+    def start_array(self) -> bool:
+        """Where the target queues many runs as one job array (``submit_array``: slurm)
+        and the sampler needs no outcome to propose (not bayesian), submit every trial
+        at once, ``concurrency`` at a time by the queue's own throttle; False to start
+        trials one by one. Early termination still cancels single trials (array tasks)."""
+        from jupyter_compute.attached import get_target
+        from jupyter_compute.runs import Run
+
+        if self.config.sampling == "bayesian":
+            return False
+        target = get_target(self.spec["target"], self.ws)
+        submit_array = getattr(target, "submit_array", None)
+        if submit_array is None:
+            return False
+        trials = []
+        for index in range(1, int(self.config.max_total_runs or 0) + 1):
+            params = self.sampler.propose(index)
+            if params is None:
+                self.exhausted = True
+                break
+            trials.append(Trial(index, params, self.shown(params)))
+        if not trials:
+            return False
+        self.trials.extend(trials)
+        self._dirty = True
+        try:
+            submitted = submit_array([self.trial_spec(t) for t in trials],
+                                     self.config.concurrency)
+        except ComputeError as exc:
+            for trial in trials:
+                trial.status, trial.outcome = RunStatus.FAILED.value, "failed"
+                trial.error, trial.ended = str(exc), protocol.utcnow()
+                self.sampler.report(trial.index, [], "failed")
+            self.say(f"the sweep's job array could not start: {exc}")
+            self.ended_by = "failures"
+            return True
+        for trial, (record, warnings) in zip(trials, submitted):
+            run = Run(record, target.workspace, target=target)
+            run.warnings = warnings
+            self.started(trial, run)
+        self.say(f"trials 1-{len(trials)} queued as one job array, "
+                 f"{self.config.concurrency} at a time")
+        return True
+
+    def trial_spec(self, trial: Trial) -> Any:
+        """The run spec of ``trial`` (a child run of this sweep)."""
+        from jupyter_compute.runspec import resolve_spec
+
+        command = self.spec.get("command")
+        notebook = command is None and self.spec["script"].endswith(".ipynb")
+        fixed = list(self.spec.get("arguments") or [])
+        if command is not None:  # Azure's trial.command: the values go into the line
+            from jupyter_compute import azureml
+
+            command = azureml.substitute(command, {
+                f"search_space.{name}": str(value) for name, value in trial.params.items()})
+        return resolve_spec(
+            None if command is not None else self.spec["script"],
+            target=self.spec["target"], name=f"{self.spec['name']}-{trial.index}",
+            arguments=None if notebook or command is not None else fixed + trial.arguments,
+            source_dir=self.dir / SOURCE, parent_id=self.id,
+            parameters=notebook_parameters(trial.params) if notebook else None,
+            kernel=self.spec.get("kernel"), environment=self.spec.get("environment"),
+            command=command,
+            environment_variables=self.spec.get("environment_variables") or None,
+            max_run_duration_seconds=self.spec.get("trial_timeout"))
 
     def start(self, trial: Trial) -> None:
         from jupyter_compute.attached import get_target
         from jupyter_compute.runs import Run
-        from jupyter_compute.runspec import resolve_spec
 
         self.trials.append(trial)
         self._dirty = True
-        command = self.spec.get("command")
-        notebook = command is None and self.spec["script"].endswith(".ipynb")
-        fixed = list(self.spec.get("arguments") or [])
         try:
-            if command is not None:  # Azure's trial.command: the values go into the line
-                from jupyter_compute import azureml
-
-                command = azureml.substitute(command, {
-                    f"search_space.{name}": str(value) for name, value in trial.params.items()})
-            spec = resolve_spec(
-                None if command is not None else self.spec["script"],
-                target=self.spec["target"], name=f"{self.spec['name']}-{trial.index}",
-                arguments=None if notebook or command is not None else fixed + trial.arguments,
-                source_dir=self.dir / SOURCE, parent_id=self.id,
-                parameters=notebook_parameters(trial.params) if notebook else None,
-                kernel=self.spec.get("kernel"), environment=self.spec.get("environment"),
-                command=command,
-                environment_variables=self.spec.get("environment_variables") or None,
-                max_run_duration_seconds=self.spec.get("trial_timeout"))
+            spec = self.trial_spec(trial)
             run = Run.submit(get_target(spec.target, self.ws), spec)
         except ComputeError as exc:
             trial.status, trial.outcome, trial.error = RunStatus.FAILED.value, "failed", str(exc)
@@ -390,13 +446,16 @@ class Controller:
             self.sampler.report(trial.index, [], "failed")
             self.after_failure()
             return
+        self.started(trial, run)
+
+    def started(self, trial: Trial, run: Run) -> None:
+        """``trial`` runs as ``run``: track it."""
         trial.run, trial.run_id = run, run.id
         if self.local:
             trial.folder = self.ws.run_dir(run.id)
         if self.spec.get("git"):  # the frozen copy has no .git: keep the original's
             self.ws.store.update(run.id, git=self.spec["git"])
-        self.say(f"trial {trial.index} started as {run.id}: "
-                 f"{command if command is not None else ' '.join(trial.arguments)}")
+        self.say(f"trial {trial.index} started as {run.id}: {' '.join(trial.arguments)}")
 
     def poll(self) -> bool:
         """Read the active trials' status and new metrics; True if primary values arrived."""

@@ -29,6 +29,7 @@ BUILTIN_KINDS = {
     "docker": "jupyter_compute.targets.docker:DockerTarget",
     "ray": "jupyter_compute.targets.ray:RayTarget",
     "spark": "jupyter_compute.targets.spark:SparkTarget",
+    "slurm": "jupyter_compute.targets.slurm:SlurmTarget",
 }
 
 

@@ -58,7 +58,7 @@ __all__ = ["SSHHost", "SyncStats", "safe_name"]
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
     from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.targets.base import SubmitContext
@@ -112,6 +112,8 @@ class SSHHost(Host):
     """A VM or server reached over SSH; see the module docstring."""
 
     stores_blobs = False  # new files are sent from the source folder (the host checks them)
+    #: Whether ``sync`` may start the agent in the same request (a batch queue starts it).
+    starts_agent_with_sync: ClassVar[bool] = True
 
     options = {
         "host": (str, "host name or address"),
@@ -441,7 +443,8 @@ class SSHHost(Host):
             stats.sent_bytes = writer.sent
 
         meta: dict[str, Any] = {"run": run_id, "runtime": version}
-        start = not ctx.agent.get("container") and not secret_names(ctx.spec)
+        start = self.starts_agent_with_sync and not ctx.agent.get("container") and \
+            not secret_names(ctx.spec)
         if start:  # else the launcher starts it, after the secrets are there
             meta["start"] = {"python": None,
                              "watch": sess.watch_later(run_id, self.workspace.run_dir(run_id))}

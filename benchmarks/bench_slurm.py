@@ -1,0 +1,196 @@
+"""What does a run on the slurm target cost over a bare sbatch on the same cluster?
+
+Starts one embedded Slurm cluster (4 CLOUD nodes of 2 CPUs: 8 slots, powered up
+first and kept up) in a scratch workspace and measures, in the same session, the
+issue's three goals:
+
+  submit → Running      submit() until the run is Running (the agent started the
+                        script), vs bare ``sbatch --wrap "python hello.py"`` until squeue
+                        says RUNNING (the baseline); medians, idle powered-up nodes
+  200 from 10 procs     200 runs submitted by 10 processes at once: 200 recorded,
+                        200 distinct jobs, every run Completed (none lost)
+  sweep as job array    32 trials of 1 s, 8 at a time, as one job array, vs the ideal
+                        ceil(32/8) × 1 s (and vs 4 waves of the bare script's job time)
+
+Only this cluster's daemons are stopped at the end.
+
+    python benchmarks/bench_slurm.py [--repeat 7] [--runs 200] [--procs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HELLO = "import time\nprint('first line', flush=True)\ntime.sleep(0.2)\n"
+TRIAL = """
+import argparse, time
+from jupyter_compute.tracking import get_run
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float)
+a = p.parse_args()
+time.sleep(1.0)
+get_run().log("score", a.x)
+"""
+POLL = 0.01
+NAME = "bench-hpc"
+
+
+def slurm(conf: str, *argv: str) -> str:
+    return subprocess.run(argv, env={**os.environ, "SLURM_CONF": conf}, capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def bare_to_running(conf: str, root: Path) -> float:
+    """``sbatch --wrap`` of the same script → squeue says RUNNING, in seconds."""
+    t0 = time.perf_counter()
+    job = slurm(conf, "sbatch", "--parsable", f"--chdir={root}", "--output=/dev/null",
+                f"--wrap={sys.executable} hello.py").strip()
+    while True:
+        state = slurm(conf, "squeue", "-h", "--states=all", "-j", job, "-o", "%T").strip()
+        if state in ("RUNNING", "COMPLETING", "COMPLETED"):
+            return time.perf_counter() - t0
+        time.sleep(POLL)
+
+
+def ours_to_running(root: Path) -> float:
+    from jupyter_compute import api
+    from jupyter_compute.protocol import RunStatus
+
+    t0 = time.perf_counter()
+    run = api.submit("hello.py", target=NAME, workspace=root)
+    while run.status() in (RunStatus.QUEUED, RunStatus.PREPARING):
+        time.sleep(POLL)
+    took = time.perf_counter() - t0
+    run.wait(timeout=120)
+    return took
+
+
+def submit_many(args: tuple[str, int]) -> list[str]:
+    """One of the processes of the concurrency goal: ``count`` submits, their run ids."""
+    root, count = args
+    from jupyter_compute import api
+
+    return [api.submit("hello.py", target=NAME, workspace=root).id for _ in range(count)]
+
+
+def wait_idle_nodes(target, count: int, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = target.launcher.nodes(target.host, max_age=0)
+        if nodes["idle"] >= count:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"nodes never came up: {nodes}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--procs", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    from jupyter_compute import api
+    from jupyter_compute.runs import Run
+    from jupyter_compute.sweep import SweepConfig, choice, sweep
+    from jupyter_compute.targets.slurm.cluster import node_prefix
+    from jupyter_compute.targets.slurm.launcher import job_record
+
+    base = Path(tempfile.mkdtemp(prefix="jc-bench-slurm-"))
+    root = base / "proj"
+    (root / ".jupyter_compute").mkdir(parents=True)
+    (root / "hello.py").write_text(HELLO)
+    (root / "trial.py").write_text(TRIAL)
+    os.chdir(root)  # the source folder of every submit, the pool's processes' too
+    api.attach(NAME, "slurm", workspace=root, max_nodes=4, node_cpus=2, idle_seconds=3600)
+    target = api.get_target(NAME, root)
+    results: dict[str, object] = {}
+    try:
+        t0 = time.perf_counter()
+        target.start()
+        results["cluster start s"] = round(time.perf_counter() - t0, 2)
+        conf = target.launcher.slurm_conf()
+        nodes = f"{node_prefix(NAME)}-n[1-4]"
+        slurm(conf, "scontrol", "update", f"nodename={nodes}", "state=power_up")
+        wait_idle_nodes(target, 4)
+
+        # 1. submit → Running, ours vs bare sbatch, alternating, on idle nodes
+        bare, ours = [], []
+        ours_to_running(root)  # warm: the runtime installed, sbatch options checked
+        for _ in range(args.repeat):
+            bare.append(bare_to_running(conf, root))
+            time.sleep(1.0)
+            ours.append(ours_to_running(root))
+            time.sleep(1.0)
+        results["submit->RUNNING bare sbatch --wrap, median s"] = round(
+            statistics.median(bare), 3)
+        results["submit->Running ours, median s"] = round(statistics.median(ours), 3)
+        results["overhead s (goal <= 0.3)"] = round(
+            statistics.median(ours) - statistics.median(bare), 3)
+
+        # 2. 200 runs from 10 processes at once
+        per = math.ceil(args.runs / args.procs)
+        t0 = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+            ids = [i for chunk in pool.map(submit_many, [(str(root), per)] * args.procs)
+                   for i in chunk]
+        submitted = time.perf_counter() - t0
+        jobs = {(job_record(target.workspace, i) or {}).get("job_id") for i in ids}
+        recorded = [r for r in api.runs(limit=None, workspace=root) if r.id in set(ids)]
+        statuses = [Run.get(i, root).wait(timeout=900).value for i in ids]
+        results[f"{len(ids)} runs from {args.procs} procs: submit wall s"] = round(submitted, 2)
+        results["recorded / distinct jobs / Completed"] = (
+            f"{len(recorded)} / {len(jobs - {None})} / {statuses.count('Completed')}")
+        results["all done wall s"] = round(time.perf_counter() - t0, 2)
+        failed = [Run.get(i, root).record for i in ids if Run.get(i, root).record.status
+                  != "Completed"]
+        if failed:
+            results["first not Completed"] = f"{failed[0].status}: {failed[0].error}"
+
+        # 3. a 32-trial sweep as one job array, 8 at a time, 1 s trials
+        config = SweepConfig(parameter_space={"--x": choice(*range(args.trials))},
+                             sampling="grid", primary_metric_name="score",
+                             primary_metric_goal="Maximize",
+                             max_concurrent_runs=args.concurrency,
+                             max_total_runs=args.trials)
+        t0 = time.perf_counter()
+        s = sweep("trial.py", config, target=NAME, workspace=root)
+        status = s.wait(timeout=900)
+        took = time.perf_counter() - t0
+        ideal = math.ceil(args.trials / args.concurrency) * 1.0
+        trials = s.trials()
+        results["sweep status / trials Completed"] = (
+            f"{status.value} / {sum(t['status'] == 'Completed' for t in trials)}")
+        results["sweep wall s"] = round(took, 2)
+        results["sweep ideal s (waves x 1 s)"] = ideal
+        results["sweep / ideal (goal <= 1.3)"] = round(took / ideal, 2)
+        arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
+                  .split("_")[0] for t in trials}
+        results["sweep sbatch calls (job arrays)"] = len(arrays)
+        bad = [t for t in trials if t["status"] != "Completed"]
+        if bad:
+            results["first trial not Completed"] = f"{bad[0]['status']}: {bad[0]['error']}"
+    finally:
+        target.stop()
+        if not os.environ.get("JC_BENCH_KEEP"):  # keep the logs to read after a failure
+            shutil.rmtree(target.launcher.cluster().folder, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
