@@ -170,6 +170,10 @@ def test_prep_train_eval_runs_then_reuses_then_reruns_what_changed(project: Proj
     assert again["id"] != first["id"]
     assert all(s["reused"] and s["status"] == "Completed" for s in again["steps"])
     assert [s["run_id"] for s in again["steps"]] == [s["run_id"] for s in first["steps"]]
+    log = (project.run_dir(again["id"]) / "output.log").read_text()
+    assert "step train reused" in log and "done: 3 reused; Completed" in log
+    # nothing ran, so no controller was started: the client finished it
+    assert "agent" not in json.loads((project.run_dir(again["id"]) / "status.json").read_text())
 
     project.write("train/train.py", TRAIN.format(factor=10))  # train's code changes
     third = run_pipeline(project)

@@ -139,7 +139,15 @@ def submit(config: PipelineConfig, *, name: str | None = None, reuse: bool = Tru
                   "new_files": new_files, "new_bytes": new_bytes},
         spec={"steps": [s.name for s in config.ordered()], "reuse": reuse})
     ws.store.insert(record)
-    _launch(folder, ws)
+    from jupyter_compute.pipeline.controller import Controller
+
+    trial = Controller(folder)
+    try:
+        done = trial.all_reused()  # an unchanged rerun needs no process
+    finally:
+        trial.close()
+    if not done:
+        _launch(folder, ws)
     handle = Pipeline(record, ws)
     if wait:
         handle.wait()
