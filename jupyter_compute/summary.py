@@ -253,6 +253,8 @@ class PipelineSummary(StaticSummary):
             found[state] = found.get(state, 0) + 1
         ranked = sorted(found, key=lambda s: order.index(s) if s in order else len(order))
         n = len(self.steps)
+        if not n:
+            return "no steps yet"
         return f"{n} step{'' if n == 1 else 's'}: " + " · ".join(
             f"{found[s]} {state_label(s).lower()}" for s in ranked)
 

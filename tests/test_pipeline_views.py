@@ -106,6 +106,7 @@ def test_summary_reads_in_a_terminal_and_in_a_saved_notebook() -> None:
     assert re.search(r"eval +Skipped .* - +after train, report · train failed", text)
     html = s.html()
     assert html.count('class="jc-dag-step"') == 4 and WIDGET not in html
+    assert PipelineSummary({"id": "p-2", "status": "Queued"}).counts() == "no steps yet"
     assert "step train failed" in html and "ValueError: bad lr" in html
 
 
