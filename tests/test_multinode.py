@@ -408,3 +408,26 @@ def test_slurm_tcp_allreduce_and_mpi4py_on_two_nodes(slurm_project) -> None:
     assert run.wait(timeout=240).value == "Completed", run.log()
     for rank in (0, 1):
         assert f"[rank {rank}] mpi rank={rank} size=2 RANK={rank}" in run.log(), run.log()
+
+
+def test_slurm_failing_rank_and_cancel_stop_every_rank(slurm_project, tmp_path: Path) -> None:
+    from jupyter_compute import api
+
+    fails, sleeps = tmp_path / "fails", tmp_path / "sleeps"
+    fails.mkdir()
+    sleeps.mkdir()
+    slurm_project.write("fails.py", ONE_FAILS)
+    slurm_project.write("sleeps.py", SLEEPS)
+    run = api.submit("fails.py", target="hpc", node_count=2,
+                     environment_variables={"PIDS": str(fails)})
+    started = _wait_file_count(fails, 2, timeout=240)
+    assert run.wait(timeout=60).value == "Failed", run.log()
+    assert "rank 1 exited with code 3" in (run.record.error or ""), run.record.error
+    assert not _gone_within(started, 3 + 2)
+
+    run = api.submit("sleeps.py", target="hpc", node_count=2,
+                     environment_variables={"PIDS": str(sleeps)})
+    started = _wait_file_count(sleeps, 2, timeout=240)
+    run.cancel()
+    assert run.wait(timeout=60).value == "Canceled", run.log()
+    assert not _gone_within(started, 5)
