@@ -49,11 +49,14 @@ def attach(kind: str):  # -> the target, started
 
 
 def measure(kind: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
+    import json
+
     from jupyter_compute import api
 
     t0 = time.perf_counter()
     target = attach(kind)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in ROWS}
+    steps: dict[str, list[float]] = {}  # the ranks' launcher's own steps (ranks_ray)
     try:
         for i in range(repeat + 1):  # the first round warms the nodes up: not counted
             for name, nodes in ROWS:
@@ -65,6 +68,9 @@ def measure(kind: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
                     raise SystemExit(f"{kind}, {name}: {status.value}\n{run.log()}")
                 if i:
                     results[name].append((max(found) - submitted, max(found) - min(found)))
+                    placed = json.loads(run.target.read(run.id, "ranks.json") or b"{}")
+                    for step, seconds in (placed.get("seconds") or {}).items():
+                        steps.setdefault(step, []).append(seconds)
             if not i:
                 print(f"{kind}: cluster started and 2 nodes warm in "
                       f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -72,6 +78,10 @@ def measure(kind: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
         target.stop()
         if kind == "ray":
             target.cluster().stop(remove_files=True)
+    if steps:
+        print(f"{kind}: the ranks' launcher took (medians) " + ", ".join(
+            f"{step} {statistics.median(v):.2f}s" for step, v in steps.items()),
+            file=sys.stderr)
     return results
 
 
