@@ -666,7 +666,7 @@ def add_notebook_flags(p: argparse.ArgumentParser) -> None:
 def add_distribution_flags(p: argparse.ArgumentParser) -> None:
     """A multi-node run: ``--nodes N --procs-per-node K --distribution TYPE``."""
     p.add_argument("--nodes", type=int, metavar="N",
-                   help="node_count: run on N nodes (local, ray targets)")
+                   help="node_count: run on N nodes (local, ray, slurm targets)")
     p.add_argument("--procs-per-node", type=int, metavar="K",
                    help="processes (ranks) per node (default 1)")
     p.add_argument("--distribution", choices=("pytorch", "mpi", "tensorflow"),

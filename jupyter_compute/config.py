@@ -360,7 +360,7 @@ environment:                        # the packages the script needs; sources com
 environment_variables: {}
 # secret_env: [MY_CREDENTIAL]       # also secret (names with TOKEN, KEY, SECRET, PASSWORD are)
 max_run_duration_seconds: null      # TimedOut after this long
-node_count: 1                       # more: a multi-node run (local, ray targets)
+node_count: 1                       # more: a multi-node run (local, ray, slurm)
 # distribution: {type: pytorch, process_count_per_node: 1}   # pytorch | mpi | tensorflow
 # snapshot_max_mb: 300
 # snapshot_max_files: 2000          # changed (new) files per snapshot

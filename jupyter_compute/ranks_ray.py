@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 POLL_SECONDS = 0.2
+LAUNCHED = time.monotonic()  # what each step took goes to ranks.json (``seconds``)
 
 
 class NodeRanks:
@@ -118,11 +119,13 @@ def run_ray_group(run_dir: str, argv: list[str]) -> int:
     bundle = {k: float(v) for k, v in (spec["ranks"].get("bundle") or {"CPU": 1}).items()}
     grace = float(spec.get("cancel_grace_seconds", 3))
     ray.init(logging_level=logging.WARNING, log_to_driver=False)
+    steps = {"connect": time.monotonic() - LAUNCHED}  # importing ray, joining the cluster
     group = placement_group([bundle] * nodes, strategy="STRICT_SPREAD",
                             name=f"jupyter-compute-{spec.get('run_id', '')}")
     while not group.wait(timeout_seconds=1):
         ready = min(_nodes_that_fit(bundle), nodes)
         ranks.write_ranks(run_dir, {"waiting": f"waiting for {nodes} nodes: {ready}/{nodes}"})
+    steps["place"] = time.monotonic() - LAUNCHED - sum(steps.values())  # the nodes
     remote = ray.remote(NodeRanks)
     actors: list[Any] = [remote.options(num_cpus=bundle.get("CPU", 0), scheduling_strategy=(
         PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))).remote()
@@ -151,7 +154,9 @@ def run_ray_group(run_dir: str, argv: list[str]) -> int:
         pids = [pid for node in ray.get(starts) for pid in node]
         for entry, pid in zip(placed, pids):
             entry["pid"] = pid
-        ranks.write_ranks(run_dir, {"ranks": placed, "master": f"{master}:{port}"})
+        steps["start"] = time.monotonic() - LAUNCHED - sum(steps.values())  # actors, ranks
+        ranks.write_ranks(run_dir, {"ranks": placed, "master": f"{master}:{port}",
+                                    "seconds": {k: round(v, 3) for k, v in steps.items()}})
         while True:
             codes = [c for node in ray.get([a.poll.remote() for a in actors]) for c in node]
             failed = next((c for c in codes if c), None)

@@ -383,3 +383,51 @@ def test_distribution_spellings() -> None:
                        (3, "a type")):
         with pytest.raises(UsageError, match=words):
             Distribution.parse(bad)
+
+
+# -- Slurm ---------------------------------------------------------------------------------
+
+
+def test_slurm_tcp_allreduce_and_mpi4py_on_two_nodes(slurm_project) -> None:
+    """sbatch -N 2: the agent on the first node, the ranks by srun (mpirun for mpi)."""
+    from jupyter_compute import api
+
+    slurm_project.write("allreduce.py", ALLREDUCE)
+    run = api.submit("allreduce.py", target="hpc", node_count=2)
+    assert run.wait(timeout=240).value == "Completed", run.log()
+    log = run.log()
+    assert "[rank 0] allreduce total=3" in log and "[rank 1] allreduce total=3" in log, log
+    out = slurm_project.cli("show", run.id, "--json")
+    ranks = json.loads(out.stdout)["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert len({r["node"] for r in ranks}) == 2, ranks  # a node each
+
+    pytest.importorskip("mpi4py", reason="pip install -e '.[test]' installs mpi4py")
+    slurm_project.write("mpi_allreduce.py", MPI_ALLREDUCE)
+    run = api.submit("mpi_allreduce.py", target="hpc", node_count=2, distribution="mpi")
+    assert run.wait(timeout=240).value == "Completed", run.log()
+    for rank in (0, 1):
+        assert f"[rank {rank}] mpi rank={rank} size=2 RANK={rank}" in run.log(), run.log()
+
+
+def test_slurm_failing_rank_and_cancel_stop_every_rank(slurm_project, tmp_path: Path) -> None:
+    from jupyter_compute import api
+
+    fails, sleeps = tmp_path / "fails", tmp_path / "sleeps"
+    fails.mkdir()
+    sleeps.mkdir()
+    slurm_project.write("fails.py", ONE_FAILS)
+    slurm_project.write("sleeps.py", SLEEPS)
+    run = api.submit("fails.py", target="hpc", node_count=2,
+                     environment_variables={"PIDS": str(fails)})
+    started = _wait_file_count(fails, 2, timeout=240)
+    assert run.wait(timeout=60).value == "Failed", run.log()
+    assert "rank 1 exited with code 3" in (run.record.error or ""), run.record.error
+    assert not _gone_within(started, 3 + 2)
+
+    run = api.submit("sleeps.py", target="hpc", node_count=2,
+                     environment_variables={"PIDS": str(sleeps)})
+    started = _wait_file_count(sleeps, 2, timeout=240)
+    run.cancel()
+    assert run.wait(timeout=60).value == "Canceled", run.log()
+    assert not _gone_within(started, 5)

@@ -368,7 +368,8 @@ class Target:
             return
         if self.rank_placement is None:
             raise UsageError(f"target {self.name!r} is a {self.kind} target, which runs on one "
-                             "node: node_count and distribution need a local or ray target")
+                             "node: node_count and distribution need a local, ray or slurm "
+                             "target")
         limit = self.max_nodes()
         if limit is not None and spec.node_count > limit:
             raise UsageError(f"node_count {spec.node_count} is more than target {self.name!r} "

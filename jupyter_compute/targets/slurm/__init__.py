@@ -59,6 +59,25 @@ class SlurmTarget(Target, Cluster):
     launcher_type = SbatchLauncher
     options = {**SSHTarget.options, **LocalHost.options, **SbatchLauncher.options}
     launcher: SbatchLauncher
+    rank_placement = "slurm"  # sbatch -N N --ntasks-per-node K, the ranks by srun (ranks.py)
+
+    def check_ranks(self, spec: RunSpec) -> None:
+        super().check_ranks(spec)
+        if spec.distribution is not None and spec.distribution.type == "mpi" and \
+                self.launcher.embedded:
+            import shutil
+
+            if shutil.which("mpirun") is None:
+                from jupyter_compute.ranks import MPI_INSTALL_HINT
+
+                raise UsageError(f"distribution type mpi starts the ranks under mpirun, which "
+                                 f"is not on this machine's PATH: {MPI_INSTALL_HINT}")
+
+    def max_nodes(self) -> int | None:
+        limit = self.config.get("max_nodes")
+        if limit is None and self.launcher.embedded:
+            limit = 2  # the embedded cluster's default (SbatchLauncher.cluster)
+        return int(limit) if limit is not None else None
 
     @classmethod
     def compose(cls, config: dict[str, Any]) -> tuple[type[Host], type[Launcher]]:

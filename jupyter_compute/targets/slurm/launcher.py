@@ -285,8 +285,11 @@ class SbatchLauncher(Launcher):
             batch.append((ctx.run_id, self.agent_command(host, ctx, run_dir), run_dir,
                           time_limit(ctx.agent, self.config)))
             return
+        ranks = ctx.agent.get("ranks") or {}  # a multi-node run: its whole allocation
         argv = sbatch_options(self.config, ctx.run_id, run_dir,
-                              time_limit(ctx.agent, self.config))
+                              time_limit(ctx.agent, self.config),
+                              nodes=int(ranks.get("nodes", 1)),
+                              tasks_per_node=int(ranks.get("procs_per_node", 1)))
         script = batch_script(self.agent_command(host, ctx, run_dir), run_dir)
         code, out, err = self.command(host, argv, script.encode(), timeout=60, start=True)
         if code:
