@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jupyter_compute import protocol
-from jupyter_compute.exceptions import ComputeError, RunFailedError
+from jupyter_compute.exceptions import ComputeError, RunFailedError, UsageError
 from jupyter_compute.protocol import RunStatus
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
 
     from jupyter_compute.runspec import RunSpec
     from jupyter_compute.store import RunRecord
@@ -352,3 +352,62 @@ class Run:
         """What a run looks like to a renderer that is not IPython's display: its static
         summary (a live widget outside a registered display would outlive its model)."""
         return self.summary()._repr_mimebundle_()
+
+
+if TYPE_CHECKING:
+    _Parent = TypeVar("_Parent", bound="ParentRun")
+
+
+class ParentRun(Run):
+    """A run of runs (a sweep, a pipeline): a detached controller, started by
+    ``launch_controller``, starts its children — runs whose ``parent_id`` is its id.
+
+    The controller runs in a session of its own, so it outlives the process (a kernel,
+    a CLI) that started it; cancel reaches the children even when it has died.
+    """
+
+    #: The controller's module, run as ``python -m MODULE RUN_FOLDER``.
+    CONTROLLER = ""
+    #: Controllers started from this process, kept so they are reaped.
+    _started: list[Any] = []
+
+    @classmethod
+    def launch_controller(cls, folder: Path, workspace: Any) -> None:
+        """Start this kind's controller on the run folder ``folder``."""
+        import subprocess
+        import sys
+
+        cls._started[:] = [p for p in cls._started if p.poll() is None]
+        with open(folder / protocol.LOG, "ab") as log:  # a crash at import lands in the log
+            cls._started.append(subprocess.Popen(
+                [sys.executable, "-m", cls.CONTROLLER, str(folder)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                close_fds=True, cwd=str(workspace.root)))
+
+    @classmethod
+    def get(cls: type[_Parent], run_id: str, workspace: Any = None) -> _Parent:
+        """Reattach to the run ``run_id`` (a unique suffix is enough), which must be of
+        this class's kind."""
+        run = Run.get(run_id, workspace)
+        if not isinstance(run, cls):
+            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a "
+                             f"{cls.__name__.lower()}; list runs with 'jupyter-compute runs'")
+        return run
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace.run_dir(self.id)
+
+    def children(self) -> list[Run]:
+        """The runs this one started, newest first."""
+        ws = self.workspace
+        return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
+
+    def cancel(self, reason: str | None = None) -> RunStatus:
+        """Stop it and its running children; returns at once (``wait()`` to see it)."""
+        status = super().cancel(reason)
+        if status.is_terminal():  # a controller that died leaves its children to us
+            for child in self.children():
+                if not child.status().is_terminal():
+                    child.cancel(reason)
+        return status

@@ -16,8 +16,6 @@ nothing), records the pipeline run and starts the controller as a detached proce
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from jupyter_compute import protocol
@@ -25,7 +23,7 @@ from jupyter_compute.exceptions import ConfigError, UsageError
 from jupyter_compute.pipeline.config import PipelineConfig, load_pipeline
 from jupyter_compute.pipeline.controller import STEPS, initial_steps
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.runs import Run
+from jupyter_compute.runs import ParentRun, Run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
     from jupyter_compute.workspace import Workspace
 
 KIND = "pipeline"
-#: Controllers started from this process, kept so they are reaped.
-_controllers: list[subprocess.Popen[bytes]] = []
 
 
 def submit_file(path: str | Path, *, name: str | None = None,
@@ -147,7 +143,7 @@ def submit(config: PipelineConfig, *, name: str | None = None, reuse: bool = Tru
     finally:
         trial.close()
     if not done:
-        _launch(folder, ws)
+        Pipeline.launch_controller(folder, ws)
     handle = Pipeline(record, ws)
     if wait:
         handle.wait()
@@ -178,38 +174,16 @@ def _environment(value: Any, base: str, ws: Workspace) -> dict[str, Any] | None:
     return env.to_mapping(Path(base))
 
 
-def _launch(folder: Path, ws: Workspace) -> None:
-    """Start the controller in a session of its own: it outlives this process."""
-    _controllers[:] = [p for p in _controllers if p.poll() is None]
-    with open(folder / protocol.LOG, "ab") as log:  # a crash at import lands in the log
-        _controllers.append(subprocess.Popen(
-            [sys.executable, "-m", "jupyter_compute.pipeline.controller", str(folder)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            close_fds=True, cwd=str(ws.root)))
-
-
-class Pipeline(Run):
+class Pipeline(ParentRun):
     """A pipeline: a run whose children are its steps, in a DAG.
 
     ``Run.get`` of a pipeline's id gives a ``Pipeline`` (see ``runkinds``), so
     ``show``, ``cancel`` and the widgets take it like any run.
     """
 
+    CONTROLLER = "jupyter_compute.pipeline.controller"
     #: A pipeline lasts minutes: its status is polled less often than a run's.
     POLL = (0.02, 0.2, 5.0)
-
-    @classmethod
-    def get(cls, pipeline_id: str, workspace: Workspace | str | Path | None = None
-            ) -> Pipeline:
-        """Reattach to pipeline ``pipeline_id`` (a unique suffix is enough)."""
-        run = Run.get(pipeline_id, workspace)
-        if not isinstance(run, Pipeline):
-            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a pipeline")
-        return run
-
-    @property
-    def folder(self) -> Path:
-        return self.workspace.run_dir(self.id)
 
     def steps(self) -> list[dict[str, Any]]:
         """Each step in topological order: ``{"name", "run_id", "status", "reused",
@@ -240,20 +214,6 @@ class Pipeline(Run):
                 return Run.get(s["run_id"], self.workspace)
         names = ", ".join(s["name"] for s in self.steps())
         raise UsageError(f"no step {name!r} in pipeline {self.id} (steps: {names})")
-
-    def children(self) -> list[Run]:
-        """The runs this pipeline started (not the reused ones), newest first."""
-        ws = self.workspace
-        return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
-
-    def cancel(self, reason: str | None = None) -> RunStatus:
-        """Stop the pipeline: its running steps are canceled, the rest skipped."""
-        status = super().cancel(reason)
-        if status.is_terminal():  # a controller that died leaves its steps to us
-            for child in self.children():
-                if not child.status().is_terminal():
-                    child.cancel(reason)
-        return status
 
     def to_dict(self) -> dict[str, Any]:
         """The ``show --json`` shape: the run's fields and its ``steps``."""

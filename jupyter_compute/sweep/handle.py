@@ -18,14 +18,12 @@ at once.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.protocol import RunStatus
-from jupyter_compute.runs import Run
+from jupyter_compute.runs import ParentRun, Run
 from jupyter_compute.sweep.config import SweepConfig, load_sweep_config
 from jupyter_compute.sweep.controller import POINTS, SOURCE, STATE, argument_pairs
 
@@ -36,8 +34,6 @@ if TYPE_CHECKING:
     from jupyter_compute.summary import SweepSummary
     from jupyter_compute.workspace import Workspace
 
-#: Controllers started from this process, kept so they are reaped.
-_controllers: list[subprocess.Popen[bytes]] = []
 KIND = "sweep"
 
 
@@ -148,7 +144,7 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
         source_dir=str(spec.source_dir), snapshot={"id": snap.id, **vars(snap.stats)},
         spec=sweep_spec, git=git)
     ws.store.insert(record)
-    _launch(folder, ws)
+    Sweep.launch_controller(folder, ws)
     handle = Sweep(record, ws)
     if wait:
         handle.wait()
@@ -180,42 +176,16 @@ def _initial_state(spec: dict[str, Any], cfg: SweepConfig) -> dict[str, Any]:
             "updated": protocol.utcnow()}
 
 
-def _launch(folder: Path, ws: Workspace) -> None:
-    """Start the controller in a session of its own: it outlives this process."""
-    _controllers[:] = [p for p in _controllers if p.poll() is None]
-    with open(folder / protocol.LOG, "ab") as log:  # a crash at import lands in the log
-        _controllers.append(subprocess.Popen(
-            [sys.executable, "-m", "jupyter_compute.sweep.controller", str(folder)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            close_fds=True, cwd=str(ws.root)))
-
-
-class Sweep(Run):
+class Sweep(ParentRun):
     """A sweep: a run whose children are its trials; the best one, its warnings.
 
     ``Run.get`` of a sweep's id gives a ``Sweep`` (see ``runkinds``), so everything
     that takes a run (``show``, ``cancel``, the widgets) takes a sweep too.
     """
 
-    @classmethod
-    def get(cls, sweep_id: str, workspace: Workspace | str | Path | None = None) -> Sweep:
-        """Reattach to sweep ``sweep_id`` (a unique suffix is enough), from any process.
-
-        >>> Sweep.get("7f3a").status()
-        <RunStatus.RUNNING: 'Running'>
-        """
-        run = Run.get(sweep_id, workspace)
-        if not isinstance(run, Sweep):
-            raise UsageError(f"run {run.id} is a {run.record.kind} run, not a sweep; list "
-                             "sweeps with 'jupyter-compute runs'")
-        return run
-
+    CONTROLLER = "jupyter_compute.sweep.controller"
     #: A sweep lasts minutes: its status is polled less often than a run's.
     POLL = (0.05, 0.2, 5.0)
-
-    @property
-    def folder(self) -> Path:
-        return self.workspace.run_dir(self.id)
 
     # -- state -------------------------------------------------------------------------
 
@@ -260,20 +230,6 @@ class Sweep(Run):
     def warnings(self, value: list[str]) -> None:
         """A sweep's warnings are its controller's: the empty list ``Run`` starts with
         is not kept."""
-
-    def children(self) -> list[Run]:
-        """The trials' runs, newest first."""
-        ws = self.workspace
-        return [Run(r, ws) for r in ws.store.list(parent_id=self.id)]
-
-    def cancel(self, reason: str | None = None) -> RunStatus:
-        """Stop the sweep and its running trials; returns at once (``wait()`` to see it)."""
-        status = super().cancel(reason)
-        if status.is_terminal():  # a controller that died leaves its children to us
-            for child in self.children():
-                if not child.status().is_terminal():
-                    child.cancel(reason)
-        return status
 
     # -- forms -------------------------------------------------------------------------
 
