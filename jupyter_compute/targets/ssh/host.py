@@ -366,7 +366,8 @@ class SSHHost(Host):
         start. One round trip in all when what the host lacks is known.
 
         When it is not (a new connection), ``have`` asks first and the stream does not
-        wait for its answer: the blobs the host is unlikely to have (not in the last
+        wait for its answer: the blobs the host is unlikely to have (new to this
+        workspace's blob store, read from the source folder, and not in the last
         snapshot synced to this target) go out first, unasked, until the answer
         arrives or ``transfer.SPECULATE`` bytes went; the others wait for it. So a
         first submit costs no round trip more, a resubmit from a new process sends
@@ -393,7 +394,8 @@ class SSHHost(Host):
             send, runtime = unknown, False  # cheaper to send them than to ask
         else:
             asked = sess.ask("have", {"runtime": version}, "\n".join(unknown).encode())
-            likely = self._synced_before(ctx)
+            before = self._synced_before(ctx)
+            likely = {d for d in unknown if d not in snap.sources or d in before}
             send = [d for d in unknown if d not in likely] + \
                 [d for d in unknown if d in likely]
             runtime = None
@@ -474,11 +476,9 @@ class SSHHost(Host):
         stats.run_bytes = len(spec) + len(status)
 
     def _synced_before(self, ctx: SubmitContext) -> set[str]:
-        """The blobs of the last run synced to this target from this workspace (its
-        snapshot's files and its environment's wheels): what its host most likely has.
-        Empty if none is found."""
+        """The files of the last snapshot synced to this target from this workspace: what
+        its host most likely has. Empty if none is found."""
         from jupyter_compute.snapshot import SnapshotError, load_manifest
-        from jupyter_compute.wheelhouse import wheel_sources
 
         for record in self.workspace.store.list(limit=20):
             if record.id == ctx.run_id or record.target != self.name or not (
@@ -486,10 +486,9 @@ class SSHHost(Host):
                 continue
             try:
                 files = load_manifest(self.workspace.dir, record.snapshot["id"])["files"]
-                wheels = wheel_sources((record.spec or {}).get("environment"))
-            except (SnapshotError, KeyError, TypeError, ValueError, AttributeError):
+            except (SnapshotError, KeyError, TypeError, ValueError):
                 return set()
-            return {entry[0] for entry in files.values()} | set(wheels)
+            return {entry[0] for entry in files.values()}
         return set()
 
     def _refused(self, said: list[bytes], snap: Snapshot, store: Any) -> Exception:
