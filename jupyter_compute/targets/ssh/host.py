@@ -7,13 +7,14 @@ Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
     runs/<run-id>/                     the run folder (see protocol.py), 0700
     envs/<hash>/                       venvs built from requirements files, reused
 
-``sync`` sends only the blobs the host lacks, with the runtime and the run's files,
-in one stream on one exec channel (``transfer``): the host checks each blob's
-sha256 before it renames it into place. Everything after that goes through the
-connection's one helper session (``session``, the runtime's ``hostsession`` on the
-host): a warm submit (sync and the agent's start in one request), status, cancel,
-process checks, outputs; and a followed run's log, metrics and status are pushed
-by it as they change, so nothing is polled over the network. The agent starts
+Everything goes through the connection's one helper session (``session``, the
+runtime's ``hostsession`` on the host, started while a first submit hashes its
+files). ``sync`` is one streamed request to it: only the blobs the host lacks (its
+answer overlapping the upload), the runtime if missing, the manifest, the run's
+files and the agent's start; the host checks each blob's sha256 before it renames
+it into place. Status, cancel, process checks and outputs are requests too; a
+followed run's log, metrics and status are pushed as they change, so nothing is
+polled over the network. The agent starts
 detached (setsid, nohup), so a dropped connection or a closed kernel does not stop
 the run. What arrives is kept in the workspace's run folder, so ``logs``,
 ``metrics`` and ``show`` work while the host is unreachable, and a follower resumes
