@@ -426,7 +426,13 @@ class SSHHost(Host):
                     lacking, ship_runtime = missing()
                 if lacking is not None and digest not in lacking:
                     continue
-                stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
+                try:
+                    stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
+                except FileNotFoundError:
+                    names = sorted(n for n, (d, _size, _mode) in snap.files.items()
+                                   if d == digest)
+                    raise TargetError(f"{', '.join(names) or 'a file'} was deleted while it "
+                                      "was being submitted; submit again") from None
                 stats.blobs_sent += 1
             if ship_runtime is None:
                 ship_runtime = missing()[1]
