@@ -391,6 +391,11 @@ def print_sync(rows: dict[str, object] | None, args: argparse.Namespace) -> None
         print(f"{name:<32} {med['rsync -a']:8.2f}s {med['submit']:8.2f}s {med['sync']:8.2f}s "
               f"{med['submit'] / med['rsync -a']:12.2f}x {med['sync'] / med['rsync -a']:10.2f}x "
               f"{trips:>12g} {sent:>12,.0f}")
+        # each rep's rsync and submit ran back to back: their ratio shrugs off a machine
+        # whose disk slows everything for a minute (other loads)
+        pairs = sorted(b / a for a, b in zip(times["rsync -a"], times["submit"]))
+        print(f"{'':<32} submit/rsync per rep: {', '.join(f'{r:.2f}x' for r in pairs)}"
+              f" (median {statistics.median(pairs):.2f}x)")
 
 STAMPED = """
 import time

@@ -1014,3 +1014,42 @@ def test_a_file_changed_between_snapshot_and_upload_is_refused(project: Project,
     assert "data.txt changed while it was being submitted" in str(failed[0])
     (run,) = api.runs(limit=1)
     assert run.status().value == "Failed" and "submit again" in (run.record.error or "")
+
+
+def test_a_file_deleted_between_snapshot_and_upload_is_one_line(project: Project,
+                                                                host: Server) -> None:
+    """The same, the file deleted instead: the submit says which, not that the
+    connection was lost, and the helper session goes on serving the next submit."""
+    from netproxy import NetProxy
+
+    from jupyter_compute import snapshot
+
+    project.write("hello.py", "print('hello', flush=True)\n")
+    project.write("data.txt", "x" * (snapshot._KEEP_FILE + 1))  # read when sent
+    snapshots = project.root / ".jupyter_compute" / "snapshots"
+    with NetProxy(host.sshd.address, host.port, delay=0.025) as link:
+        target = api.attach("far", "ssh", **host.options(host=link.host, port=link.port))
+        link.pause()
+        failed: list[BaseException] = []
+
+        def submit() -> None:
+            try:
+                api.submit("hello.py", target="far")
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                failed.append(exc)
+
+        thread = threading.Thread(target=submit, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not list(snapshots.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (project.root / "data.txt").unlink()
+        link.resume()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert len(failed) == 1 and isinstance(failed[0], TargetError), failed
+        assert "data.txt was deleted while it was being submitted; submit again" in \
+            str(failed[0])
+        run = api.submit("hello.py", target="far")
+        assert run.wait(timeout=60).value == "Completed", run.log()
+        target.host.conn.close()  # type: ignore[attr-defined]  # before the proxy goes

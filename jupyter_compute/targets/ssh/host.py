@@ -7,13 +7,14 @@ Everything lives under ``workdir`` there (default ``~/.jupyter_compute``)::
     runs/<run-id>/                     the run folder (see protocol.py), 0700
     envs/<hash>/                       venvs built from requirements files, reused
 
-``sync`` sends only the blobs the host lacks, with the runtime and the run's files,
-in one stream on one exec channel (``transfer``): the host checks each blob's
-sha256 before it renames it into place. Everything after that goes through the
-connection's one helper session (``session``, the runtime's ``hostsession`` on the
-host): a warm submit (sync and the agent's start in one request), status, cancel,
-process checks, outputs; and a followed run's log, metrics and status are pushed
-by it as they change, so nothing is polled over the network. The agent starts
+Everything goes through the connection's one helper session (``session``, the
+runtime's ``hostsession`` on the host, started while a first submit hashes its
+files). ``sync`` is one streamed request to it: only the blobs the host lacks (its
+answer overlapping the upload), the runtime if missing, the manifest, the run's
+files and the agent's start; the host checks each blob's sha256 before it renames
+it into place. Status, cancel, process checks and outputs are requests too; a
+followed run's log, metrics and status are pushed as they change, so nothing is
+polled over the network. The agent starts
 detached (setsid, nohup), so a dropped connection or a closed kernel does not stop
 the run. What arrives is kept in the workspace's run folder, so ``logs``,
 ``metrics`` and ``show`` work while the host is unreachable, and a follower resumes
@@ -368,7 +369,8 @@ class SSHHost(Host):
         start. One round trip in all when what the host lacks is known.
 
         When it is not (a new connection), ``have`` asks first and the stream does not
-        wait for its answer: the blobs the host is unlikely to have (not in the last
+        wait for its answer: the blobs the host is unlikely to have (new to this
+        workspace's blob store, read from the source folder, and not in the last
         snapshot synced to this target) go out first, unasked, until the answer
         arrives or ``transfer.SPECULATE`` bytes went; the others wait for it. So a
         first submit costs no round trip more, a resubmit from a new process sends
@@ -395,7 +397,8 @@ class SSHHost(Host):
             send, runtime = unknown, False  # cheaper to send them than to ask
         else:
             asked = sess.ask("have", {"runtime": version}, "\n".join(unknown).encode())
-            likely = self._synced_before(ctx)
+            before = self._synced_before(ctx)
+            likely = {d for d in unknown if d not in snap.sources or d in before}
             send = [d for d in unknown if d not in likely] + \
                 [d for d in unknown if d in likely]
             runtime = None
@@ -425,7 +428,13 @@ class SSHHost(Host):
                     lacking, ship_runtime = missing()
                 if lacking is not None and digest not in lacking:
                     continue
-                stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
+                try:
+                    stats.blob_bytes += writer.blob(digest, _blob(snap, store, digest))
+                except FileNotFoundError:
+                    names = sorted(n for n, (d, _size, _mode) in snap.files.items()
+                                   if d == digest)
+                    raise TargetError(f"{', '.join(names) or 'a file'} was deleted while it "
+                                      "was being submitted; submit again") from None
                 stats.blobs_sent += 1
             if ship_runtime is None:
                 ship_runtime = missing()[1]
@@ -477,11 +486,9 @@ class SSHHost(Host):
         stats.run_bytes = len(spec) + len(status)
 
     def _synced_before(self, ctx: SubmitContext) -> set[str]:
-        """The blobs of the last run synced to this target from this workspace (its
-        snapshot's files and its environment's wheels): what its host most likely has.
-        Empty if none is found."""
+        """The files of the last snapshot synced to this target from this workspace: what
+        its host most likely has. Empty if none is found."""
         from jupyter_compute.snapshot import SnapshotError, load_manifest
-        from jupyter_compute.wheelhouse import wheel_sources
 
         for record in self.workspace.store.list(limit=20):
             if record.id == ctx.run_id or record.target != self.name or not (
@@ -489,10 +496,9 @@ class SSHHost(Host):
                 continue
             try:
                 files = load_manifest(self.workspace.dir, record.snapshot["id"])["files"]
-                wheels = wheel_sources((record.spec or {}).get("environment"))
-            except (SnapshotError, KeyError, TypeError, ValueError, AttributeError):
+            except (SnapshotError, KeyError, TypeError, ValueError):
                 return set()
-            return {entry[0] for entry in files.values()} | set(wheels)
+            return {entry[0] for entry in files.values()}
         return set()
 
     def _refused(self, said: list[bytes], snap: Snapshot, store: Any) -> Exception:

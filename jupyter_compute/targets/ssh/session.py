@@ -257,9 +257,11 @@ class Session:
         except BaseException as exc:
             with self.lock:
                 self.pending.pop(asked.ident, None)
+            # the link, or a local file (one deleted since the snapshot): the same errors
+            dropped = isinstance(exc, (OSError, EOFError)) and not self.live
             if chan is not None:
                 chan.close()
-            if isinstance(exc, (OSError, EOFError)):
+            if dropped:
                 raise HostUnreachableError(f"lost the connection to "
                                            f"{self.conn.endpoint.label}: "
                                            f"{exc or type(exc).__name__}") from exc
