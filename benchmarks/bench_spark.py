@@ -42,15 +42,10 @@ POLL = 0.01
 
 def bare_command(spec: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """The spark-submit command and environment a run of ours used (``spec.json``'s
-    ``command_prefix``), without our helper: the same JVMs, the same conf."""
-    prefix = [str(a).replace("{python}", sys.executable) for a in spec["command_prefix"]]
-    at = next(i for i, a in enumerate(prefix) if a.endswith("/spark-submit"))
-    env = dict(os.environ)
-    for i, arg in enumerate(prefix[:at]):
-        if arg == "--env":
-            key, _, value = prefix[i + 1].partition("=")
-            env[key] = value
-    return prefix[at:-1], env
+    ``spark_submit``), without the snapshot's --py-files: the same JVMs, the same conf."""
+    submit = spec["spark_submit"]
+    options = [str(a).replace("{python}", sys.executable) for a in submit["options"]]
+    return [submit["submit"], *options], {**os.environ, **submit["env"]}
 
 
 def bare(command: list[str], env: dict[str, str], job: Path) -> tuple[float, float]:
@@ -145,8 +140,8 @@ def main() -> None:
         print(f"{name:<20}{first:>16.2f}{done:>12.2f}")
     extra = medians["ours"] - medians["bare spark-submit"]
     print(f"\nsubmit → first driver line: ours − bare = {extra:+.2f} s (goal ≤ +0.5 s)")
-    print(f"ours before spark-submit starts (snapshot, record, agent, sparksubmit.py is "
-          f"after): median {statistics.median(own):.2f} s of {[round(x, 2) for x in own]}")
+    print(f"ours before spark-submit starts (snapshot, record, agent, its command): "
+          f"median {statistics.median(own):.2f} s of {[round(x, 2) for x in own]}")
     print(f"resubmit with one changed file: sent {[s['new_files'] for s in sent]} files, "
           f"{[s['new_bytes'] for s in sent]} bytes of a {sent[0]['files']}-file snapshot "
           "(goal: that file only)")
