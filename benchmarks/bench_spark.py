@@ -115,7 +115,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         target.start()
-        started = time.perf_counter() - t0
+        cluster_start = time.perf_counter() - t0
         rows: dict[str, list[tuple[float, float]]] = {"bare spark-submit": [], "ours": []}
         sent, own = [], []
         # warm: the blob store, the runtime folder, the page cache; and the command to copy
@@ -131,7 +131,7 @@ def main() -> None:
         target.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"cluster start (master + worker): {started:.1f} s\n")
+    print(f"cluster start (master + worker): {cluster_start:.1f} s\n")
     print(f"{'':<20}{'first line (s)':>16}{'done (s)':>12}")
     medians = {}
     for name, values in rows.items():
