@@ -83,6 +83,7 @@ class Agent:
         self.prepare_seconds: float | None = None  # snapshot + environment, not run time
         self.mlflow: Any = None  # mlflow_endpoint.Endpoint the script logs to, while it runs
         self.path_first: list[str] = []  # folders put first on PATH (a command's python)
+        self.command_env: dict[str, str] = {}  # what a command builder adds to the env
 
     def _p(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
@@ -430,11 +431,15 @@ class Agent:
             if self.spec.get("kernel"):
                 argv += ["--kernel", self.spec["kernel"]]
             return argv
-        arguments = [self.spec["script"], *map(str, self.spec.get("arguments", []))]
-        prefix = self.spec.get("command_prefix")
-        if prefix:  # a launcher's own way to run a script (spark-submit); {python} is ours
-            return [str(a).replace("{python}", python) for a in prefix] + arguments
-        return [python, "-u", *arguments]
+        builder = str(self.spec.get("command_builder") or "")
+        if builder.isidentifier():
+            # A launcher's run-side module builds the command (sparksubmit: spark-submit's).
+            import importlib
+
+            module = importlib.import_module(f"jupyter_compute.{builder}")
+            argv, self.command_env = module.command(self.spec, python, self._p(protocol.WORKDIR))
+            return list(argv)
+        return [python, "-u", self.spec["script"], *map(str, self.spec.get("arguments", []))]
 
     def python_on_path(self, python: str) -> list[str]:
         """The folders to put first on a command's PATH so that its ``python`` (and
@@ -501,6 +506,7 @@ class Agent:
                 env, self.say)
             env.update(variables)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.command_env)
         if self.path_first:
             env["PATH"] = os.pathsep.join([*self.path_first, env.get("PATH") or os.defpath])
         extra = [os.path.join(self.run_dir, p) for p in self.spec.get("pythonpath", [])]

@@ -1,17 +1,19 @@
-"""Runs ON the target for a Spark run: the snapshot's Python packages as ``--py-files``,
-then ``exec spark-submit``.
+"""Runs ON the target for a Spark run: the ``spark-submit`` command the agent starts,
+with the snapshot's Python packages as ``--py-files``.
 
-::
+The launcher (``targets/spark/launcher.py``) writes into the agent's spec::
 
-    python -m jupyter_compute.sparksubmit [--env NAME=VALUE]... SPARK_SUBMIT [OPTION]... \\
-        -- SCRIPT [ARG]...
+    "command_builder": "sparksubmit",
+    "spark_submit": {"submit": ".../bin/spark-submit", "env": {"SPARK_HOME": ...},
+                     "options": ["--master", "spark://…", "--conf",
+                                 "spark.pyspark.python={python}", …]}
 
-The agent runs this in the run's ``workdir/`` (the materialized snapshot). Each
-top-level package of the snapshot (a folder with ``__init__.py``) is zipped into the
-run folder's ``pyfiles/``, and each top-level module but the script goes as it is,
-so executors import what the driver imports. Then the process *becomes*
-``spark-submit`` (``os.execvp``): the agent's signals, its process group and its exit
-code are Spark's own, and nothing of this helper stays.
+and the agent calls ``command(spec, python, workdir)`` once the snapshot is in
+``workdir/`` and the run's interpreter is known: ``{python}`` becomes that
+interpreter, each top-level package of the snapshot (a folder with ``__init__.py``)
+is zipped into the run folder's ``pyfiles/``, and each top-level module but the
+script goes as it is, so executors import what the driver imports. The agent then
+starts spark-submit itself: no interpreter in between.
 
 Standard library only: this file travels to every target with the agent.
 """
@@ -19,12 +21,25 @@ Standard library only: this file travels to every target with the agent.
 from __future__ import annotations
 
 import os
-import sys
 import zipfile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any
+
+
+def command(spec: dict[str, Any], python: str, workdir: str
+            ) -> tuple[list[str], dict[str, str]]:
+    """``(argv, environment additions)`` of the run's spark-submit; see the module."""
+    submit = spec.get("spark_submit") or {}
+    script = str(spec["script"])
+    argv = [str(submit.get("submit") or "spark-submit")]
+    argv += [str(a).replace("{python}", python) for a in submit.get("options") or []]
+    files = py_files(workdir, script, os.path.join(os.path.dirname(workdir), "pyfiles"))
+    if files:
+        argv += ["--py-files", ",".join(files)]
+    argv += [script, *map(str, spec.get("arguments") or [])]
+    return argv, {str(k): str(v) for k, v in (submit.get("env") or {}).items()}
 
 
 def py_files(workdir: str, script: str, dest: str) -> list[str]:
@@ -49,29 +64,3 @@ def py_files(workdir: str, script: str, dest: str) -> list[str]:
                 os.path.normpath(name) != os.path.normpath(script):
             found.append(path)
     return found
-
-
-def main(argv: list[str]) -> NoReturn:
-    args = list(argv)
-    while args and args[0] == "--env":
-        key, _, value = args[1].partition("=")
-        os.environ[key] = value
-        del args[:2]
-    if "--" not in args or args.index("--") == 0:
-        sys.exit("usage: python -m jupyter_compute.sparksubmit [--env K=V]... SPARK_SUBMIT "
-                 "[OPTION]... -- SCRIPT [ARG]...")
-    cut = args.index("--")
-    submit, script, rest = args[:cut], args[cut + 1], args[cut + 2:]
-    files = py_files(os.getcwd(), script, os.path.join(os.path.dirname(os.getcwd()),
-                                                       "pyfiles"))
-    if files:
-        submit += ["--py-files", ",".join(files)]
-    try:
-        os.execvp(submit[0], [*submit, script, *rest])
-    except OSError as exc:
-        sys.exit(f"could not run {submit[0]}: {exc.strerror or exc}; is Spark installed "
-                 "where the run goes (pip install pyspark)?")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

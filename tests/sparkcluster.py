@@ -69,6 +69,7 @@ def spark_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkPro
     (root / ".jupyter_compute").mkdir(parents=True)
     project = SparkProject(root)
     api.attach(CLUSTER, "spark", workspace=root, max_executors=2, executor_memory="512m",
+               executor_cores=1, driver_memory="600m", conf=["spark.jc.probe=from-attach"],
                worker_cores=2, worker_memory="1g", idle_seconds=IDLE_SECONDS)
     target = project.target()
     target.start()

@@ -29,8 +29,11 @@ import shapes  # a package of the snapshot: the executors get it through --py-fi
 release = sys.argv[1]
 spark = SparkSession.builder.getOrCreate()  # master and conf come from spark-submit
 sc = spark.sparkContext
-print("master", sc.master, "max", sc.getConf().get("spark.dynamicAllocation.maxExecutors"),
-      flush=True)
+conf = sc.getConf()
+print("master", sc.master, "conf", *(conf.get(k) for k in (
+    "spark.dynamicAllocation.enabled", "spark.dynamicAllocation.shuffleTracking.enabled",
+    "spark.dynamicAllocation.maxExecutors", "spark.executor.cores", "spark.executor.memory",
+    "spark.driver.memory", "spark.jc.probe")), flush=True)
 
 def slow(part):
     time.sleep(6)
@@ -94,7 +97,9 @@ def test_an_unchanged_script_runs_and_executors_scale_up_and_back(
     assert run.wait(timeout=300) is RunStatus.COMPLETED, (run.record.error, run.log()[-3000:])
 
     log = run.log()
-    assert "master spark://127.0.0.1:" in log and "max 2" in log
+    # The target's options reach the script's own session through spark-submit.
+    assert "master spark://127.0.0.1:" in log
+    assert "conf true true 2 1 512m 600m from-attach" in log, log[-3000:]
     assert f"total 328350 driver {python} executors ['{python}']" in log, log[-3000:]
     assert " INFO " in log  # Spark's own lines stay in the full log
     out = p.cli("metrics", run.id, "--json")

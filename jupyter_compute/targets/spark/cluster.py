@@ -249,12 +249,16 @@ class EmbeddedSparkCluster:
                                         stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True, close_fds=True)
                 state.processes.append(protocol.process_identity(proc.pid))
-                self._wait(state, proc, ready)
+                try:
+                    self._wait(state, proc, ready)
+                except BaseException:  # failed, or interrupted: nothing half-started stays
+                    end_processes(str(self.work_dir), state.processes)
+                    raise
         protocol.write_json_atomic(str(self.state_path), asdict(state))
         return state
 
     def _wait(self, state: SparkClusterState, proc: subprocess.Popen[bytes], ready: Any) -> None:
-        """Wait until the master's JSON says ``ready``; on failure end what was started."""
+        """Wait until the master's JSON says ``ready``; a clear error if it never does."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             code = proc.poll()
@@ -264,7 +268,6 @@ class EmbeddedSparkCluster:
                         return
             if code is not None or time.monotonic() > deadline:
                 last = _last_error(self.log_path)  # before the others' shutdown lines
-                end_processes(str(self.work_dir), state.processes)
                 why = f"exited {code}" if code is not None else "timed out"
                 raise TargetError(f"the embedded Spark cluster of {self.name!r} failed to "
                                   f"start ({why}: {last}); see {self.log_path}")

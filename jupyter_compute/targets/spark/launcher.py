@@ -2,14 +2,14 @@
 (``SparkSubmitLauncher``).
 
 The agent is started as for any process target (on this machine, or on the SSH head
-node); what it runs is not ``python script`` but the spec's ``command_prefix``:
-``python -m jupyter_compute.sparksubmit … spark-submit --master … --conf … -- script
-args`` (``sparksubmit.py`` zips the snapshot's packages for ``--py-files`` and execs
-spark-submit). So the driver runs in the snapshot's folder, under the agent, with
-the run's interpreter (``spark.pyspark.driver.python``; ``spark.pyspark.python`` for the
-executors), and an unchanged script's ``SparkSession.builder.getOrCreate()`` gets the
-master and the conf from spark-submit. Dynamic allocation with shuffle tracking is on,
-from 0 executors to ``max_executors``.
+node); what it starts is not ``python script`` but ``spark-submit … script args``,
+built on the target by ``sparksubmit.py`` (the spec names it as its
+``command_builder``), which zips the snapshot's packages for ``--py-files``. So the
+driver runs in the snapshot's folder, under the agent, with the run's interpreter
+(``spark.pyspark.driver.python``; ``spark.pyspark.python`` for the executors), and an
+unchanged script's ``SparkSession.builder.getOrCreate()`` gets the master and the conf
+from spark-submit. Dynamic allocation with shuffle tracking is on, from 0 executors to
+``max_executors``.
 
 What Spark says of the run (``job_info``): the application id and the driver's UI,
 from the driver's own log lines (``Connected to Spark cluster with app ID …``, kept in
@@ -168,9 +168,10 @@ class SparkSubmitLauncher(ProcessLauncher):
     def validate(self, spec: RunSpec) -> None:
         super().validate(spec)
         self.check_options()
-        if (spec.kind or "script") != "script":
-            raise UsageError(f"target {self.name!r} runs Python scripts through spark-submit; "
-                             "run a notebook on another target")
+        if (spec.kind or "script") != "script" or spec.command is not None:
+            raise UsageError(f"target {self.name!r} runs Python scripts through spark-submit, "
+                             f"not a {spec.kind or 'command'}; submit the .py script, or run "
+                             "it on another target")
         if spec.node_count > 1:
             raise UsageError("node_count > 1 is not how a Spark run spreads: its executors "
                              "scale with the work (--max-executors)")
@@ -203,15 +204,15 @@ class SparkSubmitLauncher(ProcessLauncher):
         if isinstance(host, LocalHost):  # the agent runs from the runtime folder
             ctx.agent["pythonpath"] = [str(install_runtime(self.workspace.dir))]
         master, web_ui = self.locations()
-        ctx.agent["command_prefix"] = self.command_prefix(host, ctx, master)
+        ctx.agent["command_builder"] = "sparksubmit"  # runs there: see sparksubmit.py
+        ctx.agent["spark_submit"] = self.submit_command(host, ctx, master)
         ctx.scratch[RECORD] = {"master": master, "web_ui": web_ui}
 
-    def command_prefix(self, host: Host, ctx: SubmitContext, master: str) -> list[str]:
-        """``{python} -m jupyter_compute.sparksubmit … spark-submit OPTIONS --``."""
-        helper = ["{python}", "-m", "jupyter_compute.sparksubmit"]
+    def submit_command(self, host: Host, ctx: SubmitContext, master: str) -> dict[str, Any]:
+        """spark-submit, its options and its environment, for ``sparksubmit.command``;
+        ``{python}`` stands for the run's interpreter, known on the target only."""
         home = spark_home() if isinstance(host, LocalHost) else self.config.get("spark_home")
-        if home:
-            helper += ["--env", f"SPARK_HOME={home}"]
+        env = {"SPARK_HOME": str(home)} if home else {}
         submit = f"{home}/bin/spark-submit" if home else "spark-submit"
         conf = {
             "spark.dynamicAllocation.enabled": "true",
@@ -226,19 +227,18 @@ class SparkSubmitLauncher(ProcessLauncher):
             "spark.pyspark.driver.python": "{python}",
         }
         if self.loopback(master):  # a loopback cluster: the driver listens there too
-            helper += ["--env", "SPARK_LOCAL_IP=127.0.0.1"]
+            env["SPARK_LOCAL_IP"] = "127.0.0.1"
             conf.update({"spark.driver.host": "127.0.0.1",
                          "spark.driver.bindAddress": "127.0.0.1"})
         conf.update(self.confs())  # the person's word wins
-        argv = [*helper, submit, "--master", master, "--deploy-mode", "client",
-                "--name", ctx.record.name]
+        argv = ["--master", master, "--deploy-mode", "client", "--name", ctx.record.name]
         if self.config.get("driver_memory"):
             argv += ["--driver-memory", str(self.config["driver_memory"])]
         if self.config.get("packages"):
             argv += ["--packages", str(self.config["packages"])]
         for key, value in conf.items():
             argv += ["--conf", f"{key}={value}"]
-        return [*argv, "--"]
+        return {"submit": submit, "options": argv, "env": env}
 
     def launch(self, host: Host, ctx: SubmitContext) -> None:
         protocol.write_json_atomic(str(self.workspace.run_dir(ctx.run_id) / RECORD),
