@@ -6,6 +6,7 @@ true here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -621,6 +622,55 @@ def test_a_head_that_cannot_start_points_at_its_log(ray_project: RayProject,
     finally:
         taken.close()
         api.get_target("broken").cluster().stop(remove_files=True)
+
+
+def test_a_head_whose_raylet_misses_rays_startup_wait_is_started_again(
+        ray_project: RayProject) -> None:
+    """A loaded machine: the raylet does not register within `ray start`'s fixed 30 s
+    (here it is frozen with SIGSTOP the moment it appears, as a starved process is).
+    The start ends what the failed attempt left and starts once more, on fresh ports."""
+    import signal
+
+    api.attach("slowhead", "ray", replace=True)
+    cluster = api.get_target("slowhead").cluster()
+    temp = cluster.temp_dir.encode()
+    frozen: list[int] = []
+    done = threading.Event()
+
+    def freeze_the_first_raylet() -> None:
+        while not done.is_set():
+            for name in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if argv[0].endswith(b"/raylet") and any(temp in a for a in argv):
+                    os.kill(int(name), signal.SIGSTOP)
+                    frozen.append(int(name))
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=freeze_the_first_raylet, daemon=True)
+    watcher.start()
+    try:
+        api.get_target("slowhead").start()
+        state = cluster.load()
+        assert state is not None and frozen, "the test never saw the raylet to freeze"
+        log = cluster.log_path.read_text(errors="replace")
+        assert log.count("timed out during startup") == 1, log[-3000:]
+        assert log.count("$ ") == 2  # both attempts' output kept
+        assert not pid_alive(frozen[0])  # the failed attempt's processes were ended
+        assert cluster.running() and JobsClient(
+            state.address, token=cluster.token()).version()["ray_version"]
+    finally:
+        done.set()
+        watcher.join()
+        for pid in frozen:  # never leave a stopped process behind, even on failure
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        cluster.stop(remove_files=True)
+    assert not cluster.processes()
 
 
 def test_requirements_environment_is_built_on_the_node_and_reused(ray_project: RayProject

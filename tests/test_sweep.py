@@ -54,19 +54,23 @@ for step in range(3):
 
 #: A constant learning curve of known quality: the answer each policy must find.
 CURVE = """
-import argparse, time
+import argparse, os, time
 from jupyter_compute.tracking import get_run
 p = argparse.ArgumentParser()
 p.add_argument("--trial", type=int)
 p.add_argument("--qualities")
 p.add_argument("--steps", type=int, default=8)
 p.add_argument("--sleep", type=float, default=0.15)
+p.add_argument("--gate")  # a file: the first step lasts until the test removes it
 a = p.parse_args()
 quality = float(a.qualities.split(",")[a.trial - 1])
 run = get_run()
 for step in range(a.steps):
     run.log("loss", 1 - quality, step=step)
     run.log("Accuracy", quality, step=step)
+    deadline = time.monotonic() + 300  # bounded: a failed test leaves no trial waiting
+    while step == 0 and a.gate and os.path.exists(a.gate) and time.monotonic() < deadline:
+        time.sleep(0.1)
     time.sleep(a.sleep)
 """
 QUALITIES = "0.9,0.3,0.9,0.2"
@@ -573,7 +577,9 @@ def test_twenty_trials_on_an_ssh_target(project: Project, ssh_target: str) -> No
 def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> None:
     """JupyterLab in headless Chromium: the trials table fills in live, sorts on a
     header click, and a click on a trial opens its RunWidget; once the sweep has ended
-    its output is the static summary (the trials run long enough to click first)."""
+    its output is the static summary. The trials hold their first step until the test
+    removes their gate file, so the sweep stays live until the clicks are done however
+    slow the machine is."""
     import nbformat
     from playwright.sync_api import sync_playwright
 
@@ -588,9 +594,12 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
         "primary_metric_name: Accuracy\nprimary_metric_goal: Maximize\n"
         "max_concurrent_runs: 3\n")
     nb = nbformat.v4.new_notebook()
+    gate = tmp_path / "gate"
+    gate.touch()
     nb.cells = [nbformat.v4.new_code_cell("%load_ext jupyter_compute"),
                 nbformat.v4.new_code_cell("%sweep curve.py --config sweep.yml -- "
-                                          "--qualities 0.5,0.9,0.7 --steps 100 --sleep 0.2")]
+                                          "--qualities 0.5,0.9,0.7 --steps 4 --sleep 0.2 "
+                                          f"--gate {gate}")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "sweep.ipynb")
@@ -604,7 +613,7 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
             try:
                 run_all_cells(page, lab, "sweep.ipynb")
                 rows = page.locator(".jc-trials tbody tr")
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + 120
                 while rows.count() < 3 and time.monotonic() < deadline:
                     time.sleep(0.2)
                 assert rows.count() == 3
@@ -617,7 +626,7 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
                 first = rows.first.inner_text()
                 assert "0.9" in first and "jc-best" in (rows.first.get_attribute("class") or "")
                 page.locator(".jc-trials th", has_text="Accuracy").click()  # ascending now
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 30
                 while "0.5" not in rows.first.inner_text():
                     assert time.monotonic() < deadline, "clicking the header did not sort"
                     time.sleep(0.1)
@@ -626,6 +635,8 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
                     timeout=30_000)
                 time.sleep(1)
                 page.screenshot(path=str(artifacts / "browser-sweep-widget.png"), full_page=True)
+                assert page.locator(".jc-trials").count() == 1  # still live until now
+                gate.unlink()  # the trials go on and end
                 # Ended: the output is the static summary, every trial Completed.
                 page.locator(".jupyter-compute-sweep").wait_for(timeout=90_000)
                 assert page.locator(".jc-trials").count() == 0
@@ -638,4 +649,5 @@ def test_sweep_widget_in_jupyterlab_sorts_and_opens_a_trial(tmp_path: Path) -> N
             finally:
                 browser.close()
     finally:
+        gate.unlink(missing_ok=True)
         lab.stop()

@@ -80,6 +80,13 @@ MIN_OBJECT_STORE = 80 * 1024 * 1024  # Ray refuses less than 75 MiB
 class HeadStartError(TargetError):
     """``ray start --head`` failed; the message names its log file."""
 
+    #: Ray's fixed wait for the raylet ran out (a loaded machine; worth one retry).
+    startup_timed_out = False
+
+
+#: What ``ray start`` prints when the raylet did not register within Ray's fixed 30 s.
+STARTUP_TIMED_OUT = "timed out during startup"
+
 
 @dataclass
 class ClusterShape:
@@ -259,6 +266,22 @@ class EmbeddedCluster:
             return self._start(timeout)
 
     def _start(self, timeout: float) -> ClusterState:
+        """Start the head; once more, on fresh ports, when Ray's own start-up wait ran out.
+
+        ``ray start`` gives the raylet a fixed 30 s to register with the GCS (not
+        configurable in Ray 2.x), which a loaded machine can miss although nothing is
+        wrong; the failed attempt's processes are ended first (only ours).
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            return self._start_once(timeout, append_log=False)
+        except HeadStartError as first:
+            left = deadline - time.monotonic()
+            if not first.startup_timed_out or left < 60:
+                raise
+            return self._start_once(left, append_log=True)
+
+    def _start_once(self, timeout: float, append_log: bool) -> ClusterState:
         ray = ray_executable()
         temp = self.temp_dir
         os.makedirs(temp, exist_ok=True)
@@ -287,7 +310,9 @@ class EmbeddedCluster:
         env.pop("RAY_AUTH_TOKEN_PATH", None)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
         started = protocol.utcnow()
-        with open(self.log_path, "wb") as log:
+        # A retry keeps the first attempt's output: why it failed stays readable.
+        with open(self.log_path, "ab" if append_log else "wb") as log:
+            since = log.tell()
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -308,8 +333,10 @@ class EmbeddedCluster:
         if code != 0:
             self._end_processes(state)
             why = "timed out" if code is None else f"exited {code}"
-            raise HeadStartError(f"the Ray head of {self.name!r} failed to start (ray start "
-                                 f"{why}: {_last_error(self.log_path)}); see {self.log_path}")
+            error = HeadStartError(f"the Ray head of {self.name!r} failed to start (ray start "
+                                   f"{why}: {_last_error(self.log_path)}); see {self.log_path}")
+            error.startup_timed_out = code is not None and startup_timed_out(self.log_path, since)
+            raise error
         gcs_pid = _find_gcs(temp)
         state.head = protocol.process_identity(gcs_pid) if gcs_pid else {}
         deadline = time.monotonic() + 60
@@ -589,6 +616,16 @@ def _keep_logs_only(temp: str) -> None:
             else:
                 with contextlib.suppress(OSError):
                     child.unlink()
+
+
+def startup_timed_out(log_path: Path, since: int = 0) -> bool:
+    """Whether ``ray start``'s output (from byte ``since``) says Ray's start-up wait ran out."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(since)
+            return STARTUP_TIMED_OUT.encode() in f.read()
+    except OSError:
+        return False
 
 
 def _last_error(log_path: Path) -> str:
