@@ -399,3 +399,25 @@ def test_a_requeued_job_stays_one_run(slurm_project: SlurmProject) -> None:
     assert run.log().count("attempt") == 2  # the job ran twice, as one run
     assert len(api.runs(limit=None, workspace=p.root)) == before + 1
     api.detach("hpc-pinned", workspace=p.root)
+
+
+def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmProject) -> None:
+    """A second cluster, stopped under a queued and a running run: both end Failed,
+    saying so, and nothing of them is left."""
+    p = slurm_project
+    p.write("sleepy.py", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    api.attach("brief", "slurm", workspace=p.root, max_nodes=1, idle_seconds=60)
+    brief = api.get_target("brief", p.root)
+    try:
+        running = api.submit("sleepy.py", target="brief")
+        _wait_line(running, "sleeping")
+        queued = api.submit("sleepy.py", target="brief", name="held")
+        agent = running.target.status(running.id)["agent"]["pid"]
+        brief.stop()
+        assert not pid_alive(agent)
+        for run in (running, queued):
+            assert run.wait(timeout=60) is RunStatus.FAILED
+            assert "was stopped" in (run.record.error or ""), run.record.error
+    finally:
+        brief.stop()
+        api.detach("brief", workspace=p.root)

@@ -350,6 +350,12 @@ class SbatchLauncher(Launcher):
         rec = job_record(self.workspace, run_id)
         if rec is None:
             return None  # not launched yet: the submitting client's beat decides
+        if rec.get("cluster") and not self._cluster_runs(rec["cluster"]) and \
+                (not status.get("agent") or not host.process_alive(status["agent"])):
+            self._end(host, run_id, RunStatus.FAILED,
+                      f"the embedded Slurm cluster {rec['cluster']!r} was stopped before "
+                      "the run ended; start it and submit again", force=True)
+            return False
         if status.get("agent"):
             return self._after_agent(host, run_id, rec, status)
         try:
@@ -389,6 +395,11 @@ class SbatchLauncher(Launcher):
                           f"{self._output_hint(host, run_id)}")
             return False
         return True
+
+    def _cluster_runs(self, name: str) -> bool:
+        from jupyter_compute.targets.slurm.cluster import EmbeddedSlurm
+
+        return EmbeddedSlurm(self.workspace.dir, name).running()
 
     def _after_agent(self, host: Host, run_id: str, rec: dict[str, Any],
                      status: dict[str, Any]) -> bool | None:
