@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from slurmcluster import CLUSTER, IDLE_SECONDS, MAX_NODES, SlurmProject
 
 from jupyter_compute import api
@@ -421,3 +422,18 @@ def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmPr
     finally:
         brief.stop()
         api.detach("brief", workspace=p.root)
+
+
+def test_a_time_limit_among_sbatch_args_is_the_agents_too() -> None:
+    from jupyter_compute.targets.slurm.launcher import _time_arg
+
+    assert _time_arg(["--exclusive", "--time=5"]) == "5"
+    assert _time_arg(["-t", "1:00"]) == "1:00" and _time_arg(["-t10"]) == "10"
+    assert _time_arg(["--exclusive"]) is None
+
+
+def test_host_and_local_together_is_one_line(tmp_path) -> None:
+    from jupyter_compute.exceptions import UsageError
+
+    with pytest.raises(UsageError, match="--host and --local"):
+        api.attach("both", "slurm", workspace=tmp_path, host="h", local=True)
