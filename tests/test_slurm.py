@@ -437,3 +437,30 @@ def test_host_and_local_together_is_one_line(tmp_path) -> None:
 
     with pytest.raises(UsageError, match="--host and --local"):
         api.attach("both", "slurm", workspace=tmp_path, host="h", local=True)
+
+
+def test_a_job_slurm_cannot_launch_is_released_then_fails_in_words(
+        tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every launch fails on a cluster whose slurmstepd sockets cannot be made (their path
+    is too long: the limit the cluster folder normally keeps): the held job is released
+    RELEASES times, then the run ends Failed with Slurm's reason."""
+    import jupyter_compute.targets.slurm.cluster as cluster_mod
+    from jupyter_compute.targets.slurm.launcher import JOB_RECORD, RELEASES
+
+    monkeypatch.setattr(cluster_mod, "MAX_FOLDER", 200)
+    base = tmp_path_factory.mktemp("slurm-long")
+    suffix = "/proj/.jupyter_compute/slurm/broken"  # the cluster's folder: 85 characters,
+    pad = "x" * max(1, 85 - len(str(base)) - 1 - len(suffix))  # munge's socket fits,
+    root = base / pad / "proj"                                  # slurmstepd's does not
+    (root / ".jupyter_compute").mkdir(parents=True)
+    (root / "ok.py").write_text("print('never')\n")
+    api.attach("broken", "slurm", workspace=root, max_nodes=1, idle_seconds=60)
+    target = api.get_target("broken", root)
+    try:
+        run = api.submit("ok.py", target="broken", source_dir=root, workspace=root)
+        assert run.wait(timeout=240) is RunStatus.FAILED
+        assert "launch failed requeued held" in (run.record.error or "")
+        rec = json.loads((root / ".jupyter_compute" / "runs" / run.id / JOB_RECORD).read_text())
+        assert rec["releases"] == RELEASES
+    finally:
+        target.stop()
