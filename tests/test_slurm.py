@@ -374,34 +374,6 @@ def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProje
             assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED"
 
 
-def test_a_requeued_job_stays_one_run(slurm_project: SlurmProject) -> None:
-    p = slurm_project
-    p.write("twice.py", "import time\nprint('attempt', flush=True)\ntime.sleep(4)\n")
-    before = len(api.runs(limit=None, workspace=p.root))
-    # On one node: the requeued job must not wait for another node to power up.
-    api.attach("hpc-pinned", "slurm", workspace=p.root, replace=True, cluster=CLUSTER,
-               sbatch_arg=["--nodelist=hpc-n1"])
-    run = api.submit("twice.py", target="hpc-pinned")
-    _wait_line(run, "attempt")
-    job_id = run.target.job(run.id)["id"]
-    env = {**os.environ, "SLURM_CONF": p.target().launcher.slurm_conf()}
-    out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
-                         env=env)
-    assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 30  # Slurm holds a requeued job ~2 min: start it now
-    while "JobState=PENDING" not in _scontrol(p, "show", "job", job_id):
-        assert time.monotonic() < deadline, _scontrol(p, "show", "job", job_id)
-        time.sleep(0.2)
-    run.status()
-    assert "requeued by Slurm" in (run.detail or "")
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=env,
-                   check=True, capture_output=True)
-    assert run.wait(timeout=300) is RunStatus.COMPLETED, run.record.error
-    assert run.log().count("attempt") == 2  # the job ran twice, as one run
-    assert len(api.runs(limit=None, workspace=p.root)) == before + 1
-    api.detach("hpc-pinned", workspace=p.root)
-
-
 def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmProject) -> None:
     """A second cluster, stopped under a queued and a running run: both end Failed,
     saying so, and nothing of them is left."""
