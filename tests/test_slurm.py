@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -244,6 +245,9 @@ def test_stop_ends_only_its_own_daemons(slurm_project: SlurmProject) -> None:
     finally:
         decoy.kill()
         decoy.wait()
+        api.get_target("spare", p.root).stop()
+        shutil.rmtree(api.get_target("spare", p.root).launcher.cluster().folder,
+                      ignore_errors=True)  # maybe /tmp/jc-slurm-<hash>
         api.detach("spare", workspace=p.root)
 
 
@@ -393,6 +397,7 @@ def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmPr
             assert "was stopped" in (run.record.error or ""), run.record.error
     finally:
         brief.stop()
+        shutil.rmtree(brief.launcher.cluster().folder, ignore_errors=True)
         api.detach("brief", workspace=p.root)
 
 
