@@ -10,7 +10,8 @@ issue's three goals:
   200 from 10 procs     200 runs submitted by 10 processes at once: 200 recorded,
                         200 distinct jobs, every run Completed (none lost)
   sweep as job array    32 trials of 1 s, 8 at a time, as one job array, vs the ideal
-                        ceil(32/8) × 1 s (and vs 4 waves of the bare script's job time)
+                        ceil(32/8) × 1 s, a bare ``sbatch --array=0-31%8`` of 1 s jobs,
+                        and the same sweep on the local target
 
 Only this cluster's daemons are stopped at the end.
 
@@ -181,6 +182,18 @@ def main() -> None:
         arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
                   .split("_")[0] for t in trials}
         results["sweep sbatch calls (job arrays)"] = len(arrays)
+        t0 = time.perf_counter()  # baseline: a bare array of 1 s jobs, same throttle
+        array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
+                      f"--array=0-{args.trials - 1}%{args.concurrency}",
+                      f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
+        while slurm(conf, "squeue", "-h", "-j", array).strip():
+            time.sleep(POLL * 5)
+        results["bare sbatch --array of the same shape, wall s"] = round(
+            time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()  # the same sweep on this machine's local target
+        local = sweep("trial.py", config, target="local", workspace=root).wait(timeout=900)
+        results["same sweep on local, wall s"] = round(time.perf_counter() - t0, 2)
+        results["same sweep on local, status"] = local.value
         bad = [t for t in trials if t["status"] != "Completed"]
         if bad:
             results["first trial not Completed"] = f"{bad[0]['status']}: {bad[0]['error']}"

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from slurmcluster import CLUSTER, IDLE_SECONDS, MAX_NODES, SlurmProject
 
 from jupyter_compute import api
@@ -243,6 +245,9 @@ def test_stop_ends_only_its_own_daemons(slurm_project: SlurmProject) -> None:
     finally:
         decoy.kill()
         decoy.wait()
+        api.get_target("spare", p.root).stop()
+        shutil.rmtree(api.get_target("spare", p.root).launcher.cluster().folder,
+                      ignore_errors=True)  # maybe /tmp/jc-slurm-<hash>
         api.detach("spare", workspace=p.root)
 
 
@@ -373,29 +378,66 @@ def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProje
             assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED"
 
 
-def test_a_requeued_job_stays_one_run(slurm_project: SlurmProject) -> None:
+def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmProject) -> None:
+    """A second cluster, stopped under a queued and a running run: both end Failed,
+    saying so, and nothing of them is left."""
     p = slurm_project
-    p.write("twice.py", "import time\nprint('attempt', flush=True)\ntime.sleep(4)\n")
-    before = len(api.runs(limit=None, workspace=p.root))
-    # On one node: the requeued job must not wait for another node to power up.
-    api.attach("hpc-pinned", "slurm", workspace=p.root, replace=True, cluster=CLUSTER,
-               sbatch_arg=["--nodelist=hpc-n1"])
-    run = api.submit("twice.py", target="hpc-pinned")
-    _wait_line(run, "attempt")
-    job_id = run.target.job(run.id)["id"]
-    env = {**os.environ, "SLURM_CONF": p.target().launcher.slurm_conf()}
-    out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
-                         env=env)
-    assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 30  # Slurm holds a requeued job ~2 min: start it now
-    while "JobState=PENDING" not in _scontrol(p, "show", "job", job_id):
-        assert time.monotonic() < deadline, _scontrol(p, "show", "job", job_id)
-        time.sleep(0.2)
-    run.status()
-    assert "requeued by Slurm" in (run.detail or "")
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=env,
-                   check=True, capture_output=True)
-    assert run.wait(timeout=300) is RunStatus.COMPLETED, run.record.error
-    assert run.log().count("attempt") == 2  # the job ran twice, as one run
-    assert len(api.runs(limit=None, workspace=p.root)) == before + 1
-    api.detach("hpc-pinned", workspace=p.root)
+    p.write("sleepy.py", "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    api.attach("brief", "slurm", workspace=p.root, max_nodes=1, idle_seconds=60)
+    brief = api.get_target("brief", p.root)
+    try:
+        running = api.submit("sleepy.py", target="brief")
+        _wait_line(running, "sleeping")
+        queued = api.submit("sleepy.py", target="brief", name="held")
+        agent = running.target.status(running.id)["agent"]["pid"]
+        brief.stop()
+        assert not pid_alive(agent)
+        for run in (running, queued):
+            assert run.wait(timeout=60) is RunStatus.FAILED
+            assert "was stopped" in (run.record.error or ""), run.record.error
+    finally:
+        brief.stop()
+        shutil.rmtree(brief.launcher.cluster().folder, ignore_errors=True)
+        api.detach("brief", workspace=p.root)
+
+
+def test_a_time_limit_among_sbatch_args_is_the_agents_too() -> None:
+    from jupyter_compute.targets.slurm.launcher import _time_arg
+
+    assert _time_arg(["--exclusive", "--time=5"]) == "5"
+    assert _time_arg(["-t", "1:00"]) == "1:00" and _time_arg(["-t10"]) == "10"
+    assert _time_arg(["--exclusive"]) is None
+
+
+def test_host_and_local_together_is_one_line(tmp_path) -> None:
+    from jupyter_compute.exceptions import UsageError
+
+    with pytest.raises(UsageError, match="--host and --local"):
+        api.attach("both", "slurm", workspace=tmp_path, host="h", local=True)
+
+
+def test_a_job_slurm_cannot_launch_is_released_then_fails_in_words(
+        tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every launch fails on a cluster whose slurmstepd sockets cannot be made (their path
+    is too long: the limit the cluster folder normally keeps): the held job is released
+    RELEASES times, then the run ends Failed with Slurm's reason."""
+    import jupyter_compute.targets.slurm.cluster as cluster_mod
+    from jupyter_compute.targets.slurm.launcher import JOB_RECORD, RELEASES
+
+    monkeypatch.setattr(cluster_mod, "MAX_FOLDER", 200)
+    base = tmp_path_factory.mktemp("slurm-long")
+    suffix = "/proj/.jupyter_compute/slurm/broken"  # the cluster's folder: 85 characters,
+    pad = "x" * max(1, 85 - len(str(base)) - 1 - len(suffix))  # munge's socket fits,
+    root = base / pad / "proj"                                  # slurmstepd's does not
+    (root / ".jupyter_compute").mkdir(parents=True)
+    (root / "ok.py").write_text("print('never')\n")
+    api.attach("broken", "slurm", workspace=root, max_nodes=1, idle_seconds=60)
+    target = api.get_target("broken", root)
+    try:
+        run = api.submit("ok.py", target="broken", source_dir=root, workspace=root)
+        assert run.wait(timeout=240) is RunStatus.FAILED
+        assert "launch failed requeued held" in (run.record.error or "")
+        rec = json.loads((root / ".jupyter_compute" / "runs" / run.id / JOB_RECORD).read_text())
+        assert rec["releases"] == RELEASES
+    finally:
+        target.stop()

@@ -335,6 +335,8 @@ def resume(conf: str, hostlist: str) -> int:
         if pid == 0:  # child: a session of its own, nothing inherited from slurmctld
             try:
                 os.setsid()
+                os.chdir(folder)  # a crashing slurmstepd's core stays out of anyone's way
+                _no_core()
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
                 for sig in range(1, signal.NSIG):  # ignored ones survive exec (SIGCHLD)
                     with contextlib.suppress(OSError, ValueError, RuntimeError):
@@ -411,10 +413,19 @@ def _hostnames(hostlist: str, env: dict[str, str]) -> list[str]:
 
 
 def _spawn(argv: list[str], out: Path) -> subprocess.Popen[bytes]:
-    """A daemon in the foreground, in a session of its own (it outlives this process)."""
+    """A daemon in the foreground, in a session of its own (it outlives this process),
+    working in the cluster's folder and never dumping core (into the user's folder)."""
+    # Through sh (no preexec_fn: this may be a threaded kernel); exec keeps the pid.
+    no_core = ["/bin/sh", "-c", 'ulimit -c 0; exec "$@"', "sh", *argv]
     with open(out, "wb") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+        return subprocess.Popen(no_core, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True, cwd=out.parent)
+
+
+def _no_core() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _wait_for(ready: Any, timeout: float = START_TIMEOUT) -> bool:

@@ -66,6 +66,9 @@ END_STATES: dict[str, tuple[RunStatus, str]] = {
     "SPECIAL_EXIT": (RunStatus.FAILED, "the Slurm job was held after a special exit"),
     "REVOKED": (RunStatus.FAILED, "the Slurm job was revoked (a sibling of a federation ran)"),
 }
+#: squeue's reason for a job held after its node failed to launch it; released this often.
+LAUNCH_FAILED = "launch failed requeued held"
+RELEASES = 3
 #: Reasons a PENDING job will never run without someone's help.
 STUCK_REASONS = ("launch failed requeued held", "JobHeldAdmin", "PartitionDown",
                  "PartitionInactive", "InvalidAccount", "InvalidQOS", "BadConstraints")
@@ -353,6 +356,12 @@ class SbatchLauncher(Launcher):
         rec = job_record(self.workspace, run_id)
         if rec is None:
             return None  # not launched yet: the submitting client's beat decides
+        if rec.get("cluster") and not self._cluster_runs(rec["cluster"]) and \
+                (not status.get("agent") or not host.process_alive(status["agent"])):
+            self._end(host, run_id, RunStatus.FAILED,
+                      f"the embedded Slurm cluster {rec['cluster']!r} was stopped before "
+                      "the run ended; start it and submit again", force=True)
+            return False
         if status.get("agent"):
             return self._after_agent(host, run_id, rec, status)
         try:
@@ -367,6 +376,10 @@ class SbatchLauncher(Launcher):
             return False
         state, reason = job["state"], job.get("reason") or ""
         if state == "PENDING":
+            if reason.startswith(LAUNCH_FAILED) and self._release(host, run_id, rec):
+                status.update(detail="Slurm could not start the job on its node; "
+                                     "trying again")
+                return True
             if any(reason.startswith(s) for s in STUCK_REASONS):
                 self._end(host, run_id, RunStatus.FAILED,
                           f"Slurm cannot run the job {rec['job_id']}: {reason}"
@@ -392,6 +405,39 @@ class SbatchLauncher(Launcher):
                           f"{self._output_hint(host, run_id)}")
             return False
         return True
+
+    def _release(self, host: Host, run_id: str, rec: dict[str, Any]) -> bool:
+        """Release a job Slurm held after a failed launch (a node's fork failed under load),
+        at most ``RELEASES`` times per run, by one reader (the record is rewritten under
+        a lock); True if it was released (now or by another reader)."""
+        import fcntl
+
+        path = self.workspace.run_dir(run_id) / JOB_RECORD
+        with open(path.with_name(f".{JOB_RECORD}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            now = job_record(self.workspace, run_id) or rec
+            if now.get("released_at") and time.time() - float(now["released_at"]) < 10:
+                return True  # released a moment ago: Slurm has not moved it yet
+            releases = int(now.get("releases", 0))
+            if releases >= RELEASES:
+                return False
+            job = str(rec["job_id"])
+            code, out, err = self.command(host, ["scontrol", "release", job], timeout=30)
+            if code:
+                return False
+            # A requeued job waits a while before it may start again: not this one.
+            self.command(host, ["scontrol", "update", f"jobid={job}", "StartTime=now"],
+                         timeout=30)
+            protocol.write_json_atomic(str(path), {**now, "releases": releases + 1,
+                                                   "released_at": time.time()})
+        with self._lock:
+            self._jobs.pop(run_id, None)
+        return True
+
+    def _cluster_runs(self, name: str) -> bool:
+        from jupyter_compute.targets.slurm.cluster import EmbeddedSlurm
+
+        return EmbeddedSlurm(self.workspace.dir, name).running()
 
     def _after_agent(self, host: Host, run_id: str, rec: dict[str, Any],
                      status: dict[str, Any]) -> bool | None:
