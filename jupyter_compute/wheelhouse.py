@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from jupyter_compute.exceptions import ComputeError, UsageError
+from jupyter_compute.protocol import write_atomic
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -414,9 +415,7 @@ def host_facts(host: Host, workspace: Workspace, python: str | None = None,
     if facts is None:
         facts = _probe(host, python)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(facts)))
-        os.replace(tmp, path)
+        write_atomic(str(path), json.dumps(asdict(facts)).encode())
     if host.config.get("offline"):
         facts.online = False
     return facts
@@ -752,9 +751,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(3).hex()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(str(path), json.dumps(data, indent=1).encode())
 
 
 def _last_line(text: str) -> str:
