@@ -9,8 +9,7 @@ munge, slurmctld and the CLOUD nodes' slurmds are started by the project's own c
 (``targets/slurm/cluster.py``), exactly as a user's first run starts them, and
 stopped at the end of the session, which checks that nothing of it is left. Its
 nodes power down after ``IDLE_SECONDS``: short, so the scale-down test sees it, and
-long enough that consecutive tests reuse a node that is up (a power-up costs ~30 s:
-slurmctld finishes a booting node's job configuration on its 30 s timer).
+long enough that consecutive tests reuse a node that is up (a power-up costs ~1 s).
 """
 
 from __future__ import annotations

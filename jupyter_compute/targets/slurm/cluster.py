@@ -56,6 +56,11 @@ START_TIMEOUT = 60.0
 #: ``spool/<node>/<node>_<job id>.4294967291``, must fit 108 bytes: with node names of
 #: at most 16 characters and 10-digit job ids, the folder may have 45.
 MAX_FOLDER = 45
+#: In a node's spool folder: its slurmd has started and reconfigured (see ``resume``).
+BOOTED = "booted"
+#: In the cluster's folder, if present: seconds ``resume`` waits before starting a
+#: slurmd, as a cloud node takes to boot (the tests' way to watch a run wait for one).
+BOOT_DELAY = "boot-delay"
 NODE_PREFIX = 12
 PARTITION = "debug"
 INSTALL_HINT = ("install Slurm and munge: apt-get install slurmctld slurmd slurm-client munge "
@@ -138,9 +143,10 @@ def slurm_conf(name: str, folder: str, shape: SlurmShape, ctld_port: int,
         # Cancel: SIGTERM, then SIGKILL after this many seconds (the run's 5 s budget).
         "KillWait=2",
         "MinJobAge=300", "ReturnToService=2", "TreeWidth=65533",
-        "SchedulerParameters=sched_interval=1,bf_interval=1",
+        "SchedulerParameters=sched_interval=1,bf_interval=1,batch_sched_delay=0",
         # CLOUD nodes: powered up on demand, down after idle_seconds.
         f"ResumeProgram={folder}/resume", f"SuspendProgram={folder}/suspend",
+        f"PrologSlurmctld={folder}/ready",
         f"SuspendTime={max(int(shape.idle_seconds), 1)}", "SuspendTimeout=5",
         "ResumeTimeout=60", "ResumeRate=0", "SuspendRate=0",
         "SlurmctldParameters=idle_on_node_suspend",
@@ -161,6 +167,37 @@ def power_script(action: str, conf: str, python: str = sys.executable) -> str:
             f"export PATH PYTHONPATH={_sh(pythonpath)}\n"
             f"exec {_sh(python)} -m jupyter_compute.targets.slurm.cluster {action} "
             f"{_sh(conf)} \"$1\"\n")
+
+
+def ready_script(conf: str) -> str:
+    """The PrologSlurmctld: it ends once every node of the job is ready (``resume`` left
+    its ``booted`` mark) and none is still powering up.
+
+    A job on a node that is powering up stays CONFIGURING until slurmctld's next
+    periodic check (every 30 s, fixed) finds the node ready; a job whose slurmctld
+    prolog ends is checked at that moment instead. So a run from zero nodes starts
+    when its node is up (~1 s here), not up to 30 s later. It always exits 0: a
+    failing prolog would requeue the job and hold it. Plain sh: it runs before every
+    job, a few ms where every node is up.
+    """
+    spool = f"{_sh(os.path.dirname(conf))}/spool"
+    return ("#!/bin/sh\n"
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+            f"export PATH SLURM_CONF={_sh(conf)}\n"
+            "nodes=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" 2>/dev/null)\n"
+            "i=0\n"
+            "while [ $i -lt 1200 ]; do\n"  # ResumeTimeout (60 s) in twentieths of a second
+            "  ready=1\n"
+            f"  for n in $nodes; do [ -e {spool}/$n/{BOOTED} ] || ready=0; done\n"
+            "  if [ $ready = 1 ]; then\n"
+            "    case \"$(scontrol -o show node \"$SLURM_JOB_NODELIST\" 2>/dev/null)\" in\n"
+            "      *POWERING_UP*|*POWERED_DOWN*) ;;\n"
+            "      *) exit 0 ;;\n"
+            "    esac\n"
+            "  fi\n"
+            "  sleep 0.05; i=$((i + 1))\n"
+            "done\n"
+            "exit 0\n")
 
 
 class EmbeddedSlurm:
@@ -239,6 +276,7 @@ class EmbeddedSlurm:
         for action in ("resume", "suspend"):
             protocol.write_atomic(str(folder / action),
                                   power_script(action, str(conf)).encode(), 0o755)
+        protocol.write_atomic(str(folder / "ready"), ready_script(str(conf)).encode(), 0o755)
         state = SlurmState(name=self.name, folder=str(folder), conf=str(conf),
                            ctld_port=ports[0], started=protocol.utcnow(),
                            shape=asdict(self.shape))
@@ -326,11 +364,18 @@ def resume(conf: str, hostlist: str) -> int:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "SLURM_CONF": conf}
     folder = os.path.dirname(conf)
+    with contextlib.suppress(OSError, ValueError):
+        time.sleep(min(float(Path(folder, BOOT_DELAY).read_text()), 60.0))
     started = []
     for node in _hostnames(hostlist, env):
         # slurmd's spool (%n) holds its and slurmstepd's sockets: it must exist first.
-        os.makedirs(os.path.join(folder, "spool", node), mode=0o755, exist_ok=True)
+        spool = os.path.join(folder, "spool", node)
+        os.makedirs(spool, mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(spool, BOOTED))
         _end_slurmd(conf, node)  # one powered down a moment ago may still be exiting
+        log = os.path.join(folder, f"slurmd.{node}.log")
+        offset = os.path.getsize(log) if os.path.exists(log) else 0
         pid = os.fork()
         if pid == 0:  # child: a session of its own, nothing inherited from slurmctld
             try:
@@ -349,17 +394,39 @@ def resume(conf: str, hostlist: str) -> int:
                           ["slurmd", "-D", "-b", "-N", node, "-f", conf], env)
             finally:
                 os._exit(127)
-        started.append((node, pid))
+        started.append((node, pid, log, offset))
     # A fresh slurmd fails its first batch launch ("slurmstepd failed to send return
-    # code") until it has reconfigured once: SIGHUP it as soon as it listens.
-    for node, pid in started:
+    # code") until it has reconfigured once: SIGHUP it as soon as it listens. It
+    # reconfigures when its accept loop next wakes, and a launch that arrives during
+    # the reconfigure fails the same way: so connect once more to wake it, wait for
+    # its log to say so, and only then mark the node booted (``ready_script`` waits
+    # for that mark before its job may launch).
+    for node, pid, log, offset in started:
         port = _node_port(conf, node)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and port and not _listening(port):
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _reconfigures(log, offset) < 2:
+            if port:
+                _listening(port)
+            time.sleep(0.02)
+        Path(folder, "spool", node, BOOTED).touch()
     return 0
+
+
+def _reconfigures(log: str, offset: int) -> int:
+    """How often slurmd read its configuration in ``log`` since ``offset``: at its start,
+    then once per SIGHUP (it says so in one of these lines, at the info level)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read()
+    except OSError:
+        return 0
+    return max(text.count(b"Node reconfigured"), text.count(b"CPU frequency setting"))
 
 
 def _node_port(conf: str, node: str) -> int | None:
@@ -384,6 +451,8 @@ def suspend(conf: str, hostlist: str) -> int:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "SLURM_CONF": conf}
     for node in _hostnames(hostlist, env):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(os.path.dirname(conf), "spool", node, BOOTED))
         _end_slurmd(conf, node, wait=0)
     return 0
 

@@ -401,7 +401,9 @@ class SbatchLauncher(Launcher):
                                                       f"the Slurm job ended {state}"))
                 if (self.workspace.run_dir(run_id) / protocol.CANCEL).exists():
                     ended, words = RunStatus.CANCELED, "canceled before it started"
-                self._end(host, run_id, ended, f"{words} before the agent started"
+                why = f" ({reason})" if reason not in ("", "None") and \
+                    ended is not RunStatus.CANCELED else ""
+                self._end(host, run_id, ended, f"{words} before the agent started{why}"
                           f"{self._output_hint(host, run_id)}")
             return False
         return True
