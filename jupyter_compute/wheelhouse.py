@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from jupyter_compute.exceptions import ComputeError, UsageError
-from jupyter_compute.protocol import write_atomic
+from jupyter_compute.protocol import write_json_atomic
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -415,7 +415,7 @@ def host_facts(host: Host, workspace: Workspace, python: str | None = None,
     if facts is None:
         facts = _probe(host, python)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(str(path), json.dumps(asdict(facts)).encode())
+        write_json_atomic(str(path), asdict(facts), 0o644)
     if host.config.get("offline"):
         facts.online = False
     return facts
@@ -462,7 +462,7 @@ def for_image(host: Host, workspace: Workspace, environment: dict[str, Any], ima
     except (OSError, ValueError, TypeError):
         facts = _probe(host, python, ("docker", "run", "--rm", "--network", "none", image))
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, asdict(facts))
+        write_json_atomic(str(path), asdict(facts), 0o644)
     facts.online = False
     shipped = for_host(workspace, environment, facts, uv=False)
     if shipped != environment:
@@ -586,7 +586,7 @@ def download(workspace: Workspace, lines: list[str], facts: HostFacts, python: s
         known = {"files": files, "dropped": dropped}
         index = _read_json(index_path)
         index.setdefault("sets", {})[key] = known
-        _write_json(index_path, index)
+        write_json_atomic(str(index_path), index, 0o644)
     return _stored(BlobStore(workspace.blobs_dir), cache, known["files"]), known["dropped"]
 
 
@@ -720,7 +720,7 @@ def _stored(store: Any, cache: Path, files: Iterable[str]) -> dict[str, str]:
     if changed:
         fresh = _read_json(index_path)
         fresh.setdefault("sha256", {}).update(digests)
-        _write_json(index_path, fresh)
+        write_json_atomic(str(index_path), fresh, 0o644)
     return out
 
 
@@ -748,10 +748,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(str(path), json.dumps(data, indent=1).encode())
 
 
 def _last_line(text: str) -> str:
