@@ -383,7 +383,8 @@ def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProje
             assert t["stop_reason"].startswith("stopped early by BanditPolicy")
             assert jobs[i]["state"] == "CANCELLED"  # that task alone
         else:
-            assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED"
+            assert t["status"] == "Completed" and jobs[i]["state"] == "COMPLETED", (
+                t, jobs[i], Run.get(t["run_id"]).log()[-1500:])
 
 
 def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmProject) -> None:

@@ -69,6 +69,8 @@ END_STATES: dict[str, tuple[RunStatus, str]] = {
 #: squeue's reason for a job held after its node failed to launch it; released this often.
 LAUNCH_FAILED = "launch failed requeued held"
 RELEASES = 3
+#: End states of a job that never started its agent which a requeue may mend.
+LAUNCH_FAILED_STATES = ("FAILED", "NODE_FAIL", "BOOT_FAIL")
 #: Reasons a PENDING job will never run without someone's help.
 STUCK_REASONS = ("launch failed requeued held", "JobHeldAdmin", "PartitionDown",
                  "PartitionInactive", "InvalidAccount", "InvalidQOS", "BadConstraints")
@@ -399,7 +401,15 @@ class SbatchLauncher(Launcher):
             if not _read.get("agent"):
                 ended, words = END_STATES.get(state, (RunStatus.FAILED,
                                                       f"the Slurm job ended {state}"))
-                if (self.workspace.run_dir(run_id) / protocol.CANCEL).exists():
+                canceled = (self.workspace.run_dir(run_id) / protocol.CANCEL).exists()
+                # Ended before its agent ran: its node failed to launch it (Slurm fails
+                # some such jobs instead of holding them). Once more, as for a held one.
+                if state in LAUNCH_FAILED_STATES and not canceled and \
+                        self._release(host, run_id, rec, how="requeue"):
+                    status.update(detail="Slurm could not start the job on its node; "
+                                         "trying again")
+                    return True
+                if canceled:
                     ended, words = RunStatus.CANCELED, "canceled before it started"
                 why = f" ({reason})" if reason not in ("", "None") and \
                     ended is not RunStatus.CANCELED else ""
@@ -408,10 +418,12 @@ class SbatchLauncher(Launcher):
             return False
         return True
 
-    def _release(self, host: Host, run_id: str, rec: dict[str, Any]) -> bool:
+    def _release(self, host: Host, run_id: str, rec: dict[str, Any],
+                 how: str = "release") -> bool:
         """Release a job Slurm held after a failed launch (a node's fork failed under load),
-        at most ``RELEASES`` times per run, by one reader (the record is rewritten under
-        a lock); True if it was released (now or by another reader)."""
+        or requeue (``how``) one it ended instead, at most ``RELEASES`` times per run, by
+        one reader (the record is rewritten under a lock); True if it was released (now
+        or by another reader)."""
         import fcntl
 
         path = self.workspace.run_dir(run_id) / JOB_RECORD
@@ -424,7 +436,7 @@ class SbatchLauncher(Launcher):
             if releases >= RELEASES:
                 return False
             job = str(rec["job_id"])
-            code, out, err = self.command(host, ["scontrol", "release", job], timeout=30)
+            code, out, err = self.command(host, ["scontrol", how, job], timeout=30)
             if code:
                 return False
             # A requeued job waits a while before it may start again: not this one.
