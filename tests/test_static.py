@@ -163,3 +163,19 @@ def test_kernel_shutdown_makes_live_outputs_static(project: Project) -> None:
 
         if slow_id:
             Run.get(slow_id, project.root).cancel()  # the run outlives its kernel: end it
+
+
+def test_an_ended_run_shown_before_plotly_is_imported_gets_its_charts(project: Project,
+                                                                      kernel: Kernel) -> None:
+    """The follower's first batch of an ended run is its last: it waits for plotly's
+    import (on its own thread) rather than leave the charts undrawn for good."""
+    project.write("m.py", "from jupyter_compute.tracking import get_run\n"
+                          "get_run().log('loss', 0.5, step=1)\n")
+    out = kernel.run("from jupyter_compute import api\nr = api.submit('m.py')\nr.wait()")
+    assert out.status == "ok", out.error_text
+    code = ("import sys\nfresh = 'plotly.graph_objects' not in sys.modules\n"
+            "from jupyter_compute.magics import show\nw = show(r)\nw.follower.join(60)\n"
+            "print(fresh, sorted(w._figures))\n")
+    out = kernel.run(code)
+    assert out.status == "ok", out.error_text
+    assert out.stdout.split() == ["True", "['loss']"], out.stdout

@@ -124,12 +124,15 @@ _CSS = """
 
 _plotly_loaded = threading.Event()
 _plotly_loading = threading.Lock()
+PLOTLY_WAIT = 60.0  # how long a widget's last batch waits for the import
 
 
-def plotly_ready() -> bool:
+def plotly_ready(wait: float = 0.0) -> bool:
     """Whether plotly is imported; the first call starts importing it on a thread of its
     own. Importing it takes seconds on a busy machine, and a widget's follower must not
-    stop showing the log (and status) meanwhile: it draws charts once this says True."""
+    stop showing the log (and status) meanwhile: it draws charts once this says True.
+    ``wait``: seconds to wait for the import, for a follower's last batch, which has no
+    later one to draw its charts in."""
     if _plotly_loaded.is_set():
         return True
     if _plotly_loading.acquire(blocking=False):
@@ -139,7 +142,7 @@ def plotly_ready() -> bool:
             _plotly_loaded.set()
 
         threading.Thread(target=load, name="import-plotly", daemon=True).start()
-    return False
+    return _plotly_loaded.wait(wait) if wait else False
 
 
 class _Fitter(anywidget.AnyWidget):

@@ -36,7 +36,7 @@ import jupyter_compute.widgets.live as live
 from jupyter_compute.protocol import RunStatus, early_stop_reason
 from jupyter_compute.summary import Summary
 from jupyter_compute.units import format_size
-from jupyter_compute.widgets.charts import Chart, ChartGrid, plotly_ready
+from jupyter_compute.widgets.charts import PLOTLY_WAIT, Chart, ChartGrid, plotly_ready
 from jupyter_compute.widgets.follower import Batch, Follower
 
 TYPE_CHECKING = False
@@ -262,7 +262,7 @@ class RunWidget(widgets.VBox):
         if batch.metrics:
             self._apply_metrics(batch.metrics, batch.done)
         elif self._unplotted:
-            self._plot_pending(batch.done)
+            self._plot_pending(now=batch.done, last=batch.done)
         if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
             self._render_outputs()
         if batch.done:
@@ -305,18 +305,18 @@ class RunWidget(widgets.VBox):
             elif kind == "progress" and isinstance(value, dict):
                 self._progress = value
         self._unplotted |= changed
-        self._plot_pending(done)
+        self._plot_pending(now=done, last=done)
         if any(r.get("kind") == "row" for r in records):
             self._render_rows()
 
-    def _plot_pending(self, now: bool = False) -> None:
+    def _plot_pending(self, now: bool = False, last: bool = False) -> None:
         """Draw the metrics that changed, once plotly is loaded (until then they wait),
-        at most every ``CHARTS_EVERY`` seconds (``now``: the last batch, draw at once).
-        The log streams ten times a second; a browser redrawing every chart as often
-        fell behind on a busy machine."""
+        at most every ``CHARTS_EVERY`` seconds (``now``: draw at once). The log streams
+        ten times a second; a browser redrawing every chart as often fell behind on a
+        busy machine. The ``last`` batch waits for plotly: no later one would draw."""
         if not now and time.monotonic() - self.charts.redrawn_at < CHARTS_EVERY:
             return
-        if self._unplotted and plotly_ready():
+        if self._unplotted and plotly_ready(PLOTLY_WAIT if last else 0.0):
             changed, self._unplotted = self._unplotted, set()
             self.charts.redraw(*(self._plot(name) for name in sorted(changed)))
 
