@@ -287,6 +287,10 @@ class Agent:
                 self.end_processes(self.child.pid)
                 return RunStatus.TIMED_OUT, f"exceeded max_run_duration_seconds={limit}"
             self.wake.wait(POLL_SECONDS)  # wakes at once when the script exits
+        # The cancel's own signal can end the script before this loop sees the request
+        # (Slurm's scancel signals every process of the job at once): canceled, not failed.
+        if self.child.returncode != 0 and self._cancel_requested():
+            return RunStatus.CANCELED, self._cancel_reason() or "canceled by request"
         return None
 
     def _await_ranks(self) -> list[dict[str, Any]] | None:

@@ -247,3 +247,24 @@ def test_requirements_environment_on_the_local_target_from_another_folder(
     assert "six 1." in out.stdout
     envs = project.root / ".jupyter_compute" / "envs"
     assert [p for p in envs.iterdir() if (p / "bin" / "python").exists()]
+
+
+def test_a_script_killed_by_its_cancels_signal_is_canceled_not_failed(project: Project) -> None:
+    """Slurm's scancel signals the script and the agent at once, so the script can die
+    before the agent's loop sees the cancel file: the run is still Canceled, with the
+    reason the canceler wrote (a sweep policy's)."""
+    project.write("sleepy.py", "import os, time\nopen('outputs/pid', 'w').write(str(os.getpid()))\n"
+                               "time.sleep(600)\n")
+    run_id = project.submit("sleepy.py")
+    pid_file = project.run_dir(run_id) / "outputs" / "pid"
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    (project.run_dir(run_id) / "cancel").write_text("stopped early by a policy")
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    deadline = time.time() + 30
+    while project.show(run_id)["status"] not in ("Canceled", "Failed") and \
+            time.time() < deadline:
+        time.sleep(0.1)
+    shown = project.show(run_id)
+    assert (shown["status"], shown["error"]) == ("Canceled", "stopped early by a policy"), shown
