@@ -212,6 +212,8 @@ def main() -> None:
             for task in [line.split("|")[0] for line in queued.splitlines()
                          if "launch failed requeued held" in line]:
                 slurm(conf, "scontrol", "release", task)
+                # a requeued job may not start again for a while: this one may now
+                slurm(conf, "scontrol", "update", f"jobid={task}", "StartTime=now")
                 released += 1
             time.sleep(POLL * 5)
         results["bare sbatch --array of the same shape, wall s"] = round(
