@@ -536,16 +536,63 @@ def apply_manifest(base, patch, digest, dest):
     write_atomic(dest, data, 0o644)
 
 
-#: The file being received, removed if the helper is ended meanwhile (SIGHUP).
+#: The file being received under a temporary name, removed if the helper is ended
+#: meanwhile (SIGHUP). An unnamed one (``unnamed_file``) needs no removing.
 RECEIVING: list[str] = []
+#: An fd of "/": ``os.link`` follows /proc/self/fd/N (linkat's AT_SYMLINK_FOLLOW) only
+#: given a directory fd. None until probed; False where unnamed files cannot be named.
+_NAMER: list = [None]
+
+
+def unnamed_file(folder, mode):
+    """An unnamed file in ``folder`` (O_TMPFILE), named by ``name_file`` once whole and
+    checked: one directory operation where a temporary name costs two (its create and
+    the rename; ~15 µs a file, and a first sync writes thousands), and nothing is left
+    behind if the helper is killed midway. -1 where the system or file system cannot."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or _NAMER[0] is False:
+        return -1
+    try:
+        fd = os.open(folder, os.O_WRONLY | flag, mode)
+    except OSError:  # a file system without it (EOPNOTSUPP), an old kernel (EISDIR)
+        return -1
+    if _NAMER[0] is None:  # can one be named here (/proc mounted, linkat allowed)?
+        probe = os.path.join(folder, f".probe-{os.getpid()}")
+        try:
+            _NAMER[0] = os.open("/", os.O_RDONLY)
+            os.link(f"/proc/self/fd/{fd}", probe, src_dir_fd=_NAMER[0])
+            os.unlink(probe)
+            os.close(fd)  # a linked file cannot be linked again: a fresh one
+            fd = os.open(folder, os.O_WRONLY | flag, mode)
+        except OSError:
+            _NAMER[0] = False
+            os.close(fd)
+            return -1
+    return fd
+
+
+def name_file(fd, dest, replace):
+    """Give the unnamed file ``fd`` the name ``dest``, replacing a file there if
+    ``replace`` (else one there is kept: a blob of the same bytes)."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", dest, src_dir_fd=_NAMER[0])
+    except FileExistsError:
+        if replace:
+            tmp = f"{dest}.tmp-{os.getpid()}"
+            os.link(f"/proc/self/fd/{fd}", tmp, src_dir_fd=_NAMER[0])
+            os.replace(tmp, dest)
 
 
 def receive_file(inp, dest, size, z, mode, digest=None):
-    tmp = f"{dest}.tmp-{os.getpid()}"
-    RECEIVING[:] = [tmp]
+    """``size`` bytes of ``inp`` (zlib-compressed if ``z``) as the file ``dest``: whole
+    and checked against ``digest`` (a sha256) when given, or absent."""
     h = hashlib.sha256() if digest else None
     unz = zlib.decompressobj() if z else None
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, tmp = unnamed_file(os.path.dirname(dest), mode), None
+    if fd < 0:
+        tmp = f"{dest}.tmp-{os.getpid()}"
+        RECEIVING[:] = [tmp]
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     done = False
     try:
         left = size
@@ -566,21 +613,22 @@ def receive_file(inp, dest, size, z, mode, digest=None):
                 h.update(data)
             while data:
                 data = data[os.write(fd, data):]
-        os.close(fd)
-        fd = -1
         if h is not None and h.hexdigest() != digest:
             raise Corrupt("corrupt " + digest)
-        os.rename(tmp, dest)
+        if tmp is None:
+            name_file(fd, dest, replace=digest is None)
+        else:
+            os.rename(tmp, dest)
         done = True
     finally:
-        if fd >= 0:
-            os.close(fd)
-        RECEIVING.clear()
-        if not done:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        os.close(fd)
+        if tmp is not None:
+            RECEIVING.clear()
+            if not done:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
 
 def send_outputs(root, have, write):
