@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 POLL_SECONDS = 0.2
+PLACE_ATTEMPTS = 3
 LAUNCHED = time.monotonic()  # what each step took goes to ranks.json (``seconds``)
 
 
@@ -106,13 +107,45 @@ def _nodes_that_fit(bundle: dict[str, float]) -> int:
                    for k, v in bundle.items() if v))
 
 
+def _place(run_dir: str, name: str, nodes: int, bundle: dict[str, float], ports: list[int],
+           steps: dict[str, float]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """A ``NodeRanks`` actor on each of ``nodes`` distinct nodes, and where each is (with
+    ``ports[i]`` free ports on node i). A node the autoscaler was ending as idle can take
+    a bundle and die before its actor runs: then, no rank having started, the group is
+    placed again (``PLACE_ATTEMPTS`` in all)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    remote = ray.remote(NodeRanks)
+    attempt = 1
+    while True:
+        group = placement_group([bundle] * nodes, strategy="STRICT_SPREAD", name=name)
+        while not group.wait(timeout_seconds=1):
+            ready = min(_nodes_that_fit(bundle), nodes)
+            ranks.write_ranks(run_dir, {"waiting": f"waiting for {nodes} nodes: {ready}/{nodes}"})
+        steps["place"] = time.monotonic() - LAUNCHED - steps["connect"]  # the nodes
+        actors: list[Any] = [remote.options(
+            num_cpus=bundle.get("CPU", 0), scheduling_strategy=PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=i)).remote() for i in range(nodes)]
+        try:
+            return actors, ray.get([a.where.remote(n) for a, n in zip(actors, ports)])
+        except ray.exceptions.RayActorError:
+            if attempt == PLACE_ATTEMPTS:
+                raise
+            for actor in actors:
+                ray.kill(actor)
+            remove_placement_group(group)
+            ranks.write_ranks(run_dir, {"waiting": "a node went away before the ranks "
+                                                   "started: placing them again"})
+            attempt += 1
+
+
 def run_ray_group(run_dir: str, argv: list[str]) -> int:
     """Place the ranks on N nodes, start them, supervise them; the exit code."""
     import logging
 
     import ray
-    from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     spec = protocol.read_json(os.path.join(run_dir, protocol.SPEC)) or {}
     nodes, per_node, dist_type = ranks.layout(spec)
@@ -120,20 +153,10 @@ def run_ray_group(run_dir: str, argv: list[str]) -> int:
     grace = float(spec.get("cancel_grace_seconds", 3))
     ray.init(logging_level=logging.WARNING, log_to_driver=False)
     steps = {"connect": time.monotonic() - LAUNCHED}  # importing ray, joining the cluster
-    group = placement_group([bundle] * nodes, strategy="STRICT_SPREAD",
-                            name=f"jupyter-compute-{spec.get('run_id', '')}")
-    while not group.wait(timeout_seconds=1):
-        ready = min(_nodes_that_fit(bundle), nodes)
-        ranks.write_ranks(run_dir, {"waiting": f"waiting for {nodes} nodes: {ready}/{nodes}"})
-    steps["place"] = time.monotonic() - LAUNCHED - sum(steps.values())  # the nodes
-    remote = ray.remote(NodeRanks)
-    actors: list[Any] = [remote.options(num_cpus=bundle.get("CPU", 0), scheduling_strategy=(
-        PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))).remote()
-        for i in range(nodes)]
+    tf = dist_type == "tensorflow"
+    actors, places = _place(run_dir, f"jupyter-compute-{spec.get('run_id', '')}", nodes, bundle,
+                            [per_node if tf else int(i == 0) for i in range(nodes)], steps)
     try:
-        tf = dist_type == "tensorflow"
-        places = ray.get([a.where.remote(per_node if tf else int(i == 0))
-                          for i, a in enumerate(actors)])
         master, port = places[0]["ip"], places[0]["ports"][0]
         workers = [f"{p['ip']}:{port_}" for p in places for port_ in p["ports"]] if tf else None
         log = os.path.join(run_dir, protocol.LOG)

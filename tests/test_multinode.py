@@ -81,12 +81,17 @@ print(f"mpi rank={comm.Get_rank()} size={comm.Get_size()} RANK={os.environ['RANK
 """
 
 
-def _wait_file_count(folder: Path, n: int, timeout: float = 60) -> list[int]:
+def _wait_file_count(folder: Path, n: int, timeout: float = 60, run=None) -> list[int]:
+    """The pids ``n`` ranks wrote into ``folder``; fails at once if ``run`` ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        ended = run is not None and run.status().is_terminal()  # then the files are final
         found = list(folder.iterdir()) if folder.exists() else []
         if len(found) >= n and all(p.read_text() for p in found):
             return [int(p.read_text()) for p in found]
+        if ended:
+            raise AssertionError(f"the run ended {run.status().value} before {n} ranks "
+                                 f"started: {run.record.error}\n{run.log()[-2000:]}")
         time.sleep(0.1)
     raise AssertionError(f"only {len(list(folder.iterdir()))} of {n} ranks started")
 
@@ -335,14 +340,14 @@ def test_ray_failing_rank_and_cancel_stop_every_rank(ray_project, tmp_path: Path
     ray_project.write("sleeps.py", SLEEPS)
     run = api.submit("fails.py", target="cpu-cluster", node_count=2,
                      environment_variables={"PIDS": str(fails)})
-    started = _wait_file_count(fails, 2, timeout=240)
+    started = _wait_file_count(fails, 2, timeout=240, run=run)
     assert run.wait(timeout=60).value == "Failed", run.log()
     assert "rank 1 exited with code 3" in (run.record.error or ""), run.record.error
     assert not _gone_within(started, 3 + 2)
 
     run = api.submit("sleeps.py", target="cpu-cluster", node_count=2,
                      environment_variables={"PIDS": str(sleeps)})
-    started = _wait_file_count(sleeps, 2, timeout=240)
+    started = _wait_file_count(sleeps, 2, timeout=240, run=run)
     run.cancel()
     assert run.wait(timeout=60).value == "Canceled", run.log()
     assert not _gone_within(started, 5)
@@ -420,14 +425,14 @@ def test_slurm_failing_rank_and_cancel_stop_every_rank(slurm_project, tmp_path: 
     slurm_project.write("sleeps.py", SLEEPS)
     run = api.submit("fails.py", target="hpc", node_count=2,
                      environment_variables={"PIDS": str(fails)})
-    started = _wait_file_count(fails, 2, timeout=240)
+    started = _wait_file_count(fails, 2, timeout=240, run=run)
     assert run.wait(timeout=60).value == "Failed", run.log()
     assert "rank 1 exited with code 3" in (run.record.error or ""), run.record.error
     assert not _gone_within(started, 3 + 2)
 
     run = api.submit("sleeps.py", target="hpc", node_count=2,
                      environment_variables={"PIDS": str(sleeps)})
-    started = _wait_file_count(sleeps, 2, timeout=240)
+    started = _wait_file_count(sleeps, 2, timeout=240, run=run)
     run.cancel()
     assert run.wait(timeout=60).value == "Canceled", run.log()
     assert not _gone_within(started, 5)
