@@ -123,6 +123,7 @@ _CSS = """
 
 
 _plotly_loaded = threading.Event()
+_plotly_tried = threading.Event()  # the import ended, imported or not
 _plotly_loading = threading.Lock()
 PLOTLY_WAIT = 60.0  # how long a widget's last batch waits for the import
 
@@ -137,12 +138,17 @@ def plotly_ready(wait: float = 0.0) -> bool:
         return True
     if _plotly_loading.acquire(blocking=False):
         def load() -> None:
-            import plotly.graph_objects  # noqa: F401
+            try:
+                import plotly.graph_objects  # noqa: F401
 
-            _plotly_loaded.set()
+                _plotly_loaded.set()
+            finally:
+                _plotly_tried.set()
 
         threading.Thread(target=load, name="import-plotly", daemon=True).start()
-    return _plotly_loaded.wait(wait) if wait else False
+    if wait:
+        _plotly_tried.wait(wait)
+    return _plotly_loaded.is_set()
 
 
 class _Fitter(anywidget.AnyWidget):
