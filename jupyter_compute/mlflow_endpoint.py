@@ -398,7 +398,7 @@ class Endpoint:
     """The MLflow REST endpoint of one run, for anything that talks HTTP::
 
         endpoint = Endpoint(Recorder(run_dir, run_id, "train", say=say))
-        env.update(endpoint.start())     # the port, MLFLOW_TRACKING_TOKEN, …
+        port = endpoint.start()          # listening now; endpoint.token for the script
         …                                # the script runs
         endpoint.stop()
     """

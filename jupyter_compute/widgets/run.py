@@ -262,7 +262,7 @@ class RunWidget(widgets.VBox):
         if batch.metrics:
             self._apply_metrics(batch.metrics, batch.done)
         elif self._unplotted:
-            self._plot_pending(now=batch.done, last=batch.done)
+            self._plot_pending(last=batch.done)
         if self._ticks % 20 == 1 or batch.done:  # outputs: every 2 s
             self._render_outputs()
         if batch.done:
@@ -305,7 +305,7 @@ class RunWidget(widgets.VBox):
             elif kind == "progress" and isinstance(value, dict):
                 self._progress = value
         self._unplotted |= changed
-        self._plot_pending(now=done, last=done)
+        self._plot_pending(last=done)
         if any(r.get("kind") == "row" for r in records):
             self._render_rows()
 
@@ -313,8 +313,9 @@ class RunWidget(widgets.VBox):
         """Draw the metrics that changed, once plotly is loaded (until then they wait),
         at most every ``CHARTS_EVERY`` seconds (``now``: draw at once). The log streams
         ten times a second; a browser redrawing every chart as often fell behind on a
-        busy machine. The ``last`` batch waits for plotly: no later one would draw."""
-        if not now and time.monotonic() - self.charts.redrawn_at < CHARTS_EVERY:
+        busy machine. The ``last`` batch draws at once and waits for plotly: no later
+        one would draw."""
+        if not (now or last) and time.monotonic() - self.charts.redrawn_at < CHARTS_EVERY:
             return
         if self._unplotted and plotly_ready(PLOTLY_WAIT if last else 0.0):
             changed, self._unplotted = self._unplotted, set()
