@@ -17,7 +17,7 @@ A host × the sbatch launcher (``launcher.py``):
   starts on first use or with ``start NAME``, stops with ``stop NAME``, and outlives
   the kernel. Runs live in the workspace (``LocalHost``).
 - ``--host``: an existing cluster's login node, reached as an SSH target is
-  (``SlurmLoginHost``); run folders live there, on the cluster's shared file system.
+  (``login.py``); run folders live there, on the cluster's shared file system.
 - ``--local``: an existing cluster whose ``sbatch`` is on this machine's PATH.
 """
 
@@ -27,7 +27,7 @@ from jupyter_compute.exceptions import UsageError
 from jupyter_compute.targets.base import Cluster, Target
 from jupyter_compute.targets.local import LocalHost
 from jupyter_compute.targets.slurm.launcher import SbatchLauncher, job_record
-from jupyter_compute.targets.ssh import SSHHost, SSHTarget
+from jupyter_compute.targets.ssh.options import TARGET_OPTIONS
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; annotations are strings
 if TYPE_CHECKING:
@@ -37,14 +37,7 @@ if TYPE_CHECKING:
     from jupyter_compute.store import RunRecord
     from jupyter_compute.targets.base import Host, Launcher
 
-__all__ = ["SlurmLoginHost", "SlurmTarget"]
-
-
-class SlurmLoginHost(SSHHost):
-    """A login node: an SSH host whose agents start as Slurm jobs, never with the sync."""
-
-    starts_agent_with_sync = False
-
+__all__ = ["SlurmTarget"]
 
 class SlurmTarget(Target, Cluster):
     """Runs as Slurm batch jobs; see the module docstring.
@@ -57,7 +50,7 @@ class SlurmTarget(Target, Cluster):
     kind = "slurm"
     host_type = LocalHost
     launcher_type = SbatchLauncher
-    options = {**SSHTarget.options, **LocalHost.options, **SbatchLauncher.options}
+    options = {**TARGET_OPTIONS, **LocalHost.options, **SbatchLauncher.options}
     launcher: SbatchLauncher
     rank_placement = "slurm"  # sbatch -N N --ntasks-per-node K, the ranks by srun (ranks.py)
 
@@ -83,7 +76,11 @@ class SlurmTarget(Target, Cluster):
     def compose(cls, config: dict[str, Any]) -> tuple[type[Host], type[Launcher]]:
         if config.get("host") and config.get("local"):
             raise UsageError("--host and --local name two different clusters; give one")
-        return (SlurmLoginHost if config.get("host") else LocalHost), SbatchLauncher
+        if config.get("host"):  # paramiko only for a login node
+            from jupyter_compute.targets.slurm.login import SlurmLoginHost
+
+            return SlurmLoginHost, SbatchLauncher
+        return LocalHost, SbatchLauncher
 
     def describe(self) -> dict[str, Any]:
         found = super().describe()

@@ -43,9 +43,9 @@ _SSH_OPTIONS = ("host", "port", "user", "key", "password_env", "key_passphrase_e
 
 
 def _options() -> dict[str, Any]:
-    from jupyter_compute.targets.ssh import SSHTarget
+    from jupyter_compute.targets.ssh.options import TARGET_OPTIONS
 
-    ssh = {k: v for k, v in SSHTarget.options.items() if k in _SSH_OPTIONS}
+    ssh = {k: v for k, v in TARGET_OPTIONS.items() if k in _SSH_OPTIONS}
     ssh["host"] = (str, "an SSH head node where spark-submit runs (default: this machine)")
     return {**LocalHost.options, **ssh, **SparkSubmitLauncher.options}
 

@@ -19,39 +19,33 @@ or the config's ``ProxyJump`` (``sshconfig.py``).
 
 from __future__ import annotations
 
-from jupyter_compute.targets.base import Target
-from jupyter_compute.targets.ssh.connection import (
-    HostUnreachableError,
-    RemotePythonError,
-    SSHAuthError,
-)
-from jupyter_compute.targets.ssh.host import SYNC_RECORD, SSHHost, SyncStats
-from jupyter_compute.targets.ssh.hostkeys import HostKeyError
-from jupyter_compute.targets.ssh.launcher import ProcessOrContainer
-from jupyter_compute.targets.ssh.sshconfig import DEFAULT_SSH_CONFIG
+import importlib
 
-__all__ = ["SYNC_RECORD", "HostKeyError", "HostUnreachableError", "RemotePythonError",
-           "SSHAuthError", "SSHHost", "SSHTarget", "SyncStats"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["DEFAULT_SSH_CONFIG", "SYNC_RECORD", "HostKeyError", "HostUnreachableError",
+           "RemotePythonError", "SSHAuthError", "SSHHost", "SSHTarget", "SyncStats"]
+
+_WHERE = {
+    "SSHTarget": "jupyter_compute.targets.ssh.target",
+    **{name: "jupyter_compute.targets.ssh.host" for name in (
+        "SSHHost", "SyncStats", "SYNC_RECORD")},
+    **{name: "jupyter_compute.targets.ssh.connection" for name in (
+        "HostUnreachableError", "RemotePythonError", "SSHAuthError")},
+    "HostKeyError": "jupyter_compute.targets.ssh.hostkeys",
+    "DEFAULT_SSH_CONFIG": "jupyter_compute.targets.ssh.options",
+}
 
 
-class SSHTarget(Target):
-    """A VM or server reached over SSH (paramiko); see the module docstring.
+def __getattr__(name: str) -> Any:
+    # Lazy: paramiko (~100 ms) loads with the first name that needs it, so the kinds
+    # that only offer ssh's options (slurm, spark) do not import it on this machine.
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'jupyter_compute.targets.ssh' has no attribute {name!r}")
 
-    >>> attach("vm", "ssh", host="10.0.0.5", user="me", key="~/.ssh/id_ed25519")
-    >>> submit("train.py", target="vm").wait()
-    <RunStatus.COMPLETED: 'Completed'>
-    """
 
-    kind = "ssh"
-    host_type = SSHHost
-    launcher_type = ProcessOrContainer
-    options = {
-        **SSHHost.options, **ProcessOrContainer.options,
-        "host": (str, "host name or address, or a Host alias of the ssh config"),
-        "ssh_config": (str, f"ssh config file whose Host entries --host may name (default "
-                            f"{DEFAULT_SSH_CONFIG} if it exists)"),
-        "proxy_jump": (str, "[user@]bastion[:port] to reach the host through (a,b for a "
-                            "chain; default: the ssh config's ProxyJump)"),
-        "trust_jump_host_key": (str, "SHA256:… fingerprint of the jump host's key to trust "
-                                     "(comma-separated for a chain)"),
-    }
+def __dir__() -> list[str]:
+    return sorted(__all__)

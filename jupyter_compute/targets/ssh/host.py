@@ -52,6 +52,12 @@ from jupyter_compute.targets.ssh.connection import (
     connection,
 )
 from jupyter_compute.targets.ssh.hostkeys import KNOWN_HOSTS
+from jupyter_compute.targets.ssh.options import (
+    DEFAULT_PYTHON,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WORKDIR,
+    HOST_OPTIONS,
+)
 from jupyter_compute.targets.ssh.session import append_local, read_local
 from jupyter_compute.targets.ssh.transfer import safe_name
 
@@ -64,9 +70,6 @@ if TYPE_CHECKING:
     from jupyter_compute.snapshot import Snapshot
     from jupyter_compute.targets.base import SubmitContext
 
-DEFAULT_WORKDIR = "~/.jupyter_compute"
-DEFAULT_PYTHON = "python3"
-DEFAULT_TIMEOUT = 10
 #: In the local run folder: what ``sync`` sent (``SyncStats`` as JSON).
 SYNC_RECORD = "sync.json"
 #: In the local run folder: the final log, metrics, status and outputs are all here.
@@ -116,24 +119,7 @@ class SSHHost(Host):
     #: Whether ``sync`` may start the agent in the same request (a batch queue starts it).
     starts_agent_with_sync: ClassVar[bool] = True
 
-    options = {
-        "host": (str, "host name or address"),
-        "port": (int, "SSH port (default 22)"),
-        "user": (str, "user to log in as (default: your local user name)"),
-        "key": (str, "private key file (default: ssh-agent, then ~/.ssh/id_*)"),
-        "password_env": (str, "NAME of an environment variable holding the password"),
-        "key_passphrase_env": (str, "NAME of an environment variable holding the key's "
-                                    "passphrase"),
-        "workdir": (str, f"folder on the host for blobs, runs and environments (default "
-                         f"{DEFAULT_WORKDIR})"),
-        "python": (str, f"Python ≥ 3.9 on the host (default {DEFAULT_PYTHON})"),
-        "trust_host_key": (str, "SHA256:… fingerprint of the host key to trust (printed "
-                                "when the key is unknown)"),
-        "connect_timeout": (int, f"seconds to wait for a connection (default "
-                                 f"{DEFAULT_TIMEOUT})"),
-        "offline": (bool, "the host has no package index: environments install from wheels "
-                          "sent from here (found out by asking the host when not given)"),
-    }
+    options = HOST_OPTIONS
 
     _finishing = threading.Lock()
 

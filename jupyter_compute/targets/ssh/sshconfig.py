@@ -29,12 +29,11 @@ import paramiko
 
 from jupyter_compute.exceptions import UsageError
 from jupyter_compute.targets.ssh.connection import Endpoint
+from jupyter_compute.targets.ssh.options import DEFAULT_SSH_CONFIG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-DEFAULT_SSH_CONFIG = "~/.ssh/config"
 
 
 def load(path: str | None) -> tuple[paramiko.SSHConfig, str]:
