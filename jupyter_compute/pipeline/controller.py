@@ -58,7 +58,6 @@ NOT_STARTED, SKIPPED = "NotStarted", "Skipped"
 LOCAL_TICK, REMOTE_TICK = 0.02, 0.25
 #: How long canceled steps may take to end before the controller leaves them.
 STOP_TIMEOUT = 30.0
-HERE = ("local", "docker")  # kinds whose run folders are on this machine: read them often
 
 
 @dataclass
@@ -129,7 +128,8 @@ class Controller:
         self._held: list[str] | None = None
         self._log = os.open(self.dir / protocol.LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                             0o644)
-        here = all(p.get("target_kind") in HERE for p in self.prepared.values())
+        # Steps whose folders are here are cheap to read: look often (Host.folders_here).
+        here = all(p.get("folders_here") for p in self.prepared.values())
         self.tick = LOCAL_TICK if here else REMOTE_TICK
 
     # -- bookkeeping -------------------------------------------------------------------

@@ -84,19 +84,21 @@ def submit(config: PipelineConfig, *, name: str | None = None, reuse: bool = Tru
     ws = workspace if isinstance(workspace, Workspace) else \
         find_workspace(start=Path(config.folder), explicit=workspace)
     prepared: dict[str, dict[str, Any]] = {}
-    kinds: dict[str, str] = {}
+    targets: dict[str, Any] = {}
     total_files = total_bytes = new_files = new_bytes = 0
     for step in config.ordered():
         def fail(message: str, step_name: str = step.name, line: int | None = step.line
                  ) -> ConfigError:
             return ConfigError(f"step {step_name!r}: {message}", path=config.path, line=line)
 
-        if step.target not in kinds:
+        if step.target not in targets:
             try:
-                kinds[step.target] = get_target(step.target, ws).kind
+                targets[step.target] = get_target(step.target, ws)
             except UsageError as exc:
                 raise fail(str(exc)) from None
-        entry: dict[str, Any] = {"target_kind": kinds[step.target], "snapshot": None,
+        target = targets[step.target]
+        entry: dict[str, Any] = {"target_kind": target.kind,
+                                 "folders_here": target.host.folders_here, "snapshot": None,
                                  "files": {}, "environment": None}
         if step.code:
             snap = take_snapshot(step.code, ws.dir)

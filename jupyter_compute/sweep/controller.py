@@ -194,7 +194,10 @@ class Controller:
         self._log = os.open(self.dir / protocol.LOG, flags, 0o644)
         self._points = os.open(self.dir / POINTS, flags, 0o644)
         self._metrics = os.open(self.dir / protocol.METRICS, flags, 0o644)
-        self.local = self.spec.get("target_kind", "local") == "local"
+        # Trials whose folders are here (local, docker, an embedded or --local Slurm) are
+        # read by stat every tick; others (a remote host's, Ray's) every REMOTE_TICK.
+        self.local = bool(self.spec.get("folders_here",
+                                        self.spec.get("target_kind", "local") == "local"))
         self.tick = LOCAL_TICK if self.local else REMOTE_TICK
 
     # -- bookkeeping -------------------------------------------------------------------

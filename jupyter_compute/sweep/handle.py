@@ -124,7 +124,8 @@ def sweep(script: str | Path | None, config: SweepConfig | str | Path | dict[str
     git = snap.git.to_dict() if snap.git else None
     sweep_spec = {
         "sweep_id": sweep_id, "name": name, "script": spec.script, "target": spec.target,
-        "target_kind": child_target.kind, "arguments": list(spec.arguments), "seed": seed,
+        "target_kind": child_target.kind, "folders_here": child_target.host.folders_here,
+        "arguments": list(spec.arguments), "seed": seed,
         "kernel": kernel, "config": cfg.to_dict(), "workspace": str(ws.root),
         "environment": env_mapping, "command": command,
         "environment_variables": dict(environment_variables or {}),

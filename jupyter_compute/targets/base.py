@@ -93,6 +93,9 @@ class Host(Part):
     #: them there). A remote host sends new files from the source folder instead:
     #: writing thousands of local blobs would cost a first submit more than the upload.
     stores_blobs: ClassVar[bool] = True
+    #: Whether the agent writes the run folder right here (the workspace's own), so two
+    #: ``stat`` calls tell a controller whether a run changed: it can look every few ms.
+    folders_here: ClassVar[bool] = False
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the host works (connect once, find Python); called by ``attach``."""

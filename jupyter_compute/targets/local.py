@@ -36,6 +36,7 @@ _forked: list[int] = []
 class LocalHost(Host):
     """This machine: run folders are the workspace's, files are plain file access."""
 
+    folders_here = True
     options = {"python": (str, "interpreter for runs (default: the current one)")}
 
     def paths(self, ctx: SubmitContext) -> dict[str, Any]:

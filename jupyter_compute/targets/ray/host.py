@@ -53,6 +53,7 @@ class JobLogHost(LocalHost):
     The mirror is a local run folder, so reading and writing it is ``LocalHost``'s;
     what differs is how it gets there (``pull``) and that nothing runs here."""
 
+    folders_here = False  # the mirror changes only when pulled
     def __init__(self, name: str, config: dict[str, Any], workspace: Workspace) -> None:
         super().__init__(name, config, workspace)
         self.clients = Clients(workspace, config)
