@@ -10,7 +10,9 @@ decide, as on every host. Cancel is ``scancel``: Slurm signals every process of 
 job, then kills what is left after its KillWait.
 
 Job states come from ``squeue --states=all`` (no slurmdbd needed; finished jobs stay
-visible for MinJobAge), cached for ``JOB_TTL`` seconds per run.
+visible for MinJobAge), cached for ``JOB_TTL`` seconds per run. A miss asks about every
+run read in the last ``WATCHED_SECONDS`` in the same call: a sweep's pending array
+tasks cost one ``squeue`` a second, not one each.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ JOB_RECORD = "slurm.json"
 #: In the run folder on the host: what the batch job itself printed (the agent's crash).
 JOB_OUTPUT = "slurm-job.out"
 JOB_TTL = 1.0
+WATCHED_SECONDS = 10.0
 NODES_TTL = 1.0
 #: A job's time limit is the run's own plus this, so the agent ends it TimedOut first.
 TIME_MARGIN = 30
@@ -188,6 +191,7 @@ class SbatchLauncher(Launcher):
         super().__init__(name, config, workspace)
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, dict[str, str] | None]] = {}
+        self._watched: dict[str, tuple[str, float]] = {}  # run → (job id, last read)
         self._nodes: tuple[float, dict[str, Any]] | None = None
         #: While ``collect`` runs on a thread: the runs it launches, sent as one array.
         self._batch = threading.local()
@@ -514,12 +518,19 @@ class SbatchLauncher(Launcher):
         now = time.monotonic()
         with self._lock:
             hit = self._jobs.get(run_id)
-        if hit is not None and now - hit[0] < max_age:
-            return hit[1]
-        found = self.jobs(host, [rec["job_id"]]).get(rec["job_id"])
+            if hit is not None and now - hit[0] < max_age:
+                return hit[1]
+            self._watched[run_id] = (str(rec["job_id"]), now)
+            for rid, (_, read) in list(self._watched.items()):
+                if now - read > WATCHED_SECONDS:
+                    del self._watched[rid]
+            stale = {rid: jid for rid, (jid, _) in self._watched.items()
+                     if rid == run_id or now - self._jobs.get(rid, (0.0, None))[0] >= max_age}
+        found = self.jobs(host, sorted(set(stale.values())))
         with self._lock:
-            self._jobs[run_id] = (now, found)
-        return found
+            for rid, jid in stale.items():
+                self._jobs[rid] = (now, found.get(jid))
+        return found.get(str(rec["job_id"]))
 
     def jobs(self, host: Host, job_ids: list[str]) -> dict[str, dict[str, str]]:
         """Job id → ``{id, state, reason, node, exit_code}``, in one ``squeue`` call."""
@@ -570,6 +581,7 @@ class SbatchLauncher(Launcher):
         with self._lock:
             self._nodes = None
             self._jobs.clear()
+            self._watched.clear()
         _CHECKED.clear()
 
     # -- pieces ------------------------------------------------------------------------
