@@ -56,7 +56,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 
 from jupyter_compute import protocol
 
@@ -228,7 +227,7 @@ class Recorder:
         while name in taken:
             name, n = f"{base}-{n}", n + 1
         tags.setdefault("mlflow.parentRunId", self.run_id)
-        run = RunState(uuid.uuid4().hex, name, os.path.join(self.outputs, _safe(name)),
+        run = RunState(os.urandom(16).hex(), name, os.path.join(self.outputs, _safe(name)),
                        f"{name}/", int(body.get("start_time") or _ms()), {})
         self.runs[run.run_id] = run
         self.log(run, tags=[("mlflow.runName", name), *tags.items()])
@@ -298,7 +297,7 @@ class Recorder:
 
     def create_logged_model(self, body: dict[str, Any]) -> dict[str, Any]:
         """A model ``log_model`` (and autolog) saves: its files go to outputs/models/ID/."""
-        model_id = f"m-{uuid.uuid4().hex}"
+        model_id = f"m-{os.urandom(16).hex()}"
         now = _ms()
         model = {"info": {
             "model_id": model_id, "experiment_id": EXPERIMENT_ID,

@@ -9,7 +9,10 @@ only (the notebook runner needs papermill where it runs; ``mlflow_store.py``, ML
 in-process store for a script, is imported by ``mlflow`` only), so a host needs nothing
 but Python 3 for ``from jupyter_compute.tracking import get_run`` to work in a script. Each
 version is written once per place, keyed by ``runtime_digest()``; ``__init__.py`` is
-written last, so its presence says the folder is complete.
+written last, so its presence says the folder is complete. A local copy is written with
+its bytecode: an agent or script started where ``PYTHONDONTWRITEBYTECODE`` is set (as
+in many container images) would otherwise compile the modules it imports on every
+start (~10 ms of CPU per run).
 """
 
 from __future__ import annotations
@@ -56,7 +59,11 @@ def install_runtime(root: Path) -> Path:
     folder = root / "runtime" / runtime_digest()
     package = folder / "jupyter_compute"
     if not (package / "__init__.py").exists():
+        import py_compile
+
         package.mkdir(parents=True, exist_ok=True)
         for name, data in runtime_files().items():
             protocol.write_atomic(str(package / name), data, 0o644)
+            # for this interpreter; another one compiles (and caches) its own
+            py_compile.compile(str(package / name), doraise=False)
     return folder
