@@ -244,15 +244,23 @@ class Helper:
                         pass  # a file between writes, or the folder gone: next tick
 
     def check(self, run, watch):
-        """Push what changed in ``run``: log and metrics bytes, then the status."""
+        """Push what changed in ``run``: the status, log and metrics bytes.
+
+        The status is read first, so the log read after it is at least as new. A status
+        that is still live goes out first (a client that sees a line has the status
+        its run had by then: Running, its agent); a terminal one goes out last, after
+        every byte of the log, so a client that sees the end has the whole log."""
         status = watch.stat(STATUS)
         raw = None
-        if status != watch.status_stamp:  # read before the log: the log is then newer
+        if status != watch.status_stamp:
             try:
                 with open(watch.file(STATUS), "rb") as f:
                     raw = f.read()
             except FileNotFoundError:
                 raw = b""
+            if not _is_terminal(raw):
+                self.push_status(run, watch, status, raw)
+                raw = None
         capped = False
         for name in APPENDED:
             size = watch.size(name)
@@ -269,19 +277,21 @@ class Helper:
         if capped:
             raw = None  # a flood not all pushed yet: the status waits for the log's end
         if raw is not None:
-            watch.status_stamp = status
-            watch.learn(raw)
-            watch.checked = now
-            watch.live_sent = watch.liveness()  # about the agent this status names
-            self.send("status", 0, dict(self.live(run, watch), run=run), raw)
-            if watch.terminal:  # all of it is there now: the client needs no more
-                self.watches.pop(run, None)
+            self.push_status(run, watch, status, raw)
+            self.watches.pop(run, None)  # all of it is there now: the client needs no more
         elif now - watch.checked >= ALIVE_EVERY:
             watch.checked = now
             live = watch.liveness()
             if live != watch.live_sent:
                 watch.live_sent = live
                 self.send("live", 0, self.live(run, watch))
+
+    def push_status(self, run, watch, stamp, raw):
+        watch.status_stamp = stamp
+        watch.learn(raw)
+        watch.checked = time.monotonic()
+        watch.live_sent = watch.liveness()  # about the agent this status names
+        self.send("status", 0, dict(self.live(run, watch), run=run), raw)
 
     def live(self, run, watch):
         alive, stale = watch.live_sent
@@ -374,6 +384,14 @@ def beat_age(path):
         return time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return None
+
+
+def _is_terminal(raw):
+    try:
+        st = json.loads(raw)
+    except ValueError:  # empty (no status yet) or torn: not an end
+        return False
+    return isinstance(st, dict) and st.get("status") in TERMINAL
 
 
 def write_atomic(path, data, mode):

@@ -55,18 +55,20 @@ def helper(tmp_path: Path) -> Any:
     h.close()
 
 
-def test_a_log_is_pushed_before_the_status_that_follows_it(tmp_path: Path,
-                                                            helper: Helper) -> None:
+def test_a_live_status_is_pushed_before_the_log_and_an_end_after_it(tmp_path: Path,
+                                                                      helper: Helper) -> None:
+    """A client that sees a line has the status its run had by then (Running, with its
+    agent); one that sees the end has every line before it."""
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
     me = protocol.process_identity(os.getpid())
     protocol.write_json_atomic(str(run / "status.json"), {"status": "Running", "agent": me})
     (run / "output.log").write_bytes(b"one\n")
     ident = helper.send("watch", {"run": "r1", "log": 0, "metrics": 0})
-    assert helper.message()[::2] == ("data", {"run": "r1", "name": "output.log", "at": 0})
     op, _, meta, raw = helper.message()
     assert op == "status" and json.loads(raw)["status"] == "Running"
     assert meta["alive"] is True and meta["stale"] is False  # this very process
+    assert helper.message()[::2] == ("data", {"run": "r1", "name": "output.log", "at": 0})
     assert helper.message()[:2] == ("ok", ident)
 
     with open(run / "output.log", "ab") as f:

@@ -957,6 +957,11 @@ def test_status_cancel_and_outputs_go_through_the_session(project: Project,
     for line in run.follow():
         if line.startswith("ready"):
             break
+    # The script can print before its agent writes Running (a busy machine): the
+    # session pushes that status a tick later.
+    deadline = time.monotonic() + 5
+    while run.status().value != "Running" and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert run.status().value == "Running"
     run.cancel()
     assert run.wait(timeout=20).value == "Canceled"
