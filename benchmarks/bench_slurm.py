@@ -18,6 +18,7 @@ issue's three goals:
 Only this cluster's daemons are stopped at the end.
 
     python benchmarks/bench_slurm.py [--repeat 15] [--runs 200] [--procs 10]
+                                     [--only running|many|sweep]
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def submit_many(args: tuple[str, int]) -> list[str]:
     return [api.submit("hello.py", target=NAME, workspace=root).id for _ in range(count)]
 
 
+def stamp(iso: str) -> float:
+    """Seconds since the epoch of one of the store's ISO-8601 UTC times."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
 def wait_idle_nodes(target, count: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -120,6 +128,8 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=10)
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", choices=("running", "many", "sweep"), action="append",
+                        help="measure only this figure (repeatable; default: all three)")
     args = parser.parse_args()
 
     from jupyter_compute import api
@@ -146,86 +156,98 @@ def main() -> None:
         slurm(conf, "scontrol", "update", f"nodename={nodes}", "state=power_up")
         wait_idle_nodes(target, 4)
 
-        # 1. submit → Running, ours vs bare sbatch, alternating, on idle nodes
-        bare, ours = [], []
-        side_by_side(conf, root)  # warm: the runtime installed, sbatch options checked
-        for _ in range(args.repeat):
-            time.sleep(1.0 + random.random())  # any phase of slurmctld's cycle
-            b, o = side_by_side(conf, root)
-            bare.append(b)
-            ours.append(o)
-        results["submit->RUNNING bare sbatch --wrap, median s"] = round(
-            statistics.median(bare), 3)
-        results["submit->Running ours, median s"] = round(statistics.median(ours), 3)
-        results["overhead s (goal <= 0.3)"] = round(
-            statistics.median(ours) - statistics.median(bare), 3)
-        results["overhead per pair, median s"] = round(
-            statistics.median(o - b for o, b in zip(ours, bare)), 3)
+        only = set(args.only or ("running", "many", "sweep"))
+        if "running" in only:  # 1. submit → Running, ours vs bare sbatch, on idle nodes
+            bare, ours = [], []
+            side_by_side(conf, root)  # warm: the runtime installed, sbatch options checked
+            for _ in range(args.repeat):
+                time.sleep(1.0 + random.random())  # any phase of slurmctld's cycle
+                b, o = side_by_side(conf, root)
+                bare.append(b)
+                ours.append(o)
+            results["submit->RUNNING bare sbatch --wrap, median s"] = round(
+                statistics.median(bare), 3)
+            results["submit->Running ours, median s"] = round(statistics.median(ours), 3)
+            results["overhead s (goal <= 0.3)"] = round(
+                statistics.median(ours) - statistics.median(bare), 3)
+            results["overhead per pair, median s"] = round(
+                statistics.median(o - b for o, b in zip(ours, bare)), 3)
 
-        # 2. 200 runs from 10 processes at once
-        per = math.ceil(args.runs / args.procs)
-        t0 = time.perf_counter()
-        with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
-            ids = [i for chunk in pool.map(submit_many, [(str(root), per)] * args.procs)
-                   for i in chunk]
-        submitted = time.perf_counter() - t0
-        jobs = {(job_record(target.workspace, i) or {}).get("job_id") for i in ids}
-        recorded = [r for r in api.runs(limit=None, workspace=root) if r.id in set(ids)]
-        statuses = [Run.get(i, root).wait(timeout=900).value for i in ids]
-        results[f"{len(ids)} runs from {args.procs} procs: submit wall s"] = round(submitted, 2)
-        results["recorded / distinct jobs / Completed"] = (
-            f"{len(recorded)} / {len(jobs - {None})} / {statuses.count('Completed')}")
-        results["all done wall s"] = round(time.perf_counter() - t0, 2)
-        failed = [Run.get(i, root).record for i in ids if Run.get(i, root).record.status
-                  != "Completed"]
-        if failed:
-            results["first not Completed"] = f"{failed[0].status}: {failed[0].error}"
+        if "many" in only:  # 2. 200 runs from 10 processes at once
+            per = math.ceil(args.runs / args.procs)
+            t0 = time.perf_counter()
+            with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+                ids = [i for chunk in pool.map(submit_many, [(str(root), per)] * args.procs)
+                       for i in chunk]
+            submitted = time.perf_counter() - t0
+            jobs = {(job_record(target.workspace, i) or {}).get("job_id") for i in ids}
+            recorded = [r for r in api.runs(limit=None, workspace=root) if r.id in set(ids)]
+            statuses = [Run.get(i, root).wait(timeout=900).value for i in ids]
+            results[f"{len(ids)} runs from {args.procs} procs: submit wall s"] = round(submitted, 2)
+            results["recorded / distinct jobs / Completed"] = (
+                f"{len(recorded)} / {len(jobs - {None})} / {statuses.count('Completed')}")
+            results["all done wall s"] = round(time.perf_counter() - t0, 2)
+            failed = [Run.get(i, root).record for i in ids if Run.get(i, root).record.status
+                      != "Completed"]
+            if failed:
+                results["first not Completed"] = f"{failed[0].status}: {failed[0].error}"
 
-        # 3. a 32-trial sweep as one job array, 8 at a time, 1 s trials
-        config = SweepConfig(parameter_space={"--x": choice(*range(args.trials))},
-                             sampling="grid", primary_metric_name="score",
-                             primary_metric_goal="Maximize",
-                             max_concurrent_runs=args.concurrency,
-                             max_total_runs=args.trials)
-        t0 = time.perf_counter()
-        s = sweep("trial.py", config, target=NAME, workspace=root)
-        status = s.wait(timeout=900)
-        took = time.perf_counter() - t0
-        ideal = math.ceil(args.trials / args.concurrency) * 1.0
-        trials = s.trials()
-        results["sweep status / trials Completed"] = (
-            f"{status.value} / {sum(t['status'] == 'Completed' for t in trials)}")
-        results["sweep wall s"] = round(took, 2)
-        results["sweep ideal s (waves x 1 s)"] = ideal
-        results["sweep / ideal (goal <= 1.3)"] = round(took / ideal, 2)
-        arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
-                  .split("_")[0] for t in trials}
-        results["sweep sbatch calls (job arrays)"] = len(arrays)
-        t0 = time.perf_counter()  # baseline: a bare array of 1 s jobs, same throttle
-        array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
-                      f"--array=0-{args.trials - 1}%{args.concurrency}",
-                      f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
-        released = 0
-        while queued := slurm(conf, "squeue", "-h", "-r", "-j", array, "-o", "%i|%r"):
-            # slurmd here sometimes fails a launch and Slurm holds the task: release it,
-            # as our launcher does, or the array never ends
-            for task in [line.split("|")[0] for line in queued.splitlines()
-                         if "launch failed requeued held" in line]:
-                slurm(conf, "scontrol", "release", task)
-                # a requeued job may not start again for a while: this one may now
-                slurm(conf, "scontrol", "update", f"jobid={task}", "StartTime=now")
-                released += 1
-            time.sleep(POLL * 5)
-        results["bare sbatch --array of the same shape, wall s"] = round(
-            time.perf_counter() - t0, 2)
-        results["bare array: held tasks released"] = released
-        t0 = time.perf_counter()  # the same sweep on this machine's local target
-        local = sweep("trial.py", config, target="local", workspace=root).wait(timeout=900)
-        results["same sweep on local, wall s"] = round(time.perf_counter() - t0, 2)
-        results["same sweep on local, status"] = local.value
-        bad = [t for t in trials if t["status"] != "Completed"]
-        if bad:
-            results["first trial not Completed"] = f"{bad[0]['status']}: {bad[0]['error']}"
+        if "sweep" in only:  # 3. a 32-trial sweep as one job array, 8 at a time, 1 s trials
+            config = SweepConfig(parameter_space={"--x": choice(*range(args.trials))},
+                                 sampling="grid", primary_metric_name="score",
+                                 primary_metric_goal="Maximize",
+                                 max_concurrent_runs=args.concurrency,
+                                 max_total_runs=args.trials)
+            t0, wall0 = time.perf_counter(), time.time()
+            s = sweep("trial.py", config, target=NAME, workspace=root)
+            status = s.wait(timeout=900)
+            took = time.perf_counter() - t0
+            wall1 = wall0 + took
+            ideal = math.ceil(args.trials / args.concurrency) * 1.0
+            trials = s.trials()
+            results["sweep status / trials Completed"] = (
+                f"{status.value} / {sum(t['status'] == 'Completed' for t in trials)}")
+            results["sweep wall s"] = round(took, 2)
+            results["sweep ideal s (waves x 1 s)"] = ideal
+            results["sweep / ideal (goal <= 1.3)"] = round(took / ideal, 2)
+            # Where the time beyond the trials went: before the first started, after the
+            # last ended (the trials' own timestamps, this machine's clock)
+            starts = [stamp(t["started"]) for t in trials if t.get("started")]
+            ends = [stamp(t["ended"]) for t in trials if t.get("ended")]
+            if starts and ends:
+                results["sweep: submit -> first trial Running s"] = round(min(starts) - wall0, 2)
+                results["sweep: last trial ended -> sweep ended s"] = round(wall1 - max(ends), 2)
+                results["sweep: trial Running -> ended, median s"] = round(statistics.median(
+                    stamp(t["ended"]) - stamp(t["started"]) for t in trials
+                    if t.get("started") and t.get("ended")), 2)
+            arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
+                      .split("_")[0] for t in trials}
+            results["sweep sbatch calls (job arrays)"] = len(arrays)
+            t0 = time.perf_counter()  # baseline: a bare array of 1 s jobs, same throttle
+            array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
+                          f"--array=0-{args.trials - 1}%{args.concurrency}",
+                          f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
+            released = 0
+            while queued := slurm(conf, "squeue", "-h", "-r", "-j", array, "-o", "%i|%r"):
+                # slurmd here sometimes fails a launch and Slurm holds the task: release it,
+                # as our launcher does, or the array never ends
+                for task in [line.split("|")[0] for line in queued.splitlines()
+                             if "launch failed requeued held" in line]:
+                    slurm(conf, "scontrol", "release", task)
+                    # a requeued job may not start again for a while: this one may now
+                    slurm(conf, "scontrol", "update", f"jobid={task}", "StartTime=now")
+                    released += 1
+                time.sleep(POLL * 5)
+            results["bare sbatch --array of the same shape, wall s"] = round(
+                time.perf_counter() - t0, 2)
+            results["bare array: held tasks released"] = released
+            t0 = time.perf_counter()  # the same sweep on this machine's local target
+            local = sweep("trial.py", config, target="local", workspace=root).wait(timeout=900)
+            results["same sweep on local, wall s"] = round(time.perf_counter() - t0, 2)
+            results["same sweep on local, status"] = local.value
+            bad = [t for t in trials if t["status"] != "Completed"]
+            if bad:
+                results["first trial not Completed"] = f"{bad[0]['status']}: {bad[0]['error']}"
     finally:
         target.stop()
         if not os.environ.get("JC_BENCH_KEEP"):  # keep the logs to read after a failure
