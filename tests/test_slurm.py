@@ -387,6 +387,38 @@ def test_sweep_is_one_job_array_and_stops_single_tasks(slurm_project: SlurmProje
                 t, jobs[i], Run.get(t["run_id"]).log()[-1500:])
 
 
+def test_queued_runs_are_read_with_one_squeue_and_cancel_as_canceled(
+        slurm_project: SlurmProject) -> None:
+    """Reading the status of a job array's pending tasks asks Slurm once for all of
+    them (a sweep reads each of its trials every second), not once per run. Canceled
+    before they started, they are Canceled, though squeue forgets such tasks at once."""
+    from jupyter_compute.runspec import resolve_spec
+
+    p = slurm_project
+    p.write("sleepy.py", "import time\ntime.sleep(600)\n")
+    target = api.get_target(CLUSTER, p.root)
+    specs = [resolve_spec("sleepy.py", target=CLUSTER, name=f"q{i}", source_dir=p.root)
+             for i in range(5)]
+    # one target object for all of them, as a sweep's controller has
+    runs = [Run(record, target.workspace, target=target)
+            for record, _ in target.submit_array(specs, 1)]
+    try:
+        launcher = target.launcher
+        calls: list[list[str]] = []
+        command = launcher.command
+        launcher.command = lambda host, argv, **kw: (calls.append(argv), command(
+            host, argv, **kw))[1]
+        time.sleep(1.1)  # what the submit cached has expired
+        details = [run.target.status(run.id).get("detail") for run in runs[1:]]
+        assert [argv[0] for argv in calls] == ["squeue"], calls
+        assert all(d and d.startswith("waiting") for d in details), details
+    finally:
+        for run in runs:
+            run.cancel()
+    for run in runs:
+        assert run.wait(timeout=60) is RunStatus.CANCELED, (run.record.error, run.log())
+
+
 def test_stopping_the_cluster_ends_its_runs_with_a_reason(slurm_project: SlurmProject) -> None:
     """A second cluster, stopped under a queued and a running run: both end Failed,
     saying so, and nothing of them is left."""

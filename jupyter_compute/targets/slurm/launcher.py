@@ -11,8 +11,8 @@ job, then kills what is left after its KillWait.
 
 Job states come from ``squeue --states=all`` (no slurmdbd needed; finished jobs stay
 visible for MinJobAge), cached for ``JOB_TTL`` seconds per run. A miss asks about every
-run read in the last ``WATCHED_SECONDS`` in the same call: a sweep's pending array
-tasks cost one ``squeue`` a second, not one each.
+run submitted or read in the last ``WATCHED_SECONDS`` in the same call: a sweep's
+pending array tasks cost one ``squeue`` a second, not one each.
 """
 
 from __future__ import annotations
@@ -340,6 +340,8 @@ class SbatchLauncher(Launcher):
         protocol.write_json_atomic(str(self.workspace.run_dir(run_id) / JOB_RECORD), {
             "job_id": job_id, "submitted": time.time(),
             "cluster": self.cluster_name if self.embedded else None})
+        with self._lock:  # its first read asks together with its array's other tasks
+            self._watched[run_id] = (job_id, time.monotonic())
 
     def agent_command(self, host: Host, ctx: SubmitContext, run_dir: str) -> list[str]:
         """How the agent starts on the node: the host's Python and our runtime."""
@@ -376,6 +378,10 @@ class SbatchLauncher(Launcher):
             status.update(detail=f"Slurm does not answer: {exc}")
             return True  # cannot tell: a controller may come back
         if job is None:
+            if (self.workspace.run_dir(run_id) / protocol.CANCEL).exists():
+                # a canceled array task that never started leaves no trace in squeue
+                self._end(host, run_id, RunStatus.CANCELED, "canceled before it started")
+                return False
             self._end(host, run_id, RunStatus.FAILED,
                       f"the Slurm job {rec['job_id']} is gone from the cluster (it was "
                       "purged or the cluster was restarted); submit again")
