@@ -20,6 +20,7 @@ sweep, which is a ``Run`` whose children are its trials.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,6 +357,41 @@ class Run:
 
 if TYPE_CHECKING:
     _Parent = TypeVar("_Parent", bound="ParentRun")
+
+
+class FolderWatch:
+    """Whether a parent's controller should read a child run now.
+
+    Where the child's folder is on this machine (``Host.folders_here``), two ``stat``
+    calls tell whether its agent replaced status.json or its script appended metrics,
+    so a tick costs microseconds and can be short. An unchanged child is still read
+    every ``FULL_EVERY`` seconds: a dead agent changes no file, and before its agent
+    starts only the launcher can tell (a job its scheduler failed). A child elsewhere
+    (``folder`` None) is read every time.
+    """
+
+    FULL_EVERY = 1.0
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.stamp: tuple[int, ...] = ()
+        self.read_at = 0.0
+
+    def changed(self) -> bool:
+        if self.folder is None:
+            return True
+        stamp: tuple[int, ...] = ()
+        for name in (protocol.STATUS, protocol.METRICS):
+            try:
+                st = os.stat(self.folder / name)
+                stamp += (st.st_mtime_ns, st.st_ino, st.st_size)
+            except FileNotFoundError:
+                stamp += (0, 0, 0)
+        now = time.monotonic()
+        if stamp == self.stamp and now - self.read_at < self.FULL_EVERY:
+            return False
+        self.stamp, self.read_at = stamp, now
+        return True
 
 
 class ParentRun(Run):

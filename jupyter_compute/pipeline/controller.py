@@ -45,6 +45,7 @@ from jupyter_compute.exceptions import ComputeError
 from jupyter_compute.pipeline import data, reuse
 from jupyter_compute.pipeline.config import PipelineConfig, Step
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import FolderWatch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class StepState:
     started: str | None = None
     ended: str | None = None
     run: Run | None = None
+    watch: FolderWatch = field(default_factory=lambda: FolderWatch(None))
     stop_asked: float | None = None
 
     @property
@@ -255,7 +257,7 @@ class Controller:
 
     def poll(self) -> None:
         for st in self.states.values():
-            if st.run is None or st.finished:
+            if st.run is None or st.finished or not st.watch.changed():
                 continue
             try:
                 status = st.run.status()
@@ -401,12 +403,15 @@ class Controller:
         else:
             run = self.submit_sweep(step, folder, values)
             st.run, st.run_id, st.status = run, run.id, run.record.status
+            st.watch = FolderWatch(self.ws.run_dir(run.id))  # its controller runs here
             self.say(f"step {step.name} started as sweep {run.id} on {step.target}")
             return
         if spec.target not in self._targets:  # targets.yml is read once, not per step
             self._targets[spec.target] = get_target(spec.target, self.ws)
         run = Run.submit(self._targets[spec.target], spec)
         st.run, st.run_id, st.status = run, run.id, run.record.status
+        if self.prepared[step.name].get("folders_here"):
+            st.watch = FolderWatch(self.ws.run_dir(run.id))
         self.say(f"step {step.name} started as {run.id} on {step.target}")
 
     def submit_sweep(self, step: Step, folder: Path, values: dict[str, Any]) -> Run:

@@ -46,6 +46,7 @@ from pathlib import Path
 from jupyter_compute import protocol
 from jupyter_compute.exceptions import ComputeError
 from jupyter_compute.protocol import RunStatus
+from jupyter_compute.runs import FolderWatch
 from jupyter_compute.sweep.config import SweepConfig
 from jupyter_compute.sweep.policies import NoTerminationPolicy, Policy
 
@@ -69,9 +70,6 @@ UNSEEN_AFTER = 3
 STOP_TIMEOUT = 30.0
 STATE_EVERY = 0.25   # seconds between rewrites of sweep.json
 LOCAL_TICK, REMOTE_TICK = 0.02, 0.5
-#: A local trial whose files did not change is still read this often (a dead agent
-#: changes no file; reading its status is what notices it).
-FULL_READ_EVERY = 1.0
 
 
 @dataclass
@@ -93,35 +91,11 @@ class Trial:
     offset: int = 0                 # how far metrics.jsonl has been read
     stop_asked: float | None = None  # monotonic time of the cancel request
     run: Run | None = None
-    folder: Path | None = None      # a local trial's run folder (see changed)
-    stamp: tuple[int, ...] = ()     # its files as last read
-    read_at: float = 0.0
+    watch: FolderWatch = field(default_factory=lambda: FolderWatch(None))
 
     @property
     def active(self) -> bool:
         return self.outcome is None
-
-    def changed(self) -> bool:
-        """Whether this trial is worth reading now.
-
-        For a local trial two ``stat`` calls tell whether the agent replaced
-        status.json or the script appended metrics, so a tick costs microseconds and
-        can be short; a trial on another target is read every tick.
-        """
-        if self.folder is None:
-            return True
-        stamp: tuple[int, ...] = ()
-        for name in (protocol.STATUS, protocol.METRICS):
-            try:
-                st = os.stat(os.path.join(self.folder, name))
-                stamp += (st.st_mtime_ns, st.st_ino, st.st_size)
-            except FileNotFoundError:
-                stamp += (0, 0, 0)
-        now = time.monotonic()
-        if stamp == self.stamp and now - self.read_at < FULL_READ_EVERY:
-            return False
-        self.stamp, self.read_at = stamp, now
-        return True
 
     @property
     def metric(self) -> float | None:
@@ -454,8 +428,8 @@ class Controller:
     def started(self, trial: Trial, run: Run) -> None:
         """``trial`` runs as ``run``: track it."""
         trial.run, trial.run_id = run, run.id
-        if self.local:
-            trial.folder = self.ws.run_dir(run.id)
+        if self.local:  # read by stat every tick (see FolderWatch)
+            trial.watch = FolderWatch(self.ws.run_dir(run.id))
         if self.spec.get("git"):  # the frozen copy has no .git: keep the original's
             self.ws.store.update(run.id, git=self.spec["git"])
         self.say(f"trial {trial.index} started as {run.id}: {' '.join(trial.arguments)}")
@@ -466,7 +440,7 @@ class Controller:
         for t in self.trials:
             if not t.active or t.run is None:
                 continue
-            if not t.changed():
+            if not t.watch.changed():
                 continue
             try:
                 status = t.run.status()  # before the metrics: once terminal, they are final
