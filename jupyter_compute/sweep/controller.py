@@ -168,8 +168,9 @@ class Controller:
         self._log = os.open(self.dir / protocol.LOG, flags, 0o644)
         self._points = os.open(self.dir / POINTS, flags, 0o644)
         self._metrics = os.open(self.dir / protocol.METRICS, flags, 0o644)
-        # Trials whose folders are here (local, docker, an embedded or --local Slurm) are
-        # read by stat every tick; others (a remote host's, Ray's) every REMOTE_TICK.
+        # Trials whose folders are here (Host.folders_here: local, docker, the embedded
+        # Ray, Spark and Slurm) are read by stat every tick; others (a remote host's, a
+        # Ray job log's) in full every REMOTE_TICK. A spec written before the flag: local.
         self.local = bool(self.spec.get("folders_here",
                                         self.spec.get("target_kind", "local") == "local"))
         self.tick = LOCAL_TICK if self.local else REMOTE_TICK

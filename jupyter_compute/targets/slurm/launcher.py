@@ -191,7 +191,8 @@ class SbatchLauncher(Launcher):
         super().__init__(name, config, workspace)
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, dict[str, str] | None]] = {}
-        self._watched: dict[str, tuple[str, float]] = {}  # run → (job id, last read)
+        #: run → (its job id, when it was last submitted or read): asked about together
+        self._watched: dict[str, tuple[str, float]] = {}
         self._nodes: tuple[float, dict[str, Any]] | None = None
         #: While ``collect`` runs on a thread: the runs it launches, sent as one array.
         self._batch = threading.local()
