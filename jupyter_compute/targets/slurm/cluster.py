@@ -61,6 +61,9 @@ BOOTED = "booted"
 #: Beside it: a job's prolog has since seen slurmctld call the node up, so later jobs'
 #: prologs need not ask again (both marks go when the node powers down or up).
 SEEN_UP = "seen-up"
+#: How long ``resume`` waits for slurmctld to hear from a started node, and how often
+#: it asks slurmd to register again meanwhile.
+REGISTER_WAIT, REGISTER_RETRY = 20.0, 3.0
 #: In the cluster's folder, if present: seconds ``resume`` waits before starting a
 #: slurmd, as a cloud node takes to boot (the tests' way to watch a run wait for one).
 BOOT_DELAY = "boot-delay"
@@ -432,7 +435,30 @@ def resume(conf: str, hostlist: str) -> int:
                 _listening(port)
             time.sleep(0.02)
         Path(folder, "spool", node, BOOTED).touch()
+    # slurmd registers with slurmctld at its start and after each reconfigure. One
+    # registration lost in that race left a node POWERING_UP until ResumeTimeout, then
+    # DOWN, and its jobs queued for good (seen once in CI). No job can launch on a node
+    # slurmctld has not heard from, so a SIGHUP (a new registration) is safe there.
+    for node, pid, _log, _offset in started:
+        deadline = time.monotonic() + REGISTER_WAIT
+        hup_at = time.monotonic() + REGISTER_RETRY
+        while time.monotonic() < deadline and _powering_up(node, env):
+            if time.monotonic() >= hup_at:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+                hup_at = time.monotonic() + REGISTER_RETRY
+            time.sleep(0.1)
     return 0
+
+
+def _powering_up(node: str, env: dict[str, str]) -> bool:
+    """Whether slurmctld still waits to hear from ``node`` (True if it cannot say)."""
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "node", node], env=env,
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return not out or "POWERING_UP" in out or "POWERED_DOWN" in out
 
 
 def _reconfigures(log: str, offset: int) -> int:
