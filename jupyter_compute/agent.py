@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -426,6 +425,8 @@ class Agent:
 
     def _argv(self, python: str) -> list[str]:
         if self.spec.get("command") is not None:
+            import shutil
+
             return [shutil.which("bash") or "sh", "-c", str(self.spec["command"])]
         if self.spec.get("kind") == "notebook":
             params = self._p("parameters.json")
@@ -454,6 +455,7 @@ class Agent:
         if self.spec.get("command") is None:
             return []
         import shlex
+        import shutil
 
         python = shutil.which(python) or python
         folder = os.path.dirname(os.path.abspath(python))
@@ -529,6 +531,8 @@ class Agent:
         """If the script replaced the ``outputs`` link with a folder, keep its files."""
         local = os.path.join(workdir, protocol.OUTPUTS)
         if os.path.isdir(local) and not os.path.islink(local):
+            import shutil
+
             dest = self._p(protocol.OUTPUTS)
             for name in os.listdir(local):
                 shutil.move(os.path.join(local, name), os.path.join(dest, name))

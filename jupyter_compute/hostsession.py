@@ -76,9 +76,13 @@ APPENDED = ("output.log", "metrics.jsonl")
 STATUS = "status.json"
 HEARTBEAT = "heartbeat"
 TERMINAL = ("Completed", "Failed", "Canceled", "TimedOut")
-#: sh -c START python agent run: the agent detached, its output in agent.out; its pid.
+#: ``python -c AGENT_BOOT RUNTIME RUN``: protocol.agent_command's, which this file cannot
+#: import (it travels alone); the agent runs from its cached bytecode.
+AGENT_BOOT = ("import sys; sys.path[0] = sys.argv.pop(1); "
+              "from jupyter_compute.agent import main; sys.exit(main())")
+#: sh -c START sh ARGV…: the agent detached, its output in agent.out; its pid.
 START = ('S=; command -v setsid >/dev/null 2>&1 && S=setsid; '
-         '$S nohup "$0" "$1" "$2" </dev/null >agent.out 2>&1 & echo $!')
+         '$S nohup "$@" </dev/null >agent.out 2>&1 & echo $!')
 
 
 class Helper:
@@ -184,13 +188,13 @@ class Helper:
         run = self.run_dir(meta["run"])
         if not RUN_ID.match(meta["runtime"]):
             raise ValueError(f"bad runtime {meta['runtime']!r}")
-        agent = os.path.join(self.workdir, "runtime", meta["runtime"], "jupyter_compute",
-                             "agent.py")
+        runtime = os.path.join(self.workdir, "runtime", meta["runtime"])
         # Through sh, in the background, in a session of its own (setsid) with SIGHUP
         # ignored (nohup): the agent is nobody's child here, so it outlives this
         # helper, the connection and sshd's sessions.
-        started = subprocess.run(["sh", "-c", START, meta.get("python") or sys.executable,
-                                  agent, run], cwd=run, stdin=subprocess.DEVNULL,
+        started = subprocess.run(["sh", "-c", START, "sh", meta.get("python") or sys.executable,
+                                  "-c", AGENT_BOOT, runtime, run], cwd=run,
+                                 stdin=subprocess.DEVNULL,
                                  capture_output=True)
         if started.returncode:
             raise OSError(started.stderr.decode(errors="replace").strip() or "sh failed")

@@ -57,6 +57,25 @@ HEARTBEAT_TIMEOUT = 15.0
 START_TIMEOUT = 60.0
 
 
+def agent_command(python: str, runtime: str, run_dir: str) -> list[str]:
+    """How every target starts the agent on ``run_dir``: ``python`` imports it from the
+    runtime folder ``runtime`` (the one holding ``jupyter_compute/``), so it runs from
+    its cached bytecode. Named as a script (``python …/jupyter_compute/agent.py``), it
+    would be compiled again on every start: ~8 ms of CPU per run. The folder comes
+    through ``argv`` (no path quoted into code) and takes the place of ``-c``'s current
+    folder on ``sys.path``.
+
+    >>> agent_command("python3", "/w/runtime/0f1e", "/w/runs/r1")[3:]
+    ['/w/runtime/0f1e', '/w/runs/r1']
+    """
+    return [python, "-c", AGENT_BOOT, runtime, run_dir]
+
+
+#: The agent's ``-c`` code (``hostsession.py``, which travels alone, has its own copy).
+AGENT_BOOT = ("import sys; sys.path[0] = sys.argv.pop(1); "
+               "from jupyter_compute.agent import main; sys.exit(main())")
+
+
 class RunStatus(str, enum.Enum):
     """Where a run is in its life: ``Queued → Preparing → Running → <terminal>``."""
 

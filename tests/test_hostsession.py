@@ -129,3 +129,10 @@ def test_a_manifest_goes_whole_once_then_as_the_entries_that_changed(
                         f"D {d2} {len(patch)} 1 {'0' * 64}\n".encode() + patch + b"E\n")
     op, got, meta, _ = helper.message()
     assert (op, got) == ("err", ident) and meta["error"].startswith("NoBase")
+
+
+def test_the_helper_starts_the_agent_as_every_target_does() -> None:
+    """The helper travels alone, so it keeps its own copy of the agent's ``-c`` code."""
+    assert hostsession.AGENT_BOOT == protocol.AGENT_BOOT
+    assert protocol.agent_command("py", "/rt", "/run") == ["py", "-c", hostsession.AGENT_BOOT,
+                                                          "/rt", "/run"]

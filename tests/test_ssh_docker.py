@@ -42,7 +42,7 @@ with open("outputs/result.txt", "w") as f:
 with open("/proc/1/cmdline", "rb") as f:  # in the run's own container, the agent is PID 1
     pid1 = f.read()
 with open("outputs/where.json", "w") as f:
-    json.dump({"container": b"agent.py" in pid1, "uid": os.getuid(),
+    json.dump({"container": b"jupyter_compute.agent" in pid1, "uid": os.getuid(),
                "python": sys.executable, "argv": sys.argv[1:]}, f)
 """
 

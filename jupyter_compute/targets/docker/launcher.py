@@ -452,7 +452,7 @@ class ContainerLauncher(Launcher):
                 environment["HOME"] = "/tmp"  # the image has no home for this uid
             try:
                 container = self.engine.containers.create(
-                    d["image"], [d["python"], f"{RUNTIME_DIR}/jupyter_compute/agent.py", RUN_DIR],
+                    d["image"], protocol.agent_command(d["python"], RUNTIME_DIR, RUN_DIR),
                     name=f"jc-{run_id}", labels=labels, mounts=mounts,
                     network_mode=self.network, working_dir=RUN_DIR, environment=environment,
                     user=user, detach=True, **self._limits())

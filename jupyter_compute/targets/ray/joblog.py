@@ -158,9 +158,10 @@ def node_main() -> int:
         with open(os.path.join(run_dir, name), "w", encoding="utf-8") as f:
             json.dump(data, f)
     _emit("start", {"run_dir": run_dir, "host": os.uname().nodename, "pid": os.getpid()})
+    from jupyter_compute.protocol import agent_command  # the runtime, beside this file
+
     with open(os.path.join(run_dir, "agent.out"), "wb") as out:
-        agent = subprocess.Popen([sys.executable, os.path.join(here, "jupyter_compute",
-                                                               "agent.py"), run_dir],
+        agent = subprocess.Popen(agent_command(sys.executable, here, run_dir),
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
     def on_stop(*_: Any) -> None:  # Ray's stop_job: the agent cancels, we keep forwarding

@@ -3,7 +3,7 @@
 The job asks for ``run_cpus`` (default: ``node_cpus``, a whole node) and
 ``run_memory``; Ray's autoscaler adds nodes for it. The job's ``RAY_ADDRESS``
 reaches the script, so ``ray.init()`` inside a run joins the same cluster. On a
-shared filesystem (``LocalHost``) the entrypoint is ``python agent.py RUN_DIR`` on
+shared filesystem (``LocalHost``) the entrypoint is the agent (``protocol.agent_command``) on
 the workspace's run folder; on a ``JobLogHost`` it is the entry script of the
 uploaded package, with the run's spec in the job's environment.
 
@@ -274,8 +274,9 @@ class RayJobLauncher(Launcher):
                 runtime_env["pip"] = {"packages": ctx.scratch[RAY_PIP], "pip_check": False}
             entrypoint = shlex.join([python or "python", joblog.ENTRY])
         else:
-            agent = install_runtime(self.workspace.dir) / "jupyter_compute" / "agent.py"
-            entrypoint = shlex.join([python or sys.executable, str(agent), str(run_dir)])
+            entrypoint = shlex.join(protocol.agent_command(
+                python or sys.executable, str(install_runtime(self.workspace.dir)),
+                str(run_dir)))
         client: JobsClient = ctx.scratch[CLIENT]
         shared = not isinstance(host, JobLogHost)
         protocol.write_json_atomic(str(run_dir / JOB_RECORD), {

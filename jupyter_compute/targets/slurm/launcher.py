@@ -351,12 +351,12 @@ class SbatchLauncher(Launcher):
         if isinstance(host, LocalHost):
             from jupyter_compute.targets.runtime import install_runtime
 
-            agent = install_runtime(self.workspace.dir) / "jupyter_compute" / "agent.py"
-            return [str(self.config.get("python") or sys.executable), str(agent), run_dir]
+            return protocol.agent_command(str(self.config.get("python") or sys.executable),
+                                          str(install_runtime(self.workspace.dir)), run_dir)
         where = host.env_root()
         python = where[0] if where else "python3"
-        runtime = (ctx.agent.get("pythonpath") or [""])[0]
-        return [python, f"{runtime}/jupyter_compute/agent.py", run_dir]
+        return protocol.agent_command(python, (ctx.agent.get("pythonpath") or [""])[0],
+                                      run_dir)
 
     # -- hooks: a run that was launched ----------------------------------------------
 

@@ -170,8 +170,8 @@ class ContainerCLILauncher(Launcher):
                 "--mount", _bind(host.run_dir(run_id), RUN_DIR),
                 "--mount", _bind(facts["blobs"], BLOBS_DIR, readonly=True),
                 "--mount", _bind(facts["runtime"], RUNTIME_DIR, readonly=True),
-                *self.limits, facts["image"], python,
-                f"{RUNTIME_DIR}/jupyter_compute/agent.py", RUN_DIR]
+                *self.limits, facts["image"],
+                *protocol.agent_command(python, RUNTIME_DIR, RUN_DIR)]
         code, _out, err = host.run(argv, timeout=120)
         if code:
             host.run(["docker", "rm", "--force", "--volumes", name])  # it may be Created
