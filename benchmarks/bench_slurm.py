@@ -12,13 +12,15 @@ issue's three goals:
   200 from 10 procs     200 runs submitted by 10 processes at once: 200 recorded,
                         200 distinct jobs, every run Completed (none lost)
   sweep as job array    32 trials of 1 s, 8 at a time, as one job array, vs the ideal
-                        ceil(32/8) × 1 s, a bare ``sbatch --array=0-31%8`` of 1 s jobs,
-                        and the same sweep on the local target
+                        ceil(32/8) × 1 s, a bare ``sbatch --array=0-31%8`` of 1 s jobs
+                        (what Slurm alone costs here: no agent, no tracking), and the
+                        same sweep on the local target; medians of --sweep-repeat
+                        alternated reps, each at any phase of slurmctld's cycle
 
 Only this cluster's daemons are stopped at the end.
 
     python benchmarks/bench_slurm.py [--repeat 15] [--runs 200] [--procs 10]
-                                     [--only running|many|sweep]
+                                     [--sweep-repeat 5] [--only running|many|sweep]
 """
 
 from __future__ import annotations
@@ -110,6 +112,57 @@ def stamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def sweep_once(config, root: Path, target) -> tuple[float, dict[str, float]]:
+    """Our sweep on the Slurm target: its wall seconds from the call, and where the time
+    beyond the trials went (the trials' own timestamps, this machine's clock). Fails
+    loudly unless every trial Completed as one job array."""
+    from jupyter_compute.sweep import sweep
+    from jupyter_compute.targets.slurm.launcher import job_record
+
+    t0, wall0 = time.perf_counter(), time.time()
+    s = sweep("trial.py", config, target=NAME, workspace=root)
+    status = s.wait(timeout=900)
+    took = time.perf_counter() - t0
+    trials = s.trials()
+    bad = [t for t in trials if t["status"] != "Completed"]
+    arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
+              .split("_")[0] for t in trials}
+    if status.value != "Completed" or bad or len(arrays) != 1:
+        first = f"{bad[0]['status']}: {bad[0]['error']}" if bad else "-"
+        raise SystemExit(f"sweep {status.value}, {len(arrays)} job arrays; first trial not "
+                         f"Completed: {first}")
+    starts = [stamp(t["started"]) for t in trials]
+    ends = [stamp(t["ended"]) for t in trials]
+    return took, {
+        "submit -> first trial Running s": min(starts) - wall0,
+        "last trial ended -> sweep ended s": wall0 + took - max(ends),
+        "trial Running -> ended s": statistics.median(e - b for b, e in zip(starts, ends))}
+
+
+def bare_array_once(conf: str, trials: int, concurrency: int) -> float:
+    """The baseline: a bare ``sbatch --array`` of 1 s jobs, same shape and throttle,
+    from its submit until squeue has none of its tasks left."""
+    t0 = time.perf_counter()
+    array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
+                  f"--array=0-{trials - 1}%{concurrency}",
+                  f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
+    while queued := slurm(conf, "squeue", "-h", "-r", "-j", array, "-o", "%i|%r"):
+        # slurmd here sometimes fails a launch and Slurm holds the task: release it, as
+        # our launcher does, or the array never ends
+        for task in [line.split("|")[0] for line in queued.splitlines()
+                     if "launch failed requeued held" in line]:
+            slurm(conf, "scontrol", "release", task)
+            # a requeued job may not start again for a while: this one may now
+            slurm(conf, "scontrol", "update", f"jobid={task}", "StartTime=now")
+            print(f"  bare array: released held task {task}", flush=True)
+        time.sleep(POLL * 5)
+    return time.perf_counter() - t0
+
+
 def wait_idle_nodes(target, count: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -128,6 +181,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=10)
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sweep-repeat", type=int, default=5,
+                        help="sweeps (each with its bare array and local sweep) to take "
+                             "medians of")
     parser.add_argument("--only", choices=("running", "many", "sweep"), action="append",
                         help="measure only this figure (repeatable; default: all three)")
     args = parser.parse_args()
@@ -198,56 +254,38 @@ def main() -> None:
                                  primary_metric_goal="Maximize",
                                  max_concurrent_runs=args.concurrency,
                                  max_total_runs=args.trials)
-            t0, wall0 = time.perf_counter(), time.time()
-            s = sweep("trial.py", config, target=NAME, workspace=root)
-            status = s.wait(timeout=900)
-            took = time.perf_counter() - t0
-            wall1 = wall0 + took
             ideal = math.ceil(args.trials / args.concurrency) * 1.0
-            trials = s.trials()
-            results["sweep status / trials Completed"] = (
-                f"{status.value} / {sum(t['status'] == 'Completed' for t in trials)}")
-            results["sweep wall s"] = round(took, 2)
             results["sweep ideal s (waves x 1 s)"] = ideal
-            results["sweep / ideal (goal <= 1.3)"] = round(took / ideal, 2)
-            # Where the time beyond the trials went: before the first started, after the
-            # last ended (the trials' own timestamps, this machine's clock)
-            starts = [stamp(t["started"]) for t in trials if t.get("started")]
-            ends = [stamp(t["ended"]) for t in trials if t.get("ended")]
-            if starts and ends:
-                results["sweep: submit -> first trial Running s"] = round(min(starts) - wall0, 2)
-                results["sweep: last trial ended -> sweep ended s"] = round(wall1 - max(ends), 2)
-                results["sweep: trial Running -> ended, median s"] = round(statistics.median(
-                    stamp(t["ended"]) - stamp(t["started"]) for t in trials
-                    if t.get("started") and t.get("ended")), 2)
-            arrays = {(job_record(target.workspace, t["run_id"]) or {}).get("job_id", "")
-                      .split("_")[0] for t in trials}
-            results["sweep sbatch calls (job arrays)"] = len(arrays)
-            t0 = time.perf_counter()  # baseline: a bare array of 1 s jobs, same throttle
-            array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
-                          f"--array=0-{args.trials - 1}%{args.concurrency}",
-                          f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
-            released = 0
-            while queued := slurm(conf, "squeue", "-h", "-r", "-j", array, "-o", "%i|%r"):
-                # slurmd here sometimes fails a launch and Slurm holds the task: release it,
-                # as our launcher does, or the array never ends
-                for task in [line.split("|")[0] for line in queued.splitlines()
-                             if "launch failed requeued held" in line]:
-                    slurm(conf, "scontrol", "release", task)
-                    # a requeued job may not start again for a while: this one may now
-                    slurm(conf, "scontrol", "update", f"jobid={task}", "StartTime=now")
-                    released += 1
-                time.sleep(POLL * 5)
-            results["bare sbatch --array of the same shape, wall s"] = round(
-                time.perf_counter() - t0, 2)
-            results["bare array: held tasks released"] = released
-            t0 = time.perf_counter()  # the same sweep on this machine's local target
-            local = sweep("trial.py", config, target="local", workspace=root).wait(timeout=900)
-            results["same sweep on local, wall s"] = round(time.perf_counter() - t0, 2)
-            results["same sweep on local, status"] = local.value
-            bad = [t for t in trials if t["status"] != "Completed"]
-            if bad:
-                results["first trial not Completed"] = f"{bad[0]['status']}: {bad[0]['error']}"
+            ours: list[float] = []
+            bare: list[float] = []
+            local: list[float] = []
+            parts: dict[str, list[float]] = {}
+            for rep in range(args.sweep_repeat):  # alternated, each at any phase of the cycle
+                time.sleep(random.random())
+                took, breakdown = sweep_once(config, root, target)
+                ours.append(took)
+                for key, value in breakdown.items():
+                    parts.setdefault(key, []).append(value)
+                time.sleep(random.random())
+                bare.append(bare_array_once(conf, args.trials, args.concurrency))
+                t0 = time.perf_counter()  # the same sweep on this machine's local target
+                status = sweep("trial.py", config, target="local", workspace=root).wait(
+                    timeout=900)
+                local.append(time.perf_counter() - t0)
+                print(f"  rep {rep + 1}: ours {took:.2f} s, bare array {bare[-1]:.2f} s, "
+                      f"local {local[-1]:.2f} s ({status.value})", flush=True)
+            results["sweep reps"] = args.sweep_repeat
+            results["sweep wall s, median (min-max)"] = spread(ours)
+            results["sweep / ideal, median (goal <= 1.3)"] = round(
+                statistics.median(ours) / ideal, 2)
+            results["bare sbatch --array of the same shape, wall s, median (min-max)"] = \
+                spread(bare)
+            results["bare array / ideal, median"] = round(statistics.median(bare) / ideal, 2)
+            results["sweep / bare array, median of pairs"] = round(
+                statistics.median(o / b for o, b in zip(ours, bare)), 2)
+            results["same sweep on local, wall s, median (min-max)"] = spread(local)
+            for key, values in parts.items():
+                results[f"sweep: {key}, median"] = round(statistics.median(values), 2)
     finally:
         target.stop()
         if not os.environ.get("JC_BENCH_KEEP"):  # keep the logs to read after a failure
