@@ -13,8 +13,9 @@ issue's three goals:
                         200 distinct jobs, every run Completed (none lost)
   sweep as job array    32 trials of 1 s, 8 at a time, as one job array, vs the ideal
                         ceil(32/8) × 1 s, a bare ``sbatch --array=0-31%8`` of 1 s jobs
-                        (what Slurm alone costs here: no agent, no tracking), and the
-                        same sweep on the local target; medians of --sweep-repeat
+                        (what Slurm alone costs here), the same bare array of the
+                        trial script itself (no agent, no sweep), and the same sweep
+                        on the local target; medians of --sweep-repeat
                         alternated reps, each at any phase of slurmctld's cycle
 
 Only this cluster's daemons are stopped at the end.
@@ -143,13 +144,12 @@ def sweep_once(config, root: Path, target) -> tuple[float, dict[str, float]]:
         "trial Running -> ended s": statistics.median(e - b for b, e in zip(starts, ends))}
 
 
-def bare_array_once(conf: str, trials: int, concurrency: int) -> float:
-    """The baseline: a bare ``sbatch --array`` of 1 s jobs, same shape and throttle,
+def bare_array_once(conf: str, root: Path, trials: int, concurrency: int, wrap: str) -> float:
+    """A baseline: a bare ``sbatch --array`` of ``wrap``, the sweep's shape and throttle,
     from its submit until squeue has none of its tasks left."""
     t0 = time.perf_counter()
-    array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null",
-                  f"--array=0-{trials - 1}%{concurrency}",
-                  f"--wrap={sys.executable} -c 'import time; time.sleep(1)'").strip()
+    array = slurm(conf, "sbatch", "--parsable", "--output=/dev/null", f"--chdir={root}",
+                  f"--array=0-{trials - 1}%{concurrency}", f"--wrap={wrap}").strip()
     while queued := slurm(conf, "squeue", "-h", "-r", "-j", array, "-o", "%i|%r"):
         # slurmd here sometimes fails a launch and Slurm holds the task: release it, as
         # our launcher does, or the array never ends
@@ -258,6 +258,7 @@ def main() -> None:
             results["sweep ideal s (waves x 1 s)"] = ideal
             ours: list[float] = []
             bare: list[float] = []
+            bare_script: list[float] = []
             local: list[float] = []
             parts: dict[str, list[float]] = {}
             for rep in range(args.sweep_repeat):  # alternated, each at any phase of the cycle
@@ -267,13 +268,19 @@ def main() -> None:
                 for key, value in breakdown.items():
                     parts.setdefault(key, []).append(value)
                 time.sleep(random.random())
-                bare.append(bare_array_once(conf, args.trials, args.concurrency))
+                bare.append(bare_array_once(conf, root, args.trials, args.concurrency,
+                                            f"{sys.executable} -c 'import time; time.sleep(1)'"))
+                time.sleep(random.random())
+                bare_script.append(bare_array_once(
+                    conf, root, args.trials, args.concurrency,
+                    f"{sys.executable} trial.py --x $SLURM_ARRAY_TASK_ID >/dev/null"))
                 t0 = time.perf_counter()  # the same sweep on this machine's local target
                 status = sweep("trial.py", config, target="local", workspace=root).wait(
                     timeout=900)
                 local.append(time.perf_counter() - t0)
                 print(f"  rep {rep + 1}: ours {took:.2f} s, bare array {bare[-1]:.2f} s, "
-                      f"local {local[-1]:.2f} s ({status.value})", flush=True)
+                      f"bare array of trial.py {bare_script[-1]:.2f} s, local {local[-1]:.2f} s "
+                      f"({status.value})", flush=True)
             results["sweep reps"] = args.sweep_repeat
             results["sweep wall s, median (min-max)"] = spread(ours)
             results["sweep / ideal, median (goal <= 1.3)"] = round(
@@ -281,6 +288,10 @@ def main() -> None:
             results["bare sbatch --array of the same shape, wall s, median (min-max)"] = \
                 spread(bare)
             results["bare array / ideal, median"] = round(statistics.median(bare) / ideal, 2)
+            results["bare array of trial.py itself (no agent), wall s, median (min-max)"] = \
+                spread(bare_script)
+            results["bare array of trial.py / ideal, median"] = round(
+                statistics.median(bare_script) / ideal, 2)
             results["sweep / bare array, median of pairs"] = round(
                 statistics.median(o / b for o, b in zip(ours, bare)), 2)
             results["same sweep on local, wall s, median (min-max)"] = spread(local)
