@@ -206,6 +206,36 @@ def test_cancel_is_scancel_and_leaves_no_process(slurm_project: SlurmProject) ->
         time.sleep(0.5)
 
 
+REQUEUED = """\
+import os, sys, time
+print("start", os.environ["SLURM_RESTART_COUNT"] if "SLURM_RESTART_COUNT" in os.environ
+      else 0, flush=True)
+if "SLURM_RESTART_COUNT" not in os.environ:
+    time.sleep(600)  # the first start waits to be requeued
+print("done", flush=True)
+"""
+
+
+def test_a_requeued_job_is_one_run_that_starts_again_at_once(
+        slurm_project: SlurmProject) -> None:
+    """Slurm requeues a running job (here ``scontrol requeue``; a node failure does the
+    same): the run stays one run, waits with Slurm's word, and runs again with the job.
+    The embedded cluster's credential lifetime lets it start again in 11 s, not 121 s."""
+    p = slurm_project
+    p.write("requeued.py", REQUEUED)
+    run_id = p.submit("requeued.py", "--target", CLUSTER)
+    run = Run.get(run_id)
+    _wait_line(run, "start 0")
+    job_id = run.target.job(run_id)["id"]
+    _scontrol(p, "requeue", job_id)
+    requeued = time.monotonic()
+    assert run.wait(timeout=120) is RunStatus.COMPLETED, (run.record.error, run.log())
+    assert time.monotonic() - requeued < 60, "the requeued job waited for Slurm's delay"
+    log = run.log()
+    assert "start 0" in log and "start 1" in log and "done" in log, log
+    assert [r.id for r in api.runs(limit=None, workspace=p.root) if r.id == run_id] == [run_id]
+
+
 def test_cancel_of_a_queued_job(slurm_project: SlurmProject) -> None:
     """A job that cannot start yet (held) is canceled by scancel, and the run with it."""
     p = slurm_project

@@ -133,7 +133,12 @@ def slurm_conf(name: str, folder: str, shape: SlurmShape, ctld_port: int,
         # Bind to the configured addresses (127.0.0.1), not to every interface.
         "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
         f"SlurmUser={_user()}", f"SlurmdUser={_user()}",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={munge_socket}",
+        "AuthType=auth/munge", "CredType=cred/munge",
+        # cred_expire: a job credential's lifetime, which is also how long a requeued job
+        # (its node went down, or ``scontrol requeue``) waits before it may start again:
+        # 11 s, not 121. Credentials are made at launch, after PrologSlurmctld, and this
+        # cluster's slurmd receives them within milliseconds.
+        f"AuthInfo=socket={munge_socket},cred_expire=10",
         f"StateSaveLocation={folder}/state",
         f"SlurmdSpoolDir={folder}/spool/%n",
         f"SlurmctldPidFile={folder}/slurmctld.pid",
