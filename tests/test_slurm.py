@@ -216,7 +216,7 @@ print("done", flush=True)
 """
 
 
-def test_a_requeued_job_is_one_run_that_starts_again_at_once(
+def test_a_requeued_job_is_one_run_that_starts_again_within_seconds(
         slurm_project: SlurmProject) -> None:
     """Slurm requeues a running job (here ``scontrol requeue``; a node failure does the
     same): the run stays one run, waits with Slurm's word, and runs again with the job.
