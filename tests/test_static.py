@@ -94,7 +94,9 @@ def iopub_until(kernel: Kernel, kind: str, timeout: float = 30,
         seen.append(msg)
         if msg["msg_type"] == kind and when(msg):
             return seen
-    raise AssertionError(f"no {kind} in {[m['msg_type'] for m in seen]}")
+    said = [m["content"].get("text") or m["content"].get("traceback") for m in seen
+            if m["msg_type"] in ("stream", "error")]  # what a failing cell or thread said
+    raise AssertionError(f"no {kind} in {[m['msg_type'] for m in seen]}; said: {said}")
 
 
 def test_an_ended_run_becomes_static(project: Project, kernel: Kernel) -> None:
@@ -113,6 +115,35 @@ def test_an_ended_run_becomes_static(project: Project, kernel: Kernel) -> None:
     assert set(final) == {"text/plain", "text/html"}
     assert "Completed" in final["text/html"] and "<svg" in final["text/html"]
     assert "line 1\nline 2</pre>" in final["text/html"]
+
+
+def test_a_run_seen_ending_by_its_own_view_still_becomes_static(project: Project,
+                                                                 kernel: Kernel) -> None:
+    """On a busy machine a quick run can end while its view is being built, and the
+    view's follower, which starts with it, reads the end first. That run was followed to
+    its end, not brought back ended (which stays live to explore): it becomes static."""
+    project.write("quick.py", "print('quick done')\n")
+    assert kernel.run("from jupyter_compute import api\n"
+                      "r = api.submit('quick.py'); r.wait(timeout=60)").status == "ok"
+    # The handle of a fresh submit still says Queued; the run itself has ended. The view
+    # is built slowly, as on a busy machine: its follower reads the end meanwhile.
+    kernel.kc.execute(
+        "import time\nfrom jupyter_compute import runkinds, widgets\n"
+        "built = runkinds.view\n"
+        "def slowly_built(run, **kw):\n"
+        "    shown = built(run, **kw)\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while run.record.status == 'Queued' and time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    return shown\n"
+        "runkinds.view = slowly_built\n"
+        "r.record.status = 'Queued'\n"
+        "try:\n    widgets.show(r)\nfinally:\n    runkinds.view = built\n")
+    seen = iopub_until(kernel, "display_data")
+    display_id = seen[-1]["content"]["transient"]["display_id"]
+    seen = iopub_until(kernel, "update_display_data", timeout=60, when=lambda m: m[
+        "content"]["transient"]["display_id"] == display_id)
+    assert "quick done" in seen[-1]["content"]["data"]["text/html"]
 
 
 def test_kernel_shutdown_makes_live_outputs_static(project: Project) -> None:

@@ -50,6 +50,9 @@ def show(run: Run, tail_lines: int = 500) -> Any:
     from jupyter_compute.summary import StaticSummary
     from jupyter_compute.widgets import live
 
+    # Read before the view exists: its follower starts with it and updates this very
+    # record, so a quick run seen ending by its own view would count as one brought back.
+    ended_before = RunStatus(run.record.status).is_terminal()
     shown = runkinds.view(run, tail_lines=tail_lines)
     if isinstance(shown, StaticSummary):  # no widgets here: nothing more to follow
         display(shown)
@@ -68,8 +71,7 @@ def show(run: Run, tail_lines: int = 500) -> Any:
 
     # A view that draws its own final state (a pipeline's graph) is made static by it.
     final = getattr(shown, "static_summary", None) or static
-    shown.display_handle = live.show(
-        shown, final, until_end=not RunStatus(run.record.status).is_terminal())
+    shown.display_handle = live.show(shown, final, until_end=not ended_before)
     return shown
 
 
