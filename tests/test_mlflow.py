@@ -108,6 +108,7 @@ def test_script_with_its_own_tracking_uri_keeps_it(project: Project, tmp_path) -
 
 def test_an_mlflow_call_we_do_not_serve_is_named_at_once(project: Project) -> None:
     project.write("train.py", """
+        import sys
         import time
         import mlflow
         from mlflow import MlflowClient
@@ -118,9 +119,11 @@ def test_an_mlflow_call_we_do_not_serve_is_named_at_once(project: Project) -> No
         try:
             MlflowClient().delete_run(mlflow.start_run().info.run_id)
         except mlflow.exceptions.MlflowException as exc:
-            # Each print is one write: a line the store or the agent writes apart from
-            # stdout (stderr, the agent's own log) cannot land inside it.
-            print(f"error: {exc.error_code} {exc.message} after {time.monotonic() - start:.1f}s")
+            # One write with its newline: print() writes the end apart (unbuffered, as
+            # a run's stdout is), and the store's stderr line, which the agent relays
+            # into the same log, could land between the two.
+            sys.stdout.write(f"error: {exc.error_code} {exc.message} after "
+                             f"{time.monotonic() - start:.1f}s\\n")
         # The same run's REST endpoint, for anything that speaks HTTP (the URI's address).
         import json, os, urllib.request, urllib.error
         url = os.environ["MLFLOW_TRACKING_URI"].replace("jupyter-compute://", "http://")
